@@ -1,0 +1,51 @@
+"""Shared fixtures: one small synthetic corpus and its manifests per test session.
+
+Both are built through the public CLIs, so every test that uses them also
+exercises the commands a user runs.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Subset budgets scaled to the "small" synthetic preset (see prepare/synthetic.py).
+SMALL_PREPARE_ARGS = [
+    "--few_speakers_per_gender", "4",
+    "--val_trials_full", "400",
+    "--val_trials_tiny", "200",
+    "--val_fraction", "0.1",
+]
+
+
+def run_module(module: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m module args` and fail the test with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=cwd, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"python -m {module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    """A small VoxCeleb-shaped corpus (preset 'small', seed 0)."""
+    out = tmp_path_factory.mktemp("corpus")
+    run_module("prepare.synthetic", "--out", out, "--preset", "small", "--seed", "0")
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_manifests(synthetic_corpus, tmp_path_factory) -> Path:
+    """Manifests, subsets and trials of the small corpus (prepare.voxceleb)."""
+    save = tmp_path_factory.mktemp("manifests")
+    run_module(
+        "prepare.voxceleb", "--data_folder", synthetic_corpus, "--save_folder", save,
+        "--jobs", "2", *SMALL_PREPARE_ARGS,
+    )
+    return save
