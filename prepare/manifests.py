@@ -1,0 +1,145 @@
+"""Stage 5: SpeechBrain-style manifests, trial files and the table-1 statistics.
+
+- ``<subset>/train.csv``, ``<subset>/val.csv``: columns ID,duration,wav,spk_id,session,gender
+- ``<subset>/val_trials.txt``: ``label path1 path2`` (official trial format)
+- ``<subset>/stats.json``: files, speakers, sessions, hours and per-speaker
+  session / file distributions (the study's table 1), plus trial counts
+- ``test/{original,extended,hard}.csv`` + ``*_trials.txt`` from the VoxCeleb1
+  trial lists ``veri_test2.txt``, ``list_test_all2.txt``, ``list_test_hard2.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prepare.atomic import atomic_path
+from prepare.errors import PrepareError
+from prepare.listing import read_durations, split_ids
+
+MANIFEST_COLUMNS = ["ID", "duration", "wav", "spk_id", "session", "gender"]
+TEST_LISTS = {"original": "veri_test2.txt", "extended": "list_test_all2.txt",
+              "hard": "list_test_hard2.txt"}
+
+
+def write_manifest(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """Write a manifest CSV (rows sorted by ID) atomically."""
+    with atomic_path(path) as tmp:
+        df.sort_values("ID")[MANIFEST_COLUMNS].to_csv(tmp, index=False)
+
+
+def write_trials(path: str | os.PathLike, trials: pd.DataFrame) -> None:
+    """Write ``label path1 path2`` lines atomically."""
+    with atomic_path(path) as tmp:
+        trials[["label", "path1", "path2"]].to_csv(tmp, sep=" ", header=False, index=False)
+
+
+def read_trial_list(path: str | os.PathLike) -> pd.DataFrame:
+    """Read an official trial list (``label path1 path2`` per line) with checks."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrepareError(f"trial list not found: {path}")
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            cells = line.split()
+            if not cells:
+                continue
+            if len(cells) != 3 or cells[0] not in ("0", "1"):
+                raise PrepareError(f"malformed trial list {path}, line {n}: {line.strip()!r} "
+                                   "(expected 'label path1 path2' with label 0 or 1)")
+            rows.append(cells)
+    if not rows:
+        raise PrepareError(f"trial list is empty: {path}")
+    df = pd.DataFrame(rows, columns=["label", "path1", "path2"])
+    df["label"] = df.label.astype(int)
+    return df
+
+
+def _distribution(values: pd.Series) -> dict:
+    v = values.to_numpy()
+    if len(v) == 0:
+        return {"min": 0, "max": 0, "mean": 0.0, "median": 0.0}
+    return {"min": int(v.min()), "max": int(v.max()), "mean": round(float(v.mean()), 3),
+            "median": float(np.median(v))}
+
+
+def split_stats(df: pd.DataFrame) -> dict:
+    """Table-1 figures of one split (train or val)."""
+    per_spk = df.groupby("spk_id")
+    sessions = df.groupby(["spk_id", "session"]).size()
+    return {
+        "files": int(len(df)),
+        "speakers": int(df.spk_id.nunique()),
+        "speakers_by_gender": {g: int(n) for g, n in
+                               df.drop_duplicates("spk_id").gender.value_counts().sort_index().items()},
+        "sessions": int(len(sessions)),
+        "hours": round(float(df.duration.sum()) / 3600, 3),
+        "sessions_per_speaker": _distribution(per_spk.session.nunique()),
+        "files_per_speaker": _distribution(per_spk.size()),
+        "files_per_session": _distribution(sessions),
+    }
+
+
+def subset_stats(train: pd.DataFrame, val: pd.DataFrame, trials: pd.DataFrame) -> dict:
+    """stats.json of a subset: train/val figures and the trial counts."""
+    return {
+        "train": split_stats(train),
+        "val": split_stats(val),
+        "val_trials": {"trials": int(len(trials)), "target": int((trials.label == 1).sum()),
+                       "nontarget": int((trials.label == 0).sum())},
+    }
+
+
+def check_trials_in(trials: pd.DataFrame, val: pd.DataFrame, source: str) -> None:
+    """Every path of ``trials`` must be a file of ``val``."""
+    paths = pd.concat([trials.path1, trials.path2]).str.removesuffix(".wav")
+    missing = paths[~paths.isin(val.ID)]
+    if len(missing):
+        raise PrepareError(f"{source}: trial names {missing.iloc[0]}.wav, which is not a "
+                           f"validation file of this subset ({len(missing.unique())} such paths)")
+
+
+def test_manifest(trials: pd.DataFrame, trial_file: Path, vox1_wav: Path,
+                  genders: dict[str, str], jobs: int = 1) -> pd.DataFrame:
+    """Manifest of every VoxCeleb1 file named by ``trials`` (read from ``trial_file``)."""
+    names = pd.Series(pd.unique(pd.concat([trials.path1, trials.path2]).to_numpy()))
+    wav = (str(vox1_wav.resolve()) + "/") + names
+    exists = np.fromiter((os.path.isfile(p) for p in wav), bool, len(wav))
+    if not exists.all():
+        first = names[~exists].iloc[0]
+        line = int(np.flatnonzero((trials.path1 == first) | (trials.path2 == first))[0]) + 1
+        raise PrepareError(
+            f"{trial_file}, line {line}: trial names {first}, which does not exist under "
+            f"{vox1_wav} ({int((~exists).sum())} missing file(s))"
+        )
+    ids = names.str.removesuffix(".wav")
+    df = split_ids(ids)
+    df.insert(0, "ID", ids)
+    unknown = sorted(set(df.spk_id) - set(genders))
+    if unknown:
+        raise PrepareError(f"{trial_file}: speaker(s) {', '.join(unknown[:5])} not in vox1 meta")
+    df["gender"] = df.spk_id.map(genders)
+    df["wav"] = wav
+    df["duration"] = read_durations(list(wav), jobs, desc=f"headers {trial_file.name}")
+    return df[MANIFEST_COLUMNS]
+
+
+def write_test_set(out: Path, name: str, trial_file: Path, vox1_wav: Path,
+                   genders: dict[str, str], jobs: int = 1) -> None:
+    """``out/<name>.csv`` and ``out/<name>_trials.txt`` (a copy of ``trial_file``)."""
+    trials = read_trial_list(trial_file)
+    write_manifest(out / f"{name}.csv", test_manifest(trials, trial_file, vox1_wav, genders, jobs))
+    with atomic_path(out / f"{name}_trials.txt") as tmp:
+        shutil.copyfile(trial_file, tmp)
+
+
+def write_json_stats(path: str | os.PathLike, stats: dict) -> None:
+    """Write stats.json atomically."""
+    from prepare.atomic import write_json
+
+    write_json(path, stats)

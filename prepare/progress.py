@@ -1,0 +1,15 @@
+"""Progress bars that stay readable in a terminal and in batch logs."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+def progress(iterable=None, **kwargs) -> tqdm:
+    """A tqdm bar on stderr; refreshes rarely when stderr is not a terminal (SLURM logs)."""
+    kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 30.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("file", sys.stderr)
+    return tqdm(iterable, **kwargs)

@@ -1,0 +1,299 @@
+"""VoxCeleb preparation: ``python -m prepare.voxceleb --data_folder DIR --save_folder M``.
+
+Stages (each resumable; a rerun skips what is done and redoes what changed):
+
+1. convert   VoxCeleb2 dev m4a -> 16 kHz mono wav (prepare.convert)
+2. listing   every utterance with duration and gender, cached as M/listing.csv (prepare.listing)
+3. split     session-disjoint validation split (prepare.split), then the subsets (prepare.subsets)
+4. trials    validation trials per subset (prepare.trials)
+5. manifests M/<subset>/{train.csv,val.csv,val_trials.txt,stats.json}, M/test/* (prepare.manifests)
+
+Expected input (the official archives, extracted):
+``DIR/voxceleb2/dev/aac/<spk>/<session>/<utt>.m4a``, ``DIR/voxceleb1/wav/...wav``,
+``DIR/meta/{vox1_meta.csv,vox2_meta.csv,veri_test2.txt,list_test_all2.txt,list_test_hard2.txt}``.
+Bad input raises :class:`prepare.errors.PrepareError`; the CLI prints ``error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from prepare import manifests
+from prepare.atomic import (
+    atomic_folder,
+    mark_done,
+    remove_stale_temporaries,
+    stage_done,
+)
+from prepare.convert import convert_voxceleb2, find_audio
+from prepare.errors import PrepareError, PrepareWarning
+from prepare.listing import load_or_build_listing
+from prepare.meta import gender_map
+from prepare.split import split_validation
+from prepare.subsets import (
+    SUBSETS,
+    check_not_empty,
+    list_name,
+    parse_budget,
+    select_budget,
+    select_from_list,
+    select_full,
+    select_tiny_few,
+    select_tiny_many,
+    subset_val,
+    write_subset_list,
+)
+from prepare.trials import make_val_trials
+
+log = logging.getLogger("prepare.voxceleb")
+
+DEFAULTS = dict(
+    wav_folder=None, meta_folder=None, vox1_folder=None,
+    subsets=None, subset_lists=(), custom_subsets=(),
+    test_sets=tuple(manifests.TEST_LISTS),
+    seed=1337, jobs=os.cpu_count() or 1, val_fraction=0.01,
+    few_speakers_per_gender=50, many_files_per_speaker=8,
+    low_max_files_per_session=8, high_max_files_per_session=1,
+    val_trials_full=30000, val_trials_tiny=2000,
+)
+PARAMS_FILE = "prepare_params.json"
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _fingerprint(df: pd.DataFrame) -> str:
+    """A cheap content hash of a listing (IDs and durations)."""
+    h = pd.util.hash_pandas_object(df[["ID", "duration"]], index=False).to_numpy()
+    return f"{len(df)}:{int(h.sum(dtype='uint64'))}"
+
+
+def subset_rules(o: dict) -> dict[str, dict]:
+    """Subset name -> how to build it (rule and budget), from the options."""
+    rules: dict[str, dict] = {}
+    names = o["subsets"]
+    if names is None:
+        names = () if (o["subset_lists"] or o["custom_subsets"]) else SUBSETS
+    for name in names:
+        if name not in SUBSETS:
+            raise PrepareError(f"unknown subset {name!r} (choose from {', '.join(SUBSETS)})")
+        rule = {"rule": name, "n_trials": o["val_trials_full" if name == "full" else
+                                             "val_trials_tiny"]}
+        if name == "tiny_few":
+            rule["speakers_per_gender"] = o["few_speakers_per_gender"]
+        elif name.startswith("tiny_many"):
+            rule["files_per_speaker"] = o["many_files_per_speaker"]
+            rule["max_files_per_session"] = o[f"{name[10:]}_max_files_per_session"]
+        rules[name] = rule
+    for spec in o["custom_subsets"]:
+        name, budget = parse_budget(spec)
+        rules[name] = {"rule": "budget", "n_trials": o["val_trials_tiny"], **budget}
+    for path in o["subset_lists"]:
+        path = Path(path)
+        if not path.is_file():
+            raise PrepareError(f"subset list not found: {path}")
+        name = list_name(path)
+        n_trials = o["val_trials_full" if name == "full" else "val_trials_tiny"]
+        rule = {"rule": "list", "list": str(path.resolve()), "list_sha1": _sha1(path),
+                "n_trials": n_trials}
+        published = path.with_name(f"val_trials_{name}.txt")
+        if published.is_file():  # the published trials beside the list are reproduced too
+            rule.update(trials=str(published.resolve()), trials_sha1=_sha1(published))
+        rules[name] = rule
+    return rules
+
+
+def build_subset(rule: dict, listing: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame,
+                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, val) rows of one subset."""
+    kind = rule["rule"]
+    if kind == "list":
+        return select_from_list(listing, rule["list"])
+    if kind == "full":
+        sub = select_full(train)
+    elif kind == "tiny_few":
+        sub = select_tiny_few(train, rule["speakers_per_gender"])
+    elif kind in ("tiny_many_low", "tiny_many_high"):
+        sub = select_tiny_many(train, rule["files_per_speaker"], rule["max_files_per_session"],
+                               seed)
+    else:
+        budget = {k: v for k, v in rule.items() if k not in ("rule", "n_trials")}
+        sub = select_budget(train, seed=seed, **budget)
+    return sub, subset_val(val, sub)
+
+
+def write_subset(folder: Path, name: str, rule: dict, listing: pd.DataFrame,
+                 train: pd.DataFrame, val: pd.DataFrame, params: dict, seed: int) -> None:
+    """Build one subset and write its folder atomically."""
+    sub_train, sub_val = build_subset(rule, listing, train, val, seed)
+    check_not_empty(name, sub_train, sub_val)
+    if "trials" in rule:
+        trials = manifests.read_trial_list(rule["trials"])
+        manifests.check_trials_in(trials, sub_val, rule["trials"])
+    else:
+        trials = make_val_trials(sub_val, rule["n_trials"], seed, name=name)
+    with atomic_folder(folder) as tmp:
+        manifests.write_manifest(tmp / "train.csv", sub_train)
+        manifests.write_manifest(tmp / "val.csv", sub_val)
+        manifests.write_trials(tmp / "val_trials.txt", trials)
+        stats = manifests.subset_stats(sub_train, sub_val, trials)
+        stats["subset"], stats["rule"] = name, rule
+        manifests.write_json_stats(tmp / "stats.json", stats)
+        write_subset_list(tmp / f"{name}_utterance_list.csv",
+                          sub_train.sort_values("ID"), sub_val.sort_values("ID"))
+        mark_done(tmp / PARAMS_FILE, params)
+    s = stats["train"]
+    log.info("%s: %d train files, %d speakers, %d sessions, %.1f h; %d val files; %d trials",
+             name, s["files"], s["speakers"], s["sessions"], s["hours"],
+             stats["val"]["files"], stats["val_trials"]["trials"])
+
+
+def prepare_test_sets(save: Path, data: Path, vox1_wav: Path, meta: Path, test_sets,
+                      jobs: int) -> None:
+    """M/test/<name>.csv + <name>_trials.txt for each requested VoxCeleb1 test set."""
+    if not test_sets:
+        return
+    unknown = [t for t in test_sets if t not in manifests.TEST_LISTS]
+    if unknown:
+        raise PrepareError(f"unknown test set {unknown[0]!r} "
+                           f"(choose from {', '.join(manifests.TEST_LISTS)})")
+    files = {t: meta / manifests.TEST_LISTS[t] for t in test_sets}
+    for f in files.values():
+        if not f.is_file():
+            raise PrepareError(f"trial list not found: {f}")
+    vox1_meta = meta / "vox1_meta.csv"
+    params = {"vox1_wav": str(vox1_wav.resolve()),
+              "lists": {t: _sha1(f) for t, f in files.items()},
+              "vox1_meta": _sha1(vox1_meta) if vox1_meta.is_file() else None}
+    out = save / "test"
+    if stage_done(out / PARAMS_FILE, params):
+        log.info("test manifests: done already")
+        return
+    genders = gender_map(vox1_meta)
+    with atomic_folder(out) as tmp:
+        for t, f in files.items():
+            manifests.write_test_set(tmp, t, f, vox1_wav, genders, jobs)
+        mark_done(tmp / PARAMS_FILE, params)
+    log.info("test manifests: %s", ", ".join(test_sets))
+
+
+def prepare_voxceleb(data_folder, save_folder, **options) -> None:
+    """Run every stage (see module doc); options as the CLI's (see DEFAULTS)."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    o = {**DEFAULTS, **options}
+    data, save = Path(data_folder), Path(save_folder)
+    meta = Path(o["meta_folder"] or data / "meta")
+    wav_root = Path(o["wav_folder"] or data / "voxceleb2" / "dev" / "wav")
+    aac_root = data / "voxceleb2" / "dev" / "aac"
+    vox1_wav = Path(o["vox1_folder"] or data / "voxceleb1" / "wav")
+    save.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(save)
+
+    rules = subset_rules(o)  # option errors before any long work
+    genders = gender_map(meta / "vox2_meta.csv")
+
+    # 1. convert
+    marker = save / ".stages" / "convert.json"
+    key = {"aac": str(aac_root.resolve()), "wav": str(wav_root.resolve())}
+    if stage_done(marker, key):
+        log.info("convert: done already")
+    elif aac_root.is_dir():
+        n = convert_voxceleb2(aac_root, wav_root, o["jobs"])
+        mark_done(marker, key)
+        log.info("convert: %d files in %s", n, wav_root)
+    elif not (wav_root.is_dir() and find_audio(wav_root, "wav")):
+        raise PrepareError(f"no VoxCeleb2 dev audio: neither {aac_root} (m4a) nor "
+                           f"{wav_root} (wav) exists")
+
+    # 2. listing
+    listing = load_or_build_listing(save / "listing.csv", wav_root, genders, o["jobs"])
+    log.info("listing: %d files, %d speakers", len(listing), listing.spk_id.nunique())
+
+    # 3-5. split, subsets, trials, manifests
+    base = {"listing": _fingerprint(listing), "seed": o["seed"],
+            "val_fraction": o["val_fraction"]}
+    split = None
+    for name, rule in rules.items():
+        params = {**base, **rule}
+        folder = save / name
+        if stage_done(folder / PARAMS_FILE, params):
+            log.info("%s: done already", name)
+            continue
+        if split is None:
+            is_val = split_validation(listing, o["val_fraction"], o["seed"])
+            split = (listing[~is_val], listing[is_val])
+        write_subset(folder, name, rule, listing, *split, params, o["seed"])
+
+    prepare_test_sets(save, data, vox1_wav, meta, o["test_sets"], o["jobs"])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m prepare.voxceleb",
+        description="Prepare VoxCeleb (or the synthetic corpus) for the lowres recipes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = DEFAULTS
+    p.add_argument("--data_folder", required=True, help="root with voxceleb2/, voxceleb1/, meta/")
+    p.add_argument("--save_folder", required=True, help="where manifests are written")
+    p.add_argument("--wav_folder", help="converted VoxCeleb2 wavs (default DATA/voxceleb2/dev/wav)")
+    p.add_argument("--meta_folder", help="meta files and trial lists (default DATA/meta)")
+    p.add_argument("--vox1_folder", help="VoxCeleb1 wav root (default DATA/voxceleb1/wav)")
+    p.add_argument("--subsets", nargs="+", default=None,
+                   help=f"rule-made subsets among {' '.join(SUBSETS)} (default: all, or none "
+                        "when --subset_list/--custom_subset is given)")
+    p.add_argument("--subset_list", action="append", default=[], dest="subset_lists",
+                   metavar="FILE", help="reproduce the subset of a published list "
+                   "(utterance_key;shard_dix;set_name; name from the file: "
+                   "tiny_few_utterance_list.csv -> tiny_few); repeatable")
+    p.add_argument("--custom_subset", action="append", default=[], dest="custom_subsets",
+                   metavar="NAME:key=v,...", help="a subset with its own budget; keys "
+                   "speakers_per_gender, max_sessions_per_speaker, max_files_per_session, "
+                   "files_per_speaker; repeatable")
+    p.add_argument("--test_sets", nargs="*", default=list(d["test_sets"]),
+                   help="VoxCeleb1 test sets to write (none: give the option without values)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--jobs", type=int, default=d["jobs"], help="parallel ffmpeg / header readers")
+    p.add_argument("--val_fraction", type=float, default=d["val_fraction"])
+    p.add_argument("--few_speakers_per_gender", type=int, default=d["few_speakers_per_gender"])
+    p.add_argument("--many_files_per_speaker", type=int, default=d["many_files_per_speaker"])
+    p.add_argument("--low_max_files_per_session", type=int,
+                   default=d["low_max_files_per_session"])
+    p.add_argument("--high_max_files_per_session", type=int,
+                   default=d["high_max_files_per_session"])
+    p.add_argument("--val_trials_full", type=int, default=d["val_trials_full"])
+    p.add_argument("--val_trials_tiny", type=int, default=d["val_trials_tiny"])
+    return p.parse_args(argv)
+
+
+def _warn(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = vars(parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    warnings.showwarning = _warn
+    warnings.simplefilter("always", PrepareWarning)
+    data, save = args.pop("data_folder"), args.pop("save_folder")
+    try:
+        prepare_voxceleb(data, save, **args)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
