@@ -1,0 +1,173 @@
+"""Batched extraction of one speaker embedding per audio file (whole utterance).
+
+Files are sorted by duration (longest first, so an out-of-memory error shows
+up at once), grouped into batches, zero-padded to the longest file of the
+batch and passed with SpeechBrain relative lengths (``n_samples / max_len``),
+so for a padding-invariant embedder a batched embedding equals the one of the
+file alone.  Embedders that see the padding (``padding_invariant = False``,
+e.g. wav2vec2 whose group-norm CNN normalises over the whole padded signal)
+only get files of exactly equal length batched together, i.e. no padding.
+An embedder without the attribute is treated as not padding-invariant.
+
+Audio is read with soundfile; multi-channel files are averaged to mono and
+files not at 16 kHz are resampled to 16 kHz (torchaudio), see
+:func:`load_audio`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+__all__ = ["SAMPLE_RATE", "load_audio", "audio_num_samples", "make_batches",
+           "extract_embeddings"]
+
+SAMPLE_RATE = 16000
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Read an audio file as a float32 mono tensor ``[T]`` at ``sample_rate``.
+
+    Multi-channel audio is averaged; other sample rates are resampled with
+    ``torchaudio.functional.resample``.  Missing or unreadable files raise
+    ``FileNotFoundError`` / ``RuntimeError`` naming the path.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise RuntimeError(f"cannot read audio file {path}: {err}") from err
+    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if wav.numel() == 0:
+        raise RuntimeError(f"audio file is empty: {path}")
+    if sr != sample_rate:
+        import torchaudio.functional as taf
+
+        wav = taf.resample(wav, sr, sample_rate)
+    return wav.contiguous()
+
+
+def audio_num_samples(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> int:
+    """Length in samples at ``sample_rate`` from the file header (no decoding)."""
+    info = sf.info(os.fspath(path))
+    if info.samplerate == sample_rate:
+        return int(info.frames)
+    return int(round(info.frames * sample_rate / info.samplerate))
+
+
+def make_batches(
+    lengths: Sequence[int],
+    padding_invariant: bool,
+    batch_size: int = 16,
+    max_batch_samples: int = 16000 * 400,
+) -> list[list[int]]:
+    """Group file indices into batches, longest files first.
+
+    A batch holds at most ``batch_size`` files and at most ``max_batch_samples``
+    padded samples (longest file x number of files; a single longer file still
+    gets its own batch).  Without ``padding_invariant`` only files of exactly
+    the same length share a batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for idx in order.tolist():
+        if current:
+            longest = int(lengths[current[0]])  # sorted: first is longest
+            full = (len(current) >= batch_size
+                    or longest * (len(current) + 1) > max_batch_samples
+                    or (not padding_invariant and int(lengths[idx]) != longest))
+            if full:
+                batches.append(current)
+                current = []
+        current.append(idx)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """Reads and pads one precomputed batch per item (so a DataLoader can prefetch)."""
+
+    def __init__(self, paths: Sequence[str], batches: list[list[int]]):
+        self.paths = paths
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        idx = self.batches[i]
+        wavs = [load_audio(self.paths[j]) for j in idx]
+        n = torch.tensor([w.numel() for w in wavs])
+        padded = torch.zeros(len(wavs), int(n.max()))
+        for row, w in enumerate(wavs):
+            padded[row, : w.numel()] = w
+        return torch.tensor(idx), padded, n.float() / n.max()
+
+
+def extract_embeddings(
+    embedder: torch.nn.Module,
+    paths: Sequence[str | os.PathLike],
+    num_samples: Sequence[int] | None = None,
+    batch_size: int = 16,
+    max_batch_seconds: float = 400.0,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool | str = True,
+) -> torch.Tensor:
+    """Embeddings ``[len(paths), D]`` (float32, CPU) of every file, in the order of ``paths``.
+
+    ``paths`` should be unique (each file is embedded once).  ``num_samples``
+    (lengths at 16 kHz, e.g. from a manifest's durations) only steers the
+    batching; when missing they are read from the file headers.  The embedder
+    runs in eval mode under ``torch.no_grad``; its train/eval mode is
+    restored afterwards.  ``progress``: a tqdm bar (a string is used as its
+    description).
+    """
+    paths = [os.fspath(p) for p in paths]
+    if len(set(paths)) != len(paths):
+        raise ValueError("extract_embeddings: paths contain duplicates; pass each file once")
+    if not paths:
+        raise ValueError("extract_embeddings: no files given")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"audio file not found: {p}")
+    if num_samples is None:
+        num_samples = [audio_num_samples(p) for p in paths]
+    invariant = bool(getattr(embedder, "padding_invariant", False))
+    batches = make_batches(num_samples, invariant, batch_size,
+                           int(max_batch_seconds * SAMPLE_RATE))
+    loader = torch.utils.data.DataLoader(
+        _BatchReader(paths, batches), batch_size=None, shuffle=False, num_workers=num_workers,
+    )
+    was_training = embedder.training
+    embedder.eval()
+    out: torch.Tensor | None = None
+    desc = progress if isinstance(progress, str) else "embeddings"
+    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress)
+    try:
+        with torch.no_grad():
+            for idx, wavs, lens in loader:
+                emb = embedder(wavs.to(device), lens.to(device)).float().cpu()
+                if emb.ndim == 3 and emb.shape[1] == 1:  # SpeechBrain style [B, 1, D]
+                    emb = emb[:, 0]
+                if out is None:
+                    out = torch.empty(len(paths), emb.shape[-1])
+                out[idx] = emb
+                bar.update(len(idx))
+    finally:
+        bar.close()
+        embedder.train(was_training)
+    assert out is not None
+    return out
