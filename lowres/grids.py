@@ -1,0 +1,380 @@
+"""The study's experiment grids, each defined once as data (STUDY.md §5, SEED.md).
+
+A grid expands to a list of :class:`Run` s, one `recipes/VoxCeleb/train.py`
+command each.  The same list, in the same order, is used by the local runner
+(`python -m lowres.grid run`), by the SLURM array scripts (`slurm/*.sbatch`,
+array index = position in the list) and by `python -m lowres.grid list`.
+
+Translation of the study's hydra overrides (SEED.md) to our hparams keys:
+
+==============================================  =====================================
+study (hydra)                                   lowres (train.py override)
+==============================================  =====================================
+``+experiment=<model>_<subset>``                ``hparams/<model>_<subset>.yaml``
+``+experiment=ablation_wav2vec2_<subset>``      ``hparams/wav2vec2_<subset>.yaml`` +
+                                                ``lr`` of the ablation experiment
+``optim.algo.lr=X``                             ``lr=X``
+``trainer.max_steps=N``                         ``max_steps=N``
+``seed=S``                                      ``seed=S``
+``enroll_training_data`` / ``post_process_      same names
+scores``
+``data.use_additional_test_sets=true``          ``test_sets=[original, extended, hard]``
+``optim/schedule=constant|exp_decay``           ``lr_schedule=constant|exp_decay``
+``++optim.schedule.scheduler.step_size_up=      ``lr_schedule=one_cycle`` (half-cycle
+25_000`` (and ``step_size_down``)               25k: one cycle in 50k steps)
+``network/regularisation=wav2vec2_<preset>``    ``regularisation=<preset>``
+``++network.<flag>=<value>``                    ``<flag>=<value>``
+``hydra/launcher=slurm_11vram|slurm_24vram``    GPU class (:data:`GPU_CLASS`), not an
+                                                override
+==============================================  =====================================
+
+Run folders encode the grid point:
+``RUNS_ROOT/<grid>/<model>_<subset>/lr=<lr>[_steps=<max_steps>_seed=<seed>]``
+and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed=<seed>``
+(tags as in SEED.md).  :func:`parse_run_path` reads them back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "MODELS", "SUBSETS", "GRIDS", "GPU_CLASS", "ALL_TEST_SETS", "Run", "expand",
+    "format_value", "parse_run_path", "is_finished", "results_path", "REPO_ROOT",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = "recipes/VoxCeleb/train.py"  # $LOWRES_TRAIN_SCRIPT replaces it (tests, forks)
+
+MODELS = ("xvector", "ecapa", "wav2vec2")
+SUBSETS = ("full", "tiny_few", "tiny_many_low", "tiny_many_high")
+
+# GPU memory class each model asked for in the study (hydra launchers slurm_11vram /
+# slurm_24vram); used by `python -m lowres.grid sbatch` to pick sbatch arguments.
+GPU_CLASS = {"xvector": "11GB", "ecapa": "11GB", "wav2vec2": "24GB"}
+
+# `data.use_additional_test_sets=true`: VoxCeleb1-E and -H besides VoxCeleb1-O.
+ALL_TEST_SETS = {"test_sets": "[original, extended, hard]"}
+
+# The study's evaluation switches for the LR grids (every LR-grid command in SEED.md).
+NO_SCORE_NORM = {"enroll_training_data": False, "post_process_scores": False}
+
+# ---------------------------------------------------------------------------
+# naive LR grid: every model x subset, lr 1e-7 ... 1e-2 (decades)
+NAIVE_LRS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+# ECAPA's naive-grid command also passes data.use_additional_test_sets=true.
+NAIVE_EXTRA = {"ecapa": ALL_TEST_SETS}
+
+# ---------------------------------------------------------------------------
+# detailed LR grid: {1.78, 3.16, 5.62} x 10^k around the naive winner (SEED.md)
+_HIGH = (1.78e-3, 3.16e-3, 5.62e-3, 1.78e-2, 3.16e-2, 5.62e-2)
+DETAILED_LRS = {
+    "xvector": {
+        "full": (1.78e-4, 3.16e-4, 5.62e-4, 1.78e-3, 3.16e-3, 5.62e-3),
+        "tiny_few": _HIGH,
+        "tiny_many_low": (1.78e-5, 3.16e-5, 5.62e-5, 1.78e-4, 3.16e-4, 5.62e-4),
+        "tiny_many_high": _HIGH,
+    },
+    "ecapa": {subset: _HIGH for subset in SUBSETS},
+    "wav2vec2": {
+        "full": (1.78e-5, 3.16e-5, 5.62e-5, 1.78e-4, 3.16e-4, 5.62e-4),
+        "tiny_few": (1.78e-6, 3.16e-6, 5.62e-6, 1.78e-5, 3.16e-5, 5.62e-5),
+        "tiny_many_low": (1.78e-5, 3.16e-5, 5.62e-5, 1.78e-4, 3.16e-4, 5.62e-4),
+        "tiny_many_high": (1.78e-5, 3.16e-5, 5.62e-5, 1.78e-4, 3.16e-4, 5.62e-4),
+    },
+}
+
+# ---------------------------------------------------------------------------
+# steps: best lr per cell, max_steps x 3 seeds, extra test sets on (SEED.md "step_exp")
+STEPS_MAX_STEPS = (25_000, 50_000, 100_000, 400_000)
+STEPS_CELLS = {  # model -> subset -> (best lr, seeds)
+    "xvector": {
+        "full": (3.16e-3, (51412, 38396, 11558)),
+        "tiny_few": (1.78e-2, (7348, 12935, 6622)),
+        "tiny_many_low": (1.00e-4, (30921, 90124, 70956)),
+        "tiny_many_high": (1.78e-3, (32188, 60801, 73677)),
+    },
+    "ecapa": {
+        "full": (5.62e-3, (69317, 43142, 8754)),
+        "tiny_few": (1.78e-2, (87510, 83832, 49529)),
+        "tiny_many_low": (5.62e-3, (54190, 54160, 86823)),
+        "tiny_many_high": (5.62e-3, (89540, 80774, 47997)),
+    },
+    "wav2vec2": {
+        "full": (1.782e-4, (69317, 43142, 8754)),
+        "tiny_few": (5.62e-6, (62204, 20427, 456)),
+        "tiny_many_low": (1.782e-4, (45979, 43354, 68179)),
+        "tiny_many_high": (1.782e-4, (73232, 95015, 69018)),
+    },
+}
+# x-vector's step runs switch AS-norm off, ECAPA's and wav2vec2's switch it on.
+STEPS_SCORE_NORM = {
+    "xvector": NO_SCORE_NORM,
+    "ecapa": {"enroll_training_data": True, "post_process_scores": True},
+    "wav2vec2": {"enroll_training_data": True, "post_process_scores": True},
+}
+
+# ---------------------------------------------------------------------------
+# wav2vec2 ablation (experiment ablation_wav2vec2_<subset>: 50k steps, cyclic LR,
+# backbone frozen for the first 12,500 steps, CNN always frozen, default regularisation,
+# i.e. hparams/wav2vec2_<subset>.yaml with the ablation's lr).  Its data config evaluates
+# VoxCeleb1-O, -E and -H (the study reports the ablation on -H), hence ALL_TEST_SETS.
+# enroll_training_data / post_process_scores are not set by the study's commands: the
+# hparams defaults apply.
+ABLATION_LR = {"tiny_few": 5.62e-6, "tiny_many_high": 1.78e-4}
+ABLATION_BASELINE_SEEDS = (787, 23916)
+ABLATION_SEEDS = (11469, 787, 23916)
+ABLATION_VARIANTS: dict[str, dict[str, object]] = {  # SEED.md tag -> overrides
+    "baseline": {},
+    "lr_constant": {"lr_schedule": "constant"},
+    "lr_exp_decay": {"lr_schedule": "exp_decay"},
+    "lr_1_cycle": {"lr_schedule": "one_cycle"},
+    "weights_random_init": {
+        "reset_weights": True,
+        "completely_freeze_feature_extractor": False,
+        "wav2vec_initially_frozen": False,
+    },
+    "weights_no_freeze": {
+        "completely_freeze_feature_extractor": False,
+        "wav2vec_initially_frozen": False,
+    },
+    "weights_freeze_cycle": {
+        "completely_freeze_feature_extractor": False,
+        "wav2vec_initially_frozen": True,
+        "num_frozen_steps": 12500,
+    },
+    "weights_freeze_cycle_cnn": {  # despite the tag: only the CNN is frozen
+        "completely_freeze_feature_extractor": True,
+        "wav2vec_initially_frozen": False,
+    },
+    "reg_none": {"regularisation": "none"},
+    "reg_dropout": {"regularisation": "only_dropout"},
+    "reg_mask": {"regularisation": "only_masking"},
+    "reg_layerdrop": {"regularisation": "only_layerdrop"},
+}
+# Human-readable names used by the results table / figure (STUDY.md §5).
+ABLATION_LABELS = {
+    "baseline": "baseline",
+    "lr_constant": "LR constant",
+    "lr_exp_decay": "LR exp. decay",
+    "lr_1_cycle": "LR 1 cycle",
+    "weights_random_init": "random init",
+    "weights_no_freeze": "nothing frozen",
+    "weights_freeze_cycle": "freeze 1st cycle only",
+    "weights_freeze_cycle_cnn": "freeze CNN only",
+    "reg_none": "no regularisation",
+    "reg_dropout": "only dropout",
+    "reg_mask": "only masking",
+    "reg_layerdrop": "only layerdrop",
+}
+
+
+# ---------------------------------------------------------------------------
+def format_value(value) -> str:
+    """A value as written on the command line and in folder names.
+
+    Floats use the shortest exact scientific form with a mantissa dot
+    (``1.0e-07``, ``1.782e-04``): YAML 1.1 and 1.2 both read it as a float.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        for digits in range(1, 17):
+            text = f"{value:.{digits}e}"
+            if float(text) == value:
+                return text
+        return repr(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One grid point: an hparams file, its overrides and its output folder."""
+
+    grid: str
+    model: str
+    subset: str
+    point: tuple[tuple[str, str], ...]  # folder-name parts, in order (e.g. lr, steps, seed)
+    overrides: dict = field(hash=False, compare=False)  # key -> value passed to train.py
+    output_folder: Path = field(hash=False, compare=False)
+    tag: str | None = None  # ablation variant
+
+    @property
+    def hparams_file(self) -> str:
+        return f"hparams/{self.model}_{self.subset}.yaml"
+
+    @property
+    def cell(self) -> str:
+        return f"{self.model}_{self.subset}"
+
+    def argv(self, python: str = "python") -> list[str]:
+        """The train.py command, to be run from the repository root."""
+        script = os.environ.get("LOWRES_TRAIN_SCRIPT") or TRAIN_SCRIPT
+        args = [python, script, self.hparams_file]
+        args += [f"--{key}={format_value(value)}" for key, value in self.overrides.items()]
+        args.append(f"--output_folder={self.output_folder}")
+        return args
+
+    def command(self, python: str = "python") -> str:
+        return shlex.join(self.argv(python))
+
+    def finished(self) -> bool:
+        return is_finished(self.output_folder)
+
+
+def results_path(output_folder: Path | str) -> Path:
+    """The file whose existence marks a run as finished (train + eval of `best`)."""
+    return Path(output_folder) / "eval" / "best" / "results.json"
+
+
+def is_finished(output_folder: Path | str) -> bool:
+    return results_path(output_folder).is_file()
+
+
+# ---------------------------------------------------------------------------
+# grid points: (model, subset, point parts, overrides, tag)
+def _naive_points():
+    for model in MODELS:
+        for subset in SUBSETS:
+            for lr in NAIVE_LRS:
+                overrides = {"lr": lr, **NO_SCORE_NORM, **NAIVE_EXTRA.get(model, {})}
+                yield model, subset, (("lr", format_value(lr)),), overrides, None
+
+
+def _detailed_points():
+    for model in MODELS:
+        for subset in SUBSETS:
+            for lr in DETAILED_LRS[model][subset]:
+                overrides = {"lr": lr, **NO_SCORE_NORM}
+                yield model, subset, (("lr", format_value(lr)),), overrides, None
+
+
+def _steps_points():
+    for model in MODELS:
+        for subset in SUBSETS:
+            lr, seeds = STEPS_CELLS[model][subset]
+            for max_steps in STEPS_MAX_STEPS:
+                for seed in seeds:
+                    overrides = {
+                        "lr": lr, **STEPS_SCORE_NORM[model], "max_steps": max_steps,
+                        "seed": seed, **ALL_TEST_SETS,
+                    }
+                    point = (("lr", format_value(lr)), ("steps", str(max_steps)),
+                             ("seed", str(seed)))
+                    yield model, subset, point, overrides, None
+
+
+def _ablation_points():
+    for subset, lr in ABLATION_LR.items():
+        for tag, variant in ABLATION_VARIANTS.items():
+            seeds = ABLATION_BASELINE_SEEDS if tag == "baseline" else ABLATION_SEEDS
+            for seed in seeds:
+                overrides = {"lr": lr, **variant, "seed": seed, **ALL_TEST_SETS}
+                yield "wav2vec2", subset, (("seed", str(seed)),), overrides, tag
+
+
+GRIDS = {
+    "naive_lr": _naive_points,
+    "detailed_lr": _detailed_points,
+    "steps": _steps_points,
+    "ablation": _ablation_points,
+}
+
+
+def _folder(runs_root: Path, grid: str, model: str, subset: str, point, tag) -> Path:
+    name = "_".join(f"{key}={value}" for key, value in point)
+    base = Path(runs_root) / grid / f"{model}_{subset}"
+    return base / tag / name if tag else base / name
+
+
+def _select(values: Iterable[str] | None, known: tuple[str, ...], what: str) -> set[str] | None:
+    if values is None:
+        return None
+    chosen = set()
+    for value in values:
+        for item in str(value).split(","):
+            item = item.strip()
+            if not item or item == "all":
+                continue
+            if item not in known:
+                raise ValueError(f"unknown {what} {item!r}; choose from {', '.join(known)}")
+            chosen.add(item)
+    return chosen or None
+
+
+def expand(
+    grid: str,
+    runs_root: Path | str = "runs",
+    models: Iterable[str] | None = None,
+    subsets: Iterable[str] | None = None,
+    tags: Iterable[str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> list[Run]:
+    """Expand `grid` into its runs, in a fixed order (the SLURM array index order).
+
+    `models`, `subsets`, `tags` (ablation variants) restrict the grid (comma-separated
+    strings allowed; "all" = no restriction).  `extra` overrides are applied to every
+    run (they replace a grid value of the same key, e.g. a CPU-sized max_steps) but do
+    not change the run folders, which always encode the grid point.
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
+    want_models = _select(models, MODELS, "model")
+    want_subsets = _select(subsets, SUBSETS, "subset")
+    want_tags = _select(tags, tuple(ABLATION_VARIANTS), "ablation tag")
+    extra = dict(extra or {})
+    reserved = {"output_folder"} & set(extra)
+    if reserved:
+        raise ValueError(f"{sorted(reserved)} are set by the grid, not by extra overrides")
+    runs = []
+    for model, subset, point, overrides, tag in GRIDS[grid]():
+        if want_models and model not in want_models:
+            continue
+        if want_subsets and subset not in want_subsets:
+            continue
+        if want_tags and tag not in want_tags:
+            continue
+        merged = {**overrides, **extra}
+        folder = _folder(Path(runs_root), grid, model, subset, point, tag)
+        runs.append(Run(grid, model, subset, point, merged, folder, tag))
+    return runs
+
+
+_CELL = re.compile(rf"^({'|'.join(MODELS)})_({'|'.join(SUBSETS)})$")
+_PART = re.compile(r"(lr|steps|seed)=([^_]+)")
+
+
+def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:
+    """Read the grid point back from a run folder below `runs_root`.
+
+    Returns a dict with grid, model, subset, tag (ablation variant or None) and the
+    encoded lr / max_steps / seed (None when the folder does not encode them).
+    Folders outside the grid layout give grid=None and whatever could be recognised.
+    """
+    rel = Path(output_folder).resolve().relative_to(Path(runs_root).resolve())
+    parts = rel.parts
+    info = {"grid": None, "model": None, "subset": None, "tag": None,
+            "lr": None, "max_steps": None, "seed": None}
+    cell_at = next((i for i, p in enumerate(parts) if _CELL.match(p)), None)
+    if cell_at is None:
+        return info
+    info["model"], info["subset"] = _CELL.match(parts[cell_at]).groups()
+    if cell_at > 0 and parts[cell_at - 1] in GRIDS:
+        info["grid"] = parts[cell_at - 1]
+    rest = parts[cell_at + 1:]
+    if len(rest) == 2 and rest[0] in ABLATION_VARIANTS:
+        info["tag"] = rest[0]
+    if rest:
+        for key, value in _PART.findall(rest[-1]):
+            if key == "lr":
+                info["lr"] = float(value)
+            elif key == "steps":
+                info["max_steps"] = int(value)
+            else:
+                info["seed"] = int(value)
+    return info
