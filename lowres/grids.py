@@ -11,8 +11,7 @@ Translation of the study's hydra overrides (SEED.md) to our hparams keys:
 study (hydra)                                   lowres (train.py override)
 ==============================================  =====================================
 ``+experiment=<model>_<subset>``                ``hparams/<model>_<subset>.yaml``
-``+experiment=ablation_wav2vec2_<subset>``      ``hparams/wav2vec2_<subset>.yaml`` +
-                                                ``lr`` of the ablation experiment
+``+experiment=ablation_wav2vec2_<subset>``      ``hparams/ablation_wav2vec2_<subset>.yaml``
 ``optim.algo.lr=X``                             ``lr=X``
 ``trainer.max_steps=N``                         ``max_steps=N``
 ``seed=S``                                      ``seed=S``
@@ -27,6 +26,9 @@ scores``
 ``hydra/launcher=slurm_11vram|slurm_24vram``    GPU class (:data:`GPU_CLASS`), not an
                                                 override
 ==============================================  =====================================
+
+Every command also gets ``evaluate_after_training=true`` (:data:`COMMON`): a grid run
+is only finished once ``OUT/eval/best/results.json`` is written.
 
 Run folders encode the grid point:
 ``RUNS_ROOT/<grid>/<model>_<subset>/lr=<lr>[_steps=<max_steps>_seed=<seed>]``
@@ -60,6 +62,9 @@ GPU_CLASS = {"xvector": "11GB", "ecapa": "11GB", "wav2vec2": "24GB"}
 
 # `data.use_additional_test_sets=true`: VoxCeleb1-E and -H besides VoxCeleb1-O.
 ALL_TEST_SETS = {"test_sets": "[original, extended, hard]"}
+
+# Added to every grid run: train, then evaluate the best checkpoint (results.json).
+COMMON = {"evaluate_after_training": True}
 
 # The study's evaluation switches for the LR grids (every LR-grid command in SEED.md).
 NO_SCORE_NORM = {"enroll_training_data": False, "post_process_scores": False}
@@ -120,9 +125,10 @@ STEPS_SCORE_NORM = {
 }
 
 # ---------------------------------------------------------------------------
-# wav2vec2 ablation (experiment ablation_wav2vec2_<subset>: 50k steps, cyclic LR,
-# backbone frozen for the first 12,500 steps, CNN always frozen, default regularisation,
-# i.e. hparams/wav2vec2_<subset>.yaml with the ablation's lr).  Its data config evaluates
+# wav2vec2 ablation (experiment ablation_wav2vec2_<subset> = hparams/ablation_wav2vec2_
+# <subset>.yaml: 50k steps, cyclic LR, backbone frozen for the first 12,500 steps, CNN
+# always frozen, default regularisation, lr 5.62e-6 / 1.78e-4 as in ABLATION_LR).
+# Its data config evaluates
 # VoxCeleb1-O, -E and -H (the study reports the ablation on -H), hence ALL_TEST_SETS.
 # enroll_training_data / post_process_scores are not set by the study's commands: the
 # hparams defaults apply.
@@ -203,10 +209,11 @@ class Run:
     overrides: dict = field(hash=False, compare=False)  # key -> value passed to train.py
     output_folder: Path = field(hash=False, compare=False)
     tag: str | None = None  # ablation variant
+    experiment: str = ""  # hparams/<experiment>.yaml (default <model>_<subset>)
 
     @property
     def hparams_file(self) -> str:
-        return f"hparams/{self.model}_{self.subset}.yaml"
+        return f"hparams/{self.experiment or self.cell}.yaml"
 
     @property
     def cell(self) -> str:
@@ -270,11 +277,11 @@ def _steps_points():
 
 
 def _ablation_points():
-    for subset, lr in ABLATION_LR.items():
+    for subset in ABLATION_LR:  # the lr is set by hparams/ablation_wav2vec2_<subset>.yaml
         for tag, variant in ABLATION_VARIANTS.items():
             seeds = ABLATION_BASELINE_SEEDS if tag == "baseline" else ABLATION_SEEDS
             for seed in seeds:
-                overrides = {"lr": lr, **variant, "seed": seed, **ALL_TEST_SETS}
+                overrides = {**variant, "seed": seed, **ALL_TEST_SETS}
                 yield "wav2vec2", subset, (("seed", str(seed)),), overrides, tag
 
 
@@ -339,9 +346,10 @@ def expand(
             continue
         if want_tags and tag not in want_tags:
             continue
-        merged = {**overrides, **extra}
+        merged = {**COMMON, **overrides, **extra}
         folder = _folder(Path(runs_root), grid, model, subset, point, tag)
-        runs.append(Run(grid, model, subset, point, merged, folder, tag))
+        experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
+        runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment))
     return runs
 
 

@@ -17,9 +17,6 @@ from lowres.grids import ALL_TEST_SETS, expand, format_value, parse_run_path
 ROOT = Path(__file__).resolve().parents[1]
 SEED_MD = Path("/work/shared/docs/SEED.md")
 
-# The ablation experiments' own settings (config/experiment/ablation_wav2vec2_<subset>.yaml
-# of the study): the lr; their data config evaluates on O, E and H.
-ABLATION_EXPERIMENT_LR = {"tiny_few": 5.62e-6, "tiny_many_high": 1.78e-4}
 
 
 def _value(text: str):
@@ -37,7 +34,7 @@ def _value(text: str):
 
 
 def seed_md_runs(text: str) -> list[tuple]:
-    """Expand every `run.py -m` command of SEED.md into (grid, model, subset, tag, overrides).
+    """Expand every `run.py -m` command of SEED.md into (grid, hparams, tag, overrides).
 
     This is an independent translation of the hydra syntax, written from SEED.md alone.
     """
@@ -79,13 +76,10 @@ def seed_md_runs(text: str) -> list[tuple]:
         for combo in itertools.product(*(axes[n] for n in names)):
             point = dict(zip(names, combo, strict=True))
             experiment = point.pop("+experiment")
-            overrides = dict(fixed)
+            overrides = {"evaluate_after_training": True, **fixed}
             if experiment.startswith("ablation_"):
-                experiment = experiment.removeprefix("ablation_")
-                subset = experiment.removeprefix("wav2vec2_")
-                overrides["lr"] = ABLATION_EXPERIMENT_LR[subset]
+                # the study's ablation data config evaluates on O, E and H
                 overrides.update(ALL_TEST_SETS)
-            model, subset = experiment.split("_", 1)
             if "optim.algo.lr" in point:
                 overrides["lr"] = _value(point.pop("optim.algo.lr"))
             if "trainer.max_steps" in point:
@@ -93,13 +87,13 @@ def seed_md_runs(text: str) -> list[tuple]:
             if "seed" in point:
                 overrides["seed"] = _value(point.pop("seed"))
             assert not point, point
-            runs.append((grid, model, subset, tag if grid == "ablation" else None,
+            runs.append((grid, f"hparams/{experiment}.yaml", tag if grid == "ablation" else None,
                          frozenset(overrides.items())))
     return runs
 
 
 def our_runs(grid: str) -> list[tuple]:
-    return [(r.grid, r.model, r.subset, r.tag, frozenset(r.overrides.items()))
+    return [(r.grid, r.hparams_file, r.tag, frozenset(r.overrides.items()))
             for r in expand(grid)]
 
 
@@ -140,7 +134,7 @@ def test_spot_checks_without_seed_md():
                                                      1.78e-4, 3.16e-4, 5.62e-4]
     abl = {(r.subset, r.tag, r.overrides["seed"]): r.overrides for r in expand("ablation")}
     assert abl["tiny_few", "weights_freeze_cycle", 11469] == {
-        "lr": 5.62e-6, "completely_freeze_feature_extractor": False,
+        "evaluate_after_training": True, "completely_freeze_feature_extractor": False,
         "wav2vec_initially_frozen": True, "num_frozen_steps": 12500, "seed": 11469,
         **ALL_TEST_SETS}
     assert abl["tiny_many_high", "lr_1_cycle", 787]["lr_schedule"] == "one_cycle"
@@ -153,12 +147,14 @@ def test_spot_checks_without_seed_md():
 def test_command_line_and_folder_encoding():
     run = expand("steps", runs_root="R", models=["xvector"], subsets=["tiny_few"])[0]
     assert run.command() == (
-        "python recipes/VoxCeleb/train.py hparams/xvector_tiny_few.yaml --lr=1.78e-02 "
+        "python recipes/VoxCeleb/train.py hparams/xvector_tiny_few.yaml "
+        "--evaluate_after_training=true --lr=1.78e-02 "
         "--enroll_training_data=false --post_process_scores=false --max_steps=25000 "
         "--seed=7348 '--test_sets=[original, extended, hard]' "
         "--output_folder=R/steps/xvector_tiny_few/lr=1.78e-02_steps=25000_seed=7348")
     abl = expand("ablation", runs_root="R", tags=["reg_mask"], subsets=["tiny_few"])[0]
     assert abl.output_folder == Path("R/ablation/wav2vec2_tiny_few/reg_mask/seed=11469")
+    assert abl.hparams_file == "hparams/ablation_wav2vec2_tiny_few.yaml"
 
 
 def test_folders_unique_and_parse_back(tmp_path):
@@ -169,7 +165,7 @@ def test_folders_unique_and_parse_back(tmp_path):
             info = parse_run_path(tmp_path, r.output_folder)
             assert (info["grid"], info["model"], info["subset"], info["tag"]) == (
                 grid, r.model, r.subset, r.tag)
-            assert info["lr"] == (r.overrides["lr"] if grid != "ablation" else None)
+            assert info["lr"] == r.overrides.get("lr")
             assert info["seed"] == (r.overrides.get("seed") if grid in ("steps", "ablation")
                                     else None)
             assert info["max_steps"] == r.overrides.get("max_steps")
@@ -206,7 +202,7 @@ def test_list_cli_prints_commands_and_count(tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(out) == 25 and out[-1].startswith("# 24 runs (0 finished)")
     assert out[0].startswith("python recipes/VoxCeleb/train.py hparams/xvector_full.yaml "
-                             "--lr=1.0e-07 ")
+                             "--evaluate_after_training=true --lr=1.0e-07 ")
     assert all("--max_steps=10 --precision=fp32 --batch_size=8 " in line for line in out[:-1])
 
 
