@@ -1,0 +1,313 @@
+"""Evaluation of a trained run on the VoxCeleb1 test sets (STUDY.md §4).
+
+``evaluate_run(hparams, checkpoint="best")``:
+
+1. loads the embedder weights of the run's best checkpoint (lowest ``val_eer``
+   in the checkpoint meta) or its latest one (``checkpoint="last"``);
+2. extracts one embedding per unique file (whole utterance) of the requested
+   test sets and of the validation set, in one batched pass
+   (:mod:`lowres.embeddings`);
+3. scores every trial by cosine similarity (:mod:`lowres.score_norm`) and
+   computes EER, its threshold and minDCF at p_target 0.01 and 0.05
+   (:mod:`lowres.metrics`);
+4. with ``post_process_scores`` also the same after AS-norm, with a cohort of
+   per-speaker mean embeddings of the training set's full utterances
+   (computed once per checkpoint and cached as ``cohort.pt`` beside the
+   results; ``enroll_training_data`` alone computes and caches the cohort);
+5. writes per-trial score files and, last, ``results.json`` into
+   ``<output_folder>/eval/<checkpoint>/``, every file atomically.
+
+``results.json`` (EERs are fractions: 0.05 = 5 %)::
+
+    {
+      "checkpoint": {"which": "best", "name": "CKPT+...", "meta": {"val_eer": .., "step": ..}},
+      "validation": {"n_trials": .., "eer": .., "eer_threshold": ..},   # whole utterances
+      "test_sets": {
+        "original": {"n_trials": .., "eer": .., "eer_threshold": ..,
+                     "min_dcf_0.01": .., "min_dcf_0.05": ..,
+                     "scores": "scores_original.txt",
+                     "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
+                                 "top_k": 300, "cohort_size": ..}},  # post_process_scores
+        ...
+      },
+      "embedding_seconds": .., "files_embedded": ..
+    }
+
+A threshold that is not finite (only for degenerate score lists) is written as null.
+Score files hold one trial per line: ``label score path1 path2`` (paths as in
+the official list).  The validation EER threshold is what ``lowres.verify``
+uses to call two recordings same or different.
+
+hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
+valid_csv, val_trials, output_folder, post_process_scores,
+enroll_training_data; optional: as_norm_top_k (300), eval_batch_size (16),
+eval_max_batch_seconds (400), eval_num_workers (0).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+
+from lowres.embeddings import SAMPLE_RATE, extract_embeddings
+from lowres.metrics import eer, min_dcf
+from lowres.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
+from prepare.atomic import atomic_path, write_json
+from prepare.manifests import read_trial_list
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TEST_SETS", "EvaluationError", "evaluate_run", "load_checkpoint", "results_path",
+           "eval_folder", "read_scores", "read_trials", "summary", "trial_metrics",
+           "training_cohort", "write_scores"]
+
+TEST_SETS = ("original", "extended", "hard")
+CHECKPOINTS = ("best", "last")
+DEFAULT_TOP_K = 300
+
+
+class EvaluationError(RuntimeError):
+    """Something the evaluation needs is missing; the message names it."""
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def eval_folder(output_folder: str | os.PathLike, checkpoint: str) -> Path:
+    """``<output_folder>/eval/<checkpoint>``."""
+    return Path(output_folder) / "eval" / checkpoint
+
+
+def results_path(output_folder: str | os.PathLike, checkpoint: str = "best") -> Path:
+    """``<output_folder>/eval/<checkpoint>/results.json`` (its existence marks a finished run)."""
+    return eval_folder(output_folder, checkpoint) / "results.json"
+
+
+def test_set_files(manifest_folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Manifest CSV and trial list of test set ``name``."""
+    folder = Path(manifest_folder) / "test"
+    return folder / f"{name}.csv", folder / f"{name}_trials.txt"
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """A manifest CSV (ID, duration, wav, spk_id, ...) with a clear error when missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"manifest not found: {path} (run python -m prepare.voxceleb)")
+    df = pd.read_csv(path, dtype={"ID": str, "wav": str, "spk_id": str})
+    missing = {"ID", "duration", "wav"} - set(df.columns)
+    if missing:
+        raise EvaluationError(f"manifest {path} lacks columns {sorted(missing)}")
+    return df
+
+
+def read_trials(path: str | os.PathLike) -> pd.DataFrame:
+    """Trial list (``label path1 path2``) with ID columns ``id1``/``id2`` (path minus .wav)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"trial list not found: {path}")
+    trials = read_trial_list(path)
+    trials["id1"] = trials.path1.str.replace(r"\.wav$", "", regex=True)
+    trials["id2"] = trials.path2.str.replace(r"\.wav$", "", regex=True)
+    return trials
+
+
+def trial_indices(trials: pd.DataFrame, index_of: dict[str, int], name: str):
+    """Rows of the embedding matrix for both sides of every trial."""
+    ids1, ids2 = trials.id1.to_numpy(), trials.id2.to_numpy()
+    unknown = sorted({i for i in np.concatenate([ids1, ids2]) if i not in index_of})
+    if unknown:
+        raise EvaluationError(
+            f"{name}: {len(unknown)} trial file(s) missing from the manifest, e.g. {unknown[:3]}")
+    left = np.fromiter((index_of[i] for i in ids1), dtype=np.int64, count=len(ids1))
+    right = np.fromiter((index_of[i] for i in ids2), dtype=np.int64, count=len(ids2))
+    return left, right
+
+
+# ---------------------------------------------------------------------------- checkpoint
+
+
+def load_checkpoint(hparams: dict, checkpoint: str = "best"):
+    """Load the embedder weights of the ``best`` (min val_eer) or ``last`` checkpoint.
+
+    Only the embedder is loaded (the classifier is not needed to evaluate and
+    its size depends on the training speakers).  Returns the SpeechBrain
+    ``Checkpoint`` (``.path``, ``.meta``).
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    checkpointer: Checkpointer = hparams["checkpointer"]
+    if checkpoint == "best":
+        ckpt = checkpointer.find_checkpoint(min_key="val_eer")
+    else:
+        ckpt = checkpointer.find_checkpoint()
+    if ckpt is None:
+        what = "with a val_eer in its meta" if checkpoint == "best" else "at all"
+        raise EvaluationError(
+            f"no checkpoint {what} in {checkpointer.checkpoints_dir} (train the run first)")
+    if "embedder" not in ckpt.paramfiles:
+        raise EvaluationError(f"checkpoint {ckpt.path} has no 'embedder' parameters")
+    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]}).load_checkpoint(ckpt)
+    logger.info("loaded %s checkpoint %s (meta %s)", checkpoint, ckpt.path.name, ckpt.meta)
+    return ckpt
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def _finite_or_none(x: float):
+    return float(x) if math.isfinite(x) else None
+
+
+def trial_metrics(scores, labels) -> dict:
+    """n_trials, eer, eer_threshold, min_dcf_0.01, min_dcf_0.05 of one score list."""
+    res = eer(scores, labels)
+    return {
+        "n_trials": int(len(labels)),
+        "eer": res.eer,
+        "eer_threshold": _finite_or_none(res.threshold),
+        "min_dcf_0.01": min_dcf(scores, labels, 0.01),
+        "min_dcf_0.05": min_dcf(scores, labels, 0.05),
+    }
+
+
+def write_scores(path: str | os.PathLike, trials: pd.DataFrame, scores) -> None:
+    """``label score path1 path2`` per trial, atomically."""
+    scores = np.asarray(scores, dtype=np.float64)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for label, s, p1, p2 in zip(trials.label.to_numpy(), scores, trials.path1.to_numpy(),
+                                    trials.path2.to_numpy(), strict=True):
+            f.write(f"{label} {s:.6f} {p1} {p2}\n")
+
+
+def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """A score file written by :func:`write_scores` (columns label, score, path1, path2)."""
+    return pd.read_csv(path, sep=" ", header=None, names=["label", "score", "path1", "path2"])
+
+
+def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> torch.Tensor:
+    num_samples = np.round(files.duration.to_numpy(dtype=float) * SAMPLE_RATE).astype(np.int64)
+    return extract_embeddings(
+        embedder, files.wav.tolist(), num_samples=num_samples,
+        batch_size=int(hparams.get("eval_batch_size", 16)),
+        max_batch_seconds=float(hparams.get("eval_max_batch_seconds", 400.0)),
+        device=device, num_workers=int(hparams.get("eval_num_workers", 0)), progress=desc,
+    )
+
+
+def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch.Tensor:
+    """Per-speaker mean embeddings of the training set (whole files), cached in ``cache``."""
+    train_csv = os.fspath(hparams["train_csv"])
+    if cache.is_file():
+        stored = torch.load(cache, map_location="cpu", weights_only=False)
+        if stored.get("checkpoint") == ckpt_name and stored.get("train_csv") == train_csv:
+            logger.info("using cached AS-norm cohort %s", cache)
+            return stored["means"]
+    train = read_manifest(train_csv)
+    if "spk_id" not in train.columns:
+        raise EvaluationError(f"{train_csv} has no spk_id column")
+    emb = _embed(hparams["embedder"], train, hparams, device, "cohort (train set)")
+    speakers, means = speaker_mean_cohort(emb, train.spk_id.tolist())
+    with atomic_path(cache) as tmp:
+        torch.save({"checkpoint": ckpt_name, "train_csv": train_csv, "speakers": speakers,
+                    "means": means}, tmp)
+    return means
+
+
+def evaluate_run(
+    hparams: dict,
+    checkpoint: str = "best",
+    test_sets: Sequence[str] | Iterable[str] = TEST_SETS,
+    device: str | torch.device | None = None,
+    validation: bool = True,
+) -> dict:
+    """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content."""
+    test_sets = list(test_sets)
+    bad = [s for s in test_sets if s not in TEST_SETS]
+    if bad or not test_sets:
+        raise ValueError(f"test_sets must be a non-empty subset of {TEST_SETS}, got {test_sets}")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = eval_folder(hparams["output_folder"], checkpoint)
+    ckpt = load_checkpoint(hparams, checkpoint)
+    embedder = hparams["embedder"].to(device)
+
+    # Every file of every requested list (and the validation list) once.
+    lists: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for name in test_sets:
+        csv, trials = test_set_files(hparams["manifest_folder"], name)
+        lists[name] = (read_manifest(csv), read_trials(trials))
+    if validation:
+        lists["validation"] = (read_manifest(hparams["valid_csv"]),
+                               read_trials(hparams["val_trials"]))
+    files = pd.concat([df[["ID", "duration", "wav"]] for df, _ in lists.values()])
+    files = files.drop_duplicates("ID").reset_index(drop=True)
+    index_of = dict(zip(files.ID, range(len(files)), strict=True))
+    indices = {name: trial_indices(trials, index_of, name) for name, (_, trials) in lists.items()}
+
+    t0 = time.perf_counter()
+    emb = _embed(embedder, files, hparams, device, f"embeddings ({checkpoint})")
+    embedding_seconds = time.perf_counter() - t0
+
+    post = bool(hparams.get("post_process_scores", False))
+    cohort = None
+    if post or hparams.get("enroll_training_data", False):
+        cohort = training_cohort(hparams, ckpt.path.name, out / "cohort.pt", device)
+    top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
+
+    results: dict = {
+        "checkpoint": {"which": checkpoint, "name": ckpt.path.name, "meta": dict(ckpt.meta)},
+        "test_sets": {},
+        "embedding_seconds": round(embedding_seconds, 2),
+        "files_embedded": len(files),
+    }
+    if validation:
+        left, right = indices["validation"]
+        labels = lists["validation"][1].label.to_numpy()
+        res = eer(cosine_trial_scores(emb, left, right).numpy(), labels)
+        results["validation"] = {"n_trials": int(len(labels)), "eer": res.eer,
+                                 "eer_threshold": _finite_or_none(res.threshold)}
+    for name in test_sets:
+        trials = lists[name][1]
+        left, right = indices[name]
+        labels = trials.label.to_numpy()
+        scores = cosine_trial_scores(emb, left, right).numpy()
+        entry = trial_metrics(scores, labels)
+        entry["scores"] = f"scores_{name}.txt"
+        write_scores(out / entry["scores"], trials, scores)
+        if post:
+            normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
+            entry["as_norm"] = trial_metrics(normed, labels)
+            entry["as_norm"].update(scores=f"scores_{name}_as_norm.txt", top_k=top_k,
+                                    cohort_size=int(cohort.shape[0]))
+            write_scores(out / entry["as_norm"]["scores"], trials, normed)
+        results["test_sets"][name] = entry
+        logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
+                    entry["n_trials"])
+    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    return results
+
+
+def summary(results: dict) -> str:
+    """One line per test set, for logs and the CLI."""
+    lines = []
+    for name, r in results["test_sets"].items():
+        line = (f"{name:>8}: EER {100 * r['eer']:6.2f}%  minDCF(0.01) {r['min_dcf_0.01']:.4f}  "
+                f"minDCF(0.05) {r['min_dcf_0.05']:.4f}  ({r['n_trials']} trials)")
+        if "as_norm" in r:
+            line += f"  | AS-norm EER {100 * r['as_norm']['eer']:6.2f}%"
+        lines.append(line)
+    return "\n".join(lines)
+

@@ -1,0 +1,152 @@
+"""lowres.evaluation on a hand-made run: checkpoints, results.json schema, score files."""
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+
+from lowres.evaluation import EvaluationError, evaluate_run, read_scores, results_path
+
+torch.set_num_threads(1)
+
+
+class SpectrumEmbedder(torch.nn.Module):
+    """Stand-in embedder: mean log spectrum of the valid 25 ms frames, then a linear map."""
+
+    padding_invariant = True
+    win = 400
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(self.win // 2 + 1, self.win // 2 + 1, bias=False)
+        torch.nn.init.eye_(self.proj.weight)
+
+    def forward(self, wavs, lens):
+        n_frames = (torch.round(lens * wavs.shape[1]).long() // self.win).clamp(min=1)
+        usable = wavs[:, : wavs.shape[1] // self.win * self.win]
+        spec = torch.fft.rfft(usable.reshape(wavs.shape[0], -1, self.win), dim=-1).abs()
+        mask = (torch.arange(spec.shape[1])[None] < n_frames[:, None]).float()[..., None]
+        return self.proj((torch.log1p(spec) * mask).sum(1) / mask.sum(1))
+
+
+def write_speaker_files(root, spk, n_files, rng, f0):
+    rows = []
+    for u in range(n_files):
+        n = int(rng.integers(8000, 24000))
+        t = np.arange(n) / 16000
+        wav = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in (1, 2, 3))
+        wav = 0.1 * wav + 0.02 * rng.normal(size=n)
+        rel = f"{spk}/sess{u % 2}/{u:05d}"
+        path = root / f"{rel}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, wav.astype(np.float32), 16000)
+        rows.append({"ID": rel, "duration": n / 16000, "wav": str(path), "spk_id": spk,
+                     "session": f"sess{u % 2}", "gender": "m"})
+    return rows
+
+
+def write_trials(path, rows, max_trials=None):
+    pairs = list(itertools.combinations(rows, 2))[:max_trials]
+    with open(path, "w") as f:
+        for a, b in pairs:
+            f.write(f"{int(a['spk_id'] == b['spk_id'])} {a['ID']}.wav {b['ID']}.wav\n")
+    return len(pairs)
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    rng = np.random.default_rng(0)
+    data, manifests, out = tmp_path / "data", tmp_path / "M", tmp_path / "run"
+    (manifests / "test").mkdir(parents=True)
+    (manifests / "sub").mkdir()
+    test_rows = [r for s in range(5)
+                 for r in write_speaker_files(data, f"id1000{s}", 3, rng, 110 + 37 * s)]
+    train_rows = [r for s in range(6)
+                  for r in write_speaker_files(data, f"id0000{s}", 3, rng, 95 + 41 * s)]
+    n_trials = {}
+    for name, limit in (("original", 40), ("extended", None), ("hard", 60)):
+        pd.DataFrame(test_rows).to_csv(manifests / "test" / f"{name}.csv", index=False)
+        n_trials[name] = write_trials(manifests / "test" / f"{name}_trials.txt", test_rows, limit)
+    pd.DataFrame(train_rows).to_csv(manifests / "sub" / "train.csv", index=False)
+    pd.DataFrame(train_rows[:9]).to_csv(manifests / "sub" / "val.csv", index=False)
+    write_trials(manifests / "sub" / "val_trials.txt", train_rows[:9])
+
+    embedder = SpectrumEmbedder()
+    checkpointer = Checkpointer(out / "save", {"embedder": embedder})
+    checkpointer.save_checkpoint(meta={"val_eer": 0.05, "step": 10})  # best: identity map
+    best_weight = embedder.proj.weight.detach().clone()
+    with torch.no_grad():
+        embedder.proj.weight.normal_()
+    checkpointer.save_checkpoint(meta={"val_eer": 0.4, "step": 20})  # last: random map
+    last_weight = embedder.proj.weight.detach().clone()
+    hparams = {
+        "embedder": embedder, "checkpointer": checkpointer, "output_folder": str(out),
+        "manifest_folder": str(manifests), "train_csv": str(manifests / "sub" / "train.csv"),
+        "valid_csv": str(manifests / "sub" / "val.csv"),
+        "val_trials": str(manifests / "sub" / "val_trials.txt"),
+        "post_process_scores": True, "enroll_training_data": True, "as_norm_top_k": 3,
+        "eval_batch_size": 4,
+    }
+    return hparams, n_trials, best_weight, last_weight
+
+
+METRIC_KEYS = {"n_trials", "eer", "eer_threshold", "min_dcf_0.01", "min_dcf_0.05", "scores"}
+
+
+def test_results_schema_and_score_files(fake_run):
+    hparams, n_trials, best_weight, _ = fake_run
+    res = evaluate_run(hparams, "best", device="cpu")
+    path = results_path(hparams["output_folder"], "best")
+    assert json.loads(path.read_text()) == res
+    torch.testing.assert_close(hparams["embedder"].proj.weight, best_weight)
+    assert res["checkpoint"]["which"] == "best"
+    assert res["checkpoint"]["meta"]["val_eer"] == 0.05 and res["checkpoint"]["meta"]["step"] == 10
+    assert res["files_embedded"] == 15 + 9
+    assert set(res["validation"]) == {"n_trials", "eer", "eer_threshold"}
+    assert set(res["test_sets"]) == {"original", "extended", "hard"}
+    for name, entry in res["test_sets"].items():
+        assert set(entry) == METRIC_KEYS | {"as_norm"}
+        assert set(entry["as_norm"]) == METRIC_KEYS | {"top_k", "cohort_size"}
+        assert entry["n_trials"] == n_trials[name] == entry["as_norm"]["n_trials"]
+        assert entry["as_norm"]["cohort_size"] == 6 and entry["as_norm"]["top_k"] == 3
+        for e in (entry, entry["as_norm"]):
+            assert 0 <= e["eer"] <= 1 and 0 <= e["min_dcf_0.01"] <= 1
+            assert isinstance(e["eer_threshold"], float)
+            scores = read_scores(path.parent / e["scores"])
+            assert len(scores) == n_trials[name]
+            assert set(scores.label) <= {0, 1} and scores.path1.str.endswith(".wav").all()
+    # Distinct synthetic voices and an identity map: clearly better than chance.
+    assert res["test_sets"]["extended"]["eer"] < 0.2
+    assert (path.parent / "cohort.pt").is_file()
+
+
+def test_last_checkpoint_and_cohort_cache(fake_run):
+    hparams, _, _, last_weight = fake_run
+    res = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)
+    torch.testing.assert_close(hparams["embedder"].proj.weight, last_weight)
+    assert res["checkpoint"]["meta"]["step"] == 20
+    assert list(res["test_sets"]) == ["original"] and "validation" not in res
+    cohort = results_path(hparams["output_folder"], "last").parent / "cohort.pt"
+    mtime = cohort.stat().st_mtime_ns
+    again = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)
+    assert cohort.stat().st_mtime_ns == mtime  # cached cohort reused
+    assert again["test_sets"] == res["test_sets"]
+
+
+def test_clear_errors(fake_run, tmp_path):
+    hparams, _, _, _ = fake_run
+    with pytest.raises(ValueError, match="test_sets"):
+        evaluate_run(hparams, "best", test_sets=["nope"])
+    with pytest.raises(ValueError, match="checkpoint must be"):
+        evaluate_run(hparams, "middle")
+    empty = dict(hparams, checkpointer=Checkpointer(tmp_path / "none", {}))
+    with pytest.raises(EvaluationError, match="no checkpoint with a val_eer"):
+        evaluate_run(empty, "best")
+    missing = dict(hparams, manifest_folder=str(tmp_path / "nowhere"))
+    with pytest.raises(EvaluationError, match="manifest not found"):
+        evaluate_run(missing, "best", device="cpu")
