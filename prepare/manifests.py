@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prepare.atomic import atomic_path
+from prepare.atomic import atomic_path, write_json
 from prepare.errors import PrepareError
 from prepare.listing import read_durations, split_ids
 
@@ -140,6 +141,9 @@ def write_test_set(out: Path, name: str, trial_file: Path, vox1_wav: Path,
 
 def write_json_stats(path: str | os.PathLike, stats: dict) -> None:
     """Write stats.json atomically."""
-    from prepare.atomic import write_json
-
     write_json(path, stats)
+
+
+def read_json_stats(path: str | os.PathLike) -> dict:
+    """Read a stats.json."""
+    return json.loads(Path(path).read_text())

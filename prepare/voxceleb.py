@@ -33,7 +33,7 @@ from prepare.atomic import (
     remove_stale_temporaries,
     stage_done,
 )
-from prepare.convert import convert_voxceleb2, find_audio
+from prepare.convert import convert_voxceleb2
 from prepare.errors import PrepareError, PrepareWarning
 from prepare.listing import load_or_build_listing
 from prepare.meta import gender_map
@@ -212,13 +212,15 @@ def prepare_voxceleb(data_folder, save_folder, **options) -> None:
         n = convert_voxceleb2(aac_root, wav_root, o["jobs"])
         mark_done(marker, key)
         log.info("convert: %d files in %s", n, wav_root)
-    elif not (wav_root.is_dir() and find_audio(wav_root, "wav")):
+    elif not wav_root.is_dir():
         raise PrepareError(f"no VoxCeleb2 dev audio: neither {aac_root} (m4a) nor "
                            f"{wav_root} (wav) exists")
 
     # 2. listing
+    cached = (save / "listing.csv").exists()
     listing = load_or_build_listing(save / "listing.csv", wav_root, genders, o["jobs"])
-    log.info("listing: %d files, %d speakers", len(listing), listing.spk_id.nunique())
+    log.info("listing: %d files, %d speakers%s", len(listing), listing.spk_id.nunique(),
+             " (cached)" if cached else "")
 
     # 3-5. split, subsets, trials, manifests
     base = {"listing": _fingerprint(listing), "seed": o["seed"],

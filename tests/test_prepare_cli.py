@@ -1,0 +1,301 @@
+"""prepare.voxceleb end to end on a tiny fake VoxCeleb tree: outputs, exact reproduction
+from a published-format list, resumability after an interruption, and every bad input."""
+
+import filecmp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import ROOT, run_module
+from fake_voxceleb import make_tree, speaker_plan, write_wav
+
+import prepare.voxceleb as vox
+from prepare.voxceleb import main, prepare_voxceleb
+
+OPTS = dict(few_speakers_per_gender=3, val_fraction=0.1, val_trials_tiny=40,
+            val_trials_full=80, jobs=2)
+ARGS = ["--few_speakers_per_gender", "3", "--val_fraction", "0.1", "--val_trials_tiny", "40",
+        "--val_trials_full", "80", "--jobs", "2"]
+SUBSETS = ["full", "tiny_few", "tiny_many_low", "tiny_many_high"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fakevox")
+    make_tree(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(tree, tmp_path_factory):
+    save = tmp_path_factory.mktemp("prepared")
+    proc = run_module("prepare.voxceleb", "--data_folder", tree, "--save_folder", save, *ARGS)
+    return save, proc
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".partial"]
+
+
+def same_tree(a: Path, b: Path) -> None:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        assert filecmp.cmp(a / rel, b / rel, shallow=False), rel
+
+
+# ---------------------------------------------------------------- outputs
+def test_outputs(tree, prepared):
+    save, _ = prepared
+    listing = pd.read_csv(save / "listing.csv")
+    for name in SUBSETS:
+        train = pd.read_csv(save / name / "train.csv")
+        val = pd.read_csv(save / name / "val.csv")
+        assert list(train.columns[:6]) == ["ID", "duration", "wav", "spk_id", "session", "gender"]
+        wav_root = str(tree / "voxceleb2/dev/wav")
+        assert (train.wav == wav_root + "/" + train.ID + ".wav").all()
+        assert set(train.gender) <= {"m", "f"} and (train.duration > 0).all()
+        # session-disjoint, same speakers in val
+        assert not set(train.spk_id + train.session) & set(val.spk_id + val.session)
+        assert set(val.spk_id) == set(train.spk_id)
+        trials = pd.read_csv(save / name / "val_trials.txt", sep=" ", header=None)
+        assert set(trials[1].str[:-4]) | set(trials[2].str[:-4]) <= set(val.ID)
+        stats = vox.manifests.read_json_stats(save / name / "stats.json")
+        assert stats["train"]["files"] == len(train)
+        assert stats["train"]["sessions"] == train.groupby(["spk_id", "session"]).ngroups
+        assert stats["val"]["files"] == len(val)
+        assert stats["val_trials"]["target"] == stats["val_trials"]["nontarget"]
+        assert abs(stats["train"]["hours"] - train.duration.sum() / 3600) < 1e-3
+    full = pd.read_csv(save / "full" / "train.csv")
+    full_val = pd.read_csv(save / "full" / "val.csv")
+    assert len(full) + len(full_val) == len(listing)
+    assert len(pd.read_csv(save / "full" / "val_trials.txt", header=None)) == 80
+    assert pd.read_csv(save / "tiny_few" / "train.csv").spk_id.nunique() == 6
+    for t, src in vox.manifests.TEST_LISTS.items():
+        assert filecmp.cmp(save / "test" / f"{t}_trials.txt", tree / "meta" / src, shallow=False)
+        trials = pd.read_csv(tree / "meta" / src, sep=" ", header=None)
+        m = pd.read_csv(save / "test" / f"{t}.csv")
+        assert set(m.ID + ".wav") == set(trials[1]) | set(trials[2])
+        assert set(m.gender) == {"m", "f"}
+    assert not leftovers(save)
+
+
+def test_rerun_skips_everything(tree, prepared):
+    save, _ = prepared
+    before = {p: p.stat().st_mtime_ns for p in save.rglob("*") if p.is_file()}
+    proc = run_module("prepare.voxceleb", "--data_folder", tree, "--save_folder", save, *ARGS)
+    assert proc.stderr.count("done already") == 5  # 4 subsets + test (no m4a to convert)
+    assert "(cached)" in proc.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in save.rglob("*") if p.is_file()}
+
+
+def test_changed_option_rebuilds_only_affected_subsets(tree, prepared, tmp_path):
+    save = tmp_path / "m"
+    shutil.copytree(prepared[0], save)
+    full_mtime = (save / "full" / "train.csv").stat().st_mtime_ns
+    prepare_voxceleb(tree, save, **{**OPTS, "val_trials_tiny": 20})
+    assert (save / "full" / "train.csv").stat().st_mtime_ns == full_mtime
+    assert len((save / "tiny_few" / "val_trials.txt").read_text().splitlines()) == 20
+
+
+# ---------------------------------------------------------------- subset lists
+def test_subset_list_reproduces_exactly(tree, prepared, tmp_path):
+    save, _ = prepared
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name in ("tiny_many_high", "tiny_few"):
+        shutil.copy(save / name / f"{name}_utterance_list.csv", lists)
+    # published trials beside a list are taken as they are
+    shutil.copy(save / "tiny_few" / "val_trials.txt", lists / "val_trials_tiny_few.txt")
+    out = tmp_path / "out"
+    prepare_voxceleb(tree, out, subset_lists=[lists / "tiny_many_high_utterance_list.csv",
+                                              lists / "tiny_few_utterance_list.csv"],
+                     test_sets=(), **{**OPTS, "seed": 99})  # other seed: the list decides
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "listing.csv", "listing.json", "tiny_few", "tiny_many_high"]
+    for name in ("tiny_many_high", "tiny_few"):
+        for f in ("train.csv", "val.csv", f"{name}_utterance_list.csv"):
+            assert filecmp.cmp(save / name / f, out / name / f, shallow=False), (name, f)
+    assert filecmp.cmp(save / "tiny_few" / "val_trials.txt", out / "tiny_few" / "val_trials.txt",
+                       shallow=False)
+
+
+def test_subset_list_missing_key_fails_clearly(tree, prepared, tmp_path, capsys):
+    save, _ = prepared
+    bad = tmp_path / "mine_utterance_list.csv"
+    text = (save / "tiny_few" / "tiny_few_utterance_list.csv").read_text()
+    bad.write_text(text + "id00010/gone/00099;0;train\n")
+    out = tmp_path / "out"
+    rc = main(["--data_folder", str(tree), "--save_folder", str(out), "--subset_list", str(bad),
+               "--test_sets", *ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "error: 1 of" in err and "id00010/gone/00099" in err and str(bad) in err
+    assert not (out / "mine").exists() and not leftovers(out)
+
+
+# ---------------------------------------------------------------- bad inputs
+def _break_missing_meta(root):
+    (root / "meta" / "vox2_meta.csv").unlink()
+    return "meta file not found: " + str(root / "meta" / "vox2_meta.csv")
+
+
+def _break_malformed_meta(root):
+    p = root / "meta" / "vox2_meta.csv"
+    p.write_text(p.read_text() + "id00099 ,n9 ,unknown ,dev \n")
+    return "gender 'unknown' is not m/f"
+
+
+def _break_trial_file(root):
+    p = root / "meta" / "veri_test2.txt"
+    p.write_text(p.read_text() + "1 id10000/yt0/00001.wav id10000/nope/00042.wav\n")
+    return f"{p}, line 13: trial names id10000/nope/00042.wav, which does not exist"
+
+
+def _break_corrupt_wav(root):
+    p = next((root / "voxceleb2/dev/wav").rglob("*.wav"))
+    p.write_bytes(b"RIFF\x00\x00garbage" * 3)
+    return f"{p}: unreadable audio"
+
+
+def _break_sample_rate(root):
+    p = sorted((root / "voxceleb2/dev/wav").rglob("*.wav"))[5]
+    write_wav(p, 0.5, sr=8000)
+    return f"{p}: sample rate 8000 Hz, expected 16000"
+
+
+def _break_stereo(root):
+    p = sorted((root / "voxceleb1/wav").rglob("*.wav"))[0]
+    write_wav(p, 0.5, channels=2)
+    return f"{p}: 2 channels, expected mono"
+
+
+def _break_empty_subset(root):
+    return "subset 'tiny_few' is empty"
+
+
+def _break_unknown_speaker(root):
+    write_wav(root / "voxceleb2/dev/wav/id00999/zz/00001.wav", 0.3)
+    return "speaker(s) under"
+
+
+BREAKS = {f.__name__[7:]: f for f in (_break_missing_meta, _break_malformed_meta,
+                                        _break_trial_file, _break_corrupt_wav,
+                                        _break_sample_rate, _break_stereo, _break_empty_subset,
+                                        _break_unknown_speaker)}
+
+
+@pytest.mark.parametrize("case", list(BREAKS))
+def test_bad_input(tree, tmp_path, capsys, case):
+    root = tmp_path / "data"
+    shutil.copytree(tree, root)
+    expect = BREAKS[case](root)
+    save = tmp_path / "m"
+    args = ARGS + (["--few_speakers_per_gender", "0"] if case == "empty_subset" else [])
+    rc = main(["--data_folder", str(root), "--save_folder", str(save), *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("error: ") == 1 and expect in err, err
+    assert not leftovers(save)
+    if case == "trial_file":  # training subsets were finished, the test folder never appears
+        assert (save / "full" / "train.csv").exists() and not (save / "test").exists()
+    if case == "empty_subset":
+        assert not (save / "tiny_few").exists() and (save / "full" / "stats.json").exists()
+
+
+def test_bad_input_exit_status_from_cli(tree, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "prepare.voxceleb", "--data_folder", str(tmp_path / "nothing"),
+         "--save_folder", str(tmp_path / "m")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: meta file not found")
+
+
+def test_corrupt_m4a_names_file(tmp_path, capsys):
+    plan = {k: v for k, v in list(speaker_plan().items())[:2]}
+    make_tree(tmp_path, plan=plan, m4a=True)
+    bad = sorted((tmp_path / "voxceleb2/dev/aac").rglob("*.m4a"))[1]
+    bad.write_bytes(b"\x00\x01not an m4a" * 10)
+    rc = main(["--data_folder", str(tmp_path), "--save_folder", str(tmp_path / "m"), *ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot convert {bad}" in err
+    assert not leftovers(tmp_path)
+
+
+def test_unknown_option():
+    with pytest.raises(TypeError, match="bogus"):
+        prepare_voxceleb("x", "y", bogus=1)
+
+
+# ---------------------------------------------------------------- resumability
+def test_stage_failure_then_rerun_equals_uninterrupted(tree, prepared, tmp_path, monkeypatch):
+    save = tmp_path / "m"
+    real = vox.make_val_trials
+
+    def failing(val, n, seed, name):
+        if name == "tiny_many_low":
+            raise RuntimeError("simulated crash")
+        return real(val, n, seed, name=name)
+
+    monkeypatch.setattr(vox, "make_val_trials", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prepare_voxceleb(tree, save, **OPTS)
+    assert (save / "tiny_few" / "stats.json").exists()
+    assert not (save / "tiny_many_low").exists() and not (save / "test").exists()
+    assert not leftovers(save)
+    monkeypatch.setattr(vox, "make_val_trials", real)
+    done = (save / "full" / "train.csv").stat().st_mtime_ns
+    prepare_voxceleb(tree, save, **OPTS)
+    assert (save / "full" / "train.csv").stat().st_mtime_ns == done  # not redone
+    shutil.rmtree(save / ".stages", ignore_errors=True)
+    ref = tmp_path / "ref"
+    shutil.copytree(prepared[0], ref)
+    shutil.rmtree(ref / ".stages", ignore_errors=True)
+    same_tree(save, ref)
+
+
+def test_killed_conversion_resumes(tmp_path):
+    plan = {f"id{i:05d}": {"gender": "mf"[i % 2],
+                           "sessions": {"a": 2 + i % 2, "b": 1 + i % 3, "c": 1}}
+            for i in range(8)}  # 40 files
+    data = tmp_path / "data"
+    make_tree(data, plan=plan, m4a=True)
+    n_m4a = sum(1 for _ in (data / "voxceleb2/dev/aac").rglob("*.m4a"))
+    ref_data = tmp_path / "ref_data"
+    shutil.copytree(data, ref_data)
+    wav_dir = data / "voxceleb2/dev/wav"
+    cmd = [sys.executable, "-m", "prepare.voxceleb", "--data_folder", str(data),
+           "--save_folder", str(tmp_path / "m"), *ARGS, "--jobs", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(1 for _ in wav_dir.rglob("*.wav")) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the python process and its ffmpeg child
+    proc.wait()
+    done = list(wav_dir.rglob("*.wav"))
+    assert 3 <= len(done) < n_m4a, "kill landed outside the conversion"
+    assert not (tmp_path / "m" / "listing.csv").exists()
+    # every wav that exists is complete (all m4a are copies of one file)
+    frames = {sf.info(p).frames for p in done}
+    assert len(frames) == 1 and frames.pop() > 9000
+    run_module("prepare.voxceleb", "--data_folder", data, "--save_folder", tmp_path / "m", *ARGS)
+    assert not leftovers(data) and not leftovers(tmp_path / "m")
+    assert sum(1 for _ in wav_dir.rglob("*.wav")) == n_m4a
+    run_module("prepare.voxceleb", "--data_folder", ref_data, "--save_folder", tmp_path / "ref",
+               *ARGS)
+    for name in SUBSETS:
+        for f in ("train.csv", "val.csv"):
+            a = pd.read_csv(tmp_path / "m" / name / f).drop(columns="wav")
+            b = pd.read_csv(tmp_path / "ref" / name / f).drop(columns="wav")
+            pd.testing.assert_frame_equal(a, b)
+        assert filecmp.cmp(tmp_path / "m" / name / "val_trials.txt",
+                           tmp_path / "ref" / name / "val_trials.txt", shallow=False)
