@@ -1,0 +1,243 @@
+"""wav2vec2 embedder (lowres.wav2vec2), freeze schedule (lowres.freeze), offline model writer.
+
+Everything runs on the tiny random model written by lowres.tiny_wav2vec2: no network.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module
+from transformers import Wav2Vec2Model
+
+from lowres.freeze import apply_freeze_schedule, backbone_frozen_at
+from lowres.tiny_wav2vec2 import save_tiny_wav2vec2, wav2vec2_config
+from lowres.wav2vec2 import REGULARISATION_PRESETS, Wav2vec2Embedder, regularisation_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v2") / "tiny", seed=0)
+
+
+def _wavs(batch=3, samples=32000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(batch, samples, generator=g)
+
+
+# -- the offline model writer ----------------------------------------------------------------
+def test_cli_writes_loadable_tiny_model(tmp_path):
+    run_module("lowres.tiny_wav2vec2", "--out", tmp_path / "m", "--seed", "3")
+    model = Wav2Vec2Model.from_pretrained(tmp_path / "m")
+    assert model.config.hidden_size == 128 and model.config.num_hidden_layers == 2
+    # 20 ms frames like the real model
+    assert int(torch.prod(torch.tensor(model.config.conv_stride))) == 320
+
+
+def test_base_size_is_the_wav2vec2_base_architecture():
+    config = wav2vec2_config("base")
+    sizes = (config.num_hidden_layers, config.hidden_size, config.intermediate_size)
+    assert sizes == (12, 768, 3072)
+    assert config.feat_extract_norm == "group" and tuple(config.conv_dim) == (512,) * 7
+    with torch.device("meta"):
+        model = Wav2Vec2Model(config)
+    # parameter count of facebook/wav2vec2-base loaded as Wav2Vec2Model
+    assert sum(p.numel() for p in model.parameters()) == 94_371_712
+    with pytest.raises(ValueError, match="huge"):
+        wav2vec2_config("huge")
+
+
+# -- regularisation presets -------------------------------------------------------------------
+def _module_rates(model):
+    layer = model.encoder.layers[0]
+    return {
+        "hidden_dropout": model.encoder.dropout.p,
+        "activation_dropout": layer.feed_forward.intermediate_dropout.p,
+        "attention_dropout": layer.attention.dropout,
+        "feat_proj_dropout": model.feature_projection.dropout.p,
+    }
+
+
+@pytest.mark.parametrize("preset", list(REGULARISATION_PRESETS))
+@pytest.mark.parametrize("faithful", [True, False])
+def test_presets_reach_config_and_modules(tiny, preset, faithful):
+    emb = Wav2vec2Embedder(str(tiny), regularisation=preset, faithful_time_masking=faithful)
+    config = emb.wav2vec2.config
+    expected = REGULARISATION_PRESETS[preset]
+    dropout = 0.1 if preset in ("default", "only_dropout") else 0.0
+    layerdrop = 0.1 if preset in ("default", "only_layerdrop") else 0.0
+    masking = preset in ("default", "only_masking")
+    assert _module_rates(emb.wav2vec2) == dict.fromkeys(_module_rates(emb.wav2vec2), dropout)
+    assert config.layerdrop == layerdrop
+    assert config.mask_feature_prob == (0.1 if masking else 0.0)
+    assert config.mask_feature_length == 64
+    if faithful:  # the published runs: p 0.05 / length 10 whatever the preset said
+        assert (config.mask_time_prob, config.mask_time_length) == (0.05, 10)
+    else:
+        assert (config.mask_time_prob, config.mask_time_length) == (0.5 if masking else 0.0, 10)
+        assert config.mask_time_prob == expected["mask_time_prob"]
+    assert config.apply_spec_augment
+
+
+def test_unknown_preset_and_bad_dropout(tiny):
+    with pytest.raises(ValueError, match=r"'heavy'.*default, none, only_dropout"):
+        Wav2vec2Embedder(str(tiny), regularisation="heavy")
+    with pytest.raises(ValueError, match="dropout"):
+        Wav2vec2Embedder(str(tiny), dropout=1.5)
+    with pytest.raises(ValueError, match="regularisation"):
+        regularisation_config("faithful")
+
+
+def _time_masked_fraction(emb, wavs):
+    """Fraction of frames replaced by masked_spec_embed at the transformer's input."""
+    seen = {}
+
+    def hook(module, args):
+        seen["h"] = args[0].detach()
+
+    handle = emb.wav2vec2.encoder.register_forward_pre_hook(hook)
+    try:
+        emb(wavs)
+    finally:
+        handle.remove()
+    h, embed = seen["h"], emb.wav2vec2.masked_spec_embed.detach()
+    is_masked = ((h == embed) | (h == 0)).all(-1) & (h == embed).any(-1)
+    return is_masked.float().mean().item()
+
+
+def test_time_masking_values_actually_reach_the_model(tiny):
+    wavs = _wavs(batch=8, seed=1)
+    torch.manual_seed(0)
+    as_written = Wav2vec2Embedder(str(tiny), regularisation="only_masking",
+                                  faithful_time_masking=False).train()
+    faithful = Wav2vec2Embedder(str(tiny), regularisation="only_masking",
+                                faithful_time_masking=True).train()
+    none_faithful = Wav2vec2Embedder(str(tiny), regularisation="none",
+                                     faithful_time_masking=True).train()
+    np.random.seed(0)  # transformers draws the masks with numpy
+    high = _time_masked_fraction(as_written, wavs)
+    low = _time_masked_fraction(faithful, wavs)
+    low_none = _time_masked_fraction(none_faithful, wavs)
+    assert high > 0.3  # p 0.5, length 10 over ~99 frames
+    assert 0.05 <= low <= 0.25  # p 0.05 -> HF's minimum of 2 spans of 10 frames
+    assert 0.05 <= low_none <= 0.25  # "none" still masked time in the published runs
+    as_written.eval()
+    assert _time_masked_fraction(as_written, wavs) == 0.0  # never in eval
+
+
+def test_masking_changes_train_output_but_not_eval(tiny):
+    wavs = _wavs()
+    for preset, randomised in (("none", False), ("only_masking", True)):
+        emb = Wav2vec2Embedder(str(tiny), regularisation=preset, faithful_time_masking=False,
+                               dropout=0.0, gradient_checkpointing=False)
+        emb.eval()
+        with torch.no_grad():
+            ref = emb(wavs)
+            torch.testing.assert_close(emb(wavs), ref)
+            emb.train()
+            train_out = emb(wavs)
+        assert torch.allclose(train_out, ref, atol=1e-5) is not randomised, preset
+
+
+# -- forward ----------------------------------------------------------------------------------
+def test_forward_shape_pooling_and_padding(tiny):
+    emb = Wav2vec2Embedder(str(tiny)).eval()
+    assert not emb.padding_invariant and emb.embedding_dim == 128
+    wavs = _wavs()
+    lens = torch.tensor([1.0, 0.6, 0.4])
+    wavs[1:, 19200:] = 0
+    with torch.no_grad():
+        out = emb(wavs, lens)
+        assert out.shape == (3, 128)
+        noisy = wavs.clone()
+        noisy[2, 12800:] = torch.randn(32000 - 12800)  # padding content is ignored
+        torch.testing.assert_close(emb(noisy, lens), out)
+        # mean over valid frames only: equals pooling the model's own frames by hand
+        n = emb.frame_lengths(torch.tensor([12800]))[0].item()
+        x = wavs[2:3, :12800]
+        x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+        hidden = emb.wav2vec2(x).last_hidden_state[0]
+        assert hidden.shape[0] == n
+        alone = emb(wavs[2:3, :12800])[0]
+        torch.testing.assert_close(alone, hidden.mean(0), atol=1e-5, rtol=1e-5)
+    assert emb.wav2vec2.is_gradient_checkpointing
+
+
+def test_reset_weights_differs_from_loaded(tiny):
+    saved = Wav2Vec2Model.from_pretrained(tiny)
+    loaded = Wav2vec2Embedder(str(tiny))
+    torch.manual_seed(123)
+    reset = Wav2vec2Embedder(str(tiny), reset_weights=True)
+    name = "encoder.layers.0.attention.q_proj.weight"
+    ref = dict(saved.named_parameters())[name]
+    torch.testing.assert_close(dict(loaded.wav2vec2.named_parameters())[name], ref)
+    assert not torch.allclose(dict(reset.wav2vec2.named_parameters())[name], ref)
+    assert reset.wav2vec2.config.hidden_size == saved.config.hidden_size
+
+
+# -- freezing ---------------------------------------------------------------------------------
+def test_backbone_frozen_at():
+    assert backbone_frozen_at(0, True, 3) and backbone_frozen_at(2, True, 3)
+    assert not backbone_frozen_at(3, True, 3)
+    assert not backbone_frozen_at(0, False, 3)
+    assert backbone_frozen_at(10**6, True, None)  # never unfrozen
+    assert not backbone_frozen_at(0, True, 0)
+    with pytest.raises(ValueError, match="num_frozen_steps"):
+        backbone_frozen_at(0, True, -1)
+
+
+def _snapshot(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("freeze_cnn", [True, False])
+def test_freeze_schedule_no_update_no_gradient_then_trains(tiny, freeze_cnn):
+    torch.manual_seed(0)
+    emb = Wav2vec2Embedder(str(tiny), regularisation="none",
+                           completely_freeze_feature_extractor=freeze_cnn)
+    head = torch.nn.Linear(emb.embedding_dim, 4)
+    params = list(emb.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    wavs, labels = _wavs(batch=4, samples=16000), torch.tensor([0, 1, 2, 3])
+    emb.train()
+    cnn = emb.wav2vec2.feature_extractor
+    transformer = emb.wav2vec2.encoder
+    cnn0, tr0 = _snapshot(cnn), _snapshot(transformer)
+    num_frozen = 2
+    for step in range(4):
+        frozen = apply_freeze_schedule(emb, step, True, num_frozen)
+        assert frozen == (step < num_frozen) == emb.backbone_frozen
+        head0 = _snapshot(head)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(emb(wavs)), labels)
+        loss.backward()
+        if frozen:
+            assert not emb.wav2vec2.training  # eval mode: no dropout/masking/layerdrop
+            assert all(p.grad is None for p in emb.wav2vec2.parameters())
+        else:
+            assert emb.wav2vec2.training
+            assert all(p.grad is not None for p in transformer.parameters())
+        opt.step()
+        changed = {n for n, p in transformer.named_parameters() if not torch.equal(p, tr0[n])}
+        if frozen:
+            assert not changed, f"frozen transformer updated at step {step}"
+        else:
+            assert changed
+        assert any(not torch.equal(p, head0[n]) for n, p in head.named_parameters())
+    cnn_changed = any(not torch.equal(p, cnn0[n]) for n, p in cnn.named_parameters())
+    assert cnn_changed is not freeze_cnn  # completely frozen CNN never changes
+    if freeze_cnn:
+        assert all(p.grad is None and not p.requires_grad for p in cnn.parameters())
+
+
+def test_train_eval_switch_keeps_frozen_backbone_in_eval(tiny):
+    emb = Wav2vec2Embedder(str(tiny))
+    emb.set_backbone_frozen(True)
+    emb.train()
+    assert emb.training and emb.dropout.training and not emb.wav2vec2.training
+    emb.set_backbone_frozen(False)
+    assert emb.wav2vec2.training
+    emb.eval()
+    emb.set_backbone_frozen(False)
+    assert not emb.wav2vec2.training
