@@ -241,3 +241,18 @@ def test_train_eval_switch_keeps_frozen_backbone_in_eval(tiny):
     emb.eval()
     emb.set_backbone_frozen(False)
     assert not emb.wav2vec2.training
+
+
+def test_checkpointer_round_trip(tiny, tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    emb = Wav2vec2Embedder(str(tiny)).eval()
+    with torch.no_grad():
+        for p in emb.wav2vec2.encoder.parameters():
+            p.add_(0.01)  # "trained" weights, different from the folder's
+        ref = emb(_wavs())
+    Checkpointer(tmp_path, recoverables={"embedder": emb}).save_checkpoint()
+    fresh = Wav2vec2Embedder(str(tiny), reset_weights=True).eval()
+    Checkpointer(tmp_path, recoverables={"embedder": fresh}).recover_if_possible()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(_wavs()), ref)
