@@ -108,7 +108,7 @@ def load_or_build_listing(cache: str | os.PathLike, wav_root: str | os.PathLike,
     key = {"wav_root": str(Path(wav_root).resolve())}
     if cache.exists() and read_json(sidecar) == key:
         df = pd.read_csv(cache, dtype={c: str for c in COLUMNS if c != "duration"},
-                         keep_default_na=False)
+                         keep_default_na=False, float_precision="round_trip")
         df["gender"] = df.spk_id.map(genders).fillna(df.gender)
         return df
     df = build_listing(wav_root, genders, jobs)

@@ -186,12 +186,29 @@ def prepare_test_sets(save: Path, data: Path, vox1_wav: Path, meta: Path, test_s
     log.info("test manifests: %s", ", ".join(test_sets))
 
 
+def _names(value):
+    """None, 'a,b', 'a b' or a sequence of names -> tuple of names (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return tuple(v for item in value for v in str(item).replace(",", " ").split())
+
+
 def prepare_voxceleb(data_folder, save_folder, **options) -> None:
-    """Run every stage (see module doc); options as the CLI's (see DEFAULTS)."""
+    """Run every stage (see module doc); options as the CLI's (see DEFAULTS).
+
+    ``subsets`` and ``test_sets`` take a list of names or a comma-separated string;
+    ``subset_lists`` and ``custom_subsets`` a list (a single string is one item).
+    """
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     o = {**DEFAULTS, **options}
+    o["subsets"], o["test_sets"] = _names(o["subsets"]), _names(o["test_sets"]) or ()
+    for key in ("subset_lists", "custom_subsets"):
+        if isinstance(o[key], (str, os.PathLike)):
+            o[key] = (o[key],)
     data, save = Path(data_folder), Path(save_folder)
     meta = Path(o["meta_folder"] or data / "meta")
     wav_root = Path(o["wav_folder"] or data / "voxceleb2" / "dev" / "wav")

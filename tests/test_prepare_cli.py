@@ -299,3 +299,11 @@ def test_killed_conversion_resumes(tmp_path):
             pd.testing.assert_frame_equal(a, b)
         assert filecmp.cmp(tmp_path / "m" / name / "val_trials.txt",
                            tmp_path / "ref" / name / "val_trials.txt", shallow=False)
+
+
+def test_api_accepts_names_as_strings(tree, tmp_path):
+    out = tmp_path / "m"
+    prepare_voxceleb(tree, out, subsets="tiny_few", test_sets="original", **OPTS)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        == ["test", "tiny_few"]
+    assert sorted(p.name for p in (out / "test").glob("*.csv")) == ["original.csv"]

@@ -228,3 +228,18 @@ def test_reference_lists_have_the_published_shape():
     assert len(tr) == 47952 and (tr.groupby(0).size() == 8).all()
     ses = tr.groupby(0)[1].nunique()
     assert ses.min() == 4 and ses.max() == 8  # "4 to 8 sessions per speaker"
+
+
+def test_reference_lists_read_as_published():
+    from pathlib import Path
+
+    from prepare.subsets import list_name, read_subset_list
+
+    ref = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    if not ref.is_dir():
+        pytest.skip("shared/reference not present")
+    p = ref / "tiny_few_utterance_list.csv"
+    df = read_subset_list(p)
+    assert list_name(p) == "tiny_few"
+    assert (df.set_name == "train").sum() == 49400 and (df.set_name == "val").sum() == 599
+    assert df.ID.iloc[0] == "id07078/_uMiWGS0CYU/00339"
