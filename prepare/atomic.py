@@ -98,6 +98,24 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     return n
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (e.g. array jobs preparing the same folder).
+
+    A second process waits here, then finds the stages done and skips them.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / name, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def stage_done(marker: str | os.PathLike, params: dict) -> bool:
     """True when ``marker`` records a finished stage run with exactly ``params``."""
     return read_json(marker) == json.loads(json.dumps(params, sort_keys=True))

@@ -13,6 +13,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from prepare.atomic import folder_lock
 from prepare.errors import PrepareError
 from prepare.progress import progress
 
@@ -73,6 +74,11 @@ def convert_voxceleb2(aac_root: str | os.PathLike, wav_root: str | os.PathLike,
     aac_root, wav_root = Path(aac_root), Path(wav_root)
     if shutil.which("ffmpeg") is None:
         raise PrepareError("ffmpeg not found on PATH (needed to convert VoxCeleb2 m4a to wav)")
+    with folder_lock(wav_root, ".convert.lock"):  # one converter per wav folder at a time
+        return _convert_all(aac_root, wav_root, jobs)
+
+
+def _convert_all(aac_root: Path, wav_root: Path, jobs: int) -> int:
     remove_partials(wav_root)
     sources = find_audio(aac_root, "m4a")
     todo = []

@@ -29,6 +29,7 @@ import pandas as pd
 from prepare import manifests
 from prepare.atomic import (
     atomic_folder,
+    folder_lock,
     mark_done,
     remove_stale_temporaries,
     stage_done,
@@ -204,18 +205,21 @@ def prepare_voxceleb(data_folder, save_folder, **options) -> None:
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    o = {**DEFAULTS, **options}
+    with folder_lock(save_folder):
+        _prepare(Path(data_folder), Path(save_folder), {**DEFAULTS, **options})
+
+
+def _prepare(data: Path, save: Path, o: dict) -> None:
     o["subsets"], o["test_sets"] = _names(o["subsets"]), _names(o["test_sets"]) or ()
     for key in ("subset_lists", "custom_subsets"):
         if isinstance(o[key], (str, os.PathLike)):
             o[key] = (o[key],)
-    data, save = Path(data_folder), Path(save_folder)
     meta = Path(o["meta_folder"] or data / "meta")
     wav_root = Path(o["wav_folder"] or data / "voxceleb2" / "dev" / "wav")
     aac_root = data / "voxceleb2" / "dev" / "aac"
     vox1_wav = Path(o["vox1_folder"] or data / "voxceleb1" / "wav")
-    save.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(save)
+    remove_stale_temporaries(save / ".stages")
 
     rules = subset_rules(o)  # option errors before any long work
     genders = gender_map(meta / "vox2_meta.csv")

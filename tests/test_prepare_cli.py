@@ -307,3 +307,18 @@ def test_api_accepts_names_as_strings(tree, tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         == ["test", "tiny_few"]
     assert sorted(p.name for p in (out / "test").glob("*.csv")) == ["original.csv"]
+
+
+def test_concurrent_runs_share_one_folder(tree, prepared, tmp_path):
+    """Array jobs that all call the preparation on one folder: one works, the others skip."""
+    save = tmp_path / "m"
+    cmd = [sys.executable, "-m", "prepare.voxceleb", "--data_folder", str(tree),
+           "--save_folder", str(save), *ARGS]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum(err.count("done already") for _, err in outs) == 5
+    for name in SUBSETS:
+        assert filecmp.cmp(save / name / "train.csv", prepared[0] / name / "train.csv",
+                           shallow=False)
