@@ -30,10 +30,11 @@ scores``
 Every command also gets ``evaluate_after_training=true`` (:data:`COMMON`): a grid run
 is only finished once ``OUT/eval/best/results.json`` is written.
 
-Run folders encode the grid point:
-``RUNS_ROOT/<grid>/<model>_<subset>/lr=<lr>[_steps=<max_steps>_seed=<seed>]``
-and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed=<seed>``
-(tags as in SEED.md).  :func:`parse_run_path` reads them back.
+Run folders encode the grid point like hparams/shared/base.yaml's default folder:
+``RUNS_ROOT/<grid>/<model>_<subset>/lr<lr>[_steps<max_steps>_seed<seed>]``
+and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed<seed>``
+(tags as in SEED.md).  :func:`parse_run_path` reads them back.  No ``=`` anywhere:
+SpeechBrain splits ``--key=value`` arguments at every ``=``.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ GRIDS = {
 
 
 def _folder(runs_root: Path, grid: str, model: str, subset: str, point, tag) -> Path:
-    name = "_".join(f"{key}={value}" for key, value in point)
+    name = "_".join(f"{key}{value}" for key, value in point)
     base = Path(runs_root) / grid / f"{model}_{subset}"
     return base / tag / name if tag else base / name
 
@@ -338,6 +339,13 @@ def expand(
     reserved = {"output_folder"} & set(extra)
     if reserved:
         raise ValueError(f"{sorted(reserved)} are set by the grid, not by extra overrides")
+    if "=" in str(runs_root):
+        raise ValueError(f"runs root {runs_root}: no '=' please (SpeechBrain splits its "
+                         "--key=value arguments at every '=')")
+    for key, value in extra.items():
+        if "=" in f"{key}{format_value(value)}":
+            raise ValueError(f"override {key}={value}: SpeechBrain cannot take '=' in a key "
+                             "or value")
     runs = []
     for model, subset, point, overrides, tag in GRIDS[grid]():
         if want_models and model not in want_models:
@@ -354,7 +362,7 @@ def expand(
 
 
 _CELL = re.compile(rf"^({'|'.join(MODELS)})_({'|'.join(SUBSETS)})$")
-_PART = re.compile(r"(lr|steps|seed)=([^_]+)")
+_PART = re.compile(r"(lr|steps|seed)([^_]+)")
 
 
 def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:

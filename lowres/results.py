@@ -87,8 +87,15 @@ def read_hparams(path: Path) -> dict:
 
 
 def flatten_results(data: dict, prefix: str = "") -> dict[str, dict]:
-    """{test set: metrics} from results.json, also when sets are nested (e.g. raw / asnorm)."""
+    """{test set: metrics} from results.json (its "test_sets" part when there is one, plus
+    "val" for the validation EER), also when sets are nested (e.g. raw / asnorm)."""
     out: dict[str, dict] = {}
+    if not prefix and isinstance(data.get("test_sets"), dict):
+        out = flatten_results(data["test_sets"], prefix="/")
+        out = {k.lstrip("/"): v for k, v in out.items()}
+        if isinstance(data.get("validation"), dict) and "eer" in data["validation"]:
+            out["val"] = data["validation"]
+        return out
     for key, value in data.items():
         if not isinstance(value, dict):
             continue

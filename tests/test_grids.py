@@ -151,9 +151,9 @@ def test_command_line_and_folder_encoding():
         "--evaluate_after_training=true --lr=1.78e-02 "
         "--enroll_training_data=false --post_process_scores=false --max_steps=25000 "
         "--seed=7348 '--test_sets=[original, extended, hard]' "
-        "--output_folder=R/steps/xvector_tiny_few/lr=1.78e-02_steps=25000_seed=7348")
+        "--output_folder=R/steps/xvector_tiny_few/lr1.78e-02_steps25000_seed7348")
     abl = expand("ablation", runs_root="R", tags=["reg_mask"], subsets=["tiny_few"])[0]
-    assert abl.output_folder == Path("R/ablation/wav2vec2_tiny_few/reg_mask/seed=11469")
+    assert abl.output_folder == Path("R/ablation/wav2vec2_tiny_few/reg_mask/seed11469")
     assert abl.hparams_file == "hparams/ablation_wav2vec2_tiny_few.yaml"
 
 
@@ -191,6 +191,18 @@ def test_extra_overrides_replace_grid_values_not_folders():
     assert "--max_steps=20" in argv and "--batch_size=4" in argv
     with pytest.raises(ValueError, match="unknown model"):
         expand("naive_lr", models=["resnet"])
+
+
+def test_no_equals_sign_reaches_speechbrain(tmp_path):
+    """SpeechBrain splits `--key=value` at every '=': folders and values must not have one."""
+    for grid in grids.GRIDS:
+        for run in expand(grid, runs_root=tmp_path):
+            for arg in run.argv()[3:]:
+                assert arg.count("=") == 1, arg
+    with pytest.raises(ValueError, match="no '='"):
+        expand("naive_lr", runs_root=tmp_path / "a=b")
+    with pytest.raises(ValueError, match="cannot take '='"):
+        expand("naive_lr", extra={"data_folder": "/x=y"})
 
 
 def test_list_cli_prints_commands_and_count(tmp_path):

@@ -34,9 +34,11 @@ def fabricate(run: grids.Run, eer: float | None, diverged: bool = False,
         return
     best = folder / "eval" / "best"
     best.mkdir(parents=True, exist_ok=True)
-    data = {t: {"n_trials": 100, "eer": eer / 100 * (1 + 0.5 * i), "eer_threshold": 0.3,
-                "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.4}
+    sets = {t: {"n_trials": 100, "eer": eer / 100 * (1 + 0.5 * i), "eer_threshold": 0.3,
+                "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.4, "scores": f"scores_{t}.txt"}
             for i, t in enumerate(test_sets)}
+    data = {"checkpoint": {"meta": {"step": 12, "val_eer": 0.2}, "which": "best"},
+            "test_sets": sets, "validation": {"eer": 0.2, "n_trials": 30}}
     (best / "results.json").write_text(json.dumps(data))
 
 
@@ -120,7 +122,7 @@ def test_markdown_tables(runs_root, tmp_path):
     assert "## wav2vec2 ablation (EER %, VoxCeleb1-H)" in text
     row = next(line for line in text.splitlines() if line.startswith("| no regularisation"))
     assert row.count("[1 div.]") == 2
-    assert "## Diverged runs" in text and "naive_lr/xvector_tiny_few/lr=1.0e-07" in text
+    assert "## Diverged runs" in text and "naive_lr/xvector_tiny_few/lr1.0e-07" in text
     assert "## Other runs" in text and "manual/my_try" in text
 
 
@@ -143,6 +145,16 @@ def test_cli_writes_csv_markdown_and_figures(runs_root, tmp_path):
 def test_empty_root(tmp_path):
     assert results.main([str(tmp_path)]) == 0
     assert "No runs found" in (tmp_path / "results" / "results.md").read_text()
+
+
+def test_flatten_results_formats():
+    flat = results.flatten_results({"original": {"eer": 0.1}, "meta": {"x": 1}})
+    assert flat == {"original": {"eer": 0.1}}
+    nested = results.flatten_results({"test_sets": {"hard": {"raw": {"eer": 0.2},
+                                                             "asnorm": {"eer": 0.15}}},
+                                      "validation": {"eer": 0.3}})
+    assert nested == {"hard/raw": {"eer": 0.2}, "hard/asnorm": {"eer": 0.15},
+                      "val": {"eer": 0.3}}
 
 
 def test_nan_loss_detection(tmp_path):
