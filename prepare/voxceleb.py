@@ -264,11 +264,12 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m prepare.voxceleb",
-        description="Prepare VoxCeleb (or the synthetic corpus) for the lowres recipes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Prepare VoxCeleb (or the synthetic corpus) for the lowres recipes: "
+                    "convert, list, split, subsets, validation trials, test manifests.",
     )
     d = DEFAULTS
-    p.add_argument("--data_folder", required=True, help="root with voxceleb2/, voxceleb1/, meta/")
+    p.add_argument("--data_folder", required=True,
+                   help="root with voxceleb2/dev/aac, voxceleb1/wav and meta/")
     p.add_argument("--save_folder", required=True, help="where manifests are written")
     p.add_argument("--wav_folder", help="converted VoxCeleb2 wavs (default DATA/voxceleb2/dev/wav)")
     p.add_argument("--meta_folder", help="meta files and trial lists (default DATA/meta)")
@@ -279,24 +280,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--subset_list", action="append", default=[], dest="subset_lists",
                    metavar="FILE", help="reproduce the subset of a published list "
                    "(utterance_key;shard_dix;set_name; name from the file: "
-                   "tiny_few_utterance_list.csv -> tiny_few); repeatable")
+                   "tiny_few_utterance_list.csv -> tiny_few; a val_trials_<name>.txt beside "
+                   "it is used as the subset's validation trials); repeatable")
     p.add_argument("--custom_subset", action="append", default=[], dest="custom_subsets",
                    metavar="NAME:key=v,...", help="a subset with its own budget; keys "
                    "speakers_per_gender, max_sessions_per_speaker, max_files_per_session, "
                    "files_per_speaker; repeatable")
     p.add_argument("--test_sets", nargs="*", default=list(d["test_sets"]),
-                   help="VoxCeleb1 test sets to write (none: give the option without values)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--jobs", type=int, default=d["jobs"], help="parallel ffmpeg / header readers")
-    p.add_argument("--val_fraction", type=float, default=d["val_fraction"])
-    p.add_argument("--few_speakers_per_gender", type=int, default=d["few_speakers_per_gender"])
-    p.add_argument("--many_files_per_speaker", type=int, default=d["many_files_per_speaker"])
+                   help="VoxCeleb1 test sets to write (default: %(default)s; the option "
+                        "without values writes none)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="default %(default)s")
+    p.add_argument("--jobs", type=int, default=d["jobs"],
+                   help="parallel ffmpeg processes / header readers (default %(default)s)")
+    p.add_argument("--val_fraction", type=float, default=d["val_fraction"],
+                   help="per speaker, move sessions to validation until more than this "
+                        "fraction of files is there (default %(default)s)")
+    p.add_argument("--few_speakers_per_gender", type=int, default=d["few_speakers_per_gender"],
+                   help="tiny_few: speakers per gender (default %(default)s)")
+    p.add_argument("--many_files_per_speaker", type=int, default=d["many_files_per_speaker"],
+                   help="tiny_many_*: files per speaker (default %(default)s)")
     p.add_argument("--low_max_files_per_session", type=int,
-                   default=d["low_max_files_per_session"])
+                   default=d["low_max_files_per_session"],
+                   help="tiny_many_low: files per session visit (default %(default)s)")
     p.add_argument("--high_max_files_per_session", type=int,
-                   default=d["high_max_files_per_session"])
-    p.add_argument("--val_trials_full", type=int, default=d["val_trials_full"])
-    p.add_argument("--val_trials_tiny", type=int, default=d["val_trials_tiny"])
+                   default=d["high_max_files_per_session"],
+                   help="tiny_many_high: files per session visit (default %(default)s)")
+    p.add_argument("--val_trials_full", type=int, default=d["val_trials_full"],
+                   help="validation trials of full (default %(default)s)")
+    p.add_argument("--val_trials_tiny", type=int, default=d["val_trials_tiny"],
+                   help="validation trials of the other subsets (default %(default)s)")
     return p.parse_args(argv)
 
 

@@ -160,6 +160,17 @@ def _break_trial_file(root):
     return f"{p}, line 13: trial names id10000/nope/00042.wav, which does not exist"
 
 
+def _break_malformed_trial_list(root):
+    p = root / "meta" / "list_test_hard2.txt"
+    p.write_text(p.read_text() + "2 id10000/yt0/00001.wav\n")
+    return f"malformed trial list {p}, line"
+
+
+def _break_missing_trial_list(root):
+    (root / "meta" / "list_test_all2.txt").unlink()
+    return f"trial list not found: {root / 'meta' / 'list_test_all2.txt'}"
+
+
 def _break_corrupt_wav(root):
     p = next((root / "voxceleb2/dev/wav").rglob("*.wav"))
     p.write_bytes(b"RIFF\x00\x00garbage" * 3)
@@ -188,7 +199,8 @@ def _break_unknown_speaker(root):
 
 
 BREAKS = {f.__name__[7:]: f for f in (_break_missing_meta, _break_malformed_meta,
-                                        _break_trial_file, _break_corrupt_wav,
+                                        _break_trial_file, _break_malformed_trial_list,
+                                        _break_missing_trial_list, _break_corrupt_wav,
                                         _break_sample_rate, _break_stereo, _break_empty_subset,
                                         _break_unknown_speaker)}
 
@@ -322,3 +334,16 @@ def test_concurrent_runs_share_one_folder(tree, prepared, tmp_path):
     for name in SUBSETS:
         assert filecmp.cmp(save / name / "train.csv", prepared[0] / name / "train.csv",
                            shallow=False)
+
+
+def test_custom_budget_subset(tree, tmp_path):
+    out = tmp_path / "m"
+    prepare_voxceleb(tree, out, test_sets=(), **OPTS,
+                     custom_subsets=["mine:speakers_per_gender=2,files_per_speaker=3,"
+                                     "max_files_per_session=1"])
+    train = pd.read_csv(out / "mine" / "train.csv")
+    assert train.spk_id.nunique() == 4 and (train.groupby("spk_id").size() == 3).all()
+    stats = vox.manifests.read_json_stats(out / "mine" / "stats.json")
+    assert stats["rule"]["rule"] == "budget" and stats["train"]["files"] == 12
+    with pytest.raises(vox.PrepareError, match="bad subset spec"):
+        prepare_voxceleb(tree, out, custom_subsets=["mine:files=3"])
