@@ -1,0 +1,112 @@
+"""Loading the recipe hparams files: shared parts once, each model x subset file a diff.
+
+A model x subset file (``hparams/ecapa_tiny_few.yaml``) names the shared files it builds
+on and lists only the values that differ, like the study's Hydra experiment files::
+
+    extends: [shared/base.yaml, shared/ecapa.yaml]
+    subset: tiny_few
+    lr: 1.78e-2
+
+The shared files are joined into one HyperPyYAML document (so every key, the grid keys
+included, is a plain top-level key and ``!ref`` works across them); the file's own
+values, then the command-line overrides, are applied as HyperPyYAML overrides, which
+must name existing keys (a typo is an error, not a silently ignored value).
+A file without ``extends`` (e.g. a run folder's resolved ``hyperparams.yaml``) is loaded
+as plain HyperPyYAML.
+
+HyperPyYAML's ``!include:`` is not used for this because it nests the included file
+under a key, and the grids need ``--lr``, ``--max_steps`` ... at the top level.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import ruamel.yaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
+
+EXTENDS_KEY = "extends"
+
+
+class HparamsError(ValueError):
+    """A hyperparameter value is invalid; the message names the key and the value."""
+
+
+def overrides_dict(overrides) -> dict:
+    """Overrides as a dict, from a dict or SpeechBrain's yaml string (``key: value`` lines)."""
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, str):
+        loaded = ruamel.yaml.YAML(typ="safe", pure=True).load(overrides)
+        return dict(loaded or {})
+    return dict(overrides)
+
+
+def compose(path, overrides=None) -> tuple[str, dict]:
+    """The joined HyperPyYAML text of ``path`` and the overrides to apply to it."""
+    path = Path(path)
+    if not path.is_file():
+        raise HparamsError(f"hparams file not found: {path}")
+    cell = ruamel.yaml.YAML().load(path.read_text(encoding="utf-8"))
+    if not isinstance(cell, dict) or EXTENDS_KEY not in cell:
+        return path.read_text(encoding="utf-8"), overrides_dict(overrides)
+    parents = cell.pop(EXTENDS_KEY)
+    if isinstance(parents, str):
+        parents = [parents]
+    texts = []
+    for parent in parents:
+        parent_path = path.parent / parent
+        if not parent_path.is_file():
+            raise HparamsError(f"{path}: {EXTENDS_KEY} names a missing file {parent_path}")
+        texts.append(parent_path.read_text(encoding="utf-8"))
+    merged = {**dict(cell), **overrides_dict(overrides)}
+    return "\n".join(texts), merged
+
+
+def resolved_yaml(path, overrides=None) -> str:
+    """The fully resolved document (every ``!ref`` and override applied), as saved in a run."""
+    text, merged = compose(path, overrides)
+    try:
+        return resolve_references(io.StringIO(text), merged, overrides_must_match=True).getvalue()
+    except (KeyError, ValueError) as err:  # unknown override key, unset !PLACEHOLDER
+        raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err
+
+
+def plain_values(path, overrides=None) -> dict:
+    """The resolved top-level scalar values, without building any object (for validation)."""
+    values = ruamel.yaml.YAML().load(resolved_yaml(path, overrides))  # tags kept, not built
+    plain = {}
+    for key, v in values.items():
+        for kind in (bool, int, float, str):  # ruamel's scalar subclasses -> plain python
+            if isinstance(v, kind):
+                plain[key] = kind(v)
+                break
+        else:
+            if v is None:
+                plain[key] = None
+            elif isinstance(v, (dict, list)):  # plain containers only (no objects inside)
+                try:
+                    plain[key] = ruamel.yaml.YAML(typ="safe", pure=True).load(_dump(v))
+                except ruamel.yaml.constructor.ConstructorError:
+                    pass
+    return plain
+
+
+def _dump(node) -> str:
+    stream = io.StringIO()
+    ruamel.yaml.YAML().dump(node, stream)
+    return stream.getvalue()
+
+
+def load_hparams(path, overrides=None) -> dict:
+    """Build the hparams of ``path`` with ``overrides`` (dict or SpeechBrain's yaml string)."""
+    text, merged = compose(path, overrides)
+    try:
+        return load_hyperpyyaml(io.StringIO(text), merged, overrides_must_match=True)
+    except KeyError as err:  # an override names no key of the document
+        raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err
+    except ValueError as err:
+        if "PLACEHOLDER" in str(err):
+            raise HparamsError(f"{path}: {err}") from err
+        raise

@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Train a speaker embedder (x-vector, ECAPA-TDNN or wav2vec2) on a VoxCeleb2 subset.
+
+    cd recipes/VoxCeleb
+    python train.py hparams/wav2vec2_tiny_few.yaml --data_folder DIR [--lr 5.62e-6] \
+        [--output_folder OUT] [--precision fp16|bf16|fp32] [--device cpu]
+
+Every value of the yaml is a top-level key that ``--key value`` overrides (see
+hparams/shared/). Re-running the same command continues an interrupted run from its
+latest checkpoint (model, optimiser, scheduler, step, RNG states, best-so-far and the
+position in the data); a finished run does nothing more.
+
+Multi-GPU (SpeechBrain DDP)::
+
+    torchrun --nproc_per_node 4 train.py hparams/ecapa_full.yaml --data_folder DIR
+
+``batch_size`` is the global batch: each of the N processes loads ``batch_size / N``
+items per step (it must divide), so ``max_steps``, the LR schedule, ``val_interval``
+and the freeze schedule all count the same optimiser steps as a one-GPU run and need no
+scaling by the world size. Validation runs on every process; rank 0 saves.
+
+The pieces live in ``lowres`` (data, schedules, models, metrics); this file only wires
+them into SpeechBrain's ``Brain``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import if_main_process, run_on_main
+from tqdm import tqdm
+
+from lowres import data as lowres_data
+from lowres.freeze import apply_freeze_schedule
+from lowres.hparams import (
+    HparamsError,
+    load_hparams,
+    overrides_dict,
+    plain_values,
+    resolved_yaml,
+)
+from lowres.metrics import eer
+from lowres.schedules import SCHEDULES, build_lr_scheduler
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "bf16", "fp32")
+
+
+class SpeakerBrain(sb.core.Brain):
+    """Embedder -> cosine classifier -> AAM softmax; validation EER on the val trials."""
+
+    def compute_forward(self, batch, stage):
+        wavs, lens = batch.sig
+        wavs, lens = wavs.to(self.device), lens.to(self.device)
+        embedder = self.modules.embedder
+        if stage != sb.Stage.TRAIN and not _unwrap(embedder).padding_invariant:
+            return _one_at_a_time(embedder, wavs, lens)
+        return embedder(wavs, lens)
+
+    def compute_objectives(self, embeddings, batch, stage):
+        labels = batch.spk_id_encoded.data.to(self.device)
+        logits = self.modules.classifier(embeddings.unsqueeze(1)).float()
+        loss = self.hparams.loss(logits, labels)
+        correct = (logits.squeeze(1).argmax(-1) == labels.squeeze(1)).sum().item()
+        self.stats.add(loss.item(), correct, len(labels))
+        if stage == sb.Stage.TRAIN:
+            self.log_stats.add(loss.item(), correct, len(labels))
+        else:
+            for utt, emb in zip(batch.id, embeddings.detach().float().cpu(), strict=True):
+                self.val_embeddings[utt] = emb
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        self.stats = RunningStats()
+        if stage == sb.Stage.TRAIN:
+            self.log_stats = RunningStats()
+        else:
+            self.val_embeddings = {}
+
+    def on_fit_batch_start(self, batch, should_step):
+        if hasattr(self.hparams, "wav2vec_initially_frozen"):
+            apply_freeze_schedule(_unwrap(self.modules.embedder), self.optimizer_step,
+                                  self.hparams.wav2vec_initially_frozen,
+                                  self.hparams.num_frozen_steps)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if not should_step:
+            return
+        self.lr_scheduler.step()
+        step, lr = self.optimizer_step, self.optimizer.param_groups[0]["lr"]
+        _progress_description(f"step {step} loss {loss.item():.3f} lr {lr:.2e}")
+        if step % self.hparams.log_interval == 0 and self.log_stats.count:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"step": step, "lr": lr}, train_stats=self.log_stats.summary())
+            self.log_stats = RunningStats()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_summary = self.stats.summary()
+            return
+        scores, labels = lowres_data.score_trials(self.val_embeddings, self.val_trials)
+        val_eer = eer(scores, labels).eer
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": lr},
+            train_stats=getattr(self, "train_summary", None) if epoch else None,
+            valid_stats={**self.stats.summary(), "EER%": round(100 * val_eer, 3)},
+        )
+        self.checkpointer.save_and_keep_only(
+            meta={"val_eer": val_eer, "step": self.optimizer_step},
+            min_keys=["val_eer"], num_to_keep=1, end_of_epoch=True,
+        )
+
+    def init_optimizers(self):
+        super().init_optimizers()
+        h = self.hparams
+        self.lr_scheduler = build_lr_scheduler(
+            self.optimizer, h.lr_schedule, h.lr, h.max_steps, base_lr=h.base_lr,
+            final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps)
+        self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
+        self.checkpointer.add_recoverable("rng", RngState())
+
+    def _wrap_distributed(self):
+        if not (self.distributed_launch and self.device_type == "cpu"):
+            return super()._wrap_distributed()
+        # SpeechBrain converts BatchNorm to SyncBatchNorm, which needs GPUs: on CPU (gloo,
+        # tests) use plain DDP; each process then keeps its own BatchNorm statistics.
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters)
+
+    def on_fit_start(self):
+        super().on_fit_start()  # ... and recovers the latest checkpoint, if any
+        if self.checkpointer.find_checkpoint() is None:
+            logger.info("Validation before training (step 0)")
+            self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
+                            and if_main_process())
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"resumed_at_step": self.optimizer_step,
+                            "epoch": self.hparams.epoch_counter.current})
+
+
+class RunningStats:
+    """Mean loss and accuracy over the batches seen since the last reset."""
+
+    def __init__(self):
+        self.loss_sum, self.correct, self.count, self.batches = 0.0, 0, 0, 0
+
+    def add(self, loss, correct, n):
+        self.loss_sum += loss
+        self.correct += correct
+        self.count += n
+        self.batches += 1
+
+    def summary(self):
+        if not self.batches:
+            return {}
+        return {"loss": round(self.loss_sum / self.batches, 4),
+                "acc": round(self.correct / self.count, 4)}
+
+
+@register_checkpoint_hooks
+class RngState:
+    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume."""
+
+    @mark_as_saver
+    def _save(self, path):
+        torch.save({
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }, path)
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch):
+        state = torch.load(path, weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap(module):
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) \
+        else module
+
+
+def _one_at_a_time(embedder, wavs, lens):
+    """Embeddings of a padded batch, one file at a time, for padding-sensitive models."""
+    if bool((lens >= 1).all()):
+        return embedder(wavs, lens)
+    out = []
+    for wav, rel in zip(wavs, lens, strict=True):
+        n = int(round(float(rel) * wavs.shape[1]))
+        out.append(embedder(wav[None, :n], torch.ones(1, device=wavs.device)))
+    return torch.cat(out)
+
+
+def _progress_description(text):
+    """Show step, loss and lr on the (single) training progress bar, if any."""
+    for bar in list(getattr(tqdm, "_instances", [])):
+        if not bar.disable:
+            bar.set_description(text, refresh=False)
+
+
+# ---------------------------------------------------------------------------
+# hparams checks, data preparation, data loaders
+
+
+def check_hparams(values: dict, world_size: int) -> None:
+    """Raise HparamsError naming the key and value of the first invalid setting."""
+
+    def bad(key, why):
+        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
+
+    def positive_number(key, integer=False):
+        v = values.get(key)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kinds) or not v > 0:
+            bad(key, f"must be a positive {'integer' if integer else 'number'}")
+
+    positive_number("lr")
+    positive_number("max_steps", integer=True)
+    positive_number("batch_size", integer=True)
+    positive_number("crop_seconds")
+    positive_number("log_interval", integer=True)
+    if values.get("lr_schedule") not in SCHEDULES:
+        bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
+    if "regularisation" in values:
+        from lowres.wav2vec2 import REGULARISATION_PRESETS
+
+        if values["regularisation"] not in REGULARISATION_PRESETS:
+            bad("regularisation", f"must be one of {', '.join(REGULARISATION_PRESETS)}")
+    if values.get("precision") not in PRECISIONS:
+        bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+    v = values.get("val_interval")
+    if v != "epoch" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+        bad("val_interval", "must be a positive number of steps or 'epoch'")
+    if values["batch_size"] % world_size:
+        bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
+    if values.get("model_name") == "wav2vec2" and values.get("wav2vec_initially_frozen"):
+        n = values.get("num_frozen_steps")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            bad("num_frozen_steps", "must be a non-negative integer (or null: never unfreeze)")
+
+
+def manifests_ready(values: dict) -> bool:
+    return all(Path(values[k]).is_file() for k in ("train_csv", "valid_csv", "val_trials"))
+
+
+def prepare_manifests(values: dict) -> None:
+    """Make the manifests with prepare.voxceleb (main process only) if they are missing."""
+    if manifests_ready(values):
+        return
+    data_folder = values.get("data_folder")
+    if not data_folder or not Path(data_folder).is_dir():
+        raise HparamsError(
+            f"invalid hparam data_folder={data_folder!r}: the manifests are missing "
+            f"(manifest_folder={values['manifest_folder']!r}, no {values['train_csv']}) and "
+            "data_folder must be an existing VoxCeleb folder to prepare them")
+    from prepare.voxceleb import prepare_voxceleb
+
+    def prepare():
+        try:
+            prepare_voxceleb(data_folder, values["manifest_folder"],
+                             **dict(values.get("prepare_options") or {}))
+        except TypeError as err:
+            raise HparamsError(f"invalid hparam prepare_options="
+                               f"{values.get('prepare_options')!r}: {err}") from err
+
+    run_on_main(prepare)
+    if not manifests_ready(values):
+        raise HparamsError(f"prepare.voxceleb ran but subset {values['subset']!r} has no "
+                           f"manifests in manifest_folder={values['manifest_folder']!r}")
+
+
+def count_speakers(train_csv) -> int:
+    return len({row["spk_id"] for row in lowres_data.read_manifest(train_csv).values()})
+
+
+def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[str, str]:
+    """The training precision on ``device`` (``--precision`` wins over the yaml), and a note."""
+    precision = run_opts.precision if "precision" in run_opts.overridden_args \
+        else hparams_precision
+    if precision == "fp16" and not str(device).startswith("cuda"):
+        return "fp32", f"precision fp16 needs a GPU: training on {device} in fp32 instead"
+    return precision, ""
+
+
+def make_loaders(brain, hparams, world_size):
+    """Training loader (StepBudgetSampler, one crop per draw) and validation loader."""
+    encoder = lowres_data.speaker_encoder(hparams["train_csv"],
+                                          Path(hparams["save_folder"]) / "label_encoder.txt")
+    train_set = lowres_data.train_dataset(hparams["train_csv"], encoder, hparams["crop_seconds"],
+                                          hparams["seed"], hparams["sample_rate"])
+    valid_set = lowres_data.valid_dataset(hparams["valid_csv"], encoder, hparams["crop_seconds"],
+                                          hparams["sample_rate"])
+    batch = hparams["batch_size"]
+    steps = lowres_data.steps_per_epoch(hparams["val_interval"], len(train_set), batch)
+    hparams["epoch_counter"].limit = lowres_data.num_epochs(hparams["max_steps"], steps)
+    sampler = lowres_data.StepBudgetSampler(len(train_set), steps * batch, hparams["seed"])
+    common = {"batch_size": batch // world_size, "num_workers": hparams["num_workers"],
+              "pin_memory": str(brain.device).startswith("cuda")}
+    # Own generators: creating a loader iterator then leaves the global RNG untouched,
+    # so a resumed run draws the same SpecAugment / dropout masks as an uninterrupted one.
+    train_loader = brain.make_dataloader(
+        train_set, sb.Stage.TRAIN, sampler=sampler, drop_last=True,
+        generator=torch.Generator().manual_seed(hparams["seed"]), **common)
+    if brain.train_sampler is None:  # without DDP SpeechBrain leaves set_epoch to us
+        brain.train_sampler = sampler
+    valid_loader = brain.make_dataloader(
+        valid_set, sb.Stage.VALID, ckpt_prefix=None,
+        generator=torch.Generator().manual_seed(hparams["seed"]), **common)
+    logger.info("%d training files of %d speakers, %d validation files; %d steps per "
+                "validation interval, %d intervals", len(train_set), len(encoder),
+                len(valid_set), steps, hparams["epoch_counter"].limit)
+    return train_loader, valid_loader
+
+
+def evaluate_after_training(hparams, device):
+    """Hook: test the last, then the best checkpoint (lowres.evaluation, issue 4).
+
+    ``eval/best/results.json`` is written last: it marks the run as finished.
+    """
+    from lowres.evaluation import evaluate_run
+
+    for which in ("last", "best"):
+        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    sb.utils.distributed.ddp_init_group(run_opts)
+
+    values = plain_values(hparams_file, overrides)
+    check_hparams(values, world_size)
+    prepare_manifests(values)
+    extra = {}
+    n_speakers = count_speakers(values["train_csv"])
+    if n_speakers != values["n_speakers"]:
+        logger.info("n_speakers=%s in the yaml, %d in %s: using %d", values["n_speakers"],
+                    n_speakers, values["train_csv"], n_speakers)
+        extra["n_speakers"] = n_speakers
+    device = run_opts.device or sb.utils.distributed.infer_device()
+    precision, note = effective_precision(values["precision"], run_opts, device)
+    run_opts = dataclasses.replace(run_opts, precision=precision,
+                                   overridden_args=run_opts.overridden_args | {"precision"})
+    extra["precision"] = precision
+    overrides = {**overrides_dict(overrides), **extra}
+
+    hparams = load_hparams(hparams_file, overrides)
+    out = Path(hparams["output_folder"])
+    sb.create_experiment_directory(experiment_directory=str(out))
+    if note:
+        logger.warning(note)
+    if if_main_process():
+        (out / "hyperparams.yaml").write_text(
+            f"# Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {Path(hparams_file).resolve()}"
+            f" with overrides {overrides}\n" + resolved_yaml(hparams_file, overrides))
+        with open(out / "command.txt", "a", encoding="utf-8") as f:
+            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} cwd={os.getcwd()} "
+                    f"world_size={world_size}\n{shlex.join([sys.executable, *sys.argv])}\n")
+
+    brain = SpeakerBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
+                         hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.optimizer_step_limit = hparams["max_steps"]
+    train_loader, brain.valid_loader = make_loaders(brain, hparams, world_size)
+    brain.val_trials = lowres_data.read_trials(hparams["val_trials"])
+    brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
+
+    best = hparams["checkpointer"].find_checkpoint(min_key="val_eer")
+    if best is not None and if_main_process():
+        logger.info("best validation EER %.3f%% at step %d (%s)", 100 * best.meta["val_eer"],
+                    best.meta["step"], best.path)
+    if hparams["evaluate_after_training"]:
+        run_on_main(evaluate_after_training, args=[hparams, brain.device])
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (HparamsError, lowres_data.ManifestError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,109 @@
+"""Kill-and-resume and DDP runs of recipes/VoxCeleb/train.py on the small synthetic corpus."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "recipes" / "VoxCeleb" / "train.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def train_args(manifests, out, *extra):
+    return [
+        str(TRAIN), str(ROOT / "hparams" / "xvector_tiny_few.yaml"),
+        f"--manifest_folder={manifests}", f"--output_folder={out}", "--device=cpu",
+        "--batch_size=8", "--crop_seconds=1.0", "--max_steps=24", "--val_interval=8",
+        "--num_workers=0", "--log_interval=4", "--lr=0.005", "--noprogressbar",
+        "--ckpt_interval_minutes=0", "--ckpt_interval_steps=3", *extra,
+    ]
+
+
+def run_train(args, timeout=300):
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def checkpoints(out):
+    save = Path(out) / "save"
+    return sorted(p for p in save.glob("CKPT+*") if (p / "CKPT.yaml").is_file())
+
+
+def ckpt_step(ckpt) -> int:
+    import yaml
+
+    return int(yaml.safe_load((ckpt / "brain.ckpt").read_text())["optimizer_step"])
+
+
+def final_state(out):
+    """(embedder weights, val_eer meta) of the latest checkpoint."""
+    import yaml
+
+    latest = max(checkpoints(out), key=lambda p: yaml.safe_load((p / "CKPT.yaml").read_text())
+                 ["unixtime"])
+    meta = yaml.safe_load((latest / "CKPT.yaml").read_text())
+    return torch.load(latest / "embedder.ckpt"), meta
+
+
+@pytest.mark.slow
+def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run_train(train_args(prepared_manifests, ref))
+
+    args = train_args(prepared_manifests, killed)
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    try:  # kill once a mid-run checkpoint past the first validation exists
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            ckpts = checkpoints(killed)
+            if ckpts and any(10 <= ckpt_step(c) < 20 for c in ckpts):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
+    assert 0 < resumed_from < 24
+
+    run_train(args)
+    log = (killed / "train_log.txt").read_text()
+    assert f"resumed_at_step: {resumed_from}" in log
+    assert log.count("epoch: 0,") == 1  # step-0 validation ran once, not again on resume
+    ref_weights, ref_meta = final_state(ref)
+    weights, meta = final_state(killed)
+    assert meta["step"] == ref_meta["step"] == 24
+    assert meta["val_eer"] == ref_meta["val_eer"]
+    for key, value in ref_weights.items():
+        assert torch.equal(value, weights[key]), key
+
+    # Re-running a finished run changes nothing.
+    before = sorted(p.name for p in checkpoints(killed))
+    run_train(args)
+    assert sorted(p.name for p in checkpoints(killed)) == before
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(prepared_manifests, tmp_path):
+    out = tmp_path / "ddp"
+    args = train_args(prepared_manifests, out, "--max_steps=4", "--val_interval=2",
+                      "--distributed_backend=gloo")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         *args], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    weights, meta = final_state(out)
+    assert meta["step"] == 4
+    log = (out / "train_log.txt").read_text()
+    assert "epoch: 2, step: 4" in log
