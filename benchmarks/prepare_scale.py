@@ -47,6 +47,10 @@ def simulated_listing(n_speakers: int = 5994, seed: int = 0) -> pd.DataFrame:
     n_ses = int(sessions.sum())
     # files per session: 1 + negative binomial (mean 6.8)
     files = 1 + rng.negative_binomial(1.5, 1.5 / (1.5 + 6.8), n_ses)
+    # like the real data, every speaker has a few dozen files at least
+    ses_spk = np.repeat(np.arange(n_speakers), sessions)
+    short = np.bincount(ses_spk, weights=files, minlength=n_speakers) < 24
+    files[short[ses_spk]] += 4
     n = int(files.sum())
     if REFERENCE_META.is_file():
         from prepare.meta import read_meta
@@ -61,7 +65,6 @@ def simulated_listing(n_speakers: int = 5994, seed: int = 0) -> pd.DataFrame:
         spk_ids = np.array([f"id{i:05d}" for i in range(n_speakers)])
         genders = np.where(rng.random(n_speakers) < 0.61, "m", "f")
     ses_names = np.array(["".join(r) for r in ALPHABET[rng.integers(0, 64, (n_ses, 11))]])
-    ses_spk = np.repeat(np.arange(n_speakers), sessions)
     file_ses = np.repeat(np.arange(n_ses), files)
     # utterance numbers run per speaker: 00001, 00002, ...
     first_of_spk = np.repeat(np.r_[0, np.cumsum(np.bincount(ses_spk[file_ses],
