@@ -60,7 +60,9 @@ DEFAULTS = dict(
     wav_folder=None, meta_folder=None, vox1_folder=None,
     subsets=None, subset_lists=(), custom_subsets=(),
     test_sets=tuple(manifests.TEST_LISTS),
-    seed=1337, jobs=os.cpu_count() or 1, val_fraction=0.01,
+    seed=1337, jobs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+    else os.cpu_count() or 1,  # the CPUs this job may use (SLURM), not the node's
+    val_fraction=0.01,
     few_speakers_per_gender=50, many_files_per_speaker=8,
     low_max_files_per_session=8, high_max_files_per_session=1,
     val_trials_full=30000, val_trials_tiny=2000,
@@ -158,11 +160,8 @@ def write_subset(folder: Path, name: str, rule: dict, listing: pd.DataFrame,
              stats["val"]["files"], stats["val_trials"]["trials"])
 
 
-def prepare_test_sets(save: Path, data: Path, vox1_wav: Path, meta: Path, test_sets,
-                      jobs: int) -> None:
-    """M/test/<name>.csv + <name>_trials.txt for each requested VoxCeleb1 test set."""
-    if not test_sets:
-        return
+def test_list_files(meta: Path, test_sets) -> dict[str, Path]:
+    """Test set name -> its official trial list; checked before any long work."""
     unknown = [t for t in test_sets if t not in manifests.TEST_LISTS]
     if unknown:
         raise PrepareError(f"unknown test set {unknown[0]!r} "
@@ -171,20 +170,35 @@ def prepare_test_sets(save: Path, data: Path, vox1_wav: Path, meta: Path, test_s
     for f in files.values():
         if not f.is_file():
             raise PrepareError(f"trial list not found: {f}")
-    vox1_meta = meta / "vox1_meta.csv"
-    params = {"vox1_wav": str(vox1_wav.resolve()),
-              "lists": {t: _sha1(f) for t, f in files.items()},
-              "vox1_meta": _sha1(vox1_meta) if vox1_meta.is_file() else None}
-    out = save / "test"
-    if stage_done(out / PARAMS_FILE, params):
-        log.info("test manifests: done already")
+    return files
+
+
+def prepare_test_sets(save: Path, files: dict[str, Path], vox1_wav: Path, meta: Path,
+                      jobs: int) -> None:
+    """M/test/<name>.csv + <name>_trials.txt for each requested VoxCeleb1 test set.
+
+    Each set has its own done-marker (M/test/.<name>.json), so preparing one set
+    never touches the others.
+    """
+    if not files:
         return
-    genders = gender_map(vox1_meta)
-    with atomic_folder(out) as tmp:
-        for t, f in files.items():
-            manifests.write_test_set(tmp, t, f, vox1_wav, genders, jobs)
-        mark_done(tmp / PARAMS_FILE, params)
-    log.info("test manifests: %s", ", ".join(test_sets))
+    out = save / "test"
+    vox1_meta = meta / "vox1_meta.csv"
+    base = {"vox1_wav": str(vox1_wav.resolve()),
+            "vox1_meta": _sha1(vox1_meta) if vox1_meta.is_file() else None}
+    genders = None
+    for t, f in files.items():
+        params = {**base, "list": str(f.resolve()), "list_sha1": _sha1(f)}
+        marker = out / f".{t}.json"
+        if stage_done(marker, params):
+            log.info("test %s: done already", t)
+            continue
+        if genders is None:
+            genders = gender_map(vox1_meta)
+        marker.unlink(missing_ok=True)
+        manifests.write_test_set(out, t, f, vox1_wav, genders, jobs)
+        mark_done(marker, params)
+        log.info("test %s: %s", t, f.name)
 
 
 def _names(value):
@@ -220,9 +234,11 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
     vox1_wav = Path(o["vox1_folder"] or data / "voxceleb1" / "wav")
     remove_stale_temporaries(save)
     remove_stale_temporaries(save / ".stages")
+    remove_stale_temporaries(save / "test")
 
-    rules = subset_rules(o)  # option errors before any long work
+    rules = subset_rules(o)  # option and input errors before any long work
     genders = gender_map(meta / "vox2_meta.csv")
+    test_lists = test_list_files(meta, o["test_sets"])
 
     # 1. convert
     marker = save / ".stages" / "convert.json"
@@ -258,7 +274,7 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
             split = (listing[~is_val], listing[is_val])
         write_subset(folder, name, rule, listing, *split, params, o["seed"])
 
-    prepare_test_sets(save, data, vox1_wav, meta, o["test_sets"], o["jobs"])
+    prepare_test_sets(save, test_lists, vox1_wav, meta, o["jobs"])
 
 
 def parse_args(argv=None) -> argparse.Namespace:

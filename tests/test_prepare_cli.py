@@ -92,7 +92,7 @@ def test_rerun_skips_everything(tree, prepared):
     save, _ = prepared
     before = {p: p.stat().st_mtime_ns for p in save.rglob("*") if p.is_file()}
     proc = run_module("prepare.voxceleb", "--data_folder", tree, "--save_folder", save, *ARGS)
-    assert proc.stderr.count("done already") == 5  # 4 subsets + test (no m4a to convert)
+    assert proc.stderr.count("done already") == 7  # 4 subsets + 3 test sets (no m4a)
     assert "(cached)" in proc.stderr
     assert before == {p: p.stat().st_mtime_ns for p in save.rglob("*") if p.is_file()}
 
@@ -217,8 +217,11 @@ def test_bad_input(tree, tmp_path, capsys, case):
     assert rc == 2, err
     assert err.count("error: ") == 1 and expect in err, err
     assert not leftovers(save)
-    if case == "trial_file":  # training subsets were finished, the test folder never appears
-        assert (save / "full" / "train.csv").exists() and not (save / "test").exists()
+    if case == "trial_file":  # training subsets were finished, VoxCeleb1-O never appears
+        assert (save / "full" / "train.csv").exists()
+        assert not list((save / "test").glob("original*"))
+    if case in ("missing_trial_list", "missing_meta"):  # found before any work
+        assert not (save / "listing.csv").exists()
     if case == "empty_subset":
         assert not (save / "tiny_few").exists() and (save / "full" / "stats.json").exists()
 
@@ -319,6 +322,8 @@ def test_api_accepts_names_as_strings(tree, tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         == ["test", "tiny_few"]
     assert sorted(p.name for p in (out / "test").glob("*.csv")) == ["original.csv"]
+    prepare_voxceleb(tree, out, subsets="tiny_few", test_sets="hard", **OPTS)
+    assert sorted(p.name for p in (out / "test").glob("*.csv")) == ["hard.csv", "original.csv"]
 
 
 def test_concurrent_runs_share_one_folder(tree, prepared, tmp_path):
@@ -330,7 +335,7 @@ def test_concurrent_runs_share_one_folder(tree, prepared, tmp_path):
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert sum(err.count("done already") for _, err in outs) == 5
+    assert sum(err.count("done already") for _, err in outs) == 7
     for name in SUBSETS:
         assert filecmp.cmp(save / name / "train.csv", prepared[0] / name / "train.csv",
                            shallow=False)
