@@ -1,0 +1,163 @@
+"""The 14 hparams files build their models; overrides reach them; bad values fail clearly."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowres.hparams import HparamsError, load_hparams, plain_values
+from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
+
+ROOT = Path(__file__).resolve().parents[1]
+HPARAMS = ROOT / "hparams"
+TRAIN = ROOT / "recipes" / "VoxCeleb" / "train.py"
+CELLS = [f"{m}_{s}" for m in ("xvector", "ecapa", "wav2vec2")
+         for s in ("full", "tiny_few", "tiny_many_low", "tiny_many_high")]
+FILES = CELLS + ["ablation_wav2vec2_tiny_few", "ablation_wav2vec2_tiny_many_high"]
+# Best lr per cell, STUDY.md §6.
+BEST_LR = {
+    "xvector_full": 3.16e-3, "xvector_tiny_few": 1.78e-2, "xvector_tiny_many_low": 1e-4,
+    "xvector_tiny_many_high": 1.78e-3, "ecapa_full": 5.62e-3, "ecapa_tiny_few": 1.78e-2,
+    "ecapa_tiny_many_low": 5.62e-3, "ecapa_tiny_many_high": 5.62e-3,
+    "wav2vec2_full": 1.78e-4, "wav2vec2_tiny_few": 5.62e-6, "wav2vec2_tiny_many_low": 1.78e-4,
+    "wav2vec2_tiny_many_high": 1.78e-4, "ablation_wav2vec2_tiny_few": 5.62e-6,
+    "ablation_wav2vec2_tiny_many_high": 1.78e-4,
+}
+GRID_KEYS = ["lr", "max_steps", "seed", "batch_size", "lr_schedule", "data_folder",
+             "manifest_folder", "output_folder", "crop_seconds", "val_interval", "precision",
+             "enroll_training_data", "post_process_scores"]
+W2V2_KEYS = ["regularisation", "reset_weights", "completely_freeze_feature_extractor",
+             "wav2vec_initially_frozen", "num_frozen_steps", "wav2vec2_source"]
+
+
+@pytest.fixture(scope="module")
+def tiny_w2v2(tmp_path_factory):
+    return save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v2") / "tiny", size="tiny", seed=0)
+
+
+def build(name, tiny_w2v2, **overrides):
+    base = {"data_folder": "/nonexistent", "n_speakers": 7}
+    if "wav2vec2" in name:
+        base["wav2vec2_source"] = str(tiny_w2v2)
+    return load_hparams(HPARAMS / f"{name}.yaml", {**base, **overrides})
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_file_builds_its_model(name, tiny_w2v2):
+    torch.set_num_threads(1)
+    h = build(name, tiny_w2v2)
+    values = plain_values(HPARAMS / f"{name}.yaml", {"data_folder": "/x"})
+    for key in GRID_KEYS + (W2V2_KEYS if "wav2vec2" in name else []):
+        assert key in values, f"{name}: grid key {key} is not a plain top-level key"
+    assert h["lr"] == pytest.approx(BEST_LR[name])
+    assert (h["max_steps"], h["batch_size"], h["crop_seconds"]) == (50000, 100, 2.0)
+    assert (h["precision"], h["lr_schedule"]) == ("fp16", "cyclic")
+    subset = name.split("_", 1)[1].replace("wav2vec2_", "")
+    assert h["subset"] == subset
+    assert h["val_interval"] == (3125 if subset == "full" else "epoch")
+    assert h["n_speakers"] == 7
+    embedder, classifier = h["embedder"].eval(), h["classifier"]
+    with torch.no_grad():
+        emb = embedder(torch.randn(2, 8000), torch.tensor([1.0, 0.75]))
+    assert emb.shape == (2, h["embedding_dim"])
+    assert classifier(emb.unsqueeze(1)).shape == (2, 1, 7)
+    loss = h["loss"](classifier(emb.unsqueeze(1)), torch.tensor([[0], [3]]))
+    assert torch.isfinite(loss)
+    assert h["loss"].loss_fn.margin == 0.2 and h["loss"].loss_fn.scale == 30
+    assert set(h["checkpointer"].recoverables) >= {"embedder", "classifier", "counter"}
+
+
+def test_model_sizes_follow_the_study(tiny_w2v2):
+    x = build("xvector_tiny_few", tiny_w2v2)
+    e = build("ecapa_tiny_few", tiny_w2v2)
+    assert x["embedding_dim"] == 512 and e["embedding_dim"] == 192
+    assert e["embedder"].backbone.blocks[0].conv.conv.out_channels == 512  # C=512
+    assert build("ecapa_tiny_few", tiny_w2v2, ecapa_channels=1024)[
+        "embedder"].backbone.blocks[0].conv.conv.out_channels == 1024
+
+
+def test_lr_override_reaches_the_optimiser(tiny_w2v2):
+    h = build("ecapa_tiny_few", tiny_w2v2, lr=0.0123)
+    opt = h["opt_class"](h["embedder"].parameters())
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0123)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999) or list(opt.param_groups[0]["betas"]) \
+        == [0.9, 0.999]
+    assert opt.param_groups[0]["weight_decay"] == 0
+
+
+def test_regularisation_override_reaches_wav2vec2(tiny_w2v2):
+    cfg = build("wav2vec2_tiny_few", tiny_w2v2)["embedder"].wav2vec2.config
+    assert (cfg.layerdrop, cfg.hidden_dropout, cfg.mask_feature_prob) == (0.1, 0.1, 0.1)
+    assert cfg.mask_time_prob == 0.05  # faithful: what every published run had
+    cfg = build("wav2vec2_tiny_few", tiny_w2v2, regularisation="none",
+                faithful_time_masking=False)["embedder"].wav2vec2.config
+    assert (cfg.layerdrop, cfg.hidden_dropout, cfg.mask_time_prob) == (0.0, 0.0, 0.0)
+    cfg = build("wav2vec2_tiny_few", tiny_w2v2, faithful_time_masking=False)[
+        "embedder"].wav2vec2.config
+    assert cfg.mask_time_prob == 0.5
+
+
+def test_reset_weights_override(tiny_w2v2):
+    from transformers import Wav2Vec2Model
+
+    saved = Wav2Vec2Model.from_pretrained(tiny_w2v2).state_dict()
+    key = "encoder.layers.0.attention.k_proj.weight"
+    loaded = build("wav2vec2_tiny_few", tiny_w2v2)["embedder"].wav2vec2.state_dict()
+    assert torch.equal(loaded[key], saved[key])
+    reset = build("wav2vec2_tiny_few", tiny_w2v2, reset_weights=True, seed=5)[
+        "embedder"].wav2vec2.state_dict()
+    assert not torch.equal(reset[key], saved[key])
+
+
+def test_unknown_key_is_an_error(tiny_w2v2):
+    with pytest.raises(HparamsError, match="learning_rate"):
+        build("xvector_tiny_few", tiny_w2v2, learning_rate=0.1)
+
+
+# ---- train.py's checks (in process: fast) ---------------------------------------------
+
+
+def train_module():
+    spec = importlib.util.spec_from_file_location("lowres_train", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr=-0.001"], "lr=-0.001"),
+    (["--lr=0"], "lr=0"),
+    (["--lr_schedule=triangular"], "lr_schedule='triangular'"),
+    (["--max_steps=0"], "max_steps=0"),
+    (["--val_interval=often"], "val_interval='often'"),
+    (["--crop_seconds=-1"], "crop_seconds=-1"),
+    (["--batch_size=10.5"], "batch_size=10.5"),
+])
+def test_bad_values_name_key_and_value(args, message, tmp_path):
+    train = train_module()
+    with pytest.raises(HparamsError) as err:
+        train.main([str(HPARAMS / "xvector_tiny_few.yaml"), f"--output_folder={tmp_path}",
+                    "--data_folder=/nonexistent", *args])
+    assert message in str(err.value)
+
+
+def test_bad_regularisation(tiny_w2v2, tmp_path):
+    train = train_module()
+    with pytest.raises(HparamsError, match="regularisation='strong'"):
+        train.main([str(HPARAMS / "wav2vec2_tiny_few.yaml"), f"--output_folder={tmp_path}",
+                    f"--wav2vec2_source={tiny_w2v2}", "--regularisation=strong"])
+
+
+def test_missing_data_is_a_clear_error_and_nonzero_exit(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN), str(HPARAMS / "ecapa_tiny_few.yaml"),
+         f"--data_folder={tmp_path / 'nowhere'}", f"--output_folder={tmp_path / 'out'}"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2
+    assert "data_folder=" in proc.stderr and "nowhere" in proc.stderr
+    assert "manifest" in proc.stderr
+    assert "Traceback" not in proc.stderr
