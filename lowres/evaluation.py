@@ -66,7 +66,8 @@ from prepare.manifests import read_trial_list
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEST_SETS", "EvaluationError", "evaluate_run", "load_checkpoint", "results_path",
+__all__ = ["TEST_SETS", "EvaluationError", "evaluate_run", "load_checkpoint", "load_run_hparams",
+           "results_path",
            "eval_folder", "read_scores", "read_trials", "summary", "trial_metrics",
            "training_cohort", "write_scores"]
 
@@ -134,6 +135,28 @@ def trial_indices(trials: pd.DataFrame, index_of: dict[str, int], name: str):
     left = np.fromiter((index_of[i] for i in ids1), dtype=np.int64, count=len(ids1))
     right = np.fromiter((index_of[i] for i in ids2), dtype=np.int64, count=len(ids2))
     return left, right
+
+
+# ---------------------------------------------------------------------------- run folder
+
+
+def load_run_hparams(output_folder: str | os.PathLike, overrides: dict | None = None) -> dict:
+    """Rebuild a run's hparams from its resolved ``<output_folder>/hyperparams.yaml``.
+
+    ``overrides`` (top-level keys) apply on top.  The run folder may have moved
+    since training: ``output_folder`` is set to where it is now and the
+    checkpointer is pointed at ``<output_folder>/save`` if it names another place.
+    """
+    from lowres.hparams import load_hparams
+
+    out = Path(output_folder)
+    run_yaml = out / "hyperparams.yaml"
+    if not run_yaml.is_file():
+        raise EvaluationError(f"{run_yaml} not found: is {out} a run folder written by train.py?")
+    hparams = load_hparams(run_yaml, {**(overrides or {}), "output_folder": str(out)})
+    if Path(hparams["checkpointer"].checkpoints_dir).resolve() != (out / "save").resolve():
+        hparams["checkpointer"] = Checkpointer(out / "save", {})
+    return hparams
 
 
 # ---------------------------------------------------------------------------- checkpoint
@@ -232,12 +255,21 @@ def evaluate_run(
     test_sets: Sequence[str] | Iterable[str] = TEST_SETS,
     device: str | torch.device | None = None,
     validation: bool = True,
+    run_opts=None,
 ) -> dict:
-    """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content."""
+    """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content.
+
+    ``device``: default ``run_opts.device`` (SpeechBrain's run options, as
+    train.py has them), else CUDA when available, else CPU.  Under DDP call it
+    on the main process only.
+    """
     test_sets = list(test_sets)
     bad = [s for s in test_sets if s not in TEST_SETS]
     if bad or not test_sets:
         raise ValueError(f"test_sets must be a non-empty subset of {TEST_SETS}, got {test_sets}")
+    if device is None and run_opts is not None:
+        device = (run_opts.get("device") if isinstance(run_opts, dict)
+                  else getattr(run_opts, "device", None))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out = eval_folder(hparams["output_folder"], checkpoint)

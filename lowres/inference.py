@@ -1,0 +1,105 @@
+"""Using a trained run: embed recordings and score pairs of them.
+
+    from lowres.inference import SpeakerVerifier
+    v = SpeakerVerifier.from_run("results/ecapa_tiny_few/lr0.0178_steps50000_seed1337")
+    v.score("a.wav", "b.wav")          # cosine similarity in [-1, 1]
+    v.verify("a.wav", "b.wav")         # (score, same_speaker) at the validation EER threshold
+
+``from_run`` rebuilds the model from the run's resolved ``hyperparams.yaml``,
+loads the embedder weights of its best (or last) checkpoint and reads the
+decision threshold from ``eval/<checkpoint>/results.json`` (the EER threshold
+on the validation trials, whole utterances; written by ``eval.py`` or by
+train.py's evaluation after training).  Runs on CPU by default.
+
+Audio: files are read with soundfile; multi-channel audio is averaged to mono
+and any sample rate other than 16 kHz is resampled to 16 kHz (as the models
+were trained on 16 kHz VoxCeleb).  A tensor is taken as a 16 kHz waveform
+unless ``sample_rate`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from lowres.embeddings import SAMPLE_RATE, load_audio
+
+__all__ = ["SpeakerVerifier", "RunError"]
+
+
+class RunError(FileNotFoundError):
+    """The run folder lacks something needed (hyperparams, checkpoint, threshold)."""
+
+
+class SpeakerVerifier:
+    """A speaker embedder plus a same/different threshold on cosine scores."""
+
+    def __init__(self, embedder: torch.nn.Module, threshold: float | None = None,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.embedder = embedder.to(self.device).eval()
+        self.threshold = threshold
+
+    @classmethod
+    def from_run(cls, output_folder: str | os.PathLike, checkpoint: str = "best",
+                 device: str | torch.device = "cpu") -> SpeakerVerifier:
+        """Load a run folder written by train.py (see the module docstring)."""
+        from lowres.evaluation import (
+            EvaluationError,
+            load_checkpoint,
+            load_run_hparams,
+            results_path,
+        )
+
+        out = Path(output_folder)
+        if not out.is_dir():
+            raise RunError(f"run folder not found: {out}")
+        try:
+            hparams = load_run_hparams(out)
+            load_checkpoint(hparams, checkpoint)
+        except EvaluationError as err:
+            raise RunError(str(err)) from err
+        threshold = None
+        results = results_path(out, checkpoint)
+        if results.is_file():
+            threshold = (json.loads(results.read_text()).get("validation") or {}).get(
+                "eer_threshold")
+        return cls(hparams["embedder"], threshold, device)
+
+    def _waveform(self, audio, sample_rate: int) -> torch.Tensor:
+        if isinstance(audio, (str, os.PathLike)):
+            return load_audio(audio)
+        wav = torch.as_tensor(audio, dtype=torch.float32)
+        if wav.ndim == 2 and 1 in wav.shape:
+            wav = wav.reshape(-1)
+        if wav.ndim != 1 or wav.numel() == 0:
+            raise ValueError(f"expected a non-empty mono waveform [T], got shape "
+                             f"{tuple(wav.shape)}")
+        if sample_rate != SAMPLE_RATE:
+            import torchaudio.functional as taf
+
+            wav = taf.resample(wav, sample_rate, SAMPLE_RATE)
+        return wav
+
+    @torch.no_grad()
+    def embed(self, audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """Embedding ``[D]`` of a file path or a waveform tensor (whole utterance)."""
+        wav = self._waveform(audio, sample_rate).to(self.device)
+        emb = self.embedder(wav[None], torch.ones(1, device=self.device))
+        return emb.reshape(-1).float().cpu()
+
+    def score(self, a, b, sample_rate: int = SAMPLE_RATE) -> float:
+        """Cosine similarity of two recordings (paths or waveforms)."""
+        ea, eb = self.embed(a, sample_rate), self.embed(b, sample_rate)
+        return float(torch.nn.functional.cosine_similarity(ea, eb, dim=0))
+
+    def verify(self, a, b, sample_rate: int = SAMPLE_RATE) -> tuple[float, bool]:
+        """``(score, same_speaker)``: same when the score reaches the threshold."""
+        if self.threshold is None:
+            raise RunError("no decision threshold: run recipes/VoxCeleb/eval.py on the run "
+                           "(it stores the validation EER threshold) or set .threshold")
+        s = self.score(a, b, sample_rate)
+        return s, s >= self.threshold

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
+
+    cd recipes/VoxCeleb
+    python eval.py hparams/ecapa_tiny_few.yaml --output_folder OUT \
+        [--checkpoint best|last] [--test_sets original,extended,hard] [--device cpu] \
+        [--post_process_scores true] [--key value ...]
+
+Writes OUT/eval/<checkpoint>/results.json and per-trial score files (see
+lowres.evaluation).  The hparams come from the run's own resolved
+``OUT/hyperparams.yaml`` (written by train.py, so the model is rebuilt exactly
+as trained, whatever overrides training had); the yaml given on the command
+line is only used for a run folder without one.  ``--key value`` overrides
+apply on top either way (e.g. ``--post_process_scores true``).  Paths in the
+run's hyperparams.yaml are absolute: a moved run folder needs the yaml and
+the training overrides again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+
+from lowres.evaluation import (
+    CHECKPOINTS,
+    TEST_SETS,
+    EvaluationError,
+    evaluate_run,
+    load_run_hparams,
+    summary,
+)
+from lowres.hparams import HparamsError, load_hparams, overrides_dict
+
+logger = logging.getLogger(__name__)
+
+
+def parse(argv):
+    """Our options, then SpeechBrain's (``--device``, ``--key value`` overrides)."""
+    ours = argparse.ArgumentParser(add_help=False)
+    ours.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
+    ours.add_argument("--test_sets", default=",".join(TEST_SETS),
+                      help="comma-separated subset of " + ",".join(TEST_SETS))
+    args, rest = ours.parse_known_args(argv)
+    if any(a in ("-h", "--help") for a in rest):
+        print(__doc__)
+        sys.exit(0)
+    hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    test_sets = [s for s in args.test_sets.split(",") if s]
+    bad = [s for s in test_sets if s not in TEST_SETS]
+    if bad or not test_sets:
+        raise HparamsError(f"invalid --test_sets {args.test_sets!r}: choose from "
+                           f"{','.join(TEST_SETS)}")
+    return args.checkpoint, test_sets, hparams_file, run_opts, overrides_dict(overrides)
+
+
+def hparams_for(hparams_file, overrides: dict) -> dict:
+    """The run's resolved hyperparams.yaml if OUT has one, else ``hparams_file``; + overrides."""
+    out = overrides.get("output_folder")
+    if out and (Path(out) / "hyperparams.yaml").is_file():
+        logger.info("hparams from the run folder: %s", Path(out) / "hyperparams.yaml")
+        return load_run_hparams(out, overrides)
+    if out is None:
+        logger.warning("no --output_folder given: evaluating the yaml's default run folder")
+    return load_hparams(hparams_file, overrides)
+
+
+def main(argv) -> dict:
+    checkpoint, test_sets, hparams_file, run_opts, overrides = parse(argv)
+    hparams = hparams_for(hparams_file, overrides)
+    results = evaluate_run(hparams, checkpoint, test_sets, run_opts=run_opts)
+    print(summary(results))
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main(sys.argv[1:])
+    except (HparamsError, EvaluationError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
