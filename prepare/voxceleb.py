@@ -62,7 +62,7 @@ DEFAULTS = dict(
     test_sets=tuple(manifests.TEST_LISTS),
     seed=1337, jobs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
     else os.cpu_count() or 1,  # the CPUs this job may use (SLURM), not the node's
-    val_fraction=0.01,
+    convert_batch=32, val_fraction=0.01,
     few_speakers_per_gender=50, many_files_per_speaker=8,
     low_max_files_per_session=8, high_max_files_per_session=1,
     val_trials_full=30000, val_trials_tiny=2000,
@@ -246,7 +246,7 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
     if stage_done(marker, key):
         log.info("convert: done already")
     elif aac_root.is_dir():
-        n = convert_voxceleb2(aac_root, wav_root, o["jobs"])
+        n = convert_voxceleb2(aac_root, wav_root, o["jobs"], o["convert_batch"])
         mark_done(marker, key)
         log.info("convert: %d files in %s", n, wav_root)
     elif not wav_root.is_dir():
@@ -308,6 +308,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d["seed"], help="default %(default)s")
     p.add_argument("--jobs", type=int, default=d["jobs"],
                    help="parallel ffmpeg processes / header readers (default %(default)s)")
+    p.add_argument("--convert_batch", type=int, default=d["convert_batch"],
+                   help="m4a files decoded per ffmpeg process (default %(default)s)")
     p.add_argument("--val_fraction", type=float, default=d["val_fraction"],
                    help="per speaker, move sessions to validation until more than this "
                         "fraction of files is there (default %(default)s)")

@@ -288,7 +288,7 @@ def test_killed_conversion_resumes(tmp_path):
     shutil.copytree(data, ref_data)
     wav_dir = data / "voxceleb2/dev/wav"
     cmd = [sys.executable, "-m", "prepare.voxceleb", "--data_folder", str(data),
-           "--save_folder", str(tmp_path / "m"), *ARGS, "--jobs", "1"]
+           "--save_folder", str(tmp_path / "m"), *ARGS, "--jobs", "1", "--convert_batch", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 60
@@ -352,3 +352,20 @@ def test_custom_budget_subset(tree, tmp_path):
     assert stats["rule"]["rule"] == "budget" and stats["train"]["files"] == 12
     with pytest.raises(vox.PrepareError, match="bad subset spec"):
         prepare_voxceleb(tree, out, custom_subsets=["mine:files=3"])
+
+
+def test_batched_conversion_equals_one_file_per_ffmpeg(tmp_path):
+    from prepare.convert import convert_voxceleb2
+
+    plan = {"id00001": {"gender": "m", "sessions": {"a": 3, "b": 2}}}
+    make_tree(tmp_path, plan=plan, m4a=True)
+    # different content per file so a mixed-up mapping would show
+    aac = tmp_path / "voxceleb2/dev/aac"
+    for k, p in enumerate(sorted(aac.rglob("*.m4a"))):
+        tone = f"sine=frequency={200 + 100 * k}:sample_rate=44100:duration={0.3 + 0.1 * k:.1f}"
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        tone, "-c:a", "aac", str(p)], check=True)
+    assert convert_voxceleb2(aac, tmp_path / "one", jobs=1, batch=1) == 5
+    assert convert_voxceleb2(aac, tmp_path / "many", jobs=1, batch=8) == 5
+    same_tree(tmp_path / "one", tmp_path / "many")
+    assert len({sf.info(p).frames for p in (tmp_path / "many").rglob("*.wav")}) == 5
