@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prepare.atomic import atomic_path
 from prepare.errors import PrepareError, PrepareWarning
 from prepare.seeding import file_keys
 
@@ -224,8 +225,6 @@ def select_from_list(listing: pd.DataFrame, path: str | os.PathLike
 def write_subset_list(path: str | os.PathLike, train: pd.DataFrame, val: pd.DataFrame,
                       shard_size: int = 5000) -> None:
     """Write ``train``/``val`` in the published list format (shard_dix = row // shard_size)."""
-    from prepare.atomic import atomic_path
-
     parts = []
     for name, df in (("train", train), ("val", val)):
         parts.append(pd.DataFrame({"utterance_key": df.ID.to_numpy(),

@@ -138,9 +138,3 @@ def make_val_trials(val: pd.DataFrame, n_trials: int, seed: int = 1337,
     df["path2"] = df.path2 + ".wav"
     return df
 
-
-def read_trials(path) -> pd.DataFrame:
-    """Read an official-format trial list ``label path1 path2`` (see manifests.read_trial_list)."""
-    from prepare.manifests import read_trial_list
-
-    return read_trial_list(path)
