@@ -74,6 +74,37 @@ def test_batched_equals_unbatched(wav_files, cls):
     torch.testing.assert_close(batched, single, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["xvector", "ecapa"])
+def test_batched_equals_unbatched_mfcc_embedder(wav_files, kind):
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    from speechbrain.lobes.models.Xvector import Xvector
+
+    from lowres.features import MfccFrontend
+    from lowres.models import MfccEmbedder
+
+    torch.manual_seed(0)
+    backbone = (Xvector(in_channels=80) if kind == "xvector"
+                else ECAPA_TDNN(input_size=80, channels=[64, 64, 64, 64, 192]))
+    model = MfccEmbedder(MfccFrontend(), backbone)
+    assert model.padding_invariant
+    # ECAPA's reflection padding needs more frames than the 777-sample file has.
+    paths = [p for p, n in zip(*wav_files, strict=True) if n >= 4000]
+    batched = extract_embeddings(model, paths, batch_size=6, progress=False)
+    single = one_at_a_time(model, paths)
+    torch.testing.assert_close(batched, single, atol=1e-4, rtol=0)
+
+
+def test_wav2vec2_groups_equal_lengths_only(wav_files, tmp_path):
+    from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
+    from lowres.wav2vec2 import Wav2vec2Embedder
+
+    model = Wav2vec2Embedder(str(save_tiny_wav2vec2(tmp_path / "w2v2", "tiny")))
+    assert not model.padding_invariant
+    paths = [p for p, n in zip(*wav_files, strict=True) if n >= 4000]
+    batched = extract_embeddings(model, paths, batch_size=4, progress=False)
+    torch.testing.assert_close(batched, one_at_a_time(model, paths), atol=1e-4, rtol=0)
+
+
 def test_padding_really_matters_for_global_norm(wav_files):
     # Guard that the test above can fail: padding changes this model's output.
     paths, _ = wav_files

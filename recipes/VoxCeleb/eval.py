@@ -11,9 +11,11 @@ lowres.evaluation).  The hparams come from the run's own resolved
 ``OUT/hyperparams.yaml`` (written by train.py, so the model is rebuilt exactly
 as trained, whatever overrides training had); the yaml given on the command
 line is only used for a run folder without one.  ``--key value`` overrides
-apply on top either way (e.g. ``--post_process_scores true``).  Paths in the
-run's hyperparams.yaml are absolute: a moved run folder needs the yaml and
-the training overrides again.
+apply on top either way (e.g. ``--post_process_scores true``).  --test_sets
+defaults to the yaml's ``test_sets``.  A run folder that moved still works
+(its checkpointer is re-pointed at OUT/save); manifest paths are those of
+training: if the data moved, override ``--manifest_folder``, ``--train_csv``,
+``--valid_csv`` and ``--val_trials``.
 """
 
 from __future__ import annotations
@@ -42,18 +44,21 @@ def parse(argv):
     """Our options, then SpeechBrain's (``--device``, ``--key value`` overrides)."""
     ours = argparse.ArgumentParser(add_help=False)
     ours.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
-    ours.add_argument("--test_sets", default=",".join(TEST_SETS),
-                      help="comma-separated subset of " + ",".join(TEST_SETS))
+    ours.add_argument("--test_sets", default=None,
+                      help="comma-separated subset of " + ",".join(TEST_SETS)
+                      + " (default: the yaml's test_sets)")
     args, rest = ours.parse_known_args(argv)
     if any(a in ("-h", "--help") for a in rest):
         print(__doc__)
         sys.exit(0)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
-    test_sets = [s for s in args.test_sets.split(",") if s]
-    bad = [s for s in test_sets if s not in TEST_SETS]
-    if bad or not test_sets:
-        raise HparamsError(f"invalid --test_sets {args.test_sets!r}: choose from "
-                           f"{','.join(TEST_SETS)}")
+    test_sets = None
+    if args.test_sets is not None:
+        test_sets = [s for s in args.test_sets.split(",") if s]
+        bad = [s for s in test_sets if s not in TEST_SETS]
+        if bad or not test_sets:
+            raise HparamsError(f"invalid --test_sets {args.test_sets!r}: choose from "
+                               f"{','.join(TEST_SETS)}")
     return args.checkpoint, test_sets, hparams_file, run_opts, overrides_dict(overrides)
 
 
@@ -71,6 +76,8 @@ def hparams_for(hparams_file, overrides: dict) -> dict:
 def main(argv) -> dict:
     checkpoint, test_sets, hparams_file, run_opts, overrides = parse(argv)
     hparams = hparams_for(hparams_file, overrides)
+    if test_sets is None:
+        test_sets = list(hparams.get("test_sets") or TEST_SETS)
     results = evaluate_run(hparams, checkpoint, test_sets, run_opts=run_opts)
     print(summary(results))
     return results
