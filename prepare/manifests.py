@@ -106,8 +106,12 @@ def check_trials_in(trials: pd.DataFrame, val: pd.DataFrame, source: str) -> Non
 
 
 def test_manifest(trials: pd.DataFrame, trial_file: Path, vox1_wav: Path,
-                  genders: dict[str, str], jobs: int = 1) -> pd.DataFrame:
-    """Manifest of every VoxCeleb1 file named by ``trials`` (read from ``trial_file``)."""
+                  genders: dict[str, str], jobs: int = 1,
+                  known: dict[str, float] | None = None) -> pd.DataFrame:
+    """Manifest of every VoxCeleb1 file named by ``trials`` (read from ``trial_file``).
+
+    ``known`` caches durations by wav path across test sets (E and H share files).
+    """
     names = pd.Series(pd.unique(pd.concat([trials.path1, trials.path2]).to_numpy()))
     wav = (str(vox1_wav.resolve()) + "/") + names
     exists = np.fromiter((os.path.isfile(p) for p in wav), bool, len(wav))
@@ -126,15 +130,21 @@ def test_manifest(trials: pd.DataFrame, trial_file: Path, vox1_wav: Path,
         raise PrepareError(f"{trial_file}: speaker(s) {', '.join(unknown[:5])} not in vox1 meta")
     df["gender"] = df.spk_id.map(genders)
     df["wav"] = wav
-    df["duration"] = read_durations(list(wav), jobs, desc=f"headers {trial_file.name}")
+    known = {} if known is None else known
+    todo = [p for p in wav if p not in known]
+    known.update(zip(todo, read_durations(todo, jobs, desc=f"headers {trial_file.name}"),
+                     strict=True))
+    df["duration"] = wav.map(known).to_numpy()
     return df[MANIFEST_COLUMNS]
 
 
 def write_test_set(out: Path, name: str, trial_file: Path, vox1_wav: Path,
-                   genders: dict[str, str], jobs: int = 1) -> None:
+                   genders: dict[str, str], jobs: int = 1,
+                   known: dict[str, float] | None = None) -> None:
     """``out/<name>.csv`` and ``out/<name>_trials.txt`` (a copy of ``trial_file``)."""
     trials = read_trial_list(trial_file)
-    write_manifest(out / f"{name}.csv", test_manifest(trials, trial_file, vox1_wav, genders, jobs))
+    write_manifest(out / f"{name}.csv",
+                   test_manifest(trials, trial_file, vox1_wav, genders, jobs, known))
     with atomic_path(out / f"{name}_trials.txt") as tmp:
         shutil.copyfile(trial_file, tmp)
 

@@ -186,7 +186,7 @@ def prepare_test_sets(save: Path, files: dict[str, Path], vox1_wav: Path, meta: 
     vox1_meta = meta / "vox1_meta.csv"
     base = {"vox1_wav": str(vox1_wav.resolve()),
             "vox1_meta": _sha1(vox1_meta) if vox1_meta.is_file() else None}
-    genders = None
+    genders, known = None, {}
     for t, f in files.items():
         params = {**base, "list": str(f.resolve()), "list_sha1": _sha1(f)}
         marker = out / f".{t}.json"
@@ -196,7 +196,7 @@ def prepare_test_sets(save: Path, files: dict[str, Path], vox1_wav: Path, meta: 
         if genders is None:
             genders = gender_map(vox1_meta)
         marker.unlink(missing_ok=True)
-        manifests.write_test_set(out, t, f, vox1_wav, genders, jobs)
+        manifests.write_test_set(out, t, f, vox1_wav, genders, jobs, known)
         mark_done(marker, params)
         log.info("test %s: %s", t, f.name)
 
