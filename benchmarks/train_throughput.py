@@ -1,0 +1,215 @@
+"""Training throughput on CPU: the data loader alone, each model alone, and both together.
+
+    python benchmarks/train_throughput.py [--batch 16] [--steps 6] [--workers 2] [--base]
+
+Measures, at batch ``--batch`` x 2 s crops:
+
+* loader items/s: lowres.data (one seeded crop read from disk with soundfile start/stop)
+  and two stock SpeechBrain VoxCeleb-recipe-style pipelines: the whole file read with
+  ``speechbrain.dataio.dataio.read_audio`` then cropped with ``random.randint``, and the
+  recipe's own partial read (``frame_offset`` / ``num_frames``; here through
+  ``read_audio({"file", "start", "stop"})`` because torchaudio 2.9's ``load`` needs
+  torchcodec);
+* model steps/s and utterances/s (forward, AAM loss, backward, Adam) on a preloaded batch,
+  for x-vector, ECAPA-TDNN and wav2vec2 (a random tiny local model; ``--base`` adds a
+  random wav2vec2-base-sized one), fp32, whole model training;
+* the full loop (loader feeding the model) with our loader and with the stock full-read
+  loader, steps/s.
+
+Goals: our loader supplies at least 5x the utterances/s the model consumes, and our
+full loop is not slower than the stock one. The audio is random noise written as 16-bit
+wav files of 4-12 s (VoxCeleb2 averages ~8 s), so only I/O and compute are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.dataio.dataio import read_audio
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.data_pipeline import provides, takes
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lowres import data as lowres_data  # noqa: E402
+from lowres.hparams import load_hparams  # noqa: E402
+from lowres.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
+
+SR = 16000
+CROP = 2.0
+
+
+def write_corpus(folder: Path, n_files: int, n_speakers: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_files):
+        spk = f"id{i % n_speakers:05d}"
+        seconds = float(rng.uniform(4, 12))
+        wav = folder / f"{spk}_{i:05d}.wav"
+        sf.write(wav, (rng.standard_normal(int(seconds * SR)) * 3000).astype(np.int16), SR,
+                 subtype="PCM_16")
+        rows.append({"ID": f"{spk}/s{i}/{i:05d}", "duration": round(seconds, 3), "wav": str(wav),
+                     "spk_id": spk, "session": f"s{i}", "gender": "m"})
+    path = folder / "train.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def our_loader(csv_path, encoder, batch, workers, steps):
+    ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0)
+    sampler = lowres_data.StepBudgetSampler(len(ds), batch * steps, seed=0)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
+                                       num_workers=workers, collate_fn=PaddedBatch)
+
+
+def stock_loader(csv_path, encoder, batch, workers, partial: bool):
+    """SpeechBrain VoxCeleb recipe style: random crop in the audio pipeline."""
+    data = lowres_data.read_manifest(csv_path)
+    crop = int(CROP * SR)
+
+    @takes("wav", "duration")
+    @provides("sig")
+    def audio_pipeline(wav, duration):
+        if partial:  # the recipe: frame_offset / num_frames read of the chunk
+            start = random.randint(0, int(duration * SR) - crop)
+            return read_audio({"file": wav, "start": start, "stop": start + crop})
+        sig = read_audio(wav)  # whole file, then crop
+        start = random.randint(0, len(sig) - crop)
+        return sig[start:start + crop]
+
+    @takes("spk_id")
+    @provides("spk_id_encoded")
+    def label_pipeline(spk_id):
+        return torch.LongTensor([encoder.lab2ind[spk_id]])
+
+    ds = DynamicItemDataset(data, dynamic_items=[audio_pipeline, label_pipeline],
+                            output_keys=["id", "sig", "spk_id_encoded"])
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True,
+                                       num_workers=workers, collate_fn=PaddedBatch)
+
+
+def loader_rate(loader, max_batches):
+    it = iter(loader)
+    next(it)  # worker start-up
+    t0, n = time.perf_counter(), 0
+    for i, batch in enumerate(it):
+        n += len(batch.id)
+        if i + 1 >= max_batches:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+class Trainer:
+    """One optimiser step of embedder + cosine classifier + AAM loss (what train.py does)."""
+
+    def __init__(self, hparams):
+        self.embedder, self.classifier, self.loss = (hparams["embedder"], hparams["classifier"],
+                                                     hparams["loss"])
+        if hasattr(self.embedder, "set_backbone_frozen"):
+            self.embedder.set_backbone_frozen(False)  # worst case: the backbone trains
+        self.embedder.train()
+        params = [*self.embedder.parameters(), *self.classifier.parameters()]
+        self.opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4)
+
+    def step(self, batch):
+        wavs, lens = batch.sig
+        emb = self.embedder(wavs, lens)
+        loss = self.loss(self.classifier(emb.unsqueeze(1)).float(), batch.spk_id_encoded.data)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def model_rate(trainer, batch, steps):
+    trainer.step(batch)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(batch)
+    return steps / (time.perf_counter() - t0)
+
+
+def loop_rate(trainer, loader, steps):
+    it = iter(loader)
+    trainer.step(next(it))  # warm-up (and worker start-up)
+    t0, n = time.perf_counter(), 0
+    for batch in it:
+        trainer.step(batch)
+        n += 1
+        if n >= steps:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per model / loop")
+    p.add_argument("--loader_batches", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--files", type=int, default=400)
+    p.add_argument("--models", nargs="+", default=["xvector", "ecapa", "wav2vec2"])
+    p.add_argument("--base", action="store_true", help="also a wav2vec2-base-sized model")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"CPU benchmark: batch {args.batch} x {CROP:.0f} s, {args.workers} loader workers, "
+          f"torch threads {torch.get_num_threads()}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        csv_path = write_corpus(tmp, args.files, n_speakers=40)
+        encoder = lowres_data.speaker_encoder(csv_path, tmp / "labels.txt")
+        n_batches = args.loader_batches
+        ours = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers, n_batches + 1),
+                           n_batches)
+        stock_full = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, False),
+                                 n_batches)
+        stock_part = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, True),
+                                 n_batches)
+        print(f"loader items/s   lowres.data {ours:8.1f} | stock full read + crop "
+              f"{stock_full:8.1f} | stock partial read {stock_part:8.1f}")
+
+        models = [(m, f"hparams/{m}_tiny_few.yaml", None) for m in args.models]
+        sources = {}
+        if "wav2vec2" in args.models:
+            sources["wav2vec2"] = save_tiny_wav2vec2(tmp / "w2v2_tiny", "tiny")
+        if args.base:
+            sources["wav2vec2-base"] = save_tiny_wav2vec2(tmp / "w2v2_base", "base")
+            models.append(("wav2vec2-base", "hparams/wav2vec2_tiny_few.yaml", None))
+        batch = next(iter(our_loader(csv_path, encoder, args.batch, 0, 1)))
+        header = (f"{'model':14s} {'steps/s':>8s} {'utt/s':>8s} {'loader/model':>12s} "
+                  f"{'loop ours':>10s} {'loop stock':>10s}")
+        print(header)
+        for name, cell, _ in models:
+            overrides = {"data_folder": str(tmp), "n_speakers": len(encoder)}
+            if name.startswith("wav2vec2"):
+                overrides["wav2vec2_source"] = str(sources[name])
+            trainer = Trainer(load_hparams(ROOT / cell, overrides))
+            steps = max(2, args.steps // (4 if name == "wav2vec2-base" else 1))
+            rate = model_rate(trainer, batch, steps)
+            utt = rate * args.batch
+            loop_ours = loop_rate(trainer, our_loader(csv_path, encoder, args.batch, args.workers,
+                                                      steps + 1), steps)
+            loop_stock = loop_rate(trainer, stock_loader(csv_path, encoder, args.batch,
+                                                         args.workers, False), steps)
+            print(f"{name:14s} {rate:8.2f} {utt:8.1f} {ours / utt:11.1f}x "
+                  f"{loop_ours:10.2f} {loop_stock:10.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
