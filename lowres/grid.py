@@ -67,11 +67,31 @@ def runs_root_arg(value: str) -> Path:
         return root
 
 
+def best_lr_arg(args) -> dict | None:
+    """The steps grid's lr per cell from our own LR-grid runs (--best_lr_from)."""
+    if not args.best_lr_from:
+        return None
+    if args.grid != "steps":
+        raise SystemExit("--best_lr_from applies to the steps grid only")
+    from lowres.results import best_lrs, collect
+
+    chosen = best_lrs(collect(args.best_lr_from), args.best_lr_test_set)
+    if not args.quiet:
+        for (model, subset), lr in sorted(chosen.items()):
+            print(f"# best lr {model}_{subset}: {format_value(lr)} (from {args.best_lr_from}, "
+                  f"EER on {args.best_lr_test_set})", file=sys.stderr)
+        if not chosen:
+            print(f"# no finished LR-grid runs in {args.best_lr_from}: the study's lrs apply",
+                  file=sys.stderr)
+    return chosen
+
+
 def select(args) -> list[Run]:
     extra = parse_extra(args.set, args.overrides)
+    best_lr = best_lr_arg(args)
     try:
         return expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
-                      subsets=args.subset, tags=args.tag, extra=extra)
+                      subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr)
     except ValueError as err:
         raise SystemExit(str(err)) from None
 
@@ -114,6 +134,7 @@ def cmd_run(args) -> int:
     lock = threading.Lock()
     failed: list[Run] = []
     counter = iter(range(1, len(todo) + 1))
+    ended = iter(range(1, len(todo) + 1))
 
     def one(run: Run) -> None:
         folder = _abs(run.output_folder)
@@ -131,13 +152,15 @@ def cmd_run(args) -> int:
         took = time.monotonic() - start
         ok = rc == 0 and finished(run)
         with lock:
+            n_ended = next(ended)
             if ok:
-                print(f"[{k}/{len(todo)}] done in {took:.0f} s: {run.output_folder}", flush=True)
+                print(f"[{k}/{len(todo)}] done in {took:.0f} s ({n_ended}/{len(todo)} ended): "
+                      f"{run.output_folder}", flush=True)
             else:
                 failed.append(run)
                 why = f"exit {rc}" if rc else "no eval/best/results.json"
-                print(f"[{k}/{len(todo)}] FAILED ({why}) after {took:.0f} s: "
-                      f"{run.output_folder} (log: {log})", flush=True)
+                print(f"[{k}/{len(todo)}] FAILED ({why}) after {took:.0f} s ({n_ended}/"
+                      f"{len(todo)} ended): {run.output_folder} (log: {log})", flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(one, todo))
@@ -176,6 +199,9 @@ def _passthrough(args) -> list[str]:
     for item in args.set or []:
         out += ["--set", item]
     out += ["--runs_root", str(_abs(runs_root_arg(args.runs_root)))]
+    if args.best_lr_from:
+        out += ["--best_lr_from", str(Path(args.best_lr_from).resolve()),
+                "--best_lr_test_set", args.best_lr_test_set]
     return out
 
 
@@ -233,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra train.py override for every run (repeatable)")
         p.add_argument("--overrides", action="append", metavar="YAML",
                        help="file of 'key: value' overrides for every run (repeatable)")
+        p.add_argument("--best_lr_from", metavar="RUNS_ROOT",
+                       help="steps grid: take each cell's lr from our own naive/detailed LR "
+                       "runs below RUNS_ROOT (lowest EER) instead of the study's")
+        p.add_argument("--best_lr_test_set", default="original",
+                       help="test set that picks the best lr (default original, as the study; "
+                       "'val' = validation EER)")
+        p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("list", help="print the train.py command lines and the count")
     common(p)

@@ -262,10 +262,11 @@ def _detailed_points():
                 yield model, subset, (("lr", format_value(lr)),), overrides, None
 
 
-def _steps_points():
+def _steps_points(best_lr: Mapping[tuple[str, str], float] | None = None):
     for model in MODELS:
         for subset in SUBSETS:
             lr, seeds = STEPS_CELLS[model][subset]
+            lr = (best_lr or {}).get((model, subset), lr)
             for max_steps in STEPS_MAX_STEPS:
                 for seed in seeds:
                     overrides = {
@@ -322,13 +323,16 @@ def expand(
     subsets: Iterable[str] | None = None,
     tags: Iterable[str] | None = None,
     extra: Mapping[str, object] | None = None,
+    best_lr: Mapping[tuple[str, str], float] | None = None,
 ) -> list[Run]:
     """Expand `grid` into its runs, in a fixed order (the SLURM array index order).
 
     `models`, `subsets`, `tags` (ablation variants) restrict the grid (comma-separated
     strings allowed; "all" = no restriction).  `extra` overrides are applied to every
     run (they replace a grid value of the same key, e.g. a CPU-sized max_steps) but do
-    not change the run folders, which always encode the grid point.
+    not change the run folders, which always encode the grid point.  `best_lr` maps
+    (model, subset) to the lr the `steps` grid uses instead of the study's best lr (e.g.
+    the winner of our own LR grids, lowres.results.best_lrs); the folders then say so.
     """
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
@@ -346,8 +350,11 @@ def expand(
         if "=" in f"{key}{format_value(value)}":
             raise ValueError(f"override {key}={value}: SpeechBrain cannot take '=' in a key "
                              "or value")
+    if best_lr and grid != "steps":
+        raise ValueError(f"best_lr applies to the steps grid, not to {grid}")
+    points = GRIDS[grid](best_lr) if best_lr else GRIDS[grid]()
     runs = []
-    for model, subset, point, overrides, tag in GRIDS[grid]():
+    for model, subset, point, overrides, tag in points:
         if want_models and model not in want_models:
             continue
         if want_subsets and subset not in want_subsets:

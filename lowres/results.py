@@ -33,7 +33,8 @@ import pandas as pd
 
 from lowres.grids import ABLATION_LABELS, ABLATION_VARIANTS, MODELS, SUBSETS, parse_run_path
 
-__all__ = ["collect", "write_markdown", "plot_lr", "plot_steps", "plot_ablation", "main"]
+__all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
+           "main"]
 
 RUN_MARKERS = ("hyperparams.yaml", "train_log.txt", "eval")
 SKIP_DIRS = {"save", "eval", "results", "__pycache__"}
@@ -323,6 +324,21 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
         if mask.any():
             lines += [f"## {title}", ""] + [f"- {r}" for r in frame[mask]["run"]] + [""]
     path.write_text("\n".join(lines))
+
+
+def best_lrs(frame: pd.DataFrame, test_set: str = "original",
+             grids: tuple[str, ...] = ("naive_lr", "detailed_lr")) -> dict[tuple[str, str], float]:
+    """(model, subset) -> the lr with the lowest mean EER on `test_set` over the LR grids
+    (finished runs that did not diverge); the study picked its steps-grid lr this way on
+    VoxCeleb1-O.  Cells without such runs are left out."""
+    col = f"eer_pct_{test_set}"
+    if frame.empty or col not in frame:
+        return {}
+    ok = frame[frame["grid"].isin(grids) & (frame["status"] == "finished")
+               & ~frame["diverged"].astype(bool) & frame[col].notna()]
+    means = ok.groupby(["model", "subset", "lr"])[col].mean().reset_index()
+    best = means.loc[means.groupby(["model", "subset"])[col].idxmin()]
+    return {(r.model, r.subset): float(r.lr) for r in best.itertuples()}
 
 
 # ---------------------------------------------------------------------------

@@ -166,3 +166,30 @@ def test_nan_loss_detection(tmp_path):
     log.write_text("step: 10, loss=inf\n")
     assert results.diverged_in_log(log)
     assert not math.isnan(results._float("1.5"))
+
+
+def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
+    root = tmp_path / "runs"
+    for run in grids.expand("detailed_lr", root, models=["xvector"], subsets=["tiny_few"]):
+        lr = run.overrides["lr"]
+        fabricate(run, 5.0 if lr == 3.16e-2 else 9.0, test_sets=("original",))
+    for run in grids.expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"]):
+        lr = run.overrides["lr"]
+        # the lowest EER of all, but diverged: never picked
+        fabricate(run, 1.0 if lr == 1e-2 else 20.0, diverged=lr == 1e-2,
+                  test_sets=("original",))
+    best = results.best_lrs(results.collect(root))
+    assert best == {("xvector", "tiny_few"): 3.16e-2}
+    steps = grids.expand("steps", "R", best_lr=best)
+    mine = [r for r in steps if r.cell == "xvector_tiny_few"]
+    assert len(steps) == 144 and {r.overrides["lr"] for r in mine} == {3.16e-2}
+    assert mine[0].output_folder.name == "lr3.16e-02_steps25000_seed7348"
+    assert all(r.overrides["lr"] == 5.62e-3 for r in steps if r.cell == "ecapa_full")
+    out = subprocess.run(
+        [sys.executable, "-m", "lowres.grid", "list", "steps", "--model", "xvector",
+         "--subset", "tiny_few", "--best_lr_from", str(root), "--runs_root", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "best lr xvector_tiny_few: 3.16e-02" in out.stderr
+    assert all("--lr=3.16e-02 " in line for line in out.stdout.splitlines()[:-1])
+    with pytest.raises(ValueError, match="steps grid"):
+        grids.expand("naive_lr", best_lr=best)
