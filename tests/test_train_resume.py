@@ -107,3 +107,33 @@ def test_ddp_two_processes_gloo(prepared_manifests, tmp_path):
     assert meta["step"] == 4
     log = (out / "train_log.txt").read_text()
     assert "epoch: 2, step: 4" in log
+
+
+@pytest.mark.slow
+def test_wav2vec2_freeze_schedule_through_train_py(prepared_manifests, tmp_path):
+    """Backbone untouched for num_frozen_steps, trains after; the CNN never trains."""
+    from transformers import Wav2Vec2Model
+
+    from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
+
+    tiny = save_tiny_wav2vec2(tmp_path / "w2v2", size="tiny", seed=0)
+    initial = Wav2Vec2Model.from_pretrained(tiny).state_dict()
+    out = tmp_path / "run"
+    args = [str(TRAIN), str(ROOT / "hparams" / "wav2vec2_tiny_few.yaml"),
+            f"--manifest_folder={prepared_manifests}", f"--output_folder={out}",
+            f"--wav2vec2_source={tiny}", "--device=cpu", "--batch_size=4", "--crop_seconds=1.0",
+            "--val_interval=2", "--num_frozen_steps=2", "--lr_schedule=constant", "--lr=0.001",
+            "--num_workers=0", "--noprogressbar", "--ckpt_interval_minutes=0"]
+
+    def backbone(max_steps):
+        run_train([*args, f"--max_steps={max_steps}"])
+        weights, meta = final_state(out)
+        assert meta["step"] == max_steps
+        return {k[len("wav2vec2."):]: v for k, v in weights.items() if k.startswith("wav2vec2.")}
+
+    frozen = backbone(2)  # steps 0 and 1: frozen
+    assert all(torch.equal(frozen[k], initial[k]) for k in initial if k in frozen)
+    trained = backbone(4)  # resumes at step 2: the transformer trains, the CNN stays
+    changed = {k for k in initial if k in trained and not torch.equal(trained[k], initial[k])}
+    assert any(k.startswith("encoder.layers.") for k in changed)
+    assert not any(k.startswith("feature_extractor.") for k in changed)
