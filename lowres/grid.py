@@ -91,7 +91,8 @@ def select(args) -> list[Run]:
     best_lr = best_lr_arg(args)
     try:
         return expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
-                      subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr)
+                      subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr,
+                      step_scale=args.step_scale)
     except ValueError as err:
         raise SystemExit(str(err)) from None
 
@@ -199,6 +200,8 @@ def _passthrough(args) -> list[str]:
     for item in args.set or []:
         out += ["--set", item]
     out += ["--runs_root", str(_abs(runs_root_arg(args.runs_root)))]
+    if args.step_scale:
+        out += ["--step_scale", repr(args.step_scale)]
     if args.best_lr_from:
         out += ["--best_lr_from", str(Path(args.best_lr_from).resolve()),
                 "--best_lr_test_set", args.best_lr_test_set]
@@ -265,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--best_lr_test_set", default="original",
                        help="test set that picks the best lr (default original, as the study; "
                        "'val' = validation EER)")
+        p.add_argument("--step_scale", type=float, metavar="F",
+                       help="multiply every step count (max_steps, wav2vec2's num_frozen_steps, "
+                       "one_cycle's half-cycle) by F, e.g. 0.001 for a CPU demo")
         p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("list", help="print the train.py command lines and the count")

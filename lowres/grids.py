@@ -67,6 +67,12 @@ ALL_TEST_SETS = {"test_sets": "[original, extended, hard]"}
 # Added to every grid run: train, then evaluate the best checkpoint (results.json).
 COMMON = {"evaluate_after_training": True}
 
+# Step counts of the recipe (hparams/shared/*.yaml, STUDY.md §2-3) that `step_scale` shrinks
+# together, so that a CPU-sized run keeps the shape of the study's schedules.
+DEFAULT_MAX_STEPS = 50_000
+DEFAULT_NUM_FROZEN_STEPS = 12_500  # wav2vec2: the first LR cycle of a 50k-step run
+ONE_CYCLE_HALF_STEPS = 25_000
+
 # The study's evaluation switches for the LR grids (every LR-grid command in SEED.md).
 NO_SCORE_NORM = {"enroll_training_data": False, "post_process_scores": False}
 
@@ -324,6 +330,7 @@ def expand(
     tags: Iterable[str] | None = None,
     extra: Mapping[str, object] | None = None,
     best_lr: Mapping[tuple[str, str], float] | None = None,
+    step_scale: float | None = None,
 ) -> list[Run]:
     """Expand `grid` into its runs, in a fixed order (the SLURM array index order).
 
@@ -333,6 +340,10 @@ def expand(
     not change the run folders, which always encode the grid point.  `best_lr` maps
     (model, subset) to the lr the `steps` grid uses instead of the study's best lr (e.g.
     the winner of our own LR grids, lowres.results.best_lrs); the folders then say so.
+    `step_scale` (e.g. 0.001 for a CPU demo) multiplies every step count of a run:
+    max_steps (the grid's or the recipe's 50k), wav2vec2's num_frozen_steps and, with the
+    one_cycle schedule, its half-cycle, so 25k/50k/100k/400k stay distinct and the
+    freeze still covers the first LR cycle; `extra` still wins over the scaled values.
     """
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
@@ -361,11 +372,31 @@ def expand(
             continue
         if want_tags and tag not in want_tags:
             continue
-        merged = {**COMMON, **overrides, **extra}
+        merged = {**COMMON, **overrides}
+        if step_scale:
+            merged.update(scaled_steps(model, merged, step_scale))
+        merged.update(extra)
         folder = _folder(Path(runs_root), grid, model, subset, point, tag)
         experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
         runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment))
     return runs
+
+
+def scaled_steps(model: str, overrides: Mapping[str, object], scale: float) -> dict:
+    """The step counts of one run multiplied by `scale` (at least 1 step each)."""
+    if not scale > 0:
+        raise ValueError(f"step_scale must be positive, got {scale}")
+
+    def shrink(n) -> int:
+        return max(1, round(int(n) * scale))
+
+    out = {"max_steps": shrink(overrides.get("max_steps", DEFAULT_MAX_STEPS))}
+    if model == "wav2vec2":
+        out["num_frozen_steps"] = shrink(overrides.get("num_frozen_steps",
+                                                       DEFAULT_NUM_FROZEN_STEPS))
+    if overrides.get("lr_schedule") == "one_cycle":
+        out["one_cycle_half_steps"] = shrink(ONE_CYCLE_HALF_STEPS)
+    return out
 
 
 _CELL = re.compile(rf"^({'|'.join(MODELS)})_({'|'.join(SUBSETS)})$")

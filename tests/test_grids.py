@@ -193,6 +193,22 @@ def test_extra_overrides_replace_grid_values_not_folders():
         expand("naive_lr", models=["resnet"])
 
 
+def test_step_scale_shrinks_every_step_count_together():
+    steps = expand("steps", models=["wav2vec2"], subsets=["tiny_few"], step_scale=0.001)
+    assert [r.overrides["max_steps"] for r in steps[::3]] == [25, 50, 100, 400]
+    assert {r.overrides["num_frozen_steps"] for r in steps} == {12}
+    abl = {r.tag: r.overrides for r in expand("ablation", subsets=["tiny_few"],
+                                              step_scale=0.001)}
+    assert abl["baseline"]["max_steps"] == 50 and abl["baseline"]["num_frozen_steps"] == 12
+    assert abl["lr_1_cycle"]["one_cycle_half_steps"] == 25
+    assert "one_cycle_half_steps" not in abl["lr_constant"]
+    x = expand("naive_lr", models=["xvector"], step_scale=0.0001, extra={"max_steps": "3"})
+    assert x[0].overrides["max_steps"] == "3" and "num_frozen_steps" not in x[0].overrides
+    assert expand("naive_lr", models=["ecapa"], step_scale=1e-9)[0].overrides["max_steps"] == 1
+    with pytest.raises(ValueError, match="positive"):
+        expand("naive_lr", step_scale=-1)
+
+
 def test_no_equals_sign_reaches_speechbrain(tmp_path):
     """SpeechBrain splits `--key=value` at every '=': folders and values must not have one."""
     for grid in grids.GRIDS:
