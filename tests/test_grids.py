@@ -273,3 +273,35 @@ def test_local_runner_skips_finished_runs(tmp_path):
     assert "5 finished (skipped), 1 to run" in proc.stdout
     assert len(calls.read_text().splitlines()) == 5
     assert (runs[5].output_folder / "grid_run.log").read_text().count("# ") == 2
+
+
+def test_every_run_resolves_against_its_hparams_file(tmp_path):
+    """Each command, parsed by SpeechBrain exactly as train.py parses it, resolves against
+    its hparams file (no unknown key, no placeholder left) to the grid's values."""
+    import speechbrain as sb
+
+    from lowres.hparams import plain_values
+
+    sample = []  # every hparams file and every ablation variant, a fifth of the LR/steps runs
+    for grid in grids.GRIDS:
+        seen = set()
+        for i, run in enumerate(expand(grid, runs_root=tmp_path)):
+            key = (run.hparams_file, run.tag)
+            if key not in seen or (grid != "ablation" and i % 5 == 0):
+                sample.append((grid, run))
+                seen.add(key)
+    assert len(sample) > 80
+    for grid, run in sample:
+        hparams_file, _, overrides = sb.parse_arguments(run.argv()[2:])
+        assert hparams_file == run.hparams_file
+        values = plain_values(ROOT / hparams_file, overrides)
+        assert values["output_folder"] == str(run.output_folder)
+        for key, value in run.overrides.items():
+            if key == "test_sets":
+                assert values[key] == ["original", "extended", "hard"]
+            else:
+                assert values[key] == value, (run.command(), key)
+        if grid == "ablation":
+            assert values["lr"] == grids.ABLATION_LR[run.subset]
+            assert values["max_steps"] == 50000 and values["lr_schedule"] in (
+                "cyclic", "constant", "exp_decay", "one_cycle")
