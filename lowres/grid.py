@@ -170,6 +170,33 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def gpu_memory_gib() -> float | None:
+    """Memory of the first visible GPU (nvidia-smi), None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.split()
+    if out.returncode or not lines:
+        return None
+    try:
+        return float(lines[0]) / 1024  # MiB
+    except ValueError:
+        return None
+
+
+def check_gpu_class(run: Run) -> None:
+    """Warn when the GPU is smaller than the class the study used for this model."""
+    need = int(GPU_CLASS[run.model].removesuffix("GB"))
+    have = gpu_memory_gib()
+    if have is not None and have < 0.9 * need:
+        print(f"warning: {run.model} ran on a {need} GB GPU in the study, this one has "
+              f"{have:.0f} GiB (ask for it with $LOWRES_SBATCH_{GPU_CLASS[run.model]}, see "
+              "slurm/README.md); it may run out of memory", file=sys.stderr, flush=True)
+
+
 def cmd_task(args) -> int:
     runs = select(args)
     if not 0 <= args.index < len(runs):
@@ -183,6 +210,7 @@ def cmd_task(args) -> int:
     if finished(run):
         print(f"already finished, skipping: {run.output_folder}", flush=True)
         return 0
+    check_gpu_class(run)
     print(f"running {args.grid}[{args.index}]: {shlex.join(argv)}", flush=True)
     os.chdir(REPO_ROOT)
     os.execv(argv[0], argv)  # train.py itself receives SLURM's signals

@@ -167,6 +167,20 @@ def test_finished_run_is_skipped_on_resubmission(tmp_path):
     assert not (run.output_folder / "started").exists()
 
 
+def test_small_gpu_is_reported_for_wav2vec2(tmp_path):
+    env = _fake_env(tmp_path)
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 11264\n")  # an 11 GB card
+    smi.chmod(0o755)
+    (tmp_path / "stop").write_text("")
+    for model, warned in (("wav2vec2", True), ("xvector", False)):
+        proc = subprocess.run(["bash", str(ROOT / "slurm/naive_lr.sbatch"), model,
+                               "--runs_root", str(tmp_path / model)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ("ran on a 24 GB GPU in the study, this one has 11 GiB" in proc.stderr) == warned
+
+
 def test_missing_repository_is_reported(tmp_path):
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "SLURM_SUBMIT_DIR": str(tmp_path)}
     env.pop("LOWRES_ROOT", None)
