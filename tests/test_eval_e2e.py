@@ -1,0 +1,104 @@
+"""End to end on the small synthetic corpus: train.py (evaluating after training), eval.py
+with AS-norm, and verifying recordings with the trained run (STUDY.md §4)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lowres.evaluation import read_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "VoxCeleb"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SETS = ("original", "extended", "hard")
+
+pytestmark = pytest.mark.slow
+
+
+def run(args, timeout=600):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=RECIPE, capture_output=True,
+                          text=True, env=ENV, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained_run(prepared_manifests, tmp_path_factory):
+    """A 100-step x-vector run on tiny_few that evaluates O/E/H after training (~2 min)."""
+    out = tmp_path_factory.mktemp("run")
+    run(["train.py", "hparams/xvector_tiny_few.yaml", f"--manifest_folder={prepared_manifests}",
+         f"--output_folder={out}", "--device=cpu", "--batch_size=16", "--crop_seconds=2.0",
+         "--max_steps=100", "--val_interval=50", "--num_workers=0", "--lr=0.005",
+         "--lr_schedule=constant", "--noprogressbar", "--evaluate_after_training=true",
+         "--test_sets=[original, extended, hard]"])
+    return out
+
+
+def test_training_ends_with_results_for_best_and_last(trained_run):
+    for which in ("last", "best"):
+        res = json.loads((trained_run / "eval" / which / "results.json").read_text())
+        assert res["checkpoint"]["which"] == which
+        assert set(res["test_sets"]) == set(SETS)
+        assert isinstance(res["validation"]["eer_threshold"], float)
+        for entry in res["test_sets"].values():
+            assert entry["n_trials"] == len(read_scores(trained_run / "eval" / which
+                                                        / entry["scores"]))
+            assert "as_norm" not in entry  # post_process_scores is off by default
+    best = json.loads((trained_run / "eval" / "best" / "results.json").read_text())
+    eers = {name: best["test_sets"][name]["eer"] for name in SETS}
+    # A trained model: clearly better than chance on every list.
+    assert eers["original"] < 0.35 and eers["extended"] < 0.4 and eers["hard"] < 0.45, eers
+
+
+def test_eval_cli_with_as_norm(trained_run):
+    before = json.loads((trained_run / "eval" / "best" / "results.json").read_text())
+    proc = run(["eval.py", "hparams/xvector_tiny_few.yaml", f"--output_folder={trained_run}",
+                "--device=cpu", "--test_sets", "original,hard", "--post_process_scores=true"])
+    assert "original: EER" in proc.stdout and "AS-norm EER" in proc.stdout
+    res = json.loads((trained_run / "eval" / "best" / "results.json").read_text())
+    assert set(res["test_sets"]) == {"original", "hard"}
+    assert (trained_run / "eval" / "best" / "cohort.pt").is_file()
+    for name in ("original", "hard"):
+        entry = res["test_sets"][name]
+        # Same checkpoint, deterministic embeddings: the same raw-cosine figures as after training.
+        assert entry["eer"] == pytest.approx(before["test_sets"][name]["eer"])
+        assert entry["as_norm"]["cohort_size"] == 8  # tiny_few of the small corpus: 4 m + 4 f
+        assert entry["as_norm"]["eer"] < 0.45
+
+
+def test_verify_same_speaker_scores_higher(trained_run, synthetic_corpus):
+    from lowres.inference import SpeakerVerifier
+
+    v = SpeakerVerifier.from_run(trained_run)
+    assert v.threshold is not None
+    wav = synthetic_corpus / "voxceleb1" / "wav"
+    scores = read_scores(trained_run / "eval" / "best" / "scores_original.txt")
+    picked = pd_sample(scores[scores.label == 1], 8), pd_sample(scores[scores.label == 0], 8)
+    best = scores.set_index(["path1", "path2"]).score
+    means = []
+    for rows in picked:
+        got = [v.score(wav / r.path1, wav / r.path2) for r in rows.itertuples()]
+        # SpeakerVerifier embeds exactly as the evaluation did (best checkpoint).
+        np.testing.assert_allclose(got, [best[(r.path1, r.path2)] for r in rows.itertuples()],
+                                   atol=1e-4)
+        means.append(np.mean(got))
+    assert means[0] > means[1] + 0.05, means
+
+    target = picked[0].iloc[0]
+    proc = subprocess.run([sys.executable, "-m", "lowres.verify", str(trained_run),
+                           str(wav / target.path1), str(wav / target.path2)],
+                          cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    score = float(lines[0].split()[1])
+    decision = "same" if score >= v.threshold else "different"
+    assert lines[1].startswith(f"{decision} speaker (threshold {v.threshold:.4f})")
+
+
+def pd_sample(frame, n):
+    return frame.sample(n=min(n, len(frame)), random_state=0)
