@@ -286,7 +286,10 @@ def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -
 
 def generate(out: Path, sizes: dict, seed: int = 0, jobs: int | None = None,
              strength: float = 1.0, progress: bool = True) -> dict:
-    """Generate (or complete) the corpus in `out`; returns its counts."""
+    """Generate (or complete) the corpus in `out`; returns its counts.
+
+    Counts: speakers, files, hours, trials per list (as in README.txt) and
+    `sessions_generated` (0 when a rerun found the corpus complete)."""
     out = Path(out)
     config = {"sizes": sizes, "seed": seed, "channel_strength": strength, "version": 1}
     config_file = out / "meta" / "synthetic_config.json"
@@ -314,7 +317,7 @@ def generate(out: Path, sizes: dict, seed: int = 0, jobs: int | None = None,
                 bar.update(round(seconds))
     bar.close()
     shutil.rmtree(out / ".synthetic_tmp", ignore_errors=True)
-    return write_meta(out, speakers, seed, strength)
+    return {**write_meta(out, speakers, seed, strength), "sessions_generated": len(tasks)}
 
 
 def sizes_from_args(args) -> dict:
