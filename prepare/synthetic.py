@@ -291,6 +291,10 @@ def generate(out: Path, sizes: dict, seed: int = 0, jobs: int | None = None,
     Counts: speakers, files, hours, trials per list (as in README.txt) and
     `sessions_generated` (0 when a rerun found the corpus complete)."""
     out = Path(out)
+    missing = [tool for tool in ("espeak-ng", "sox", "ffmpeg") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"error: prepare.synthetic needs {', '.join(missing)} on PATH "
+                         "(Debian packages espeak-ng sox ffmpeg; `make setup` installs them).")
     config = {"sizes": sizes, "seed": seed, "channel_strength": strength, "version": 1}
     config_file = out / "meta" / "synthetic_config.json"
     if config_file.exists():

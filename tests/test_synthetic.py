@@ -5,7 +5,10 @@ import hashlib
 import importlib.util
 import json
 import re
+import signal
 import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -219,3 +222,26 @@ def test_cli_large_preset_reduced(tmp_path):
     counts = json.loads((out / "README.txt").read_text().split("\n\n", 1)[1])
     assert counts["vox2_speakers"] == 2 and counts["vox1_speakers"] == 2
     assert len(list(out.rglob("*.m4a"))) == counts["vox2_files"] >= 2 * 16  # min_files 16
+
+
+def test_killed_run_leaves_no_truncated_file_and_resumes(tmp_path):
+    """SIGKILL mid-run: every file under its final name is complete; a rerun finishes it."""
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    sizes = {**TINY, "speakers": 3, "utterances": 3}
+    synthetic.generate(ref, sizes, seed=7, jobs=1, progress=False)
+    code = (f"from prepare import synthetic; synthetic.generate({str(out)!r}, {sizes!r}, "
+            "seed=7, jobs=1, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.time() + 60
+    while not list(out.rglob("*.m4a")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # let an orphaned ffmpeg finish its .part file
+    finished = {**_hashes(out, "*.m4a"), **_hashes(out, "*.wav")}
+    reference = {**_hashes(ref, "*.m4a"), **_hashes(ref, "*.wav")}
+    assert len(finished) < len(reference), "the run ended before it could be killed"
+    assert all(reference[k] == v for k, v in finished.items())
+    synthetic.generate(out, sizes, seed=7, jobs=1, progress=False)
+    assert {**_hashes(out, "*.m4a"), **_hashes(out, "*.wav")} == reference
+    assert _hashes(out / "meta", "*") == _hashes(ref / "meta", "*")
