@@ -30,7 +30,8 @@
                                  "top_k": 300, "cohort_size": ..}},  # post_process_scores
         ...
       },
-      "embedding_seconds": .., "files_embedded": ..
+      "embedding_seconds": .., "files_embedded": .., "manifest_folder": "..",
+      "reused_from": "last"    # only when best and last are one checkpoint (results copied)
     }
 
 A threshold that is not finite (only for degenerate score lists) is written as null.
@@ -41,14 +42,19 @@ uses to call two recordings same or different.
 hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
 enroll_training_data; optional: as_norm_top_k (300), eval_batch_size (16),
-eval_max_batch_seconds (400), eval_num_workers (0).
+eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0).
+
+When ``best`` and ``last`` are the same checkpoint, the second evaluation
+copies the first one's results instead of embedding everything again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -226,7 +232,8 @@ def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> t
         embedder, files.wav.tolist(), num_samples=num_samples,
         batch_size=int(hparams.get("eval_batch_size", 16)),
         max_batch_seconds=float(hparams.get("eval_max_batch_seconds", 400.0)),
-        device=device, num_workers=int(hparams.get("eval_num_workers", 0)), progress=desc,
+        device=device, progress=desc,
+        num_workers=int(hparams.get("eval_num_workers", hparams.get("num_workers", 0))),
     )
 
 
@@ -247,6 +254,47 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
         torch.save({"checkpoint": ckpt_name, "train_csv": train_csv, "speakers": speakers,
                     "means": means}, tmp)
     return means
+
+
+def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation, post, top_k):
+    """When best and last are the same checkpoint, copy the other one's finished results.
+
+    Only if they cover the requested test sets (and validation, and AS-norm with the
+    same top_k when asked for) on the same manifests; returns the new results or None.
+    """
+    other = "last" if checkpoint == "best" else "best"
+    src_dir = eval_folder(hparams["output_folder"], other)
+    try:
+        src = json.loads((src_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    sets = src.get("test_sets") or {}
+    ok = (src.get("checkpoint", {}).get("name") == ckpt_name
+          and src.get("manifest_folder") == os.fspath(hparams["manifest_folder"])
+          and all(s in sets for s in test_sets)
+          and (not validation or "validation" in src)
+          and (not post or all(sets[s].get("as_norm", {}).get("top_k") == top_k
+                               for s in test_sets)))
+    if not ok:
+        return None
+    out = eval_folder(hparams["output_folder"], checkpoint)
+    results = {**src, "checkpoint": {**src["checkpoint"], "which": checkpoint},
+               "reused_from": other, "test_sets": {}}
+    if not validation:
+        results.pop("validation", None)
+    names = ["cohort.pt"] if (src_dir / "cohort.pt").is_file() else []
+    for s in test_sets:
+        entry = dict(sets[s])
+        if not post:
+            entry.pop("as_norm", None)
+        names += [entry["scores"]] + ([entry["as_norm"]["scores"]] if "as_norm" in entry else [])
+        results["test_sets"][s] = entry
+    for name in names:
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(src_dir / name, tmp)
+    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    logger.info("%s checkpoint is the %s one (%s): results copied", checkpoint, other, ckpt_name)
+    return results
 
 
 def evaluate_run(
@@ -274,6 +322,12 @@ def evaluate_run(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out = eval_folder(hparams["output_folder"], checkpoint)
     ckpt = load_checkpoint(hparams, checkpoint)
+    post = bool(hparams.get("post_process_scores", False))
+    top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
+    reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt.path.name, test_sets, validation,
+                                     post, top_k)
+    if reused is not None:
+        return reused
     embedder = hparams["embedder"].to(device)
 
     # Every file of every requested list (and the validation list) once.
@@ -293,14 +347,13 @@ def evaluate_run(
     emb = _embed(embedder, files, hparams, device, f"embeddings ({checkpoint})")
     embedding_seconds = time.perf_counter() - t0
 
-    post = bool(hparams.get("post_process_scores", False))
     cohort = None
     if post or hparams.get("enroll_training_data", False):
         cohort = training_cohort(hparams, ckpt.path.name, out / "cohort.pt", device)
-    top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
 
     results: dict = {
         "checkpoint": {"which": checkpoint, "name": ckpt.path.name, "meta": dict(ckpt.meta)},
+        "manifest_folder": os.fspath(hparams["manifest_folder"]),
         "test_sets": {},
         "embedding_seconds": round(embedding_seconds, 2),
         "files_embedded": len(files),

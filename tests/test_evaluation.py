@@ -150,3 +150,23 @@ def test_clear_errors(fake_run, tmp_path):
     missing = dict(hparams, manifest_folder=str(tmp_path / "nowhere"))
     with pytest.raises(EvaluationError, match="manifest not found"):
         evaluate_run(missing, "best", device="cpu")
+
+
+def test_same_checkpoint_for_best_and_last_is_evaluated_once(fake_run, tmp_path):
+    hparams, _, _, _ = fake_run
+    # A run whose only checkpoint is both best and last.
+    single = dict(hparams, output_folder=str(tmp_path / "single"))
+    single["checkpointer"] = Checkpointer(tmp_path / "single" / "save",
+                                          {"embedder": hparams["embedder"]})
+    single["checkpointer"].save_checkpoint(meta={"val_eer": 0.1, "step": 5})
+    last = evaluate_run(single, "last", device="cpu")
+    best = evaluate_run(single, "best", device="cpu")
+    assert best["reused_from"] == "last" and best["checkpoint"]["which"] == "best"
+    assert best["test_sets"] == last["test_sets"] and best["validation"] == last["validation"]
+    folder = results_path(single["output_folder"], "best").parent
+    for entry in best["test_sets"].values():
+        assert (folder / entry["scores"]).is_file()
+        assert (folder / entry["as_norm"]["scores"]).is_file()
+    # Another AS-norm top_k cannot be copied: evaluated afresh.
+    again = evaluate_run(dict(single, as_norm_top_k=2), "best", device="cpu")
+    assert "reused_from" not in again and again["test_sets"]["original"]["as_norm"]["top_k"] == 2
