@@ -27,7 +27,8 @@
                      "min_dcf_0.01": .., "min_dcf_0.05": ..,
                      "scores": "scores_original.txt",
                      "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
-                                 "top_k": 300, "cohort_size": ..}},  # post_process_scores
+                                 "top_k": 300, "cohort_size": ..,
+                                 "cohort_max_files_per_speaker": null}},  # if post_process_scores
         ...
       },
       "embedding_seconds": .., "files_embedded": .., "manifest_folder": "..",
@@ -42,7 +43,8 @@ uses to call two recordings same or different.
 hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
 enroll_training_data; optional: as_norm_top_k (300), eval_batch_size (16),
-eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0).
+eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0),
+cohort_max_files_per_speaker (default: all files).
 
 When ``best`` and ``last`` are the same checkpoint, the second evaluation
 copies the first one's results instead of embedding everything again.
@@ -238,21 +240,28 @@ def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> t
 
 
 def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch.Tensor:
-    """Per-speaker mean embeddings of the training set (whole files), cached in ``cache``."""
+    """Per-speaker mean embeddings of the training set (whole files), cached in ``cache``.
+
+    ``cohort_max_files_per_speaker`` (hparams, default all) caps the files per
+    speaker (the first ones by ID) to bound the pass over a large training set.
+    """
     train_csv = os.fspath(hparams["train_csv"])
+    cap = hparams.get("cohort_max_files_per_speaker")
+    key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap}
     if cache.is_file():
         stored = torch.load(cache, map_location="cpu", weights_only=False)
-        if stored.get("checkpoint") == ckpt_name and stored.get("train_csv") == train_csv:
+        if all(stored.get(k) == v for k, v in key.items()):
             logger.info("using cached AS-norm cohort %s", cache)
             return stored["means"]
     train = read_manifest(train_csv)
     if "spk_id" not in train.columns:
         raise EvaluationError(f"{train_csv} has no spk_id column")
+    if cap is not None:
+        train = train.sort_values("ID").groupby("spk_id", sort=False).head(int(cap))
     emb = _embed(hparams["embedder"], train, hparams, device, "cohort (train set)")
     speakers, means = speaker_mean_cohort(emb, train.spk_id.tolist())
     with atomic_path(cache) as tmp:
-        torch.save({"checkpoint": ckpt_name, "train_csv": train_csv, "speakers": speakers,
-                    "means": means}, tmp)
+        torch.save({**key, "speakers": speakers, "means": means}, tmp)
     return means
 
 
@@ -273,8 +282,10 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
           and src.get("manifest_folder") == os.fspath(hparams["manifest_folder"])
           and all(s in sets for s in test_sets)
           and (not validation or "validation" in src)
-          and (not post or all(sets[s].get("as_norm", {}).get("top_k") == top_k
-                               for s in test_sets)))
+          and (not post or all(
+              sets[s].get("as_norm", {}).get("top_k") == top_k
+              and sets[s]["as_norm"].get("cohort_max_files_per_speaker")
+              == hparams.get("cohort_max_files_per_speaker") for s in test_sets)))
     if not ok:
         return None
     out = eval_folder(hparams["output_folder"], checkpoint)
@@ -375,8 +386,9 @@ def evaluate_run(
         if post:
             normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
             entry["as_norm"] = trial_metrics(normed, labels)
-            entry["as_norm"].update(scores=f"scores_{name}_as_norm.txt", top_k=top_k,
-                                    cohort_size=int(cohort.shape[0]))
+            entry["as_norm"].update(
+                scores=f"scores_{name}_as_norm.txt", top_k=top_k, cohort_size=int(cohort.shape[0]),
+                cohort_max_files_per_speaker=hparams.get("cohort_max_files_per_speaker"))
             write_scores(out / entry["as_norm"]["scores"], trials, normed)
         results["test_sets"][name] = entry
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],

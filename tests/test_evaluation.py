@@ -111,7 +111,8 @@ def test_results_schema_and_score_files(fake_run):
     assert set(res["test_sets"]) == {"original", "extended", "hard"}
     for name, entry in res["test_sets"].items():
         assert set(entry) == METRIC_KEYS | {"as_norm"}
-        assert set(entry["as_norm"]) == METRIC_KEYS | {"top_k", "cohort_size"}
+        assert set(entry["as_norm"]) == METRIC_KEYS | {"top_k", "cohort_size",
+                                                       "cohort_max_files_per_speaker"}
         assert entry["n_trials"] == n_trials[name] == entry["as_norm"]["n_trials"]
         assert entry["as_norm"]["cohort_size"] == 6 and entry["as_norm"]["top_k"] == 3
         for e in (entry, entry["as_norm"]):
@@ -136,6 +137,12 @@ def test_last_checkpoint_and_cohort_cache(fake_run):
     again = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)
     assert cohort.stat().st_mtime_ns == mtime  # cached cohort reused
     assert again["test_sets"] == res["test_sets"]
+    # Capping the cohort's files per speaker invalidates the cache: computed anew.
+    capped = evaluate_run(dict(hparams, cohort_max_files_per_speaker=1), "last",
+                          test_sets=["original"], device="cpu", validation=False)
+    assert cohort.stat().st_mtime_ns != mtime
+    assert torch.load(cohort, weights_only=False)["max_files_per_speaker"] == 1
+    assert capped["test_sets"]["original"]["as_norm"]["cohort_size"] == 6
 
 
 def test_clear_errors(fake_run, tmp_path):
