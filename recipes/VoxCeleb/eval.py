@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
+r"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
 
     cd recipes/VoxCeleb
     python eval.py hparams/ecapa_tiny_few.yaml --output_folder OUT \
