@@ -37,9 +37,17 @@ def overrides_dict(overrides) -> dict:
     """Overrides as a dict, from a dict or SpeechBrain's yaml string (``key: value`` lines)."""
     if overrides is None or overrides == "":
         return {}
-    if isinstance(overrides, str):
-        loaded = ruamel.yaml.YAML(typ="safe", pure=True).load(overrides)
-        return dict(loaded or {})
+    if isinstance(overrides, str):  # one top-level `key: value` per option; the last one wins
+        chunks: list[str] = []
+        for line in overrides.splitlines():
+            if chunks and line[:1].isspace():
+                chunks[-1] += "\n" + line
+            elif line.strip():
+                chunks.append(line)
+        merged: dict = {}
+        for chunk in chunks:
+            merged.update(ruamel.yaml.YAML(typ="safe", pure=True).load(chunk) or {})
+        return merged
     return dict(overrides)
 
 

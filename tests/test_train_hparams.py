@@ -161,3 +161,13 @@ def test_missing_data_is_a_clear_error_and_nonzero_exit(tmp_path):
     assert "data_folder=" in proc.stderr and "nowhere" in proc.stderr
     assert "manifest" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_repeated_command_line_override_last_wins(tiny_w2v2):
+    import speechbrain as sb
+
+    _, _, overrides = sb.parse_arguments(["x.yaml", "--max_steps=24", "--lr", "0.5",
+                                          "--max_steps=2", "--test_sets=[original, hard]"])
+    h = build("xvector_tiny_few", tiny_w2v2, **__import__("lowres.hparams").hparams
+              .overrides_dict(overrides))
+    assert (h["max_steps"], h["lr"], h["test_sets"]) == (2, 0.5, ["original", "hard"])

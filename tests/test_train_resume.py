@@ -1,5 +1,6 @@
 """Kill-and-resume and DDP runs of recipes/VoxCeleb/train.py on the small synthetic corpus."""
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,8 @@ def train_args(manifests, out, *extra):
         f"--manifest_folder={manifests}", f"--output_folder={out}", "--device=cpu",
         "--batch_size=8", "--crop_seconds=1.0", "--max_steps=24", "--val_interval=8",
         "--num_workers=0", "--log_interval=4", "--lr=0.005", "--noprogressbar",
-        "--ckpt_interval_minutes=0", "--ckpt_interval_steps=3", *extra,
+        "--ckpt_interval_minutes=0", "--ckpt_interval_steps=3", "--evaluate_after_training=false",
+        *extra,
     ]
 
 
@@ -98,7 +100,7 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
 def test_ddp_two_processes_gloo(prepared_manifests, tmp_path):
     out = tmp_path / "ddp"
     args = train_args(prepared_manifests, out, "--max_steps=4", "--val_interval=2",
-                      "--distributed_backend=gloo")
+                      "--distributed_backend=gloo", "--evaluate_after_training=true")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          *args], capture_output=True, text=True, env=ENV, timeout=300)
@@ -107,6 +109,10 @@ def test_ddp_two_processes_gloo(prepared_manifests, tmp_path):
     assert meta["step"] == 4
     log = (out / "train_log.txt").read_text()
     assert "epoch: 2, step: 4" in log
+    # evaluation hook (rank 0 only): the run is finished
+    results = json.loads((out / "eval" / "best" / "results.json").read_text())
+    assert results["checkpoint"]["meta"]["step"] in (0, 2, 4)
+    assert (out / "eval" / "last" / "results.json").is_file()
 
 
 @pytest.mark.slow
@@ -123,7 +129,8 @@ def test_wav2vec2_freeze_schedule_through_train_py(prepared_manifests, tmp_path)
             f"--manifest_folder={prepared_manifests}", f"--output_folder={out}",
             f"--wav2vec2_source={tiny}", "--device=cpu", "--batch_size=4", "--crop_seconds=1.0",
             "--val_interval=2", "--num_frozen_steps=2", "--lr_schedule=constant", "--lr=0.001",
-            "--num_workers=0", "--noprogressbar", "--ckpt_interval_minutes=0"]
+            "--num_workers=0", "--noprogressbar", "--ckpt_interval_minutes=0",
+            "--evaluate_after_training=false"]
 
     def backbone(max_steps):
         run_train([*args, f"--max_steps={max_steps}"])
@@ -137,3 +144,27 @@ def test_wav2vec2_freeze_schedule_through_train_py(prepared_manifests, tmp_path)
     changed = {k for k in initial if k in trained and not torch.equal(trained[k], initial[k])}
     assert any(k.startswith("encoder.layers.") for k in changed)
     assert not any(k.startswith("feature_extractor.") for k in changed)
+
+
+@pytest.mark.slow
+def test_missing_manifests_are_prepared_first(synthetic_corpus, tmp_path):
+    """train.py runs prepare.voxceleb (main process) when the subset's manifests are missing."""
+    from conftest import SMALL_PREPARE_ARGS
+
+    options = dict(zip(SMALL_PREPARE_ARGS[::2], SMALL_PREPARE_ARGS[1::2], strict=True))
+    options = ", ".join(f"{k.lstrip('-')}: {v}" for k, v in options.items())
+    manifests, out = tmp_path / "manifests", tmp_path / "run"
+    args = train_args(manifests, out, f"--data_folder={synthetic_corpus}",
+                      f"--prepare_options={{{options}, jobs: 2}}", "--max_steps=2",
+                      "--val_interval=2")
+    run_train(args)
+    assert (manifests / "tiny_few" / "train.csv").is_file()
+    assert (manifests / "test" / "original.csv").is_file()
+    _, meta = final_state(out)
+    assert meta["step"] == 2
+    from lowres.hparams import plain_values
+
+    saved = plain_values(out / "hyperparams.yaml")  # the run's resolved, standalone hparams
+    assert saved["manifest_folder"] == str(manifests) and saved["max_steps"] == 2
+    assert (out / "command.txt").read_text().count("train.py") == 1
+    assert (out / "env.log").is_file()
