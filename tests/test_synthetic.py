@@ -4,6 +4,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import signal
 import subprocess
@@ -59,8 +60,11 @@ def _trials(corpus: Path, name: str) -> list[tuple[int, str, str]]:
 
 
 def _hashes(folder: Path, pattern: str) -> dict:
+    """sha256 of the corpus files matching `pattern` (hidden work files and folders left out)."""
+    paths = [p for p in sorted(folder.rglob(pattern))
+             if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob(pattern))}
+            for p in paths}
 
 
 def test_layout_meta_and_formats(synthetic_corpus):
@@ -232,8 +236,14 @@ def test_killed_run_leaves_no_truncated_file_and_resumes(tmp_path):
     code = (f"from prepare import synthetic; synthetic.generate({str(out)!r}, {sizes!r}, "
             "seed=7, jobs=1, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    def started() -> bool:  # the generator adds and removes work folders meanwhile
+        for _, _, names in os.walk(out):
+            if any(name.endswith(".m4a") for name in names):
+                return True
+        return False
+
     deadline = time.time() + 60
-    while not list(out.rglob("*.m4a")) and time.time() < deadline and proc.poll() is None:
+    while not started() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
