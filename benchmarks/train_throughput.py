@@ -116,22 +116,34 @@ def loader_rate(loader, max_batches):
 class Trainer:
     """One optimiser step of embedder + cosine classifier + AAM loss (what train.py does)."""
 
-    def __init__(self, hparams):
-        self.embedder, self.classifier, self.loss = (hparams["embedder"], hparams["classifier"],
-                                                     hparams["loss"])
+    def __init__(self, hparams, device="cpu", precision="fp32"):
+        self.device = torch.device(device)
+        self.embedder = hparams["embedder"].to(self.device)
+        self.classifier = hparams["classifier"].to(self.device)
+        self.loss = hparams["loss"]
         if hasattr(self.embedder, "set_backbone_frozen"):
             self.embedder.set_backbone_frozen(False)  # worst case: the backbone trains
         self.embedder.train()
         params = [*self.embedder.parameters(), *self.classifier.parameters()]
         self.opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        fp16_cuda = precision == "fp16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16_cuda)
 
     def step(self, batch):
         wavs, lens = batch.sig
-        emb = self.embedder(wavs, lens)
-        loss = self.loss(self.classifier(emb.unsqueeze(1)).float(), batch.spk_id_encoded.data)
-        loss.backward()
-        self.opt.step()
+        wavs, lens = wavs.to(self.device), lens.to(self.device)
+        with self.autocast:
+            emb = self.embedder(wavs, lens)
+            logits = self.classifier(emb.unsqueeze(1)).float()
+        loss = self.loss(logits, batch.spk_id_encoded.data.to(self.device))
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
 
 def model_rate(trainer, batch, steps):
@@ -164,11 +176,15 @@ def main(argv=None):
     p.add_argument("--files", type=int, default=400)
     p.add_argument("--models", nargs="+", default=["xvector", "ecapa", "wav2vec2"])
     p.add_argument("--base", action="store_true", help="also a wav2vec2-base-sized model")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (GPU check: --batch 100)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--skip_loops", action="store_true", help="model rates only")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"CPU benchmark: batch {args.batch} x {CROP:.0f} s, {args.workers} loader workers, "
-          f"torch threads {torch.get_num_threads()}")
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(f"benchmark on {gpu}: batch {args.batch} x {CROP:.0f} s, {args.precision}, "
+          f"{args.workers} loader workers, torch threads {torch.get_num_threads()}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -193,22 +209,30 @@ def main(argv=None):
             models.append(("wav2vec2-base", "hparams/wav2vec2_tiny_few.yaml", None))
         batch = next(iter(our_loader(csv_path, encoder, args.batch, 0, 1)))
         header = (f"{'model':14s} {'steps/s':>8s} {'utt/s':>8s} {'loader/model':>12s} "
-                  f"{'loop ours':>10s} {'loop stock':>10s}")
+                  f"{'loop ours':>10s} {'loop stock':>10s} {'peak GiB':>9s}")
         print(header)
         for name, cell, _ in models:
             overrides = {"data_folder": str(tmp), "n_speakers": len(encoder)}
             if name.startswith("wav2vec2"):
                 overrides["wav2vec2_source"] = str(sources[name])
-            trainer = Trainer(load_hparams(ROOT / cell, overrides))
-            steps = max(2, args.steps // (4 if name == "wav2vec2-base" else 1))
+            trainer = Trainer(load_hparams(ROOT / cell, overrides), args.device, args.precision)
+            slow = name == "wav2vec2-base" and args.device == "cpu"
+            steps = max(2, args.steps // (4 if slow else 1))
+            if args.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
             rate = model_rate(trainer, batch, steps)
+            peak = (torch.cuda.max_memory_allocated() / 2**30
+                    if args.device.startswith("cuda") else float("nan"))
             utt = rate * args.batch
-            loop_ours = loop_rate(trainer, our_loader(csv_path, encoder, args.batch, args.workers,
-                                                      steps + 1), steps)
-            loop_stock = loop_rate(trainer, stock_loader(csv_path, encoder, args.batch,
-                                                         args.workers, False), steps)
+            loop_ours = loop_stock = float("nan")
+            if not args.skip_loops:
+                loop_ours = loop_rate(trainer, our_loader(
+                    csv_path, encoder, args.batch, args.workers, steps + 1), steps)
+                loop_stock = loop_rate(trainer, stock_loader(
+                    csv_path, encoder, args.batch, args.workers, False), steps)
             print(f"{name:14s} {rate:8.2f} {utt:8.1f} {ours / utt:11.1f}x "
-                  f"{loop_ours:10.2f} {loop_stock:10.2f}", flush=True)
+                  f"{loop_ours:10.2f} {loop_stock:10.2f} {peak:9.2f}", flush=True)
+            del trainer
 
 
 if __name__ == "__main__":
