@@ -56,6 +56,7 @@ from lowres.hparams import (
 )
 from lowres.metrics import eer
 from lowres.schedules import SCHEDULES, build_lr_scheduler
+from prepare.errors import PrepareError
 
 logger = logging.getLogger(__name__)
 
@@ -403,6 +404,6 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, lowres_data.ManifestError) as err:
+    except (HparamsError, lowres_data.ManifestError, PrepareError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
