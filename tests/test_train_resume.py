@@ -35,8 +35,9 @@ def run_train(args, timeout=300):
 
 
 def checkpoints(out):
+    """Completely written checkpoints (train.py saves complete.ckpt last)."""
     save = Path(out) / "save"
-    return sorted(p for p in save.glob("CKPT+*") if (p / "CKPT.yaml").is_file())
+    return sorted(p for p in save.glob("CKPT+*") if (p / "complete.ckpt").is_file())
 
 
 def ckpt_step(ckpt) -> int:
@@ -66,9 +67,11 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
     try:  # kill once a mid-run checkpoint past the first validation exists
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
-            ckpts = checkpoints(killed)
-            if ckpts and any(10 <= ckpt_step(c) < 20 for c in ckpts):
-                break
+            try:
+                if any(10 <= ckpt_step(c) < 20 for c in checkpoints(killed)):
+                    break
+            except (OSError, TypeError):  # a checkpoint being written or deleted
+                pass
             time.sleep(0.2)
         assert proc.poll() is None, "training finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
@@ -78,8 +81,19 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
             proc.kill()
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     assert 0 < resumed_from < 24
+    # A checkpoint cut short while saving (meta written, files missing) is newer than all:
+    # the rerun must drop it and resume from the last complete one.
+    import yaml
+
+    latest = max(checkpoints(killed), key=lambda p: p.name)
+    meta = yaml.safe_load((latest / "CKPT.yaml").read_text())
+    meta["unixtime"] += 1000
+    broken = killed / "save" / "CKPT+2099-01-01+00-00-00+00"
+    broken.mkdir(exist_ok=True)
+    (broken / "CKPT.yaml").write_text(yaml.safe_dump(meta))
 
     run_train(args)
+    assert not broken.exists()
     log = (killed / "train_log.txt").read_text()
     assert f"resumed_at_step: {resumed_from}" in log
     assert log.count("epoch: 0,") == 1  # step-0 validation ran once, not again on resume

@@ -30,6 +30,7 @@ import logging
 import os
 import random
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 from tqdm import tqdm
 
 from lowres import data as lowres_data
@@ -136,6 +137,8 @@ class SpeakerBrain(sb.core.Brain):
             final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps)
         self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
         self.checkpointer.add_recoverable("rng", RngState())
+        # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
+        self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
 
     def _wrap_distributed(self):
         if not (self.distributed_launch and self.device_type == "cpu"):
@@ -148,7 +151,11 @@ class SpeakerBrain(sb.core.Brain):
                     module, find_unused_parameters=self.find_unused_parameters)
 
     def on_fit_start(self):
-        super().on_fit_start()  # ... and recovers the latest checkpoint, if any
+        self._compile()
+        self._wrap_distributed()
+        self.init_optimizers()
+        remove_incomplete_checkpoints(self.checkpointer)
+        self.checkpointer.recover_if_possible()
         if self.checkpointer.find_checkpoint() is None:
             logger.info("Validation before training (step 0)")
             self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
@@ -157,6 +164,32 @@ class SpeakerBrain(sb.core.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"resumed_at_step": self.optimizer_step,
                             "epoch": self.hparams.epoch_counter.current})
+
+
+COMPLETE = "complete"
+
+
+@register_checkpoint_hooks
+class CompleteMarker:
+    """Written after every other file of a checkpoint."""
+
+    @mark_as_saver
+    def _save(self, path):
+        Path(path).write_text("complete\n")
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch):
+        pass
+
+
+def remove_incomplete_checkpoints(checkpointer) -> None:
+    """Delete checkpoints whose saving was interrupted (SpeechBrain writes CKPT.yaml first)."""
+    if if_main_process():
+        for ckpt in checkpointer.find_checkpoints():
+            if not (ckpt.path / f"{COMPLETE}.ckpt").is_file():
+                logger.warning("removing the incomplete checkpoint %s", ckpt.path)
+                shutil.rmtree(ckpt.path)
+    ddp_barrier()
 
 
 class RunningStats:
