@@ -15,8 +15,7 @@ from lowres import grids
 from lowres.grids import ALL_TEST_SETS, expand, format_value, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_MD = Path("/work/shared/docs/SEED.md")
-
+SEED_MD = ROOT.parent / "shared" / "docs" / "SEED.md"  # beside the checkout, as in CI
 
 
 def _value(text: str):
