@@ -5,12 +5,14 @@
     python -m lowres.grid task GRID --index I [...]      # one run (what slurm/*.sbatch calls)
     python -m lowres.grid sbatch GRID [--parallel P] [--submit] [...]
 
-GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/grids.py).  The
+GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/grids.py), or demo
+(`make demo`: each model on the three tiny subsets, CPU-sized; not a grid of the study).  The
 commands are run from the repository root; a relative --runs_root is taken
 relative to the current directory.  Extra overrides (``--set key=value``,
 ``--overrides file.yaml`` with flat ``key: value`` lines) are appended to every
 command and replace a grid value of the same key; run folders keep encoding the
-grid point.  A run is finished when OUT/eval/best/results.json exists.
+grid point.  Overrides for one model only: a ``MODEL:`` mapping in the file or
+``--set MODEL.key=value``.  A run is finished when OUT/eval/best/results.json exists.
 """
 
 from __future__ import annotations
@@ -28,7 +30,17 @@ from pathlib import Path
 
 import yaml
 
-from lowres.grids import GPU_CLASS, GRIDS, REPO_ROOT, Run, expand, format_value
+from lowres.grids import (
+    ALL_GRIDS,
+    GPU_CLASS,
+    LOCAL_GRIDS,
+    MODELS,
+    REPO_ROOT,
+    Run,
+    expand,
+    format_value,
+    model_sections,
+)
 
 # The study's hydra.launcher.array_parallelism per grid (SEED.md); steps ran one at a time.
 DEFAULT_PARALLEL = {"naive_lr": 3, "detailed_lr": 3, "steps": 1, "ablation": 8}
@@ -41,21 +53,43 @@ def _override_text(value) -> str:
     return format_value(value)
 
 
-def parse_extra(sets: list[str] | None, files: list[str] | None) -> dict[str, str]:
-    """Merge ``--overrides FILE`` (in order) and then ``--set key=value`` into one dict."""
+def parse_overrides(sets: list[str] | None, files: list[str] | None
+                    ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Merge ``--overrides FILE`` (in order) and then ``--set key=value`` into
+    (overrides of every run, {model: overrides of that model's runs}).
+
+    In a file, a top-level ``<model>:`` mapping (xvector, ecapa, wav2vec2) holds that
+    model's overrides (lowres.grids.model_sections); on the command line
+    ``--set <model>.key=value`` does the same.
+    """
     extra: dict[str, str] = {}
+    per_model: dict[str, dict[str, str]] = {}
     for file in files or []:
         data = yaml.safe_load(Path(file).read_text()) or {}
         if not isinstance(data, dict):
             raise SystemExit(f"--overrides {file}: expected 'key: value' lines, got {type(data)}")
-        for key, value in data.items():
+        common, models = model_sections(data)
+        for key, value in common.items():
             extra[str(key)] = _override_text(value)
+        for model, values in models.items():
+            for key, value in values.items():
+                per_model.setdefault(model, {})[str(key)] = _override_text(value)
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"--set expects key=value, got {item!r}")
-        extra[key.strip().lstrip("-")] = value
-    return extra
+        key = key.strip().lstrip("-")
+        model, dot, model_key = key.partition(".")
+        if dot and model in MODELS:
+            per_model.setdefault(model, {})[model_key] = value
+        else:
+            extra[key] = value
+    return extra, per_model
+
+
+def parse_extra(sets: list[str] | None, files: list[str] | None) -> dict[str, str]:
+    """The overrides of every run (see :func:`parse_overrides`)."""
+    return parse_overrides(sets, files)[0]
 
 
 def runs_root_arg(value: str) -> Path:
@@ -87,12 +121,12 @@ def best_lr_arg(args) -> dict | None:
 
 
 def select(args) -> list[Run]:
-    extra = parse_extra(args.set, args.overrides)
+    extra, model_extra = parse_overrides(args.set, args.overrides)
     best_lr = best_lr_arg(args)
     try:
         return expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
                       subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr,
-                      step_scale=args.step_scale)
+                      step_scale=args.step_scale, model_extra=model_extra)
     except ValueError as err:
         raise SystemExit(str(err)) from None
 
@@ -247,13 +281,15 @@ def gpu_args(model: str) -> list[str]:
 
 
 def cmd_sbatch(args) -> int:
+    if args.grid in LOCAL_GRIDS:
+        raise SystemExit(f"{args.grid} runs locally only: python -m lowres.grid run {args.grid}")
     runs = select(args)
     script = f"slurm/{args.grid}.sbatch"
     lines = []
     for model in dict.fromkeys(run.model for run in runs):
         n = sum(run.model == model for run in runs)
         parallel = args.parallel or DEFAULT_PARALLEL_MODEL.get(
-            (args.grid, model), DEFAULT_PARALLEL[args.grid])
+            (args.grid, model), DEFAULT_PARALLEL.get(args.grid, 1))
         log = REPO_ROOT / "slurm" / "logs" / "%x_%A_%a.log"
         cmd = ["sbatch", f"--array=0-{n - 1}%{parallel}", f"--chdir={REPO_ROOT}",
                f"--output={log}", *gpu_args(model), *args.sbatch_arg, script, model,
@@ -279,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
 
     def common(p):
-        p.add_argument("grid", choices=list(GRIDS))
+        p.add_argument("grid", choices=list(ALL_GRIDS))
         p.add_argument("--model", action="append", help="restrict to model(s): xvector, "
                        "ecapa, wav2vec2 (repeat or comma-separate; 'all' = no restriction)")
         p.add_argument("--subset", action="append", help="restrict to subset(s)")
@@ -287,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--runs_root", default=os.environ.get("LOWRES_RUNS_ROOT", "runs"),
                        help="root of the run folders (default $LOWRES_RUNS_ROOT or ./runs)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="extra train.py override for every run (repeatable)")
+                       help="extra train.py override for every run (repeatable); "
+                       "MODEL.KEY=VALUE: for that model's runs only")
         p.add_argument("--overrides", action="append", metavar="YAML",
-                       help="file of 'key: value' overrides for every run (repeatable)")
+                       help="file of 'key: value' overrides for every run (repeatable); a "
+                       "top-level 'MODEL:' mapping holds overrides of that model only")
         p.add_argument("--best_lr_from", metavar="RUNS_ROOT",
                        help="steps grid: take each cell's lr from our own naive/detailed LR "
                        "runs below RUNS_ROOT (lowest EER) instead of the study's")

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "MODELS", "SUBSETS", "GRIDS", "GPU_CLASS", "ALL_TEST_SETS", "Run", "expand",
+    "MODELS", "SUBSETS", "GRIDS", "LOCAL_GRIDS", "ALL_GRIDS", "GPU_CLASS", "ALL_TEST_SETS",
+    "DEMO_SUBSETS", "Run", "expand", "model_sections",
     "format_value", "parse_run_path", "is_finished", "results_path", "REPO_ROOT",
 ]
 
@@ -301,6 +302,26 @@ GRIDS = {
 }
 
 
+# ---------------------------------------------------------------------------
+# demo (not a grid of the study; `make demo`, lowres/demo.py): every model on the three
+# tiny subsets, once, with the CPU-sized settings of hparams/overrides/cpu_demo.yaml
+# (given with --overrides, where also each model's lr lives).  Folder
+# RUNS_ROOT/demo/<model>_<subset>/trained; lowres.demo puts the untrained model of each
+# architecture beside it, in RUNS_ROOT/demo/<model>_tiny_few/untrained.
+DEMO_SUBSETS = ("tiny_few", "tiny_many_low", "tiny_many_high")
+
+
+def _demo_points():
+    for model in MODELS:
+        for subset in DEMO_SUBSETS:
+            yield model, subset, (("", "trained"),), dict(ALL_TEST_SETS), None
+
+
+# Grids run locally only (no slurm/<grid>.sbatch, not in the study's counts).
+LOCAL_GRIDS = {"demo": _demo_points}
+ALL_GRIDS = {**GRIDS, **LOCAL_GRIDS}
+
+
 def _folder(runs_root: Path, grid: str, model: str, subset: str, point, tag) -> Path:
     name = "_".join(f"{key}{value}" for key, value in point)
     base = Path(runs_root) / grid / f"{model}_{subset}"
@@ -331,6 +352,7 @@ def expand(
     extra: Mapping[str, object] | None = None,
     best_lr: Mapping[tuple[str, str], float] | None = None,
     step_scale: float | None = None,
+    model_extra: Mapping[str, Mapping[str, object]] | None = None,
 ) -> list[Run]:
     """Expand `grid` into its runs, in a fixed order (the SLURM array index order).
 
@@ -344,26 +366,33 @@ def expand(
     max_steps (the grid's or the recipe's 50k), wav2vec2's num_frozen_steps and, with the
     one_cycle schedule, its half-cycle, so 25k/50k/100k/400k stay distinct and the
     freeze still covers the first LR cycle; `extra` still wins over the scaled values.
+    `model_extra` maps a model to overrides for its runs only (applied after `extra`),
+    e.g. a CPU-sized ECAPA width or each model's lr (see :func:`model_sections`).
     """
-    if grid not in GRIDS:
-        raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
+    if grid not in ALL_GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(ALL_GRIDS)}")
     want_models = _select(models, MODELS, "model")
     want_subsets = _select(subsets, SUBSETS, "subset")
     want_tags = _select(tags, tuple(ABLATION_VARIANTS), "ablation tag")
     extra = dict(extra or {})
-    reserved = {"output_folder"} & set(extra)
+    model_extra = {m: dict(v) for m, v in (model_extra or {}).items()}
+    unknown = set(model_extra) - set(MODELS)
+    if unknown:
+        raise ValueError(f"per-model overrides for unknown model(s) {sorted(unknown)}")
+    every = [*extra.items(), *(kv for v in model_extra.values() for kv in v.items())]
+    reserved = {"output_folder"} & {key for key, _ in every}
     if reserved:
         raise ValueError(f"{sorted(reserved)} are set by the grid, not by extra overrides")
     if "=" in str(runs_root):
         raise ValueError(f"runs root {runs_root}: no '=' please (SpeechBrain splits its "
                          "--key=value arguments at every '=')")
-    for key, value in extra.items():
+    for key, value in every:
         if "=" in f"{key}{format_value(value)}":
             raise ValueError(f"override {key}={value}: SpeechBrain cannot take '=' in a key "
                              "or value")
     if best_lr and grid != "steps":
         raise ValueError(f"best_lr applies to the steps grid, not to {grid}")
-    points = GRIDS[grid](best_lr) if best_lr else GRIDS[grid]()
+    points = ALL_GRIDS[grid](best_lr) if best_lr else ALL_GRIDS[grid]()
     runs = []
     for model, subset, point, overrides, tag in points:
         if want_models and model not in want_models:
@@ -376,10 +405,29 @@ def expand(
         if step_scale:
             merged.update(scaled_steps(model, merged, step_scale))
         merged.update(extra)
+        merged.update(model_extra.get(model, {}))
         folder = _folder(Path(runs_root), grid, model, subset, point, tag)
         experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
         runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment))
     return runs
+
+
+def model_sections(overrides: Mapping[str, object]) -> tuple[dict, dict[str, dict]]:
+    """Split an overrides mapping into (every run, {model: its runs only}).
+
+    A top-level key named after a model (``xvector``, ``ecapa``, ``wav2vec2``) whose value
+    is a mapping holds that model's overrides; every other key applies to every run::
+
+        batch_size: 32          # every run
+        ecapa: {lr: 5.0e-3, ecapa_channels: 128}
+    """
+    common, per_model = {}, {}
+    for key, value in overrides.items():
+        if key in MODELS and isinstance(value, Mapping):
+            per_model[key] = dict(value)
+        else:
+            common[key] = value
+    return common, per_model
 
 
 def scaled_steps(model: str, overrides: Mapping[str, object], scale: float) -> dict:
@@ -418,8 +466,10 @@ def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:
     if cell_at is None:
         return info
     info["model"], info["subset"] = _CELL.match(parts[cell_at]).groups()
-    if cell_at > 0 and parts[cell_at - 1] in GRIDS:
+    if cell_at > 0 and parts[cell_at - 1] in ALL_GRIDS:
         info["grid"] = parts[cell_at - 1]
+    elif cell_at == 0 and Path(runs_root).resolve().name in ALL_GRIDS:  # root = a grid's folder
+        info["grid"] = Path(runs_root).resolve().name
     rest = parts[cell_at + 1:]
     if len(rest) == 2 and rest[0] in ABLATION_VARIANTS:
         info["tag"] = rest[0]

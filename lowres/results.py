@@ -15,6 +15,8 @@ diverged and unfinished runs; the figures (PNG and PDF):
   (naive and detailed LR grid together; VoxCeleb1-O by default),
 * ``steps.*``: EER vs max_steps, mean ± sd over seeds and every seed,
 * ``ablation.*``: the wav2vec2 ablation, bars = mean, dots = seeds.
+* ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
+  (``max_steps`` 0), one panel per test set.
 
 Diverged runs are kept: marked "div." in the tables and drawn as red crosses
 (at their EER when they were evaluated, else at the top of the panel).
@@ -31,10 +33,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lowres.grids import ABLATION_LABELS, ABLATION_VARIANTS, MODELS, SUBSETS, parse_run_path
+from lowres.grids import (
+    ABLATION_LABELS,
+    ABLATION_VARIANTS,
+    DEMO_SUBSETS,
+    MODELS,
+    SUBSETS,
+    parse_run_path,
+)
 
 __all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
-           "main"]
+           "demo_cells", "demo_table", "plot_demo", "main"]
 
 RUN_MARKERS = ("hyperparams.yaml", "train_log.txt", "eval")
 SKIP_DIRS = {"save", "eval", "results", "__pycache__"}
@@ -287,6 +296,36 @@ def ablation_table(frame: pd.DataFrame, test_set: str) -> list[str]:
     return _table(["variant", *subsets], rows)
 
 
+def demo_cells(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    """The demo grid's runs: (model, subset or "untrained") -> its row (max_steps 0 =
+    the untrained model of lowres.demo).  Only finished runs."""
+    sub = frame[(frame["grid"] == "demo") & (frame["status"] == "finished")]
+    cells = {}
+    for _, row in sub.iterrows():
+        untrained = _float(row.get("max_steps")) == 0
+        cells[row["model"], "untrained" if untrained else row["subset"]] = row
+    return cells
+
+
+DEMO_COLUMNS = ("untrained", *DEMO_SUBSETS)
+
+
+def demo_table(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
+    """Markdown rows: one per model; EER % and minDCF(0.01) per subset and untrained."""
+    cells = demo_cells(frame)
+    rows = []
+    for model in _order([m for m, _ in cells], MODELS):
+        row = [MODEL_LABELS.get(model, model)]
+        for col in DEMO_COLUMNS:
+            r = cells.get((model, col))
+            eer = _float(r.get(f"eer_pct_{test_set}")) if r is not None else math.nan
+            dcf = _float(r.get(f"min_dcf_0.01_{test_set}")) if r is not None else math.nan
+            row.append("—" if math.isnan(eer) else f"{eer:.2f} / {dcf:.3f}"
+                       + (" (div.)" if r is not None and r["diverged"] else ""))
+        rows.append(row)
+    return _table(["model", *[f"{c} EER % / minDCF" for c in DEMO_COLUMNS]], rows)
+
+
 def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
                    steps_test: str | None = None) -> None:
     lines = ["# Results", ""]
@@ -311,6 +350,12 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
         test = pick_test_set(frame[frame["grid"] == "ablation"], steps_test)
         lines += [f"## wav2vec2 ablation (EER %, {TEST_LABELS.get(test, test)})", ""]
         lines += ablation_table(frame, test) + [""]
+    if (frame["grid"] == "demo").any():
+        lines += ["## Demo: trained on each tiny subset vs untrained (EER % / minDCF at "
+                  "p_target 0.01)", ""]
+        for test in ("original", "extended", "hard"):
+            if f"eer_pct_{test}" in frame and frame[f"eer_pct_{test}"].notna().any():
+                lines += [f"### {TEST_LABELS[test]}", ""] + demo_table(frame, test) + [""]
     other = frame[frame["grid"] == ""]
     eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]
     if len(other):
@@ -539,6 +584,44 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
     return _save(fig, out, "ablation")
 
 
+def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Bars: EER per model (groups) x subset (colours), the untrained model in grey."""
+    cells = demo_cells(frame)
+    if not cells:
+        return []
+    tests = [t for t in TEST_LABELS if f"eer_pct_{t}" in frame
+             and frame[f"eer_pct_{t}"].notna().any()]
+    models = _order([m for m, _ in cells], MODELS)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 3.4), squeeze=False,
+                             sharey=True)
+    colors = {"untrained": "tab:gray", "tiny_few": "tab:purple",
+              "tiny_many_low": "tab:red", "tiny_many_high": "tab:cyan"}
+    width = 0.8 / len(DEMO_COLUMNS)
+    for ax, test in zip(axes[0], tests, strict=True):
+        for k, col in enumerate(DEMO_COLUMNS):
+            xs, ys = [], []
+            for i, model in enumerate(models):
+                r = cells.get((model, col))
+                if r is not None and not math.isnan(_float(r.get(f"eer_pct_{test}"))):
+                    xs.append(i + (k - (len(DEMO_COLUMNS) - 1) / 2) * width)
+                    ys.append(_float(r[f"eer_pct_{test}"]))
+            ax.bar(xs, ys, width=width, color=colors[col], label=col,
+                   hatch="//" if col == "untrained" else None, edgecolor="white")
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels([MODEL_LABELS.get(m, m) for m in models])
+        ax.set_title(TEST_LABELS[test])
+        ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("EER (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels),
+               bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.text(0.5, -0.04, "demo (CPU-sized, synthetic corpus): one run per bar; dotted: chance",
+             ha="center", fontsize=8)
+    return _save(fig, out, "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lowres.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -561,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         written += plot_lr(frame, out, args.lr_test_set)
         written += plot_steps(frame, out, args.test_set)
         written += plot_ablation(frame, out, args.test_set)
+        written += plot_demo(frame, out)
     n_div = int(frame["diverged"].sum()) if not frame.empty else 0
     print(f"{len(frame)} runs ({n_div} diverged) -> " + ", ".join(str(p) for p in written))
     return 0
