@@ -610,7 +610,9 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
             ax.bar(xs, ys, width=width, color=colors[col], label=col,
                    hatch="//" if col == "untrained" else None, edgecolor="white")
         ax.set_xticks(range(len(models)))
-        ax.set_xticklabels([MODEL_LABELS.get(m, m) for m in models])
+        ax.set_xticklabels([MODEL_LABELS.get(m, m) + ("\n(random init)" if any(
+            str(r.get("reset_weights")).lower() == "true" for (mm, _), r in cells.items()
+            if mm == m) else "") for m in models])
         ax.set_title(TEST_LABELS[test])
         ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
         ax.grid(True, axis="y", alpha=0.3)
@@ -618,7 +620,7 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels),
                bbox_to_anchor=(0.5, 1.08), frameon=False)
-    fig.text(0.5, -0.04, "demo (CPU-sized, synthetic corpus): one run per bar; dotted: chance",
+    fig.text(0.5, -0.1, "demo (CPU-sized, synthetic corpus): one run per bar; dotted: chance",
              ha="center", fontsize=8)
     return _save(fig, out, "demo")
 

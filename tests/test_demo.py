@@ -40,8 +40,9 @@ def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
         assert ("wav2vec2_source" in run.overrides) == (run.model == "wav2vec2")
         _, _, overrides = sb.parse_arguments(run.argv()[2:])
         values = plain_values(ROOT / run.hparams_file, overrides)  # unknown key -> error
-        assert values["max_steps"] == int(extra["max_steps"])
-        assert values["lr"] == float(per_model[run.model]["lr"])
+        own = {**extra, **per_model[run.model]}  # a model's own value wins
+        assert values["max_steps"] == int(own["max_steps"])
+        assert values["lr"] == float(own["lr"])
         assert values["test_sets"] == ["original", "extended", "hard"]
     with pytest.raises(ValueError, match="unknown model"):
         expand("demo", tmp_path, model_extra={"resnet": {"lr": 1}})
