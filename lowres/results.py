@@ -456,6 +456,12 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
         ax.grid(True, which="major", alpha=0.3)
         if pending:
             _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label)
+    _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid")
+    return _save(fig, out, "lr")
+
+
+def _finish_panels(fig, axes, test: str, note: str) -> None:
+    """Y label, one legend above a row of panels (each label once), a note below."""
     axes[0][0].set_ylabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
     handles, labels = [], []
     for ax in axes[0]:
@@ -465,9 +471,7 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
                 labels.append(lab)
     fig.legend(handles, labels, loc="upper center", ncol=len(labels) + 1,
                bbox_to_anchor=(0.5, 1.08), frameon=False)
-    fig.text(0.5, -0.1, "circles: naive grid, open squares: detailed grid",
-             ha="center", fontsize=8)
-    return _save(fig, out, "lr")
+    fig.text(0.5, -0.1, note, ha="center", fontsize=8)
 
 
 def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
@@ -518,16 +522,7 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
         ax.grid(True, alpha=0.3)
         if pending:
             _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label)
-    axes[0][0].set_ylabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
-    handles, labels = [], []
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels) + 1,
-               bbox_to_anchor=(0.5, 1.08), frameon=False)
-    fig.text(0.5, -0.1, "mean ± sd over seeds; dots: single seeds", ha="center", fontsize=8)
+    _finish_panels(fig, axes, test, "mean ± sd over seeds; dots: single seeds")
     return _save(fig, out, "steps")
 
 
