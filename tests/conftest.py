@@ -4,6 +4,7 @@ Both are built through the public CLIs, so every test that uses them also
 exercises the commands a user runs.
 """
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,14 @@ def run_module(module: str, *args: str, cwd: Path = ROOT) -> subprocess.Complete
     if proc.returncode != 0:
         pytest.fail(f"python -m {module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def load_script(path: Path, name: str):
+    """Import a script that is not in a package (benchmarks/, recipes/) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

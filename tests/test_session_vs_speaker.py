@@ -1,22 +1,14 @@
 """benchmarks/session_vs_speaker.py: the diagnostic that tells voice from channel learning."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def diag():
-    spec = importlib.util.spec_from_file_location(
-        "session_vs_speaker", ROOT / "benchmarks" / "session_vs_speaker.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "session_vs_speaker.py", "session_vs_speaker")
 
 
 def files() -> pd.DataFrame:

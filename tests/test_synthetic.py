@@ -2,7 +2,6 @@
 
 import csv
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ROOT, run_module
+from conftest import ROOT, load_script, run_module
 
 from prepare import synthetic
 from prepare.synth_channel import CODECS, Channel, apply_channel
@@ -26,11 +25,7 @@ TINY = dict(speakers=2, sessions=2, utterances=2, min_files=2,
 
 
 def _load_baseline():
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_baseline", ROOT / "benchmarks" / "synthetic_baseline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "synthetic_baseline.py", "synthetic_baseline")
 
 
 def _vox1_meta(corpus: Path) -> dict:

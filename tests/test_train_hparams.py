@@ -1,6 +1,5 @@
 """The 14 hparams files build their models; overrides reach them; bad values fail clearly."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from lowres.hparams import HparamsError, load_hparams, plain_values
 from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
@@ -122,10 +122,7 @@ def test_unknown_key_is_an_error(tiny_w2v2):
 
 
 def train_module():
-    spec = importlib.util.spec_from_file_location("lowres_train", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TRAIN, "lowres_train")
 
 
 @pytest.mark.parametrize("args, message", [
