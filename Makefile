@@ -43,4 +43,4 @@ demo: setup
 # Remove what `make demo` made (corpus, random wav2vec2, runs, results): the next demo
 # starts from scratch.
 clean-demo:
-	rm -rf data/synthetic data/wav2vec2_random_tiny runs/demo results/demo
+	rm -rf data/synthetic_demo data/wav2vec2_random_tiny runs/demo results/demo
