@@ -87,11 +87,6 @@ def parse_overrides(sets: list[str] | None, files: list[str] | None
     return extra, per_model
 
 
-def parse_extra(sets: list[str] | None, files: list[str] | None) -> dict[str, str]:
-    """The overrides of every run (see :func:`parse_overrides`)."""
-    return parse_overrides(sets, files)[0]
-
-
 def runs_root_arg(value: str) -> Path:
     """Absolute runs root; shown relative to the repository root when inside it."""
     root = Path(value).expanduser().resolve()

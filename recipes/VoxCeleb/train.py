@@ -151,11 +151,8 @@ class SpeakerBrain(sb.core.Brain):
                     module, find_unused_parameters=self.find_unused_parameters)
 
     def on_fit_start(self):
-        self._compile()
-        self._wrap_distributed()
-        self.init_optimizers()
         remove_incomplete_checkpoints(self.checkpointer)
-        self.checkpointer.recover_if_possible()
+        super().on_fit_start()  # ... and recovers the latest (complete) checkpoint, if any
         if self.checkpointer.find_checkpoint() is None:
             logger.info("Validation before training (step 0)")
             self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
