@@ -50,13 +50,14 @@ from pathlib import Path
 
 import yaml
 
+from lowres import results as lowres_results
 from lowres.grids import DEMO_SUBSETS, MODELS, REPO_ROOT, expand, is_finished, results_path
 
 STAGES = ("corpus", "prepare", "wav2vec2", "untrained", "train", "results")
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
-TEST_SETS = ("original", "extended", "hard")
-TEST_LABELS = {"original": "VoxCeleb1-O", "extended": "VoxCeleb1-E", "hard": "VoxCeleb1-H"}
-MODEL_LABELS = {"xvector": "x-vector", "ecapa": "ECAPA-TDNN", "wav2vec2": "wav2vec2 (random init)"}
+TEST_LABELS = lowres_results.TEST_LABELS
+TEST_SETS = tuple(TEST_LABELS)
+MODEL_LABELS = {**lowres_results.MODEL_LABELS, "wav2vec2": "wav2vec2 (random init)"}
 
 
 def say(text: str) -> None:
@@ -280,8 +281,6 @@ def checks(cells: dict, test: str) -> list[str]:
 
 
 def results(runs_root: Path, out: Path) -> dict:
-    from lowres import results as lowres_results
-
     demo_root = _abs(runs_root) / "demo"
     lowres_results.main([str(demo_root), "--out", str(out)])
     cells = read_cells(runs_root)

@@ -193,6 +193,12 @@ def pick_test_set(frame: pd.DataFrame, preferred: str | None, fallback=("hard", 
     return sets[0] if sets else None
 
 
+def tests_with_results(frame: pd.DataFrame) -> list[str]:
+    """The VoxCeleb1 test sets (in O, E, H order) with at least one EER in `frame`."""
+    return [t for t in TEST_LABELS if f"eer_pct_{t}" in frame
+            and frame[f"eer_pct_{t}"].notna().any()]
+
+
 def _order(values, known):
     values = [v for v in dict.fromkeys(values) if v]
     return [v for v in known if v in values] + sorted(v for v in values if v not in known)
@@ -354,9 +360,8 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
     if (frame["grid"] == "demo").any():
         lines += ["## Demo: trained on each tiny subset vs untrained (EER % / minDCF at "
                   "p_target 0.05)", ""]
-        for test in ("original", "extended", "hard"):
-            if f"eer_pct_{test}" in frame and frame[f"eer_pct_{test}"].notna().any():
-                lines += [f"### {TEST_LABELS[test]}", ""] + demo_table(frame, test) + [""]
+        for test in tests_with_results(frame):
+            lines += [f"### {TEST_LABELS[test]}", ""] + demo_table(frame, test) + [""]
     other = frame[frame["grid"] == ""]
     eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]
     if len(other):
@@ -585,8 +590,7 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
     cells = demo_cells(frame)
     if not cells:
         return []
-    tests = [t for t in TEST_LABELS if f"eer_pct_{t}" in frame
-             and frame[f"eer_pct_{t}"].notna().any()]
+    tests = tests_with_results(frame)
     models = _order([m for m, _ in cells], MODELS)
     plt = _plt()
     fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 3.4), squeeze=False,
