@@ -35,7 +35,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# The study end to end at CPU scale on the synthetic corpus (lowres/demo.py; settings in
+# The study end to end at CPU scale on the synthetic corpus (lowres/study/demo.py; settings in
 # hparams/overrides/cpu_demo.yaml). Rerunning reuses what is done.
 demo: setup
 	$(PY) -m lowres.demo

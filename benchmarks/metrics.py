@@ -1,4 +1,4 @@
-"""Time lowres.metrics (EER, minDCF) against speechbrain.utils.metric_stats.EER.
+"""Time lowres.scoring.metrics (EER, minDCF) against speechbrain.utils.metric_stats.EER.
 
 Sizes are the trial counts of VoxCeleb1-O (37,611), -E (579,818) and a 5M
 list.  SpeechBrain's EER loops over ~2n thresholds with an O(n) pass each, so
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from lowres.metrics import eer, min_dcf
+from lowres.scoring.metrics import eer, min_dcf
 
 
 def trials(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lowres.io import lists
 from prepare import manifests
 from prepare.split import split_validation
 from prepare.subsets import (
@@ -130,9 +131,9 @@ def main() -> None:
         t = time.perf_counter()
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        manifests.write_manifest(folder / "train.csv", sub)
-        manifests.write_manifest(folder / "val.csv", sub_val)
-        manifests.write_trials(folder / "val_trials.txt", trials)
+        lists.write_manifest(folder / "train.csv", sub)
+        lists.write_manifest(folder / "val.csv", sub_val)
+        lists.write_trials(folder / "val_trials.txt", trials)
         stats = manifests.subset_stats(sub, sub_val, trials)
         manifests.write_json_stats(folder / "stats.json", stats)
         write_subset_list(folder / f"{name}_utterance_list.csv", sub, sub_val)

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from lowres.score_norm import as_norm_scores, cohort_statistics, cosine_trial_scores
+from lowres.scoring.score_norm import as_norm_scores, cohort_statistics, cosine_trial_scores
 
 
 def main() -> None:

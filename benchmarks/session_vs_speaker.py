@@ -25,14 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lowres.embeddings import extract_embeddings  # noqa: E402
-from lowres.evaluation import (  # noqa: E402
+from lowres.io.lists import read_manifest  # noqa: E402
+from lowres.scoring.embeddings import extract_embeddings  # noqa: E402
+from lowres.scoring.evaluation import (  # noqa: E402
     load_checkpoint,
     load_run_hparams,
-    read_manifest,
     test_set_files,
 )
-from lowres.metrics import eer  # noqa: E402
+from lowres.scoring.metrics import eer  # noqa: E402
 
 
 def trial_pairs(files, nontarget_fraction: float, seed: int = 0):

@@ -4,7 +4,7 @@
 
 Measures, at batch ``--batch`` x 2 s crops:
 
-* loader items/s: lowres.data (one seeded crop read from disk with soundfile start/stop)
+* loader items/s: lowres.data.loading (one seeded crop read from disk with soundfile start/stop)
   and two stock SpeechBrain VoxCeleb-recipe-style pipelines: the whole file read with
   ``speechbrain.dataio.dataio.read_audio`` then cropped with ``random.randint``, and the
   recipe's own partial read (``frame_offset`` / ``num_frames``; here through
@@ -42,9 +42,10 @@ from speechbrain.utils.data_pipeline import provides, takes
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lowres import data as lowres_data  # noqa: E402
-from lowres.hparams import load_hparams  # noqa: E402
-from lowres.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
+from lowres.data import loading as lowres_data  # noqa: E402
+from lowres.io.hparams import load_hparams  # noqa: E402
+from lowres.io.lists import manifest_items, read_manifest  # noqa: E402
+from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
 
 SR = 16000
 CROP = 2.0
@@ -78,7 +79,7 @@ def our_loader(csv_path, encoder, batch, workers, steps):
 
 def stock_loader(csv_path, encoder, batch, workers, partial: bool):
     """SpeechBrain VoxCeleb recipe style: random crop in the audio pipeline."""
-    data = lowres_data.read_manifest(csv_path)
+    data = manifest_items(read_manifest(csv_path))
     crop = int(CROP * SR)
 
     @takes("wav", "duration")
@@ -206,13 +207,13 @@ def main(argv=None):
                                  n_batches)
         stock_part = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, True),
                                  n_batches)
-        print(f"loader items/s   lowres.data {ours:8.1f} | stock full read + crop "
+        print(f"loader items/s   lowres.data.loading {ours:8.1f} | stock full read + crop "
               f"{stock_full:8.1f} | stock partial read {stock_part:8.1f}")
         fetch = [item_us(loader.dataset, key) for loader, key in (
             (our_loader(csv_path, encoder, 1, 0, 1), lambda i: (i, i)),
             (stock_loader(csv_path, encoder, 1, 0, False), lambda i: i),
             (stock_loader(csv_path, encoder, 1, 0, True), lambda i: i))]
-        print(f"one item (us, no DataLoader)  lowres.data {fetch[0]:6.0f} | stock full read + "
+        print(f"one item (us, no DataLoader)  lowres {fetch[0]:6.0f} | stock full read + "
               f"crop {fetch[1]:6.0f} | stock partial read {fetch[2]:6.0f}")
 
         models = [(m, f"hparams/{m}_tiny_few.yaml", None) for m in args.models]

@@ -2,7 +2,7 @@
 
     python benchmarks/wav2vec2_memory.py [--batch 100] [--steps 8]
 
-A randomly initialised model of wav2vec2-base's architecture (lowres.tiny_wav2vec2,
+A randomly initialised model of wav2vec2-base's architecture (lowres.models.tiny_wav2vec2,
 ``size="base"``: same memory and speed as the real checkpoint, no download) is trained
 with gradient checkpointing at batch x 2 s, in fp16 and bf16, with the CNN frozen (the
 study's default) and trainable (the ablation's "nothing frozen" / "freeze CNN only"
@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from lowres import data as lowres_data  # noqa: E402
-from lowres.hparams import load_hparams  # noqa: E402
-from lowres.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
+from lowres.data import loading as lowres_data  # noqa: E402
+from lowres.io.hparams import load_hparams  # noqa: E402
+from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
 
 
 def main(argv=None) -> None:

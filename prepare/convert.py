@@ -17,7 +17,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from prepare.atomic import folder_lock
+from lowres.io.atomic import folder_lock
 from prepare.errors import PrepareError
 from prepare.progress import progress
 

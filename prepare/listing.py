@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from prepare.atomic import atomic_path, read_json, write_json
+from lowres.io.atomic import atomic_path, read_json, write_json
 from prepare.convert import SAMPLE_RATE, find_audio
 from prepare.errors import PrepareError
 from prepare.progress import progress

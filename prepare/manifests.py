@@ -18,47 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prepare.atomic import atomic_path, write_json
+from lowres.io.atomic import atomic_path, write_json
+from lowres.io.lists import MANIFEST_COLUMNS, read_trials, write_manifest
 from prepare.errors import PrepareError
 from prepare.listing import read_durations, split_ids
 
-MANIFEST_COLUMNS = ["ID", "duration", "wav", "spk_id", "session", "gender"]
 TEST_LISTS = {"original": "veri_test2.txt", "extended": "list_test_all2.txt",
               "hard": "list_test_hard2.txt"}
-
-
-def write_manifest(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """Write a manifest CSV (rows sorted by ID) atomically."""
-    with atomic_path(path) as tmp:
-        df.sort_values("ID")[MANIFEST_COLUMNS].to_csv(tmp, index=False)
-
-
-def write_trials(path: str | os.PathLike, trials: pd.DataFrame) -> None:
-    """Write ``label path1 path2`` lines atomically."""
-    with atomic_path(path) as tmp:
-        trials[["label", "path1", "path2"]].to_csv(tmp, sep=" ", header=False, index=False)
-
-
-def read_trial_list(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an official trial list (``label path1 path2`` per line) with checks."""
-    path = Path(path)
-    if not path.is_file():
-        raise PrepareError(f"trial list not found: {path}")
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            cells = line.split()
-            if not cells:
-                continue
-            if len(cells) != 3 or cells[0] not in ("0", "1"):
-                raise PrepareError(f"malformed trial list {path}, line {n}: {line.strip()!r} "
-                                   "(expected 'label path1 path2' with label 0 or 1)")
-            rows.append(cells)
-    if not rows:
-        raise PrepareError(f"trial list is empty: {path}")
-    df = pd.DataFrame(rows, columns=["label", "path1", "path2"])
-    df["label"] = df.label.astype(int)
-    return df
 
 
 def _distribution(values: pd.Series) -> dict:
@@ -135,14 +101,14 @@ def test_manifest(trials: pd.DataFrame, trial_file: Path, vox1_wav: Path,
     known.update(zip(todo, read_durations(todo, jobs, desc=f"headers {trial_file.name}"),
                      strict=True))
     df["duration"] = wav.map(known).to_numpy()
-    return df[MANIFEST_COLUMNS]
+    return df[list(MANIFEST_COLUMNS)]
 
 
 def write_test_set(out: Path, name: str, trial_file: Path, vox1_wav: Path,
                    genders: dict[str, str], jobs: int = 1,
                    known: dict[str, float] | None = None) -> None:
     """``out/<name>.csv`` and ``out/<name>_trials.txt`` (a copy of ``trial_file``)."""
-    trials = read_trial_list(trial_file)
+    trials = read_trials(trial_file)
     write_manifest(out / f"{name}.csv",
                    test_manifest(trials, trial_file, vox1_wav, genders, jobs, known))
     with atomic_path(out / f"{name}_trials.txt") as tmp:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prepare.atomic import atomic_path
+from lowres.io.atomic import atomic_path
 from prepare.errors import PrepareError, PrepareWarning
 from prepare.seeding import file_keys
 

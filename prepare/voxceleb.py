@@ -26,14 +26,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from prepare import manifests
-from prepare.atomic import (
+from lowres.io import lists
+from lowres.io.atomic import (
     atomic_folder,
     folder_lock,
     mark_done,
     remove_stale_temporaries,
     stage_done,
 )
+from lowres.io.lists import ListError
+from prepare import manifests
 from prepare.convert import convert_voxceleb2
 from prepare.errors import PrepareError, PrepareWarning
 from prepare.listing import load_or_build_listing
@@ -140,14 +142,14 @@ def write_subset(folder: Path, name: str, rule: dict, listing: pd.DataFrame,
     sub_train, sub_val = build_subset(rule, listing, train, val, seed)
     check_not_empty(name, sub_train, sub_val)
     if "trials" in rule:
-        trials = manifests.read_trial_list(rule["trials"])
+        trials = lists.read_trials(rule["trials"])
         manifests.check_trials_in(trials, sub_val, rule["trials"])
     else:
         trials = make_val_trials(sub_val, rule["n_trials"], seed, name=name)
     with atomic_folder(folder) as tmp:
-        manifests.write_manifest(tmp / "train.csv", sub_train)
-        manifests.write_manifest(tmp / "val.csv", sub_val)
-        manifests.write_trials(tmp / "val_trials.txt", trials)
+        lists.write_manifest(tmp / "train.csv", sub_train)
+        lists.write_manifest(tmp / "val.csv", sub_val)
+        lists.write_trials(tmp / "val_trials.txt", trials)
         stats = manifests.subset_stats(sub_train, sub_val, trials)
         stats["subset"], stats["rule"] = name, rule
         manifests.write_json_stats(tmp / "stats.json", stats)
@@ -342,7 +344,7 @@ def main(argv=None) -> int:
     data, save = args.pop("data_folder"), args.pop("save_folder")
     try:
         prepare_voxceleb(data, save, **args)
-    except PrepareError as e:
+    except (PrepareError, ListError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lowres.grids import DEMO_SUBSETS, MODELS, expand, parse_run_path
+from lowres.study.grids import DEMO_SUBSETS, MODELS, expand, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_DEMO = ROOT / "hparams" / "overrides" / "cpu_demo.yaml"
@@ -23,8 +23,8 @@ def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
     """cpu_demo.yaml's keys (common and per model) exist in every demo run's hparams file."""
     import speechbrain as sb
 
-    from lowres.grid import parse_overrides
-    from lowres.hparams import plain_values
+    from lowres.io.hparams import plain_values
+    from lowres.study.grid import parse_overrides
 
     extra, per_model = parse_overrides(["wav2vec2.wav2vec2_source=/w2v", "seed=5"],
                                        [str(CPU_DEMO)])
@@ -65,7 +65,7 @@ def run_demo(tmp: Path, *extra: str) -> str:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
-        pytest.fail(f"lowres.demo failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
+        pytest.fail(f"lowres.study.demo failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
                     f"{proc.stderr[-5000:]}")
     return proc.stdout
 
@@ -102,8 +102,8 @@ def test_reduced_demo_table_complete_and_trained_beats_untrained(tmp_path):
         untrained = [eer(tmp_path, model, "untrained", t) for t in tests]
         assert sum(trained) / len(trained) < sum(untrained) / len(untrained), model
     assert not math.isnan(eer(tmp_path, "ecapa", "tiny_many_high", "hard"))
-    # the corpus was made at the demo's channel strength (lowres.demo stage 1)
-    from lowres.demo import build_parser
+    # the corpus was made at the demo's channel strength (lowres.study.demo stage 1)
+    from lowres.study.demo import build_parser
 
     config = json.loads((tmp_path / "corpus" / "meta" / "synthetic_config.json").read_text())
     assert config["channel_strength"] == build_parser().get_default("channel_strength")

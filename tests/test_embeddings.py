@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lowres.embeddings import extract_embeddings, load_audio, make_batches
+from lowres.scoring.embeddings import extract_embeddings, load_audio, make_batches
 
 torch.set_num_threads(1)
 
@@ -79,8 +79,8 @@ def test_batched_equals_unbatched_mfcc_embedder(wav_files, kind):
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     from speechbrain.lobes.models.Xvector import Xvector
 
-    from lowres.features import MfccFrontend
-    from lowres.models import MfccEmbedder
+    from lowres.models.features import MfccFrontend
+    from lowres.models.tdnn import MfccEmbedder
 
     torch.manual_seed(0)
     backbone = (Xvector(in_channels=80) if kind == "xvector"
@@ -95,8 +95,8 @@ def test_batched_equals_unbatched_mfcc_embedder(wav_files, kind):
 
 
 def test_wav2vec2_groups_equal_lengths_only(wav_files, tmp_path):
-    from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
-    from lowres.wav2vec2 import Wav2vec2Embedder
+    from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
+    from lowres.models.wav2vec2 import Wav2vec2Embedder
 
     model = Wav2vec2Embedder(str(save_tiny_wav2vec2(tmp_path / "w2v2", "tiny")))
     assert not model.padding_invariant

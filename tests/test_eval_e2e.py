@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lowres.evaluation import read_scores
+from lowres.scoring.evaluation import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "VoxCeleb"
@@ -72,7 +72,7 @@ def test_eval_cli_with_as_norm(trained_run):
 
 
 def test_verify_same_speaker_scores_higher(trained_run, synthetic_corpus):
-    from lowres.inference import SpeakerVerifier
+    from lowres.scoring.inference import SpeakerVerifier
 
     v = SpeakerVerifier.from_run(trained_run)
     assert v.threshold is not None

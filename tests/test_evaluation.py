@@ -1,4 +1,4 @@
-"""lowres.evaluation on a hand-made run: checkpoints, results.json schema, score files."""
+"""lowres.scoring.evaluation on a hand-made run: checkpoints, results.json schema, score files."""
 
 import itertools
 import json
@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from lowres.evaluation import EvaluationError, evaluate_run, read_scores, results_path
+from lowres.io.lists import ListError
+from lowres.scoring.evaluation import EvaluationError, evaluate_run, read_scores, results_path
 
 torch.set_num_threads(1)
 
@@ -155,7 +156,7 @@ def test_clear_errors(fake_run, tmp_path):
     with pytest.raises(EvaluationError, match="no checkpoint with a val_eer"):
         evaluate_run(empty, "best")
     missing = dict(hparams, manifest_folder=str(tmp_path / "nowhere"))
-    with pytest.raises(EvaluationError, match="manifest not found"):
+    with pytest.raises(ListError, match="manifest not found"):
         evaluate_run(missing, "best", device="cpu")
 
 

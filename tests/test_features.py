@@ -1,9 +1,9 @@
-"""MFCC front-end (lowres.features): shapes, normalisation, SpecAugment, padding."""
+"""MFCC front-end (lowres.models.features): shapes, normalisation, SpecAugment, padding."""
 
 import pytest
 import torch
 
-from lowres.features import MfccFrontend
+from lowres.models.features import MfccFrontend
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lowres import grids
-from lowres.grids import ALL_TEST_SETS, expand, format_value, parse_run_path
+from lowres.study import grids
+from lowres.study.grids import ALL_TEST_SETS, expand, format_value, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_MD = ROOT.parent / "shared" / "docs" / "SEED.md"  # beside the checkout, as in CI
@@ -279,7 +279,7 @@ def test_every_run_resolves_against_its_hparams_file(tmp_path):
     its hparams file (no unknown key, no placeholder left) to the grid's values."""
     import speechbrain as sb
 
-    from lowres.hparams import plain_values
+    from lowres.io.hparams import plain_values
 
     sample = []  # every hparams file and every ablation variant, a fifth of the LR/steps runs
     for grid in grids.GRIDS:

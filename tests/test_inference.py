@@ -1,12 +1,12 @@
-"""lowres.inference.SpeakerVerifier and the lowres.verify CLI (stand-in embedder, no training)."""
+"""SpeakerVerifier (lowres.scoring.inference) and the lowres.verify CLI (stand-in embedder)."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from lowres.inference import RunError, SpeakerVerifier
-from lowres.verify import main as verify_main
+from lowres.scoring.inference import RunError, SpeakerVerifier
+from lowres.scoring.verify import main as verify_main
 
 torch.set_num_threads(1)
 

@@ -1,10 +1,10 @@
-"""lowres.metrics against a brute-force reference that enumerates every threshold."""
+"""lowres.scoring.metrics against a brute-force reference that enumerates every threshold."""
 
 import numpy as np
 import pytest
 import torch
 
-from lowres.metrics import EerResult, eer, min_dcf, min_dcf_with_threshold, operating_points
+from lowres.scoring.metrics import EerResult, eer, min_dcf, min_dcf_with_threshold, operating_points
 
 
 def reference_points(scores, labels):

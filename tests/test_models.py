@@ -1,12 +1,12 @@
-"""MFCC embedders (lowres.models) with SpeechBrain's Xvector and ECAPA_TDNN."""
+"""MFCC embedders (lowres.models.tdnn) with SpeechBrain's Xvector and ECAPA_TDNN."""
 
 import pytest
 import torch
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.lobes.models.Xvector import Xvector
 
-from lowres.features import MfccFrontend
-from lowres.models import MfccEmbedder
+from lowres.models.features import MfccFrontend
+from lowres.models.tdnn import MfccEmbedder
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""LR schedules (lowres.schedules) against their definitions in STUDY.md §3."""
+"""LR schedules (lowres.training.schedules) against their definitions in STUDY.md §3."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from lowres.schedules import build_lr_scheduler
+from lowres.training.schedules import build_lr_scheduler
 
 torch.set_num_threads(1)
 

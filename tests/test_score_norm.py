@@ -1,10 +1,10 @@
-"""lowres.score_norm against direct per-trial formulas on small random data."""
+"""lowres.scoring.score_norm against direct per-trial formulas on small random data."""
 
 import numpy as np
 import pytest
 import torch
 
-from lowres.score_norm import (
+from lowres.scoring.score_norm import (
     as_norm_scores,
     center,
     cohort_statistics,

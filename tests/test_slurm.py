@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lowres import grids
+from lowres.study import grids
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "slurm").glob("*.sbatch"))

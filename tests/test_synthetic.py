@@ -1,4 +1,4 @@
-"""The synthetic VoxCeleb-shaped corpus (prepare.synthetic)."""
+"""The synthetic VoxCeleb-shaped corpus (prepare.synthetic.corpus)."""
 
 import csv
 import hashlib
@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 from conftest import ROOT, load_script, run_module
 
-from prepare import synthetic
-from prepare.synth_channel import CODECS, Channel, apply_channel
+from prepare.synthetic import corpus as synthetic
+from prepare.synthetic.channel import CODECS, Channel, apply_channel
 
 TINY = dict(speakers=2, sessions=2, utterances=2, min_files=2,
             vox1_speakers=4, vox1_test=4, vox1_sessions=2, vox1_utterances=1)

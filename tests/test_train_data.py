@@ -1,4 +1,4 @@
-"""lowres.data: seeded on-disk crops, the step-budget sampler, trials and labels."""
+"""lowres.data.loading: seeded on-disk crops, the step-budget sampler, trials and labels."""
 
 import csv
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lowres import data
+from lowres.data import loading as data
 
 SR = 16000
 
@@ -109,25 +109,3 @@ def test_steps_per_epoch():
     assert data.num_epochs(50000, 3125) == 16 and data.num_epochs(50000, 494) == 102
     with pytest.raises(ValueError, match="val_interval"):
         data.steps_per_epoch(0, 10, 1)
-
-
-def test_trials_and_scores(tmp_path):
-    path = tmp_path / "trials.txt"
-    path.write_text("1 a/s/1.wav a/s/2.wav\n0 a/s/1.wav b/t/1.wav\n")
-    trials = data.read_trials(path)
-    assert trials == [(1, "a/s/1", "a/s/2"), (0, "a/s/1", "b/t/1")]
-    emb = {"a/s/1": torch.tensor([1.0, 0.0]), "a/s/2": torch.tensor([2.0, 0.1]),
-           "b/t/1": torch.tensor([0.0, 3.0])}
-    scores, labels = data.score_trials(emb, trials)
-    assert labels.tolist() == [1, 0]
-    assert scores[0] == pytest.approx(2 / np.hypot(2, 0.1)) and scores[1] == pytest.approx(0)
-    with pytest.raises(data.ManifestError, match="b/t/1"):
-        data.score_trials({k: v for k, v in emb.items() if k != "b/t/1"}, trials)
-    path.write_text("1 a/s/1.wav\n")
-    with pytest.raises(data.ManifestError, match="label path1 path2"):
-        data.read_trials(path)
-
-
-def test_missing_manifest_is_a_clear_error(tmp_path):
-    with pytest.raises(data.ManifestError, match="manifest not found"):
-        data.read_manifest(tmp_path / "nope.csv")

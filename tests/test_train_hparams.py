@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import load_script
 
-from lowres.hparams import HparamsError, load_hparams, plain_values
-from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
+from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
+from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams"
@@ -165,6 +165,5 @@ def test_repeated_command_line_override_last_wins(tiny_w2v2):
 
     _, _, overrides = sb.parse_arguments(["x.yaml", "--max_steps=24", "--lr", "0.5",
                                           "--max_steps=2", "--test_sets=[original, hard]"])
-    h = build("xvector_tiny_few", tiny_w2v2, **__import__("lowres.hparams").hparams
-              .overrides_dict(overrides))
+    h = build("xvector_tiny_few", tiny_w2v2, **overrides_dict(overrides))
     assert (h["max_steps"], h["lr"], h["test_sets"]) == (2, 0.5, ["original", "hard"])

@@ -134,7 +134,7 @@ def test_wav2vec2_freeze_schedule_through_train_py(prepared_manifests, tmp_path)
     """Backbone untouched for num_frozen_steps, trains after; the CNN never trains."""
     from transformers import Wav2Vec2Model
 
-    from lowres.tiny_wav2vec2 import save_tiny_wav2vec2
+    from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 
     tiny = save_tiny_wav2vec2(tmp_path / "w2v2", size="tiny", seed=0)
     initial = Wav2Vec2Model.from_pretrained(tiny).state_dict()
@@ -176,7 +176,7 @@ def test_missing_manifests_are_prepared_first(synthetic_corpus, tmp_path):
     assert (manifests / "test" / "original.csv").is_file()
     _, meta = final_state(out)
     assert meta["step"] == 2
-    from lowres.hparams import plain_values
+    from lowres.io.hparams import plain_values
 
     saved = plain_values(out / "hyperparams.yaml")  # the run's resolved, standalone hparams
     assert saved["manifest_folder"] == str(manifests) and saved["max_steps"] == 2

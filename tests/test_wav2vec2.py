@@ -1,6 +1,6 @@
-"""wav2vec2 embedder (lowres.wav2vec2), freeze schedule (lowres.freeze), offline model writer.
+"""wav2vec2 embedder and freeze schedule (lowres.models.wav2vec2, .freeze), offline model writer.
 
-Everything runs on the tiny random model written by lowres.tiny_wav2vec2: no network.
+Everything runs on the tiny random model written by lowres.models.tiny_wav2vec2: no network.
 """
 
 import numpy as np
@@ -9,9 +9,9 @@ import torch
 from conftest import run_module
 from transformers import Wav2Vec2Model
 
-from lowres.freeze import apply_freeze_schedule, backbone_frozen_at
-from lowres.tiny_wav2vec2 import save_tiny_wav2vec2, wav2vec2_config
-from lowres.wav2vec2 import REGULARISATION_PRESETS, Wav2vec2Embedder, regularisation_config
+from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
+from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2, wav2vec2_config
+from lowres.models.wav2vec2 import REGULARISATION_PRESETS, Wav2vec2Embedder, regularisation_config
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ r"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
         [--post_process_scores true] [--key value ...]
 
 Writes OUT/eval/<checkpoint>/results.json and per-trial score files (see
-lowres.evaluation).  The hparams come from the run's own resolved
+lowres.scoring.evaluation).  The hparams come from the run's own resolved
 ``OUT/hyperparams.yaml`` (written by train.py, so the model is rebuilt exactly
 as trained, whatever overrides training had); the yaml given on the command
 line is only used for a run folder without one.  ``--key value`` overrides
@@ -27,7 +27,9 @@ from pathlib import Path
 
 import speechbrain as sb
 
-from lowres.evaluation import (
+from lowres.io.hparams import HparamsError, load_hparams, overrides_dict
+from lowres.io.lists import ListError
+from lowres.scoring.evaluation import (
     CHECKPOINTS,
     TEST_SETS,
     EvaluationError,
@@ -35,7 +37,6 @@ from lowres.evaluation import (
     load_run_hparams,
     summary,
 )
-from lowres.hparams import HparamsError, load_hparams, overrides_dict
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main(sys.argv[1:])
-    except (HparamsError, EvaluationError) as err:
+    except (HparamsError, EvaluationError, ListError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

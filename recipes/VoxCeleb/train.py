@@ -46,17 +46,19 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 from tqdm import tqdm
 
-from lowres import data as lowres_data
-from lowres.freeze import apply_freeze_schedule
-from lowres.hparams import (
+from lowres.data import loading as lowres_data
+from lowres.io.hparams import (
     HparamsError,
     load_hparams,
     overrides_dict,
     plain_values,
     resolved_yaml,
 )
-from lowres.metrics import eer
-from lowres.schedules import SCHEDULES, build_lr_scheduler
+from lowres.io.lists import ListError, read_manifest, read_trials
+from lowres.models.freeze import apply_freeze_schedule
+from lowres.scoring.metrics import eer
+from lowres.scoring.trials import score_trials
+from lowres.training.schedules import SCHEDULES, build_lr_scheduler
 from prepare.errors import PrepareError
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ class SpeakerBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_summary = self.stats.summary()
             return
-        scores, labels = lowres_data.score_trials(self.val_embeddings, self.val_trials)
+        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation")
         val_eer = eer(scores, labels).eer
         lr = self.optimizer.param_groups[0]["lr"]
         self.hparams.train_logger.log_stats(
@@ -278,7 +280,7 @@ def check_hparams(values: dict, world_size: int) -> None:
     if values.get("lr_schedule") not in SCHEDULES:
         bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
     if "regularisation" in values:
-        from lowres.wav2vec2 import REGULARISATION_PRESETS
+        from lowres.models.wav2vec2 import REGULARISATION_PRESETS
 
         if values["regularisation"] not in REGULARISATION_PRESETS:
             bad("regularisation", f"must be one of {', '.join(REGULARISATION_PRESETS)}")
@@ -326,7 +328,7 @@ def prepare_manifests(values: dict) -> None:
 
 
 def count_speakers(train_csv) -> int:
-    return len({row["spk_id"] for row in lowres_data.read_manifest(train_csv).values()})
+    return read_manifest(train_csv, required=("ID", "spk_id")).spk_id.nunique()
 
 
 def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[str, str]:
@@ -369,11 +371,11 @@ def make_loaders(brain, hparams, world_size):
 
 
 def evaluate_after_training(hparams, device):
-    """Hook: test the last, then the best checkpoint (lowres.evaluation, issue 4).
+    """Hook: test the last, then the best checkpoint (lowres.scoring.evaluation, issue 4).
 
     ``eval/best/results.json`` is written last: it marks the run as finished.
     """
-    from lowres.evaluation import evaluate_run
+    from lowres.scoring.evaluation import evaluate_run
 
     for which in ("last", "best"):
         evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device)
@@ -420,7 +422,7 @@ def main(argv):
                          hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.optimizer_step_limit = hparams["max_steps"]
     train_loader, brain.valid_loader = make_loaders(brain, hparams, world_size)
-    brain.val_trials = lowres_data.read_trials(hparams["val_trials"])
+    brain.val_trials = read_trials(hparams["val_trials"])
     brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
 
     best = hparams["checkpointer"].find_checkpoint(min_key="val_eer")
@@ -434,6 +436,6 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, lowres_data.ManifestError, PrepareError) as err:
+    except (HparamsError, ListError, PrepareError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from prepare.synth_text import random_text
+from prepare.synthetic.text import random_text
 
 SAMPLE_RATE = 16000
 

@@ -38,15 +38,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from prepare.synth_channel import apply_channel, random_channel
-from prepare.synth_io import atomic_write_text, part_path, write_m4as, write_wavs
-from prepare.synth_trials import (
+from prepare.synthetic.channel import apply_channel, random_channel
+from prepare.synthetic.io import atomic_write_text, part_path, write_m4as, write_wavs
+from prepare.synthetic.trials import (
     TrialSpeaker,
     make_trials,
     same_gender_and_nationality,
     write_trials,
 )
-from prepare.synth_voices import NATIONALITIES, SAMPLE_RATE, random_voice, speak_for
+from prepare.synthetic.voices import NATIONALITIES, SAMPLE_RATE, random_voice, speak_for
 
 # Sizes. vox2: training speakers (VoxCeleb2 dev); vox1: test speakers (VoxCeleb1),
 # of which vox1_test form the VoxCeleb1-O ("test" set) speakers.

@@ -1,6 +1,6 @@
 """Using a trained run: embed recordings and score pairs of them.
 
-    from lowres.inference import SpeakerVerifier
+    from lowres.scoring.inference import SpeakerVerifier
     v = SpeakerVerifier.from_run("results/ecapa_tiny_few/lr0.0178_steps50000_seed1337")
     v.score("a.wav", "b.wav")          # cosine similarity in [-1, 1]
     v.verify("a.wav", "b.wav")         # (score, same_speaker) at the validation EER threshold
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lowres.embeddings import SAMPLE_RATE, load_audio
+from lowres.scoring.embeddings import SAMPLE_RATE, load_audio
 
 __all__ = ["SpeakerVerifier", "RunError"]
 
@@ -47,7 +47,7 @@ class SpeakerVerifier:
     def from_run(cls, output_folder: str | os.PathLike, checkpoint: str = "best",
                  device: str | torch.device = "cpu") -> SpeakerVerifier:
         """Load a run folder written by train.py (see the module docstring)."""
-        from lowres.evaluation import (
+        from lowres.scoring.evaluation import (
             EvaluationError,
             load_checkpoint,
             load_run_hparams,

@@ -306,7 +306,7 @@ GRIDS = {
 # demo (not a grid of the study; `make demo`, lowres/demo.py): every model on the three
 # tiny subsets, once, with the CPU-sized settings of hparams/overrides/cpu_demo.yaml
 # (given with --overrides, where also each model's lr lives).  Folder
-# RUNS_ROOT/demo/<model>_<subset>/trained; lowres.demo puts the untrained model of each
+# RUNS_ROOT/demo/<model>_<subset>/trained; lowres.study.demo puts the untrained model of each
 # architecture beside it, in RUNS_ROOT/demo/<model>_tiny_few/untrained.
 DEMO_SUBSETS = ("tiny_few", "tiny_many_low", "tiny_many_high")
 
@@ -361,7 +361,7 @@ def expand(
     run (they replace a grid value of the same key, e.g. a CPU-sized max_steps) but do
     not change the run folders, which always encode the grid point.  `best_lr` maps
     (model, subset) to the lr the `steps` grid uses instead of the study's best lr (e.g.
-    the winner of our own LR grids, lowres.results.best_lrs); the folders then say so.
+    the winner of our own LR grids, lowres.study.results.best_lrs); the folders then say so.
     `step_scale` (e.g. 0.001 for a CPU demo) multiplies every step count of a run:
     max_steps (the grid's or the recipe's 50k), wav2vec2's num_frozen_steps and, with the
     one_cycle schedule, its half-cycle, so 25k/50k/100k/400k stay distinct and the

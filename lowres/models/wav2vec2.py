@@ -8,7 +8,7 @@ Options of the study:
 - ``completely_freeze_feature_extractor``: the CNN feature encoder never trains.
 - ``set_backbone_frozen(True)``: CNN + transformer run in eval mode under ``torch.no_grad``,
   so no gradient is computed for (or accumulated in) them; only what follows trains.
-  The schedule (``wav2vec_initially_frozen`` + ``num_frozen_steps``) is lowres.freeze.
+  The schedule (``wav2vec_initially_frozen`` + ``num_frozen_steps``) is lowres.models.freeze.
 - ``regularisation``: one of ``REGULARISATION_PRESETS`` (below), written into the model config
   *before* the model is built, since transformers reads the dropout rates when it creates the
   layers and skips SpecAugment unless ``mask_time_prob`` / ``mask_feature_prob`` are > 0 at
@@ -33,8 +33,8 @@ import contextlib
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from lowres.features import valid_samples
-from lowres.freeze import apply_freeze_schedule, backbone_frozen_at
+from lowres.models.features import valid_samples
+from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 
 __all__ = [
     "FAITHFUL_TIME_MASKING",

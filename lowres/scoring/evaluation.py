@@ -6,10 +6,10 @@
    in the checkpoint meta) or its latest one (``checkpoint="last"``);
 2. extracts one embedding per unique file (whole utterance) of the requested
    test sets and of the validation set, in one batched pass
-   (:mod:`lowres.embeddings`);
-3. scores every trial by cosine similarity (:mod:`lowres.score_norm`) and
+   (:mod:`lowres.scoring.embeddings`);
+3. scores every trial by cosine similarity (:mod:`lowres.scoring.score_norm`) and
    computes EER, its threshold and minDCF at p_target 0.01 and 0.05
-   (:mod:`lowres.metrics`);
+   (:mod:`lowres.scoring.metrics`);
 4. with ``post_process_scores`` also the same after AS-norm, with a cohort of
    per-speaker mean embeddings of the training set's full utterances
    (computed once per checkpoint and cached as ``cohort.pt`` beside the
@@ -37,7 +37,7 @@
 
 A threshold that is not finite (only for degenerate score lists) is written as null.
 Score files hold one trial per line: ``label score path1 path2`` (paths as in
-the official list).  The validation EER threshold is what ``lowres.verify``
+the official list).  The validation EER threshold is what ``lowres.scoring.verify``
 uses to call two recordings same or different.
 
 hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
@@ -66,17 +66,18 @@ import pandas as pd
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from lowres.embeddings import SAMPLE_RATE, extract_embeddings
-from lowres.metrics import eer, min_dcf
-from lowres.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
-from prepare.atomic import atomic_path, write_json
-from prepare.manifests import read_trial_list
+from lowres.io.atomic import atomic_path, write_json
+from lowres.io.lists import read_manifest, read_trials
+from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
+from lowres.scoring.metrics import eer, min_dcf
+from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
+from lowres.scoring.trials import trial_indices
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TEST_SETS", "EvaluationError", "evaluate_run", "load_checkpoint", "load_run_hparams",
            "results_path",
-           "eval_folder", "read_scores", "read_trials", "summary", "trial_metrics",
+           "eval_folder", "read_scores", "summary", "trial_metrics",
            "training_cohort", "write_scores"]
 
 TEST_SETS = ("original", "extended", "hard")
@@ -107,44 +108,6 @@ def test_set_files(manifest_folder: str | os.PathLike, name: str) -> tuple[Path,
     return folder / f"{name}.csv", folder / f"{name}_trials.txt"
 
 
-# ---------------------------------------------------------------------------- reading
-
-
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """A manifest CSV (ID, duration, wav, spk_id, ...) with a clear error when missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"manifest not found: {path} (run python -m prepare.voxceleb)")
-    df = pd.read_csv(path, dtype={"ID": str, "wav": str, "spk_id": str})
-    missing = {"ID", "duration", "wav"} - set(df.columns)
-    if missing:
-        raise EvaluationError(f"manifest {path} lacks columns {sorted(missing)}")
-    return df
-
-
-def read_trials(path: str | os.PathLike) -> pd.DataFrame:
-    """Trial list (``label path1 path2``) with ID columns ``id1``/``id2`` (path minus .wav)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"trial list not found: {path}")
-    trials = read_trial_list(path)
-    trials["id1"] = trials.path1.str.replace(r"\.wav$", "", regex=True)
-    trials["id2"] = trials.path2.str.replace(r"\.wav$", "", regex=True)
-    return trials
-
-
-def trial_indices(trials: pd.DataFrame, index_of: dict[str, int], name: str):
-    """Rows of the embedding matrix for both sides of every trial."""
-    ids1, ids2 = trials.id1.to_numpy(), trials.id2.to_numpy()
-    unknown = sorted({i for i in np.concatenate([ids1, ids2]) if i not in index_of})
-    if unknown:
-        raise EvaluationError(
-            f"{name}: {len(unknown)} trial file(s) missing from the manifest, e.g. {unknown[:3]}")
-    left = np.fromiter((index_of[i] for i in ids1), dtype=np.int64, count=len(ids1))
-    right = np.fromiter((index_of[i] for i in ids2), dtype=np.int64, count=len(ids2))
-    return left, right
-
-
 # ---------------------------------------------------------------------------- run folder
 
 
@@ -155,7 +118,7 @@ def load_run_hparams(output_folder: str | os.PathLike, overrides: dict | None = 
     since training: ``output_folder`` is set to where it is now and the
     checkpointer is pointed at ``<output_folder>/save`` if it names another place.
     """
-    from lowres.hparams import load_hparams
+    from lowres.io.hparams import load_hparams
 
     out = Path(output_folder)
     run_yaml = out / "hyperparams.yaml"

@@ -3,7 +3,7 @@
 ``MfccEmbedder(frontend, backbone)`` maps waveforms to embeddings:
 forward(wavs [B, T] 16 kHz, lens [B] relative lengths) -> [B, D].
 
-Padding: the front-end's valid frames do not depend on padding (see lowres.features), but
+Padding: the front-end's valid frames do not depend on padding (see lowres.models.features), but
 SpeechBrain's TDNN convolutions pad with reflection at the end of the whole tensor, so a
 zero-padded utterance in a batch would see different context at its end than the same
 utterance alone. In eval mode the embedder therefore runs the network once per distinct
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from speechbrain.nnet.pooling import StatisticsPooling
 
-from lowres.features import MfccFrontend
+from lowres.models.features import MfccFrontend
 
 
 class EvalDeterministicStatisticsPooling(StatisticsPooling):

@@ -80,6 +80,6 @@ def same_gender_and_nationality(a: TrialSpeaker, b: TrialSpeaker) -> bool:
 
 
 def write_trials(path, trials: Sequence[tuple[int, str, str]]) -> None:
-    from prepare.synth_io import atomic_write_text
+    from prepare.synthetic.io import atomic_write_text
 
     atomic_write_text(path, "".join(f"{label} {a} {b}\n" for label, a, b in trials))

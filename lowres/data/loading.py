@@ -15,7 +15,6 @@ reports its relative length, which the embedders honour.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -26,32 +25,9 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 
+from lowres.io.lists import ListError, manifest_items, read_manifest
+
 SAMPLE_RATE = 16000
-MANIFEST_COLUMNS = ("ID", "duration", "wav", "spk_id", "session", "gender")
-
-
-class ManifestError(ValueError):
-    """A manifest or trial list is missing or malformed."""
-
-
-def read_manifest(csv_path: str | Path) -> dict[str, dict]:
-    """Read a manifest CSV into ``{ID: {duration: float, wav, spk_id, session, gender}}``."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise ManifestError(f"manifest not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{csv_path}: missing columns {missing}")
-        data = {}
-        for row in reader:
-            item = {k: v for k, v in row.items() if k != "ID"}
-            item["duration"] = float(row["duration"])
-            data[row["ID"]] = item
-    if not data:
-        raise ManifestError(f"{csv_path}: no rows")
-    return data
 
 
 def crop_offset(seed: int, draw: int, num_frames: int, crop_frames: int) -> int:
@@ -85,7 +61,7 @@ class DrawDataset(DynamicItemDataset):
 def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
                   seed: int, sample_rate: int = SAMPLE_RATE) -> DrawDataset:
     """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw."""
-    data = read_manifest(csv_path)
+    data = manifest_items(read_manifest(csv_path))
     for item in data.values():
         item["draw"] = 0
     crop_frames = int(round(crop_seconds * sample_rate))
@@ -111,7 +87,8 @@ def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
     def first_crop(wav):
         return read_segment(wav, 0, crop_frames)
 
-    dataset = DynamicItemDataset(read_manifest(csv_path), dynamic_items=[first_crop])
+    items = manifest_items(read_manifest(csv_path))
+    dataset = DynamicItemDataset(items, dynamic_items=[first_crop])
     return _with_labels(dataset, label_encoder)
 
 
@@ -120,7 +97,7 @@ def _with_labels(dataset, label_encoder):
     if label_encoder is not None:
         def encode(spk_id):
             if spk_id not in label_encoder.lab2ind:
-                raise ManifestError(f"speaker {spk_id!r} is not among the training speakers")
+                raise ListError(f"speaker {spk_id!r} is not among the training speakers")
             return torch.LongTensor([label_encoder.lab2ind[spk_id]])
 
         dataset.add_dynamic_item(encode, takes="spk_id", provides="spk_id_encoded")
@@ -139,34 +116,11 @@ def speaker_encoder(train_csv, path) -> CategoricalEncoder:
     if path.is_file():
         encoder.load(path)
         return encoder
-    speakers = sorted({item["spk_id"] for item in read_manifest(train_csv).values()})
+    speakers = sorted(set(read_manifest(train_csv, required=("ID", "spk_id")).spk_id))
     encoder.update_from_iterable(speakers)
     path.parent.mkdir(parents=True, exist_ok=True)
     encoder.save(path)
     return encoder
-
-
-def read_trials(path) -> list[tuple[int, str, str]]:
-    """Trials ``label path1 path2`` as ``(label, id1, id2)`` with ids = paths without ``.wav``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"trial list not found: {path}")
-    trials = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or parts[0] not in ("0", "1"):
-                raise ManifestError(f"{path}:{n}: expected 'label path1 path2', got {line!r}")
-            trials.append((int(parts[0]), _strip_wav(parts[1]), _strip_wav(parts[2])))
-    if not trials:
-        raise ManifestError(f"{path}: no trials")
-    return trials
-
-
-def _strip_wav(p: str) -> str:
-    return p[:-4] if p.endswith(".wav") else p
 
 
 class StepBudgetSampler(torch.utils.data.Sampler):
@@ -220,19 +174,3 @@ def steps_per_epoch(val_interval, num_items: int, batch_size: int) -> int:
 def num_epochs(max_steps: int, steps_in_epoch: int) -> int:
     """Number of validation intervals needed to reach ``max_steps``."""
     return math.ceil(max_steps / steps_in_epoch)
-
-
-def score_trials(embeddings: dict, trials) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine scores and labels of ``trials`` ((label, id1, id2)) over ``{id: embedding}``."""
-    missing = [u for _, a, b in trials for u in (a, b) if u not in embeddings]
-    if missing:
-        raise ManifestError(f"{len(missing)} trial files have no embedding, e.g. {missing[0]!r} "
-                            "(is the trial list from the same manifest folder?)")
-    ids = sorted({u for _, a, b in trials for u in (a, b)})
-    index = {u: i for i, u in enumerate(ids)}
-    emb = torch.nn.functional.normalize(torch.stack([embeddings[u] for u in ids]).float(), dim=1)
-    left = torch.tensor([index[a] for _, a, _ in trials])
-    right = torch.tensor([index[b] for _, _, b in trials])
-    scores = (emb[left] * emb[right]).sum(1).numpy()
-    labels = np.array([label for label, _, _ in trials])
-    return scores, labels

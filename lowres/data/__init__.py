@@ -1,0 +1,1 @@
+"""Training and validation data over the prepared manifests."""

@@ -1,0 +1,1 @@
+"""File formats shared by data preparation, training and evaluation (one reader each)."""

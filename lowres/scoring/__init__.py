@@ -1,0 +1,1 @@
+"""From a trained embedder to scores: embeddings, metrics, AS-norm, evaluation, verification."""

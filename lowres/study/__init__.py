@@ -1,0 +1,1 @@
+"""The study's experiment grids, their runner, results tables and figures, and the demo."""

@@ -1,0 +1,402 @@
+"""`make demo`: the study end to end at CPU scale on the built-in synthetic corpus.
+
+    python -m lowres.demo [--data_folder data/synthetic_demo] [--channel_strength 0.7]
+        [--runs_root runs]
+        [--out results/demo] [--overrides hparams/overrides/cpu_demo.yaml] [--set K=V ...]
+        [--stages corpus,prepare,wav2vec2,untrained,train,results]
+
+Stages (each skips what an earlier run finished, so rerunning continues or only
+reprints the table):
+
+1. ``corpus``: the synthetic VoxCeleb-shaped corpus (``python -m prepare.synthetic``,
+   preset ``default``: 100 VoxCeleb2-style training speakers, 40 VoxCeleb1-style
+   test speakers) in DATA, with session channels at 0.7 of the corpus default strength.
+   At full strength the recording channel of a session says more than the synthetic
+   voice: a randomly initialised wav2vec2 then learns to recognise sessions (same-session
+   EER ~10 %) and stays at chance on the cross-session test trials, as the study's
+   random-init ablation does on tiny_many_high; at 0.7 every model learns the voices and
+   tiny_many_high still beats tiny_many_low (benchmarks/session_vs_speaker.py measures it).
+2. ``prepare``: manifests, the three tiny subsets, validation and O/E/H test trials
+   (``python -m prepare.voxceleb``) with demo-sized budgets (``--few_speakers_per_gender``,
+   ``--val_fraction``) in DATA/manifests_demo.
+3. ``wav2vec2``: a small RANDOMLY INITIALISED wav2vec2 (``lowres.models.tiny_wav2vec2``; 2 layers,
+   width 128) in DATA/wav2vec2_random_tiny.  It is not facebook/wav2vec2-base: the demo
+   needs no network and no GPU, so its wav2vec2 runs measure the recipe, not
+   self-supervised pre-training.
+4. ``untrained``: each architecture at its random initialisation (the recipe's seed,
+   ``max_steps`` 0) evaluated like a trained run, in RUNS/demo/<model>_tiny_few/untrained.
+5. ``train``: ``python -m lowres.grid run demo`` (lowres/grids.py): x-vector, ECAPA-TDNN
+   and wav2vec2 on tiny_few, tiny_many_low and tiny_many_high with the CPU-sized
+   overrides of hparams/overrides/cpu_demo.yaml (the one place for them); train.py
+   evaluates each run on the O/E/H trials after training.
+6. ``results``: ``python -m lowres.results RUNS/demo --out OUT`` (results.csv,
+   results.md, figures) and the table, model x subset next to the untrained model.
+
+Every number printed is read from the run folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from lowres.study import results as lowres_results
+from lowres.study.grids import DEMO_SUBSETS, MODELS, REPO_ROOT, expand, is_finished, results_path
+
+STAGES = ("corpus", "prepare", "wav2vec2", "untrained", "train", "results")
+DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
+TEST_LABELS = lowres_results.TEST_LABELS
+TEST_SETS = tuple(TEST_LABELS)
+MODEL_LABELS = {**lowres_results.MODEL_LABELS, "wav2vec2": "wav2vec2 (random init)"}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def stage_header(n: int, name: str, what: str) -> float:
+    say(f"\n=== [{n}/{len(STAGES)}] {name}: {what}")
+    return time.monotonic()
+
+
+def run_cli(args: list[str]) -> None:
+    """Run a CLI of this project with the same interpreter, its output on our terminal."""
+    say("$ " + " ".join(str(a) for a in args))
+    rc = subprocess.call([sys.executable, *map(str, args)], cwd=REPO_ROOT)
+    if rc:
+        raise SystemExit(f"demo: {args[1]} failed (exit {rc})")
+
+
+# ---------------------------------------------------------------------------- stages
+def make_corpus(data: Path, preset: str, seed: int, channel_strength: float,
+                jobs: int) -> None:
+    # resumable: a complete corpus is only checked (its sessions exist), not remade
+    run_cli(["-m", "prepare.synthetic", "--out", data, "--preset", preset, "--seed", seed,
+             "--channel_strength", channel_strength, "--jobs", jobs])
+
+
+def prepare(data: Path, manifests: Path, jobs: int, options: dict) -> None:
+    args = ["-m", "prepare.voxceleb", "--data_folder", data, "--save_folder", manifests,
+            "--jobs", jobs, "--subsets", *DEMO_SUBSETS]
+    for key, value in options.items():
+        args += [f"--{key}", value]
+    run_cli(args)
+
+
+def write_random_wav2vec2(folder: Path) -> None:
+    from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
+
+    if not (folder / "config.json").is_file():
+        save_tiny_wav2vec2(folder, size="tiny", seed=0)
+    say(f"wav2vec2 for the demo: {folder} -- a small RANDOMLY INITIALISED wav2vec2 (2 "
+        "transformer layers, width 128), NOT the pre-trained facebook/wav2vec2-base")
+
+
+def _yaml_value(text: str):
+    return yaml.safe_load(text) if isinstance(text, str) else text
+
+
+def untrained_folder(runs_root: Path, model: str) -> Path:
+    return runs_root / "demo" / f"{model}_tiny_few" / "untrained"
+
+
+def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
+    """Evaluate ``model`` at its random initialisation like a trained run.
+
+    The embedder is built from hparams/<model>_tiny_few.yaml with the demo's overrides
+    (same seed as the trained run, so the same initial weights), saved as a step-0
+    checkpoint whose val_eer is its validation EER, and evaluated by lowres.scoring.evaluation
+    (``OUT/eval/best/results.json``).  ``max_steps`` 0 in hyperparams.yaml marks it.
+    """
+    import torch
+
+    from lowres.io.hparams import load_hparams, resolved_yaml
+    from lowres.io.lists import read_manifest, read_trials
+    from lowres.scoring.embeddings import extract_embeddings
+    from lowres.scoring.evaluation import evaluate_run
+    from lowres.scoring.metrics import eer
+    from lowres.scoring.trials import score_trials
+
+    hparams_file = REPO_ROOT / "hparams" / f"{model}_tiny_few.yaml"
+    values = {k: _yaml_value(v) for k, v in overrides.items()}
+    values.update(output_folder=str(out), max_steps=0)
+    train = read_manifest(Path(values["manifest_folder"]) / "tiny_few" / "train.csv")
+    values["n_speakers"] = train.spk_id.nunique()
+    keep = {"evaluate_after_training", "device"}  # train.py options, not needed here
+    values = {k: v for k, v in values.items() if k not in keep}
+    hparams = load_hparams(hparams_file, values)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hyperparams.yaml").write_text(
+        f"# lowres.study.demo: {model} at its random initialisation (no training), from "
+        f"{hparams_file} with overrides {values}\n" + resolved_yaml(hparams_file, values))
+    (out / "command.txt").write_text(" ".join([sys.executable, "-m", "lowres.demo",
+                                               *sys.argv[1:]]) + "\n")
+    embedder = hparams["embedder"]
+    valid = read_manifest(hparams["valid_csv"])
+    ids = valid.ID.tolist()
+    emb = extract_embeddings(embedder, valid.wav.tolist(),
+                             progress=f"{model} untrained: validation")
+    scores, labels = score_trials(dict(zip(ids, emb, strict=True)),
+                                  read_trials(hparams["val_trials"]))
+    val_eer = eer(scores, labels).eer
+    hparams["checkpointer"].save_checkpoint(meta={"val_eer": float(val_eer), "step": 0})
+    with torch.no_grad():
+        return evaluate_run(hparams, checkpoint="best", test_sets=hparams["test_sets"],
+                            device="cpu")
+
+
+class TrainProgress:
+    """A progress bar over every optimiser step of the demo grid, read from train_log.txt."""
+
+    _STEP = re.compile(r"step: (\d+)")
+
+    def __init__(self, runs):
+        from tqdm import tqdm
+
+        self.runs = [(run, int(_yaml_value(run.overrides["max_steps"]))) for run in runs]
+        self.bar = tqdm(total=sum(n for _, n in self.runs), desc="demo training (all runs)",
+                        unit="step", file=sys.stdout, dynamic_ncols=True)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _done_steps(self) -> int:
+        total = 0
+        for run, max_steps in self.runs:
+            folder = _abs(run.output_folder)
+            if is_finished(folder):
+                total += max_steps
+                continue
+            log = folder / "train_log.txt"
+            if log.is_file():
+                steps = [int(s) for s in self._STEP.findall(log.read_text(errors="replace"))]
+                total += min(max(steps, default=0), max_steps)
+        return total
+
+    def _loop(self) -> None:
+        while not self.stop.wait(5):
+            self.bar.n = self._done_steps()
+            self.bar.refresh()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.bar.n = self._done_steps()
+        self.bar.close()
+
+
+def _abs(path: Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def train(runs_root: Path, overrides_files: list[str], sets: list[str]) -> None:
+    from lowres.study.grid import parse_overrides
+
+    grid_args = ["-m", "lowres.grid", "run", "demo", "--runs_root", runs_root]
+    for file in overrides_files:
+        grid_args += ["--overrides", file]
+    for item in sets:
+        grid_args += ["--set", item]
+    extra, per_model = parse_overrides(sets, overrides_files)
+    runs = expand("demo", runs_root, extra=extra, model_extra=per_model)
+    say(f"{len(runs)} runs, {sum(is_finished(_abs(r.output_folder)) for r in runs)} already "
+        f"finished; each run's log: {runs_root}/demo/<model>_<subset>/trained/grid_run.log")
+    if all("max_steps" in run.overrides for run in runs):
+        with TrainProgress(runs):
+            run_cli(grid_args)
+    else:
+        run_cli(grid_args)
+
+
+# ---------------------------------------------------------------------------- table
+def read_cells(runs_root: Path) -> dict[tuple[str, str], dict]:
+    """(model, subset | "untrained") -> results.json of that run (finished runs only)."""
+    cells = {}
+    for model in MODELS:
+        folders = {"untrained": untrained_folder(runs_root, model)}
+        folders.update({s: runs_root / "demo" / f"{model}_{s}" / "trained"
+                        for s in DEMO_SUBSETS})
+        for column, folder in folders.items():
+            path = results_path(_abs(folder))
+            if path.is_file():
+                cells[model, column] = json.loads(path.read_text())
+    return cells
+
+
+def _metric(result: dict | None, test: str, key: str) -> float:
+    try:
+        return float(result["test_sets"][test][key])
+    except (TypeError, KeyError, ValueError):
+        return math.nan
+
+
+def format_table(cells: dict, test: str) -> str:
+    columns = ("untrained", *DEMO_SUBSETS)
+    head = f"{'model':<24}" + "".join(f"{c:>22}" for c in columns)
+    lines = [f"{TEST_LABELS[test]}: EER % / minDCF (p_target 0.05)", head, "-" * len(head)]
+    for model in MODELS:
+        row = f"{MODEL_LABELS[model]:<24}"
+        for column in columns:
+            result = cells.get((model, column))
+            e, d = _metric(result, test, "eer"), _metric(result, test, "min_dcf_0.05")
+            row += f"{'—' if math.isnan(e) else f'{100 * e:.2f} / {d:.3f}':>22}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def checks(cells: dict, test: str) -> list[str]:
+    """The quality bar and the study's orderings on one test set, as measured."""
+    out = []
+    for model in MODELS:
+        base = _metric(cells.get((model, "untrained")), test, "eer")
+        trained = {s: _metric(cells.get((model, s)), test, "eer") for s in DEMO_SUBSETS}
+        if math.isnan(base) or any(math.isnan(v) for v in trained.values()):
+            out.append(f"{MODEL_LABELS[model]}: incomplete")
+            continue
+        worst = max(trained.values())
+        verdict = ("every subset below untrained" if worst < base
+                   else "NOT every subset below untrained")
+        order = " < ".join(f"{s} {100 * v:.2f}" for s, v in sorted(trained.items(),
+                                                                    key=lambda kv: kv[1]))
+        low, high = trained["tiny_many_low"], trained["tiny_many_high"]
+        out.append(f"{MODEL_LABELS[model]}: untrained {100 * base:.2f}, trained "
+                   f"{100 * min(trained.values()):.2f}-{100 * worst:.2f} ({verdict}, by "
+                   f"{100 * (base - worst):.2f} points at least); tiny_many_high "
+                   f"{'better than' if high < low else 'NOT better than'} tiny_many_low; "
+                   f"order: {order}")
+    return out
+
+
+def results(runs_root: Path, out: Path) -> dict:
+    demo_root = _abs(runs_root) / "demo"
+    lowres_results.main([str(demo_root), "--out", str(out)])
+    cells = read_cells(runs_root)
+    for test in TEST_SETS:
+        say("\n" + format_table(cells, test))
+    for test in TEST_SETS:
+        say(f"\nChecks on {TEST_LABELS[test]} (EER %, lower is better):")
+        for line in checks(cells, test):
+            say("  " + line)
+    say(f"\nResults: {out}/results.md (tables), {out}/results.csv (every run), "
+        f"{out}/demo.png and demo.pdf (figure); run folders in {demo_root}")
+    return cells
+
+
+# ---------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lowres.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_folder", type=Path, default=Path("data/synthetic_demo"),
+                   help="synthetic corpus (default data/synthetic_demo)")
+    p.add_argument("--manifest_folder", type=Path,
+                   help="manifests (default DATA_FOLDER/manifests_demo)")
+    p.add_argument("--wav2vec2_folder", type=Path,
+                   help="random wav2vec2 (default DATA_FOLDER/../wav2vec2_random_tiny)")
+    p.add_argument("--preset", default="default", help="prepare.synthetic preset")
+    p.add_argument("--corpus_seed", type=int, default=0)
+    p.add_argument("--channel_strength", type=float, default=0.7,
+                   help="prepare.synthetic --channel_strength (default 0.7; see stage 1)")
+    p.add_argument("--runs_root", type=Path, default=Path("runs"),
+                   help="run folders go to RUNS_ROOT/demo (default runs)")
+    p.add_argument("--out", type=Path, default=Path("results/demo"),
+                   help="table and figures (default results/demo)")
+    p.add_argument("--overrides", action="append",
+                   help=f"CPU-sized train.py overrides (default {DEFAULT_OVERRIDES})")
+    p.add_argument("--set", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+                   help="one more override (after the file), as lowres.grid --set")
+    # Demo budgets (prepare.voxceleb options) for the default preset's 100 training
+    # speakers: tiny_few = 10 m + 10 f speakers with all their files; tiny_many_* = every
+    # speaker, 4 files (low: up to 4 from one session, high: 1 per session), so all three
+    # subsets have about 400 files, as the study's three have about 50k.
+    p.add_argument("--few_speakers_per_gender", default="10")
+    p.add_argument("--many_files_per_speaker", default="4")
+    p.add_argument("--low_max_files_per_session", default="4")
+    p.add_argument("--val_fraction", default="0.1",
+                   help="validation share per speaker (study 0.01; 0.1 gives the small "
+                   "subsets enough validation trials)")
+    p.add_argument("--prepare_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="more prepare.voxceleb options, e.g. val_trials_tiny=500")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)} (default all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise SystemExit(f"unknown stage(s) {bad}; choose from {', '.join(STAGES)}")
+    data = args.data_folder.resolve()
+    manifests = (args.manifest_folder or data / "manifests_demo").resolve()
+    w2v = (args.wav2vec2_folder or data.parent / "wav2vec2_random_tiny").resolve()
+    runs_root = args.runs_root.resolve()
+    out = args.out.resolve()
+    overrides = [str(_abs(Path(f))) for f in (args.overrides or [DEFAULT_OVERRIDES])]
+    sets = [f"manifest_folder={manifests}", f"data_folder={data}",
+            f"wav2vec2.wav2vec2_source={w2v}", *args.set]
+    options = {key: getattr(args, key) for key in (
+        "few_speakers_per_gender", "many_files_per_speaker", "low_max_files_per_session",
+        "val_fraction")}
+    for item in args.prepare_option:
+        key, _, value = item.partition("=")
+        options[key] = value
+    started = time.monotonic()
+    say(f"lowres demo: corpus {data}, runs {runs_root / 'demo'}, results {out}\n"
+        f"CPU-sized settings: {', '.join(overrides)} (+ {', '.join(args.set) or 'no --set'})")
+    for n, name in enumerate(STAGES, 1):
+        if name not in stages:
+            continue
+        if name == "corpus":
+            t = stage_header(n, name, f"SYNTHETIC VoxCeleb-shaped corpus, preset {args.preset}, "
+                             f"channel strength {args.channel_strength}")
+            make_corpus(data, args.preset, args.corpus_seed, args.channel_strength, args.jobs)
+        elif name == "prepare":
+            t = stage_header(n, name, "manifests, tiny subsets, validation and test trials")
+            prepare(data, manifests, args.jobs, options)
+        elif name == "wav2vec2":
+            t = stage_header(n, name, "local wav2vec2 (random initialisation)")
+            write_random_wav2vec2(w2v)
+        elif name == "untrained":
+            t = stage_header(n, name, "each architecture at its random initialisation")
+            from lowres.study.grid import parse_overrides
+
+            extra, per_model = parse_overrides(sets, overrides)
+            for run in expand("demo", runs_root, subsets=["tiny_few"], extra=extra,
+                              model_extra=per_model):
+                folder = untrained_folder(runs_root, run.model)
+                if is_finished(folder):
+                    say(f"{run.model}: untrained already evaluated ({folder})")
+                    continue
+                # the tiny_few run's settings (test sets, seed, model sizes), no training
+                evaluate_untrained(run.model, folder, run.overrides)
+        elif name == "train":
+            t = stage_header(n, name, "train + evaluate x-vector, ECAPA-TDNN, wav2vec2 on the "
+                             "three tiny subsets")
+            train(runs_root, overrides, sets)
+        else:
+            t = stage_header(n, name, "table and figures")
+            results(runs_root, out)
+        say(f"--- {name} took {time.monotonic() - t:.0f} s "
+            f"(demo so far {time.monotonic() - started:.0f} s)")
+    say(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,656 @@
+"""Collect grid runs into a table and draw the study's figures.
+
+    python -m lowres.results RUNS_ROOT [--out DIR]
+
+Every run folder below RUNS_ROOT (one with hyperparams.yaml, train_log.txt or
+eval/) becomes one row of ``results.csv``: its grid point (from the folder
+layout of lowres/grids.py, else from hyperparams.yaml), its status, whether
+its loss went NaN/inf (``diverged``, read from train_log.txt), and per test
+set the EER (in %), minDCF (p_target 0.01 and 0.05) and number of trials of the
+best checkpoint (eval/best/results.json).  ``results.md`` holds the grids as
+Markdown tables (mean ± sd over seeds, n = number of seeds) and the lists of
+diverged and unfinished runs; the figures (PNG and PDF):
+
+* ``lr.*``: EER vs learning rate, one panel per subset, one line per model
+  (naive and detailed LR grid together; VoxCeleb1-O by default),
+* ``steps.*``: EER vs max_steps, mean ± sd over seeds and every seed,
+* ``ablation.*``: the wav2vec2 ablation, bars = mean, dots = seeds.
+* ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
+  (``max_steps`` 0), one panel per test set.
+
+Diverged runs are kept: marked "div." in the tables and drawn as red crosses
+(at their EER when they were evaluated, else at the top of the panel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lowres.study.grids import (
+    ABLATION_LABELS,
+    ABLATION_VARIANTS,
+    DEMO_SUBSETS,
+    MODELS,
+    SUBSETS,
+    parse_run_path,
+)
+
+__all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
+           "demo_cells", "demo_table", "plot_demo", "main"]
+
+RUN_MARKERS = ("hyperparams.yaml", "train_log.txt", "eval")
+SKIP_DIRS = {"save", "eval", "results", "__pycache__"}
+HPARAM_KEYS = (
+    "lr", "max_steps", "seed", "batch_size", "lr_schedule", "regularisation", "reset_weights",
+    "completely_freeze_feature_extractor", "wav2vec_initially_frozen", "num_frozen_steps",
+    "enroll_training_data", "post_process_scores", "precision", "subset", "model_name",
+)
+METRICS = ("eer", "min_dcf_0.01", "min_dcf_0.05", "n_trials")
+MODEL_LABELS = {"xvector": "x-vector", "ecapa": "ECAPA-TDNN", "wav2vec2": "wav2vec2"}
+MODEL_COLORS = {"xvector": "tab:blue", "ecapa": "tab:orange", "wav2vec2": "tab:green"}
+TEST_LABELS = {"original": "VoxCeleb1-O", "extended": "VoxCeleb1-E", "hard": "VoxCeleb1-H"}
+_SCALAR = re.compile(r"^([A-Za-z_][\w.]*):[ \t]*([^\n#!&*][^\n#]*?)?[ \t]*(?:#.*)?$", re.M)
+_NAN_LOSS = re.compile(r"loss[^:=\n]*[:=]\s*[-+]?(nan|inf)\b", re.I)
+
+
+# ---------------------------------------------------------------------------
+# reading run folders
+def find_runs(root: Path) -> list[Path]:
+    """Run folders below `root` (sorted); their save/ and eval/ are not searched."""
+    found = []
+
+    def walk(folder: Path) -> None:
+        names = {p.name for p in folder.iterdir()}
+        if any(m in names for m in RUN_MARKERS) and folder != root:
+            found.append(folder)
+            return
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and child.name not in SKIP_DIRS and not child.name.startswith("."):
+                walk(child)
+
+    walk(root)
+    return sorted(found)
+
+
+def read_hparams(path: Path) -> dict:
+    """Top-level scalar values of a (resolved) hyperparams.yaml, without building objects."""
+    import yaml
+
+    values: dict = {}
+    if not path.is_file():
+        return values
+    for key, raw in _SCALAR.findall(path.read_text(errors="replace")):
+        if not raw:
+            continue
+        try:
+            values[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            values[key] = raw
+    return values
+
+
+def flatten_results(data: dict, prefix: str = "") -> dict[str, dict]:
+    """{test set: metrics} from results.json (its "test_sets" part when there is one, plus
+    "val" for the validation EER), also when sets are nested (e.g. raw / asnorm)."""
+    out: dict[str, dict] = {}
+    if not prefix and isinstance(data.get("test_sets"), dict):
+        out = flatten_results(data["test_sets"], prefix="/")
+        out = {k.lstrip("/"): v for k, v in out.items()}
+        if isinstance(data.get("validation"), dict) and "eer" in data["validation"]:
+            out["val"] = data["validation"]
+        return out
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            continue
+        name = f"{prefix}{key}"
+        if "eer" in value:
+            out[name] = value
+        else:
+            out.update(flatten_results(value, prefix=f"{name}/"))
+    return out
+
+
+def diverged_in_log(path: Path) -> bool:
+    """True when train_log.txt reports a NaN or infinite loss."""
+    return path.is_file() and bool(_NAN_LOSS.search(path.read_text(errors="replace")))
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_run(root: Path, folder: Path) -> dict:
+    info = parse_run_path(root, folder)
+    hp = read_hparams(folder / "hyperparams.yaml")
+    row: dict = {"run": str(folder.relative_to(root))}
+    row["grid"] = info["grid"] or ""
+    row["model"] = info["model"] or hp.get("model_name", "")
+    row["subset"] = info["subset"] or hp.get("subset", "")
+    row["tag"] = info["tag"] or ""
+    for key in HPARAM_KEYS:
+        if key in ("model_name", "subset"):
+            continue
+        value = info.get(key)
+        row[key] = value if value is not None else hp.get(key)
+    if row["lr"] is not None:
+        row["lr"] = _float(row["lr"])
+    results_file = folder / "eval" / "best" / "results.json"
+    results: dict[str, dict] = {}
+    if results_file.is_file():
+        try:
+            results = flatten_results(json.loads(results_file.read_text()))
+        except (json.JSONDecodeError, OSError):
+            results = {}
+    nan_eer = False
+    for test_set, metrics in results.items():
+        eer = _float(metrics.get("eer"))
+        nan_eer |= math.isnan(eer)
+        row[f"eer_pct_{test_set}"] = 100.0 * eer
+        for metric in METRICS[1:]:
+            row[f"{metric}_{test_set}"] = _float(metrics.get(metric))
+    row["diverged"] = diverged_in_log(folder / "train_log.txt") or nan_eer
+    if results_file.is_file() and results:
+        row["status"] = "finished"
+    elif results_file.is_file():
+        row["status"] = "bad results.json"
+    else:
+        row["status"] = "unfinished"
+    return row
+
+
+def collect(root: Path | str) -> pd.DataFrame:
+    """One row per run folder below `root`."""
+    root = Path(root)
+    rows = [read_run(root, folder) for folder in find_runs(root)]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    metric_cols = sorted(c for c in frame.columns if c.startswith(("eer_pct_",) + METRICS[1:]))
+    first = ["run", "grid", "model", "subset", "tag", *[k for k in HPARAM_KEYS
+             if k not in ("model_name", "subset")], "status", "diverged"]
+    return frame[[c for c in first if c in frame.columns] + metric_cols]
+
+
+# ---------------------------------------------------------------------------
+# summaries
+def pick_test_set(frame: pd.DataFrame, preferred: str | None, fallback=("hard", "original")):
+    """Name of the test set to show: `preferred` if given, else the first of `fallback`
+    that has results, else any."""
+    sets = [c.removeprefix("eer_pct_") for c in frame.columns if c.startswith("eer_pct_")]
+    for name in ([preferred] if preferred else []) + list(fallback):
+        if name in sets and frame[f"eer_pct_{name}"].notna().any():
+            return name
+    return sets[0] if sets else None
+
+
+def tests_with_results(frame: pd.DataFrame) -> list[str]:
+    """The VoxCeleb1 test sets (in O, E, H order) with at least one EER in `frame`."""
+    return [t for t in TEST_LABELS if f"eer_pct_{t}" in frame
+            and frame[f"eer_pct_{t}"].notna().any()]
+
+
+def _order(values, known):
+    values = [v for v in dict.fromkeys(values) if v]
+    return [v for v in known if v in values] + sorted(v for v in values if v not in known)
+
+
+def seed_stats(group: pd.DataFrame, col: str) -> dict:
+    finished = group[group["status"] == "finished"]
+    values = finished[col].to_numpy(dtype=float) if col in finished else np.array([])
+    ok = values[~np.isnan(values)]
+    return {
+        "mean": float(ok.mean()) if ok.size else math.nan,
+        "sd": float(ok.std(ddof=1)) if ok.size > 1 else math.nan,
+        "n": int(ok.size), "diverged": int(group["diverged"].sum()),
+        "runs": len(group), "unfinished": int((group["status"] != "finished").sum()),
+    }
+
+
+def _cell(stats: dict, bold: bool = False) -> str:
+    if stats["n"] == 0:
+        text = "div." if stats["diverged"] else "—"
+    else:
+        text = f"{stats['mean']:.2f}"
+        if stats["n"] > 1:
+            text += f" ± {stats['sd']:.2f}"
+        if bold:
+            text = f"**{text}**"
+        if stats["runs"] > 1:
+            text += f" ({stats['n']})"
+        if stats["diverged"]:
+            text += f" [{stats['diverged']} div.]"
+    return text
+
+
+def fmt_lr(lr: float) -> str:
+    """1e-07 -> 1e-7, 0.00178 -> 1.78e-3, 1.782e-4 -> 1.782e-4."""
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def lr_table(frame: pd.DataFrame, grid: str, test_set: str) -> list[str]:
+    """One row per model x subset, best EER in bold.  Columns are the lrs when all cells
+    share them (naive grid), else the cell's own lrs in order with "lr: EER" entries."""
+    sub = frame[frame["grid"] == grid]
+    lrs = sorted(sub["lr"].dropna().unique())
+    cells = [(m, s) for m in _order(sub["model"], MODELS)
+             for s in _order(sub[sub["model"] == m]["subset"], SUBSETS)]
+    per_cell = {c: sorted(sub[(sub["model"] == c[0]) & (sub["subset"] == c[1])]["lr"]
+                          .dropna().unique()) for c in cells}
+    shared = len(lrs) <= max((len(v) for v in per_cell.values()), default=0)
+    rows = []
+    for model, subset in cells:
+        cell = sub[(sub["model"] == model) & (sub["subset"] == subset)]
+        stats = {lr: seed_stats(cell[cell["lr"] == lr], f"eer_pct_{test_set}")
+                 for lr in per_cell[model, subset]}
+        means = [s["mean"] for s in stats.values() if s["n"]]
+        best = min(means) if means else None
+        row = [MODEL_LABELS.get(model, model), subset]
+        if shared:
+            row += [_cell(stats[lr], bold=stats[lr]["mean"] == best) if lr in stats else ""
+                    for lr in lrs]
+        else:
+            row += [f"{fmt_lr(lr)}: {_cell(st, bold=st['mean'] == best)}"
+                    for lr, st in stats.items()]
+        rows.append(row)
+    width = len(lrs) if shared else max((len(v) for v in per_cell.values()), default=0)
+    rows = [r + [""] * (2 + width - len(r)) for r in rows]
+    header = [fmt_lr(lr) for lr in lrs] if shared else [f"lr {i + 1}" for i in range(width)]
+    return _table(["model", "subset", *header], rows)
+
+
+def steps_table(frame: pd.DataFrame, test_set: str) -> list[str]:
+    sub = frame[frame["grid"] == "steps"]
+    steps = sorted(int(s) for s in sub["max_steps"].dropna().unique())
+    rows = []
+    for model in _order(sub["model"], MODELS):
+        for subset in _order(sub[sub["model"] == model]["subset"], SUBSETS):
+            cell = sub[(sub["model"] == model) & (sub["subset"] == subset)]
+            lr = cell["lr"].dropna()
+            rows.append([MODEL_LABELS.get(model, model), subset,
+                         fmt_lr(lr.iloc[0]) if len(lr) else ""] + [
+                _cell(seed_stats(cell[cell["max_steps"] == s], f"eer_pct_{test_set}"))
+                for s in steps])
+    return _table(["model", "subset", "lr", *[f"{s // 1000}k" for s in steps]], rows)
+
+
+def ablation_table(frame: pd.DataFrame, test_set: str) -> list[str]:
+    sub = frame[frame["grid"] == "ablation"]
+    subsets = _order(sub["subset"], SUBSETS)
+    rows = []
+    for tag in _order(sub["tag"], tuple(ABLATION_VARIANTS)):
+        rows.append([ABLATION_LABELS.get(tag, tag)] + [
+            _cell(seed_stats(sub[(sub["tag"] == tag) & (sub["subset"] == s)],
+                             f"eer_pct_{test_set}")) for s in subsets])
+    return _table(["variant", *subsets], rows)
+
+
+def demo_cells(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    """The demo grid's runs: (model, subset or "untrained") -> its row (max_steps 0 =
+    the untrained model of lowres.study.demo).  Only finished runs."""
+    sub = frame[(frame["grid"] == "demo") & (frame["status"] == "finished")]
+    cells = {}
+    for _, row in sub.iterrows():
+        untrained = _float(row.get("max_steps")) == 0
+        cells[row["model"], "untrained" if untrained else row["subset"]] = row
+    return cells
+
+
+DEMO_COLUMNS = ("untrained", *DEMO_SUBSETS)
+
+
+def demo_table(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
+    """Markdown rows: one per model; EER % and minDCF (p_target 0.05; 0.01 needs far more
+    trials than the demo's) per subset and untrained."""
+    cells = demo_cells(frame)
+    rows = []
+    for model in _order([m for m, _ in cells], MODELS):
+        row = [MODEL_LABELS.get(model, model)]
+        for col in DEMO_COLUMNS:
+            r = cells.get((model, col))
+            eer = _float(r.get(f"eer_pct_{test_set}")) if r is not None else math.nan
+            dcf = _float(r.get(f"min_dcf_0.05_{test_set}")) if r is not None else math.nan
+            row.append("—" if math.isnan(eer) else f"{eer:.2f} / {dcf:.3f}"
+                       + (" (div.)" if r is not None and r["diverged"] else ""))
+        rows.append(row)
+    return _table(["model", *[f"{c} EER % / minDCF" for c in DEMO_COLUMNS]], rows)
+
+
+def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
+                   steps_test: str | None = None) -> None:
+    lines = ["# Results", ""]
+    if frame.empty:
+        path.write_text("# Results\n\nNo runs found.\n")
+        return
+    counts = frame["status"].value_counts().to_dict()
+    lines += [f"{len(frame)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+              + f"; {int(frame['diverged'].sum())} diverged (NaN/inf loss, kept and marked "
+              "'div.'). EER in %, best checkpoint; mean ± sd over seeds, (n) = seeds with "
+              "results.", ""]
+    for grid, title in (("naive_lr", "Naive LR grid"), ("detailed_lr", "Detailed LR grid")):
+        if (frame["grid"] == grid).any():
+            test = pick_test_set(frame[frame["grid"] == grid], lr_test, ("original",))
+            lines += [f"## {title} (EER %, {TEST_LABELS.get(test, test)})", ""]
+            lines += lr_table(frame, grid, test) + [""]
+    if (frame["grid"] == "steps").any():
+        test = pick_test_set(frame[frame["grid"] == "steps"], steps_test)
+        lines += [f"## Steps (EER %, {TEST_LABELS.get(test, test)})", ""]
+        lines += steps_table(frame, test) + [""]
+    if (frame["grid"] == "ablation").any():
+        test = pick_test_set(frame[frame["grid"] == "ablation"], steps_test)
+        lines += [f"## wav2vec2 ablation (EER %, {TEST_LABELS.get(test, test)})", ""]
+        lines += ablation_table(frame, test) + [""]
+    if (frame["grid"] == "demo").any():
+        lines += ["## Demo: trained on each tiny subset vs untrained (EER % / minDCF at "
+                  "p_target 0.05)", ""]
+        for test in tests_with_results(frame):
+            lines += [f"### {TEST_LABELS[test]}", ""] + demo_table(frame, test) + [""]
+    other = frame[frame["grid"] == ""]
+    eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]
+    if len(other):
+        lines += ["## Other runs", ""]
+        lines += _table(["run", "status", *eer_cols], [
+            [r["run"], r["status"] + (" (div.)" if r["diverged"] else "")]
+            + [f"{r[c]:.2f}" if not pd.isna(r[c]) else "" for c in eer_cols]
+            for _, r in other.iterrows()]) + [""]
+    for title, mask in (("Diverged runs (NaN/inf loss)", frame["diverged"]),
+                        ("Unfinished runs", frame["status"] != "finished")):
+        if mask.any():
+            lines += [f"## {title}", ""] + [f"- {r}" for r in frame[mask]["run"]] + [""]
+    path.write_text("\n".join(lines))
+
+
+def best_lrs(frame: pd.DataFrame, test_set: str = "original",
+             grids: tuple[str, ...] = ("naive_lr", "detailed_lr")) -> dict[tuple[str, str], float]:
+    """(model, subset) -> the lr with the lowest mean EER on `test_set` over the LR grids
+    (finished runs that did not diverge); the study picked its steps-grid lr this way on
+    VoxCeleb1-O.  Cells without such runs are left out."""
+    col = f"eer_pct_{test_set}"
+    if frame.empty or col not in frame:
+        return {}
+    ok = frame[frame["grid"].isin(grids) & (frame["status"] == "finished")
+               & ~frame["diverged"].astype(bool) & frame[col].notna()]
+    means = ok.groupby(["model", "subset", "lr"])[col].mean().reset_index()
+    best = means.loc[means.groupby(["model", "subset"])[col].idxmin()]
+    return {(r.model, r.subset): float(r.lr) for r in best.itertuples()}
+
+
+# ---------------------------------------------------------------------------
+# figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    _plt().close(fig)
+    return paths
+
+
+def _diverged_marks(ax, xs, ys, label_done: list) -> None:
+    """Red crosses for diverged runs: at their EER, or at the top of the panel."""
+    if not len(xs):
+        return
+    top = ax.get_ylim()[1]
+    ys = [top if (y is None or math.isnan(y)) else y for y in ys]
+    label = None if label_done else "diverged (NaN loss)"
+    ax.scatter(xs, ys, marker="x", color="red", s=50, zorder=5, label=label, clip_on=False)
+    label_done.append(True)
+
+
+def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    sub = frame[frame["grid"].isin(["naive_lr", "detailed_lr"])]
+    if sub.empty:
+        return []
+    test = pick_test_set(sub, test_set, ("original",))
+    col = f"eer_pct_{test}"
+    plt = _plt()
+    subsets = _order(sub["subset"], SUBSETS)
+    fig, axes = plt.subplots(1, len(subsets), figsize=(3.6 * len(subsets), 3.4), squeeze=False,
+                             sharey=True)
+    div_label: list = []
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        cell = sub[sub["subset"] == subset]
+        pending = []
+        for model in _order(cell["model"], MODELS):
+            runs = cell[cell["model"] == model]
+            points = []
+            for lr, group in runs.groupby("lr"):
+                stats = seed_stats(group, col)
+                if stats["n"]:
+                    points.append((lr, stats["mean"], group["grid"].iloc[0]))
+                if stats["diverged"]:
+                    div = group[group["diverged"]]
+                    pending += [(lr, v) for v in div.get(col, pd.Series(math.nan, div.index))]
+            if not points:
+                continue
+            lrs, eers, kinds = zip(*sorted(points), strict=True)
+            color = MODEL_COLORS.get(model)
+            ax.plot(lrs, eers, "-", color=color, label=MODEL_LABELS.get(model, model))
+            for lr, eer, kind in zip(lrs, eers, kinds, strict=True):
+                ax.plot(lr, eer, "o" if kind == "naive_lr" else "s", color=color,
+                        markersize=5 if kind == "naive_lr" else 4,
+                        markerfacecolor=color if kind == "naive_lr" else "white")
+        ax.set_xscale("log")
+        ax.set_title(subset)
+        ax.set_xlabel("learning rate")
+        ax.grid(True, which="major", alpha=0.3)
+        if pending:
+            _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label)
+    _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid")
+    return _save(fig, out, "lr")
+
+
+def _finish_panels(fig, axes, test: str, note: str) -> None:
+    """Y label, one legend above a row of panels (each label once), a note below."""
+    axes[0][0].set_ylabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels) + 1,
+               bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.text(0.5, -0.1, note, ha="center", fontsize=8)
+
+
+def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    sub = frame[frame["grid"] == "steps"]
+    if sub.empty:
+        return []
+    test = pick_test_set(sub, test_set)
+    col = f"eer_pct_{test}"
+    plt = _plt()
+    subsets = _order(sub["subset"], SUBSETS)
+    fig, axes = plt.subplots(1, len(subsets), figsize=(3.6 * len(subsets), 3.4), squeeze=False,
+                             sharey=True)
+    models = _order(sub["model"], MODELS)
+    div_label: list = []
+    all_steps = sorted(int(s) for s in sub["max_steps"].dropna().unique())
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        cell = sub[sub["subset"] == subset]
+        pending = []
+        for k, model in enumerate(models):
+            runs = cell[cell["model"] == model]
+            if runs.empty:
+                continue
+            color = MODEL_COLORS.get(model)
+            shift = 1.0 + 0.04 * (k - (len(models) - 1) / 2)  # dodge models on the log axis
+            xs, means, sds = [], [], []
+            for steps, group in runs.groupby("max_steps"):
+                stats = seed_stats(group, col)
+                done = group[(group["status"] == "finished")]
+                if col in done:
+                    ax.scatter([steps * shift] * len(done), done[col], s=12, color=color,
+                               alpha=0.5, zorder=3)
+                if stats["n"]:
+                    xs.append(steps * shift)
+                    means.append(stats["mean"])
+                    sds.append(0.0 if math.isnan(stats["sd"]) else stats["sd"])
+                div = group[group["diverged"]]
+                pending += [(steps * shift, v)
+                            for v in div.get(col, pd.Series(math.nan, div.index))]
+            if xs:
+                ax.errorbar(xs, means, yerr=sds, color=color, marker="o", capsize=3,
+                            label=MODEL_LABELS.get(model, model))
+        ax.set_xscale("log")
+        ax.set_xticks(all_steps)
+        ax.set_xticklabels([f"{s // 1000}k" if s >= 1000 else str(s) for s in all_steps])
+        ax.minorticks_off()
+        ax.set_title(subset)
+        ax.set_xlabel("max_steps")
+        ax.grid(True, alpha=0.3)
+        if pending:
+            _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label)
+    _finish_panels(fig, axes, test, "mean ± sd over seeds; dots: single seeds")
+    return _save(fig, out, "steps")
+
+
+def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    sub = frame[frame["grid"] == "ablation"]
+    if sub.empty:
+        return []
+    test = pick_test_set(sub, test_set)
+    col = f"eer_pct_{test}"
+    plt = _plt()
+    subsets = _order(sub["subset"], SUBSETS)
+    tags = _order(sub["tag"], tuple(ABLATION_VARIANTS))
+    fig, axes = plt.subplots(1, len(subsets), figsize=(4.2 * len(subsets), 0.32 * len(tags) + 1.6),
+                             squeeze=False, sharey=True)
+    div_label: list = []
+    rng = np.random.default_rng(0)
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        cell = sub[sub["subset"] == subset]
+        ys = np.arange(len(tags))[::-1]
+        baseline = None
+        pending = []
+        for y, tag in zip(ys, tags, strict=True):
+            group = cell[cell["tag"] == tag]
+            stats = seed_stats(group, col)
+            color = "tab:gray" if tag == "baseline" else "tab:green"
+            if stats["n"]:
+                ax.barh(y, stats["mean"], color=color, alpha=0.45, height=0.7)
+                if tag == "baseline":
+                    baseline = stats["mean"]
+            done = group[group["status"] == "finished"]
+            if col in done and len(done):
+                jitter = rng.uniform(-0.15, 0.15, len(done))
+                ax.scatter(done[col], y + jitter, s=14, color="black", zorder=3)
+            div = group[group["diverged"]]
+            pending += [(v, y) for v in div.get(col, pd.Series(math.nan, div.index))]
+        if baseline is not None:
+            ax.axvline(baseline, color="tab:gray", linestyle="--", linewidth=1)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([ABLATION_LABELS.get(t, t) for t in tags])
+        ax.set_title(f"wav2vec2, {subset}")
+        ax.set_xlabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
+        ax.grid(True, axis="x", alpha=0.3)
+        if pending:
+            right = ax.get_xlim()[1]
+            xs = [right if math.isnan(v) else v for v, _ in pending]
+            label = None if div_label else "diverged (NaN loss)"
+            ax.scatter(xs, [y for _, y in pending], marker="x", color="red", s=50, zorder=5,
+                       label=label, clip_on=False)
+            div_label.append(True)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(loc="lower right", fontsize=8)
+    fig.text(0.5, -0.02, "bars: mean over seeds; dots: single seeds; dashed: baseline",
+             ha="center", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "ablation")
+
+
+def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Bars: EER per model (groups) x subset (colours), the untrained model in grey."""
+    cells = demo_cells(frame)
+    if not cells:
+        return []
+    tests = tests_with_results(frame)
+    models = _order([m for m, _ in cells], MODELS)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 3.4), squeeze=False,
+                             sharey=True)
+    colors = {"untrained": "tab:gray", "tiny_few": "tab:purple",
+              "tiny_many_low": "tab:red", "tiny_many_high": "tab:cyan"}
+    width = 0.8 / len(DEMO_COLUMNS)
+    for ax, test in zip(axes[0], tests, strict=True):
+        for k, col in enumerate(DEMO_COLUMNS):
+            xs, ys = [], []
+            for i, model in enumerate(models):
+                r = cells.get((model, col))
+                if r is not None and not math.isnan(_float(r.get(f"eer_pct_{test}"))):
+                    xs.append(i + (k - (len(DEMO_COLUMNS) - 1) / 2) * width)
+                    ys.append(_float(r[f"eer_pct_{test}"]))
+            ax.bar(xs, ys, width=width, color=colors[col], label=col,
+                   hatch="//" if col == "untrained" else None, edgecolor="white")
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels([MODEL_LABELS.get(m, m) + ("\n(random init)" if any(
+            str(r.get("reset_weights")).lower() == "true" for (mm, _), r in cells.items()
+            if mm == m) else "") for m in models])
+        ax.set_title(TEST_LABELS[test])
+        ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("EER (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels),
+               bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.text(0.5, -0.1, "demo (CPU-sized, synthetic corpus): one run per bar; dotted: chance",
+             ha="center", fontsize=8)
+    return _save(fig, out, "demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lowres.results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs_root", type=Path)
+    parser.add_argument("--out", type=Path, help="output folder (default RUNS_ROOT/results)")
+    parser.add_argument("--lr_test_set", help="test set of the LR tables/figure "
+                        "(default original)")
+    parser.add_argument("--test_set", help="test set of the steps and ablation tables/figures "
+                        "(default hard, else original)")
+    args = parser.parse_args(argv)
+    if not args.runs_root.is_dir():
+        parser.error(f"{args.runs_root} is not a folder")
+    out = args.out or args.runs_root / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    frame = collect(args.runs_root)
+    frame.to_csv(out / "results.csv", index=False)
+    write_markdown(frame, out / "results.md", args.lr_test_set, args.test_set)
+    written = [out / "results.csv", out / "results.md"]
+    if not frame.empty:
+        written += plot_lr(frame, out, args.lr_test_set)
+        written += plot_steps(frame, out, args.test_set)
+        written += plot_ablation(frame, out, args.test_set)
+        written += plot_demo(frame, out)
+    n_div = int(frame["diverged"].sum()) if not frame.empty else 0
+    print(f"{len(frame)} runs ({n_div} diverged) -> " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training parts beyond SpeechBrain's ``Brain``: LR schedules."""
