@@ -1,10 +1,11 @@
-"""`make demo` reduced: fewer steps; the table is complete and training helps.
+"""`make demo`: its printed table and checks on fabricated runs, and the demo reduced.
 
-Runs ``python -m lowres.demo`` (every stage, as `make demo` does, including the corpus at
-the demo's channel strength) with fewer training steps, then reruns it to check that
-finished work is reused.
+The reduced demo runs ``python -m lowres.demo`` (every stage, as `make demo` does,
+including the corpus at the demo's channel strength) with fewer training steps, then
+reruns it to check that finished work is reused.
 """
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -12,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_results import fabricate
 
+from lowres.study import demo
 from lowres.study.grids import DEMO_SUBSETS, MODELS, expand, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +50,65 @@ def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
         assert values["test_sets"] == ["original", "extended", "hard"]
     with pytest.raises(ValueError, match="unknown model"):
         expand("demo", tmp_path, model_extra={"resnet": {"lr": 1}})
+
+def printed_table(out: str, test: str = "VoxCeleb1-O") -> dict[str, list[str]]:
+    """The demo's printed table for one test set: model label -> its cells (untrained,
+    then DEMO_SUBSETS), each "EER % / minDCF" or "—"."""
+    table = out[out.index(f"### {test}\n"):].split("\n\n")[1].splitlines()[2:]
+    rows = {}
+    for line in table:
+        label, *cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[label] = cells
+    return rows
+
+
+def section(markdown: str) -> str:
+    """results.md's demo section."""
+    start = markdown.index("## Demo")
+    end = markdown.find("\n## ", start)
+    return markdown[start:] if end < 0 else markdown[start:end + 1]
+
+
+def test_demo_prints_results_md_demo_section_and_its_checks(tmp_path, capsys):
+    """The table and checks the demo prints are results.md's, read from the run folders."""
+    root = tmp_path / "runs"
+    eers = {  # VoxCeleb1-O EER %; fabricate() gives E 1.5x and H 2x
+        "xvector": {"untrained": 40.0, "tiny_few": 20.0, "tiny_many_low": 25.0,
+                    "tiny_many_high": 15.0},
+        "ecapa": {"untrained": 20.0, "tiny_few": 15.0, "tiny_many_low": 12.0,
+                  "tiny_many_high": 22.0},
+        "wav2vec2": {"untrained": 45.0, "tiny_few": 30.0, "tiny_many_low": 40.0,
+                     "tiny_many_high": None},  # not finished yet
+    }
+    for run in expand("demo", root):
+        if run.model == "wav2vec2":
+            run = dataclasses.replace(run, overrides={**run.overrides, "reset_weights": True})
+        fabricate(run, eers[run.model][run.subset])
+        if run.subset == "tiny_few":
+            untrained = dataclasses.replace(
+                run, overrides={**run.overrides, "max_steps": 0},
+                output_folder=demo.untrained_folder(root, run.model))
+            fabricate(untrained, eers[run.model]["untrained"])
+    demo.results(root, tmp_path / "out")
+    out = capsys.readouterr().out
+    results_md = (tmp_path / "out" / "results.md").read_text()
+    assert section(results_md) in out
+    for test, factor in (("VoxCeleb1-O", 1.0), ("VoxCeleb1-E", 1.5), ("VoxCeleb1-H", 2.0)):
+        rows = printed_table(out, test)
+        assert list(rows) == ["x-vector", "ECAPA-TDNN", "wav2vec2 (random init)"]
+        for label, model in zip(rows, MODELS, strict=True):
+            cells = [eers[model][c] for c in ("untrained", *DEMO_SUBSETS)]
+            assert rows[label] == ["—" if e is None else f"{factor * e:.2f} / 0.400"
+                                   for e in cells]
+    checks = section(results_md).split("### VoxCeleb1-E")[0]
+    assert ("- x-vector: untrained 40.00, trained 15.00-25.00 (every subset below untrained, "
+            "by 15.00 points at least); tiny_many_high better than tiny_many_low; order: "
+            "tiny_many_high 15.00 < tiny_few 20.00 < tiny_many_low 25.00") in checks
+    assert ("- ECAPA-TDNN: untrained 20.00, trained 12.00-22.00 (NOT every subset below "
+            "untrained, by -2.00 points at least); tiny_many_high NOT better than "
+            "tiny_many_low") in checks
+    assert "- wav2vec2 (random init): incomplete" in checks
+
 
 # The demo's corpus (preset default: 40 test speakers, enough trials to tell trained from
 # untrained) with fewer steps than hparams/overrides/cpu_demo.yaml. The small preset is too
@@ -86,12 +148,11 @@ def test_reduced_demo_table_complete_and_trained_beats_untrained(tmp_path):
             for test in ("original", "extended", "hard"):
                 assert 0 <= eer(tmp_path, model, column, test) <= 1
     # the printed table has every cell, and its numbers are the runs' own
-    table = out[out.index("VoxCeleb1-O: EER"):].split("\n\n")[0]
-    rows = [line for line in table.splitlines()[3:] if line.strip()]
-    assert len(rows) == 3 and "—" not in table
-    for model, row in zip(MODELS, rows, strict=True):
-        cells = row.split()[-12:]  # 4 cells of "EER / minDCF"
-        printed = [float(c) for c in cells[0::3]]
+    rows = printed_table(out)
+    assert len(rows) == 3 and "wav2vec2 (random init)" in rows
+    for model, cells in zip(MODELS, rows.values(), strict=True):
+        assert "—" not in cells
+        printed = [float(c.split("/")[0]) for c in cells]
         measured = [100 * eer(tmp_path, model, c) for c in ("untrained", *DEMO_SUBSETS)]
         assert printed == pytest.approx(measured, abs=0.006)
     # training helps: each model's mean trained EER (subsets x O/E/H) is below its
@@ -103,10 +164,8 @@ def test_reduced_demo_table_complete_and_trained_beats_untrained(tmp_path):
         assert sum(trained) / len(trained) < sum(untrained) / len(untrained), model
     assert not math.isnan(eer(tmp_path, "ecapa", "tiny_many_high", "hard"))
     # the corpus was made at the demo's channel strength (lowres.study.demo stage 1)
-    from lowres.study.demo import build_parser
-
     config = json.loads((tmp_path / "corpus" / "meta" / "synthetic_config.json").read_text())
-    assert config["channel_strength"] == build_parser().get_default("channel_strength")
+    assert config["channel_strength"] == demo.build_parser().get_default("channel_strength")
     results = tmp_path / "results"
     for name in ("results.csv", "results.md", "demo.png", "demo.pdf"):
         assert (results / name).is_file(), name

@@ -30,16 +30,15 @@ reprints the table):
    overrides of hparams/overrides/cpu_demo.yaml (the one place for them); train.py
    evaluates each run on the O/E/H trials after training.
 6. ``results``: ``python -m lowres.results RUNS/demo --out OUT`` (results.csv,
-   results.md, figures) and the table, model x subset next to the untrained model.
+   results.md, figures), then results.md's demo section as it stands in the file: per
+   test set the table (model x subset next to the untrained model) and its checks.
 
-Every number printed is read from the run folders.
+Every number printed is read from the run folders (lowres.study.results.collect).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import re
 import subprocess
@@ -51,13 +50,10 @@ from pathlib import Path
 import yaml
 
 from lowres.study import results as lowres_results
-from lowres.study.grids import DEMO_SUBSETS, MODELS, REPO_ROOT, expand, is_finished, results_path
+from lowres.study.grids import DEMO_SUBSETS, REPO_ROOT, expand, is_finished
 
 STAGES = ("corpus", "prepare", "wav2vec2", "untrained", "train", "results")
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
-TEST_LABELS = lowres_results.TEST_LABELS
-TEST_SETS = tuple(TEST_LABELS)
-MODEL_LABELS = {**lowres_results.MODEL_LABELS, "wav2vec2": "wav2vec2 (random init)"}
 
 
 def say(text: str) -> None:
@@ -223,77 +219,15 @@ def train(runs_root: Path, overrides_files: list[str], sets: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- table
-def read_cells(runs_root: Path) -> dict[tuple[str, str], dict]:
-    """(model, subset | "untrained") -> results.json of that run (finished runs only)."""
-    cells = {}
-    for model in MODELS:
-        folders = {"untrained": untrained_folder(runs_root, model)}
-        folders.update({s: runs_root / "demo" / f"{model}_{s}" / "trained"
-                        for s in DEMO_SUBSETS})
-        for column, folder in folders.items():
-            path = results_path(_abs(folder))
-            if path.is_file():
-                cells[model, column] = json.loads(path.read_text())
-    return cells
-
-
-def _metric(result: dict | None, test: str, key: str) -> float:
-    try:
-        return float(result["test_sets"][test][key])
-    except (TypeError, KeyError, ValueError):
-        return math.nan
-
-
-def format_table(cells: dict, test: str) -> str:
-    columns = ("untrained", *DEMO_SUBSETS)
-    head = f"{'model':<24}" + "".join(f"{c:>22}" for c in columns)
-    lines = [f"{TEST_LABELS[test]}: EER % / minDCF (p_target 0.05)", head, "-" * len(head)]
-    for model in MODELS:
-        row = f"{MODEL_LABELS[model]:<24}"
-        for column in columns:
-            result = cells.get((model, column))
-            e, d = _metric(result, test, "eer"), _metric(result, test, "min_dcf_0.05")
-            row += f"{'—' if math.isnan(e) else f'{100 * e:.2f} / {d:.3f}':>22}"
-        lines.append(row)
-    return "\n".join(lines)
-
-
-def checks(cells: dict, test: str) -> list[str]:
-    """The quality bar and the study's orderings on one test set, as measured."""
-    out = []
-    for model in MODELS:
-        base = _metric(cells.get((model, "untrained")), test, "eer")
-        trained = {s: _metric(cells.get((model, s)), test, "eer") for s in DEMO_SUBSETS}
-        if math.isnan(base) or any(math.isnan(v) for v in trained.values()):
-            out.append(f"{MODEL_LABELS[model]}: incomplete")
-            continue
-        worst = max(trained.values())
-        verdict = ("every subset below untrained" if worst < base
-                   else "NOT every subset below untrained")
-        order = " < ".join(f"{s} {100 * v:.2f}" for s, v in sorted(trained.items(),
-                                                                    key=lambda kv: kv[1]))
-        low, high = trained["tiny_many_low"], trained["tiny_many_high"]
-        out.append(f"{MODEL_LABELS[model]}: untrained {100 * base:.2f}, trained "
-                   f"{100 * min(trained.values()):.2f}-{100 * worst:.2f} ({verdict}, by "
-                   f"{100 * (base - worst):.2f} points at least); tiny_many_high "
-                   f"{'better than' if high < low else 'NOT better than'} tiny_many_low; "
-                   f"order: {order}")
-    return out
-
-
-def results(runs_root: Path, out: Path) -> dict:
+def results(runs_root: Path, out: Path) -> None:
+    """results.csv, results.md and the figures (lowres.results), then results.md's demo
+    section: the table and its checks per test set, so the terminal shows what the file
+    does."""
     demo_root = _abs(runs_root) / "demo"
     lowres_results.main([str(demo_root), "--out", str(out)])
-    cells = read_cells(runs_root)
-    for test in TEST_SETS:
-        say("\n" + format_table(cells, test))
-    for test in TEST_SETS:
-        say(f"\nChecks on {TEST_LABELS[test]} (EER %, lower is better):")
-        for line in checks(cells, test):
-            say("  " + line)
-    say(f"\nResults: {out}/results.md (tables), {out}/results.csv (every run), "
+    say("\n" + "\n".join(lowres_results.demo_section(lowres_results.collect(demo_root))))
+    say(f"Results: {out}/results.md (tables), {out}/results.csv (every run), "
         f"{out}/demo.png and demo.pdf (figure); run folders in {demo_root}")
-    return cells
 
 
 # ---------------------------------------------------------------------------- main

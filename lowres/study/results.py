@@ -43,7 +43,7 @@ from lowres.study.grids import (
 )
 
 __all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
-           "demo_cells", "demo_table", "plot_demo", "main"]
+           "demo_cells", "demo_table", "demo_checks", "demo_section", "plot_demo", "main"]
 
 RUN_MARKERS = ("hyperparams.yaml", "train_log.txt", "eval")
 SKIP_DIRS = {"save", "eval", "results", "__pycache__"}
@@ -316,13 +316,22 @@ def demo_cells(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 DEMO_COLUMNS = ("untrained", *DEMO_SUBSETS)
 
 
+def demo_label(model: str, cells: dict[tuple[str, str], pd.Series], sep: str = " ") -> str:
+    """A model's name in the demo's table, checks and figure; its random-init wav2vec2
+    (``reset_weights``) is named as such, so nobody takes it for the pre-trained one."""
+    random_init = any(str(r.get("reset_weights")).lower() == "true"
+                      for (m, _), r in cells.items() if m == model)
+    return MODEL_LABELS.get(model, model) + (f"{sep}(random init)" if random_init else "")
+
+
 def demo_table(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
-    """Markdown rows: one per model; EER % and minDCF (p_target 0.05; 0.01 needs far more
-    trials than the demo's) per subset and untrained."""
+    """Markdown rows (columns padded, so the table also reads in a terminal): one per
+    model; EER % and minDCF (p_target 0.05; 0.01 needs far more trials than the demo's)
+    untrained and per subset."""
     cells = demo_cells(frame)
     rows = []
     for model in _order([m for m, _ in cells], MODELS):
-        row = [MODEL_LABELS.get(model, model)]
+        row = [demo_label(model, cells)]
         for col in DEMO_COLUMNS:
             r = cells.get((model, col))
             eer = _float(r.get(f"eer_pct_{test_set}")) if r is not None else math.nan
@@ -330,7 +339,54 @@ def demo_table(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
             row.append("—" if math.isnan(eer) else f"{eer:.2f} / {dcf:.3f}"
                        + (" (div.)" if r is not None and r["diverged"] else ""))
         rows.append(row)
-    return _table(["model", *[f"{c} EER % / minDCF" for c in DEMO_COLUMNS]], rows)
+    header = ["model", *DEMO_COLUMNS]  # cells: "EER % / minDCF", as the section title says
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = _table([h.ljust(w) for h, w in zip(header, widths, strict=True)],
+                   [[c.ljust(w) for c, w in zip(r, widths, strict=True)] for r in rows])
+    lines[1] = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return lines
+
+
+def demo_checks(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
+    """Per model, what the demo is meant to show, as measured on `test_set`: every subset
+    trains below the untrained model's EER, and tiny_many_high beats tiny_many_low (the
+    study's ordering); "incomplete" while a cell has no EER."""
+    cells = demo_cells(frame)
+    col = f"eer_pct_{test_set}"
+    out = []
+    for model in _order([m for m, _ in cells], MODELS):
+        label = demo_label(model, cells)
+        eers = {c: _float(cells[model, c].get(col)) if (model, c) in cells else math.nan
+                for c in DEMO_COLUMNS}
+        if any(math.isnan(v) for v in eers.values()):
+            out.append(f"{label}: incomplete")
+            continue
+        base = eers.pop("untrained")
+        worst = max(eers.values())
+        below = ("every subset below untrained" if worst < base
+                 else "NOT every subset below untrained")
+        order = " < ".join(f"{s} {v:.2f}" for s, v in sorted(eers.items(), key=lambda kv: kv[1]))
+        high = ("better than" if eers["tiny_many_high"] < eers["tiny_many_low"]
+                else "NOT better than")
+        out.append(f"{label}: untrained {base:.2f}, trained {min(eers.values()):.2f}-"
+                   f"{worst:.2f} ({below}, by {base - worst:.2f} points at least); "
+                   f"tiny_many_high {high} tiny_many_low; order: {order}")
+    return out
+
+
+def demo_section(frame: pd.DataFrame) -> list[str]:
+    """results.md's demo section, which ``make demo`` also prints: per test set the table
+    and its checks."""
+    demo = frame[frame["grid"] == "demo"]
+    if demo.empty:
+        return []
+    lines = ["## Demo: trained on each tiny subset vs untrained (EER % / minDCF at "
+             "p_target 0.05)", ""]
+    for test in tests_with_results(demo):
+        lines += [f"### {TEST_LABELS[test]}", "", *demo_table(demo, test), "",
+                  "Checks (EER %, lower is better):", "",
+                  *[f"- {line}" for line in demo_checks(demo, test)], ""]
+    return lines
 
 
 def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
@@ -357,11 +413,7 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
         test = pick_test_set(frame[frame["grid"] == "ablation"], steps_test)
         lines += [f"## wav2vec2 ablation (EER %, {TEST_LABELS.get(test, test)})", ""]
         lines += ablation_table(frame, test) + [""]
-    if (frame["grid"] == "demo").any():
-        lines += ["## Demo: trained on each tiny subset vs untrained (EER % / minDCF at "
-                  "p_target 0.05)", ""]
-        for test in tests_with_results(frame):
-            lines += [f"### {TEST_LABELS[test]}", ""] + demo_table(frame, test) + [""]
+    lines += demo_section(frame)
     other = frame[frame["grid"] == ""]
     eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]
     if len(other):
@@ -609,9 +661,7 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
             ax.bar(xs, ys, width=width, color=colors[col], label=col,
                    hatch="//" if col == "untrained" else None, edgecolor="white")
         ax.set_xticks(range(len(models)))
-        ax.set_xticklabels([MODEL_LABELS.get(m, m) + ("\n(random init)" if any(
-            str(r.get("reset_weights")).lower() == "true" for (mm, _), r in cells.items()
-            if mm == m) else "") for m in models])
+        ax.set_xticklabels([demo_label(m, cells, sep="\n") for m in models])
         ax.set_title(TEST_LABELS[test])
         ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
         ax.grid(True, axis="y", alpha=0.3)
