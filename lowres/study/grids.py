@@ -52,7 +52,7 @@ __all__ = [
     "format_value", "parse_run_path", "is_finished", "results_path", "REPO_ROOT",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = "recipes/VoxCeleb/train.py"  # $LOWRES_TRAIN_SCRIPT replaces it (tests, forks)
 
 MODELS = ("xvector", "ecapa", "wav2vec2")
