@@ -96,7 +96,8 @@ def fake_run(tmp_path):
     return hparams, n_trials, best_weight, last_weight
 
 
-METRIC_KEYS = {"n_trials", "eer", "eer_threshold", "min_dcf_0.01", "min_dcf_0.05", "scores"}
+METRIC_KEYS = {"n_trials", "eer", "eer_threshold", "min_dcf_0.01", "min_dcf_0.05", "scores",
+               "min_cllr", "cllr", "act_dcf_0.01", "act_dcf_0.05"}
 
 
 def test_results_schema_and_score_files(fake_run):
@@ -109,6 +110,10 @@ def test_results_schema_and_score_files(fake_run):
     assert res["checkpoint"]["meta"]["val_eer"] == 0.05 and res["checkpoint"]["meta"]["step"] == 10
     assert res["files_embedded"] == 15 + 9
     assert set(res["validation"]) == {"n_trials", "eer", "eer_threshold"}
+    # Calibration trained on the validation trials (raw and AS-norm scores).
+    cal = res["calibration"]
+    assert cal["trained_on"] == "validation" and cal["n_trials"] == res["validation"]["n_trials"]
+    assert cal["prior"] == 0.5 and cal["scale"] > 0 and set(cal["as_norm"]) == {"scale", "offset"}
     assert set(res["test_sets"]) == {"original", "extended", "hard"}
     for name, entry in res["test_sets"].items():
         assert set(entry) == METRIC_KEYS | {"as_norm"}
@@ -119,6 +124,8 @@ def test_results_schema_and_score_files(fake_run):
         for e in (entry, entry["as_norm"]):
             assert 0 <= e["eer"] <= 1 and 0 <= e["min_dcf_0.01"] <= 1
             assert isinstance(e["eer_threshold"], float)
+            assert 0 <= e["min_cllr"] <= min(e["cllr"], 1.0) and e["act_dcf_0.01"] >= 0
+            assert e["act_dcf_0.05"] >= e["min_dcf_0.05"] and e["act_dcf_0.01"] >= e["min_dcf_0.01"]
             scores = read_scores(path.parent / e["scores"])
             assert len(scores) == n_trials[name]
             assert set(scores.label) <= {0, 1} and scores.path1.str.endswith(".wav").all()
@@ -133,6 +140,9 @@ def test_last_checkpoint_and_cohort_cache(fake_run):
     torch.testing.assert_close(hparams["embedder"].proj.weight, last_weight)
     assert res["checkpoint"]["meta"]["step"] == 20
     assert list(res["test_sets"]) == ["original"] and "validation" not in res
+    # No validation trials, no calibration: min Cllr only.
+    assert "calibration" not in res and "cllr" not in res["test_sets"]["original"]
+    assert "min_cllr" in res["test_sets"]["original"]
     cohort = results_path(hparams["output_folder"], "last").parent / "cohort.pt"
     mtime = cohort.stat().st_mtime_ns
     again = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)

@@ -10,6 +10,9 @@
 3. scores every trial by cosine similarity (:mod:`lowres.scoring.score_norm`) and
    computes EER, its threshold and minDCF at p_target 0.01 and 0.05
    (:mod:`lowres.scoring.metrics`);
+3b. calibrates the cosine scores to log-likelihood ratios by logistic regression on the
+   validation trials (never the test trials; :mod:`lowres.scoring.calibration`) and adds
+   min Cllr, and with a calibration Cllr and the actual DCF at the Bayes threshold;
 4. with ``post_process_scores`` also the same after AS-norm, with a cohort of
    per-speaker mean embeddings of the training set's full utterances
    (computed once per checkpoint and cached as ``cohort.pt`` beside the
@@ -22,9 +25,13 @@
     {
       "checkpoint": {"which": "best", "name": "CKPT+...", "meta": {"val_eer": .., "step": ..}},
       "validation": {"n_trials": .., "eer": .., "eer_threshold": ..},   # whole utterances
+      "calibration": {"scale": .., "offset": .., "prior": 0.5,   # llr = scale * score + offset
+                      "trained_on": "validation", "n_trials": ..,
+                      "as_norm": {"scale": .., "offset": ..}},   # if post_process_scores
       "test_sets": {
         "original": {"n_trials": .., "eer": .., "eer_threshold": ..,
-                     "min_dcf_0.01": .., "min_dcf_0.05": ..,
+                     "min_dcf_0.01": .., "min_dcf_0.05": .., "min_cllr": ..,
+                     "cllr": .., "act_dcf_0.01": .., "act_dcf_0.05": ..,  # if calibrated
                      "scores": "scores_original.txt",
                      "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
                                  "top_k": 300, "cohort_size": ..,
@@ -36,6 +43,10 @@
     }
 
 A threshold that is not finite (only for degenerate score lists) is written as null.
+Without the validation trials (``validation=False``) there is no calibration: the test
+sets then have min Cllr but no Cllr / actual DCF.  Cllr is in bits (1: a system that
+always says LLR 0); act_dcf is normalised like min_dcf, so act_dcf - min_dcf is what the
+calibration loses at that prior.
 Score files hold one trial per line: ``label score path1 path2`` (paths as in
 the official list).  The validation EER threshold is what ``lowres.scoring.verify``
 uses to call two recordings same or different.
@@ -44,7 +55,8 @@ hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
 enroll_training_data; optional: as_norm_top_k (300), eval_batch_size (16),
 eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0),
-cohort_max_files_per_speaker (default: all files).
+cohort_max_files_per_speaker (default: all files), calibration_prior (0.5: the
+calibration objective is then Cllr).
 
 When ``best`` and ``last`` are the same checkpoint, the second evaluation
 copies the first one's results instead of embedding everything again.
@@ -68,6 +80,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from lowres.io.atomic import atomic_path, write_json
 from lowres.io.lists import read_manifest, read_trials
+from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
@@ -165,16 +178,23 @@ def _finite_or_none(x: float):
     return float(x) if math.isfinite(x) else None
 
 
-def trial_metrics(scores, labels) -> dict:
-    """n_trials, eer, eer_threshold, min_dcf_0.01, min_dcf_0.05 of one score list."""
+def trial_metrics(scores, labels, calibration: Calibration | None = None) -> dict:
+    """n_trials, eer, eer_threshold, min_dcf_0.01, min_dcf_0.05, min_cllr of one score list;
+    with a ``calibration`` also cllr, act_dcf_0.01 and act_dcf_0.05 of its LLRs."""
     res = eer(scores, labels)
-    return {
+    out = {
         "n_trials": int(len(labels)),
         "eer": res.eer,
         "eer_threshold": _finite_or_none(res.threshold),
         "min_dcf_0.01": min_dcf(scores, labels, 0.01),
         "min_dcf_0.05": min_dcf(scores, labels, 0.05),
+        "min_cllr": min_cllr(scores, labels),
     }
+    if calibration is not None:
+        llrs = calibration.llr(scores)
+        out.update({"cllr": cllr(llrs, labels), "act_dcf_0.01": act_dcf(llrs, labels, 0.01),
+                    "act_dcf_0.05": act_dcf(llrs, labels, 0.05)})
+    return out
 
 
 def write_scores(path: str | os.PathLike, trials: pd.DataFrame, scores) -> None:
@@ -245,6 +265,8 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
           and src.get("manifest_folder") == os.fspath(hparams["manifest_folder"])
           and all(s in sets for s in test_sets)
           and (not validation or "validation" in src)
+          and (not validation or (src.get("calibration") or {}).get("prior")
+               == float(hparams.get("calibration_prior", 0.5)))
           and (not post or all(
               sets[s].get("as_norm", {}).get("top_k") == top_k
               and sets[s]["as_norm"].get("cohort_max_files_per_speaker")
@@ -256,6 +278,8 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
                "reused_from": other, "test_sets": {}}
     if not validation:
         results.pop("validation", None)
+    if not post and "calibration" in results:
+        results["calibration"] = {k: v for k, v in results["calibration"].items() if k != "as_norm"}
     names = ["cohort.pt"] if (src_dir / "cohort.pt").is_file() else []
     for s in test_sets:
         entry = dict(sets[s])
@@ -332,23 +356,33 @@ def evaluate_run(
         "embedding_seconds": round(embedding_seconds, 2),
         "files_embedded": len(files),
     }
+    calibration = as_norm_calibration = None
     if validation:
         left, right = indices["validation"]
         labels = lists["validation"][1].label.to_numpy()
-        res = eer(cosine_trial_scores(emb, left, right).numpy(), labels)
+        val_scores = cosine_trial_scores(emb, left, right).numpy()
+        res = eer(val_scores, labels)
         results["validation"] = {"n_trials": int(len(labels)), "eer": res.eer,
                                  "eer_threshold": _finite_or_none(res.threshold)}
+        prior = float(hparams.get("calibration_prior", 0.5))
+        calibration = fit_calibration(val_scores, labels, prior)
+        results["calibration"] = {**calibration._asdict(), "prior": prior,
+                                  "trained_on": "validation", "n_trials": int(len(labels))}
+        if post:
+            normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
+            as_norm_calibration = fit_calibration(normed, labels, prior)
+            results["calibration"]["as_norm"] = as_norm_calibration._asdict()
     for name in test_sets:
         trials = lists[name][1]
         left, right = indices[name]
         labels = trials.label.to_numpy()
         scores = cosine_trial_scores(emb, left, right).numpy()
-        entry = trial_metrics(scores, labels)
+        entry = trial_metrics(scores, labels, calibration)
         entry["scores"] = f"scores_{name}.txt"
         write_scores(out / entry["scores"], trials, scores)
         if post:
             normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
-            entry["as_norm"] = trial_metrics(normed, labels)
+            entry["as_norm"] = trial_metrics(normed, labels, as_norm_calibration)
             entry["as_norm"].update(
                 scores=f"scores_{name}_as_norm.txt", top_k=top_k, cohort_size=int(cohort.shape[0]),
                 cohort_max_files_per_speaker=hparams.get("cohort_max_files_per_speaker"))
@@ -366,6 +400,8 @@ def summary(results: dict) -> str:
     for name, r in results["test_sets"].items():
         line = (f"{name:>8}: EER {100 * r['eer']:6.2f}%  minDCF(0.01) {r['min_dcf_0.01']:.4f}  "
                 f"minDCF(0.05) {r['min_dcf_0.05']:.4f}  ({r['n_trials']} trials)")
+        if "cllr" in r:
+            line += f"  Cllr {r['cllr']:.3f} (min {r['min_cllr']:.3f})"
         if "as_norm" in r:
             line += f"  | AS-norm EER {100 * r['as_norm']['eer']:6.2f}%"
         lines.append(line)
