@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 from conftest import ROOT, load_script, run_module
 
+from lowres.io.atomic import TMP_PREFIX
 from prepare.synthetic import corpus as synthetic
 from prepare.synthetic.channel import CODECS, Channel, apply_channel
 
@@ -89,7 +90,7 @@ def test_layout_meta_and_formats(synthetic_corpus):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert 3.0 <= info.duration <= 10.0
-    assert not list(corpus.rglob(".*.part"))
+    assert not list(corpus.rglob(TMP_PREFIX + "*"))
 
 
 def test_trial_lists(synthetic_corpus):
@@ -182,13 +183,14 @@ def test_resume_skips_done_and_repairs_interrupted(tmp_path):
     victim, kept = wavs[0], wavs[-1]
     if victim.parent == kept.parent:
         kept = next(p for p in wavs if p.parent != victim.parent)
-    victim.unlink()  # as if the run had died mid-session
-    (victim.parent / f".{victim.name}.part").write_bytes(b"truncated")
+    victim.unlink()  # as if the run had died mid-session, leaving its temporaries
+    (victim.parent / f"{TMP_PREFIX}{victim.name}.k1ll3d").write_bytes(b"truncated")
+    (out / "meta" / f"{TMP_PREFIX}vox1_meta.csv.k1ll3d").write_bytes(b"trunc")
     kept_mtime = kept.stat().st_mtime_ns
     synthetic.generate(out, TINY, seed=5, jobs=1, progress=False)
     assert _hashes(out, "*.wav") == before
     assert kept.stat().st_mtime_ns == kept_mtime  # complete sessions are not redone
-    assert not list(out.rglob(".*.part"))
+    assert not list(out.rglob(TMP_PREFIX + "*"))
     with pytest.raises(SystemExit, match="other options"):
         synthetic.generate(out, {**TINY, "speakers": 3}, seed=5, jobs=1, progress=False)
 
@@ -242,7 +244,7 @@ def test_killed_run_leaves_no_truncated_file_and_resumes(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)  # let an orphaned ffmpeg finish its .part file
+    time.sleep(0.5)  # let an orphaned ffmpeg finish its temporary file
     finished = {**_hashes(out, "*.m4a"), **_hashes(out, "*.wav")}
     reference = {**_hashes(ref, "*.m4a"), **_hashes(ref, "*.wav")}
     assert len(finished) < len(reference), "the run ended before it could be killed"
@@ -250,3 +252,4 @@ def test_killed_run_leaves_no_truncated_file_and_resumes(tmp_path):
     synthetic.generate(out, sizes, seed=7, jobs=1, progress=False)
     assert {**_hashes(out, "*.m4a"), **_hashes(out, "*.wav")} == reference
     assert _hashes(out / "meta", "*") == _hashes(ref / "meta", "*")
+    assert not list(out.rglob(TMP_PREFIX + "*"))  # the killed session's were removed

@@ -25,7 +25,8 @@ import soundfile as sf
 from scipy import fft as sfft
 from scipy.signal import fftconvolve
 
-SAMPLE_RATE = 16000
+from prepare.synthetic.io import SAMPLE_RATE
+
 CODECS = ("none", "gsm", "ulaw", "mp3", "opus")
 NOISES = ("white", "pink", "brown", "hum", "babble")
 

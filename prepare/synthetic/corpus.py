@@ -36,17 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
+from lowres.io.atomic import remove_stale_temporaries, write_text
+from lowres.io.lists import TRIAL_COLUMNS, write_trials
 from prepare.synthetic.channel import apply_channel, random_channel
-from prepare.synthetic.io import atomic_write_text, part_path, write_m4as, write_wavs
-from prepare.synthetic.trials import (
-    TrialSpeaker,
-    make_trials,
-    same_gender_and_nationality,
-    write_trials,
-)
-from prepare.synthetic.voices import NATIONALITIES, SAMPLE_RATE, random_voice, speak_for
+from prepare.synthetic.io import SAMPLE_RATE, write_m4as, write_wavs
+from prepare.synthetic.trials import TrialSpeaker, make_trials, same_gender_and_nationality
+from prepare.synthetic.voices import NATIONALITIES, random_voice, speak_for
 
 # Sizes. vox2: training speakers (VoxCeleb2 dev); vox1: test speakers (VoxCeleb1),
 # of which vox1_test form the VoxCeleb1-O ("test" set) speakers.
@@ -206,8 +204,7 @@ def generate_session(task) -> float:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     paths = utterance_paths(out, spk, sess)
-    for p in paths:  # leftovers of an interrupted run
-        part_path(p).unlink(missing_ok=True)
+    remove_stale_temporaries(paths[0].parent)  # an interrupted run's, in this session's folder
     if spk.corpus == "vox2":
         write_m4as(paths, recorded, spans)
     else:
@@ -239,7 +236,7 @@ def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -
     meta = out / "meta"
     vox1 = [s for s in speakers if s.corpus == "vox1"]
     vox2 = [s for s in speakers if s.corpus == "vox2"]
-    atomic_write_text(meta / "vox1_meta.csv", VOX1_HEADER + "\n" + "".join(
+    write_text(meta / "vox1_meta.csv", VOX1_HEADER + "\n" + "".join(
         f"{s.spk_id}\t{s.name}\t{s.gender}\t{s.nationality}\t{s.split}\n"
         for s in sorted(vox1, key=lambda s: s.spk_id)))
     # A few VoxCeleb2 *test* speakers, listed but without audio, as in the real meta file.
@@ -249,7 +246,7 @@ def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -
     extra = np.sort(rng.choice(free, size=max(1, len(vox2) // 20), replace=False))
     rows = [(s.spk_id, s.name, s.gender, "dev") for s in vox2]
     rows += [(f"id{n:05d}", f"n{n:06d}", "mf"[i % 2], "test") for i, n in enumerate(extra)]
-    atomic_write_text(meta / "vox2_meta.csv", VOX2_HEADER + "\n" + "".join(
+    write_text(meta / "vox2_meta.csv", VOX2_HEADER + "\n" + "".join(
         f"{a} ,{b} ,{c} ,{d} \n" for a, b, c, d in sorted(rows)))
     trial_spk = [
         TrialSpeaker(s.spk_id, s.gender, s.nationality, {
@@ -267,12 +264,12 @@ def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -
                                            TRIALS_PER_FILE, same_gender_and_nationality),
     }
     for name, trials in lists.items():
-        write_trials(meta / name, trials)
-    atomic_write_text(meta / "synthetic_speakers.csv", _csv([
+        write_trials(meta / name, pd.DataFrame(trials, columns=list(TRIAL_COLUMNS)))
+    write_text(meta / "synthetic_speakers.csv", _csv([
         {"spk_id": s.spk_id, "corpus": s.corpus, "set": s.split, "sessions": len(s.sessions),
          "files": sum(len(x.durations) for x in s.sessions), **_voice(s, seed).describe()}
         for s in speakers]))
-    atomic_write_text(meta / "synthetic_sessions.csv", session_table(speakers, seed, strength))
+    write_text(meta / "synthetic_sessions.csv", session_table(speakers, seed, strength))
     counts = {
         "vox2_speakers": len(vox2), "vox1_speakers": len(vox1),
         "vox2_files": sum(len(x.durations) for s in vox2 for x in s.sessions),
@@ -280,7 +277,7 @@ def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -
         "vox2_hours": round(sum(sum(x.durations) for s in vox2 for x in s.sessions) / 3600, 3),
         **{name: len(trials) for name, trials in lists.items()},
     }
-    atomic_write_text(out / "README.txt", NOTICE + "\n\n" + json.dumps(counts, indent=1) + "\n")
+    write_text(out / "README.txt", NOTICE + "\n\n" + json.dumps(counts, indent=1) + "\n")
     return counts
 
 
@@ -297,12 +294,14 @@ def generate(out: Path, sizes: dict, seed: int = 0, jobs: int | None = None,
                          "(Debian packages espeak-ng sox ffmpeg; `make setup` installs them).")
     config = {"sizes": sizes, "seed": seed, "channel_strength": strength, "version": 1}
     config_file = out / "meta" / "synthetic_config.json"
+    for folder in (out, out / "meta"):  # an interrupted write_meta's temporaries
+        remove_stale_temporaries(folder)
     if config_file.exists():
         if json.loads(config_file.read_text()) != config:
             raise SystemExit(f"error: {out} holds a synthetic corpus made with other options "
                              f"({config_file}); use another --out or delete it.")
     else:
-        atomic_write_text(config_file, json.dumps(config, indent=1) + "\n")
+        write_text(config_file, json.dumps(config, indent=1) + "\n")
     speakers = make_plan(sizes, seed)
     tasks = [(out, spk, k, seed, strength)
              for spk in speakers for k, sess in enumerate(spk.sessions)

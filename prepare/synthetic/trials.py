@@ -77,9 +77,3 @@ def make_trials(speakers: Sequence[TrialSpeaker], rng: np.random.Generator,
 
 def same_gender_and_nationality(a: TrialSpeaker, b: TrialSpeaker) -> bool:
     return a.gender == b.gender and a.nationality == b.nationality
-
-
-def write_trials(path, trials: Sequence[tuple[int, str, str]]) -> None:
-    from prepare.synthetic.io import atomic_write_text
-
-    atomic_write_text(path, "".join(f"{label} {a} {b}\n" for label, a, b in trials))
