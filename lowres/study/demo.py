@@ -116,6 +116,7 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
     """
     import torch
 
+    from lowres.io.atomic import write_text
     from lowres.io.hparams import load_hparams, resolved_yaml
     from lowres.io.lists import read_manifest, read_trials
     from lowres.scoring.embeddings import extract_embeddings
@@ -131,12 +132,12 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
     keep = {"evaluate_after_training", "device"}  # train.py options, not needed here
     values = {k: v for k, v in values.items() if k not in keep}
     hparams = load_hparams(hparams_file, values)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "hyperparams.yaml").write_text(
-        f"# lowres.study.demo: {model} at its random initialisation (no training), from "
-        f"{hparams_file} with overrides {values}\n" + resolved_yaml(hparams_file, values))
-    (out / "command.txt").write_text(" ".join([sys.executable, "-m", "lowres.demo",
-                                               *sys.argv[1:]]) + "\n")
+    write_text(out / "hyperparams.yaml",
+               f"# lowres.study.demo: {model} at its random initialisation (no training), "
+               f"from {hparams_file} with overrides {values}\n"
+               + resolved_yaml(hparams_file, values))
+    write_text(out / "command.txt",
+               " ".join([sys.executable, "-m", "lowres.demo", *sys.argv[1:]]) + "\n")
     embedder = hparams["embedder"]
     valid = read_manifest(hparams["valid_csv"])
     ids = valid.ID.tolist()
