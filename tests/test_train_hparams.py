@@ -31,7 +31,9 @@ GRID_KEYS = ["lr", "max_steps", "seed", "batch_size", "lr_schedule", "data_folde
              "manifest_folder", "output_folder", "crop_seconds", "val_interval", "precision",
              "enroll_training_data", "post_process_scores"]
 W2V2_KEYS = ["regularisation", "reset_weights", "completely_freeze_feature_extractor",
-             "wav2vec_initially_frozen", "num_frozen_steps", "wav2vec2_source"]
+             "wav2vec_initially_frozen", "num_frozen_steps", "wav2vec2_source",
+             "regularisation_as_published", "reset_weights_as_published",
+             "frozen_backbone_as_published"]
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +92,17 @@ def test_lr_override_reaches_the_optimiser(tiny_w2v2):
 
 
 def test_regularisation_override_reaches_wav2vec2(tiny_w2v2):
-    cfg = build("wav2vec2_tiny_few", tiny_w2v2)["embedder"].wav2vec2.config
+    emb = build("wav2vec2_tiny_few", tiny_w2v2)["embedder"]
+    cfg = emb.wav2vec2.config
     assert (cfg.layerdrop, cfg.hidden_dropout, cfg.mask_feature_prob) == (0.1, 0.1, 0.1)
-    assert cfg.mask_time_prob == 0.05  # faithful: what every published run had
-    cfg = build("wav2vec2_tiny_few", tiny_w2v2, regularisation="none",
-                faithful_time_masking=False)["embedder"].wav2vec2.config
+    assert cfg.mask_time_prob == 0.05  # as published: the checkpoint's, whatever the preset
+    assert emb.dropout.p == 0.05  # the head: the preset's final_dropout
+    emb = build("wav2vec2_tiny_few", tiny_w2v2, regularisation="none",
+                regularisation_as_published=False)["embedder"]
+    cfg = emb.wav2vec2.config
     assert (cfg.layerdrop, cfg.hidden_dropout, cfg.mask_time_prob) == (0.0, 0.0, 0.0)
-    cfg = build("wav2vec2_tiny_few", tiny_w2v2, faithful_time_masking=False)[
+    assert emb.dropout.p == 0.0
+    cfg = build("wav2vec2_tiny_few", tiny_w2v2, regularisation_as_published=False)[
         "embedder"].wav2vec2.config
     assert cfg.mask_time_prob == 0.5
 

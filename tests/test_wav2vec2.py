@@ -3,17 +3,21 @@
 Everything runs on the tiny random model written by lowres.models.tiny_wav2vec2: no network.
 """
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
-from conftest import run_module
-from transformers import Wav2Vec2Model
+from conftest import load_script, run_module
+from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2, wav2vec2_config
 from lowres.models.wav2vec2 import REGULARISATION_PRESETS, Wav2vec2Embedder, regularisation_config
 
 torch.set_num_threads(1)
+TRAIN = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb" / "train.py"
 
 
 @pytest.fixture(scope="module")
@@ -48,36 +52,76 @@ def test_base_size_is_the_wav2vec2_base_architecture():
         wav2vec2_config("huge")
 
 
-# -- regularisation presets -------------------------------------------------------------------
-def _module_rates(model):
-    layer = model.encoder.layers[0]
+# -- regularisation presets ----------------------------------------------------------------
+# A checkpoint whose own regularisation values differ from every preset value, so each
+# module's rate tells where it came from.
+CKPT = {"attention_dropout": 0.11, "hidden_dropout": 0.12, "activation_dropout": 0.13,
+        "feat_proj_dropout": 0.14, "layerdrop": 0.15, "mask_time_prob": 0.16,
+        "mask_time_length": 3, "mask_feature_prob": 0.17, "mask_feature_length": 5}
+HEAD_DROPOUT = {"default": 0.05, "only_dropout": 0.05, "none": 0.0, "only_masking": 0.0,
+                "only_layerdrop": 0.0}  # final_dropout of the original's preset files
+
+
+@pytest.fixture(scope="module")
+def own_config(tmp_path_factory):
+    folder = save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v2") / "own", seed=0)
+    config = Wav2Vec2Config.from_pretrained(folder)
+    for key, value in CKPT.items():
+        setattr(config, key, value)
+    config.save_pretrained(folder)
+    return folder
+
+
+def _rates(emb):
+    """Regularisation of the built modules, keyed by the config value each one reads."""
+    model = emb.wav2vec2
+    layers = model.encoder.layers
+    masking = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
+
+    def one(values):
+        assert len(set(values)) == 1, values
+        return values[0]
+
     return {
-        "hidden_dropout": model.encoder.dropout.p,
-        "activation_dropout": layer.feed_forward.intermediate_dropout.p,
-        "attention_dropout": layer.attention.dropout,
+        "attention_dropout": one([layer.attention.dropout for layer in layers]),
+        "activation_dropout": one([layer.feed_forward.intermediate_dropout.p
+                                   for layer in layers]),
+        "hidden_dropout (layers)": one([m.p for x in layers
+                                        for m in (x.dropout, x.feed_forward.output_dropout)]),
+        "hidden_dropout (transformer input)": model.encoder.dropout.p,
         "feat_proj_dropout": model.feature_projection.dropout.p,
+        "layerdrop": model.encoder.config.layerdrop,
+        **{key: getattr(model.config, key) for key in masking},
+        "final_dropout": emb.dropout.p,
     }
 
 
 @pytest.mark.parametrize("preset", list(REGULARISATION_PRESETS))
-@pytest.mark.parametrize("faithful", [True, False])
-def test_presets_reach_config_and_modules(tiny, preset, faithful):
-    emb = Wav2vec2Embedder(str(tiny), regularisation=preset, faithful_time_masking=faithful)
-    config = emb.wav2vec2.config
-    expected = REGULARISATION_PRESETS[preset]
-    dropout = 0.1 if preset in ("default", "only_dropout") else 0.0
-    layerdrop = 0.1 if preset in ("default", "only_layerdrop") else 0.0
-    masking = preset in ("default", "only_masking")
-    assert _module_rates(emb.wav2vec2) == dict.fromkeys(_module_rates(emb.wav2vec2), dropout)
-    assert config.layerdrop == layerdrop
-    assert config.mask_feature_prob == (0.1 if masking else 0.0)
-    assert config.mask_feature_length == 64
-    if faithful:  # the published runs: p 0.05 / length 10 whatever the preset said
-        assert (config.mask_time_prob, config.mask_time_length) == (0.05, 10)
+@pytest.mark.parametrize("as_published", [True, False])
+def test_preset_values_reach_the_modules_as_in_the_published_runs(own_config, preset,
+                                                                   as_published):
+    emb = Wav2vec2Embedder(str(own_config), regularisation=preset,
+                           regularisation_as_published=as_published)
+    p = REGULARISATION_PRESETS[preset]
+    assert p["final_dropout"] == HEAD_DROPOUT[preset]
+    written = {
+        "attention_dropout": p["attention_dropout"],
+        "activation_dropout": p["activation_dropout"],
+        "hidden_dropout (layers)": p["hidden_dropout"],
+        "hidden_dropout (transformer input)": p["hidden_dropout"],
+        **{key: p[key] for key in ("feat_proj_dropout", "layerdrop", "mask_time_prob",
+                                   "mask_time_length", "mask_feature_prob",
+                                   "mask_feature_length", "final_dropout")},
+    }
+    if as_published:  # inside the layers, and the time-mask probability: the checkpoint's
+        expected = {**written, "attention_dropout": CKPT["attention_dropout"],
+                    "activation_dropout": CKPT["activation_dropout"],
+                    "hidden_dropout (layers)": CKPT["hidden_dropout"],
+                    "mask_time_prob": CKPT["mask_time_prob"]}
     else:
-        assert (config.mask_time_prob, config.mask_time_length) == (0.5 if masking else 0.0, 10)
-        assert config.mask_time_prob == expected["mask_time_prob"]
-    assert config.apply_spec_augment
+        expected = written
+    assert _rates(emb) == expected
+    assert emb.wav2vec2.config.apply_spec_augment
 
 
 def test_unknown_preset_and_bad_dropout(tiny):
@@ -110,15 +154,13 @@ def test_time_masking_values_actually_reach_the_model(tiny):
     wavs = _wavs(batch=8, seed=1)
     torch.manual_seed(0)
     as_written = Wav2vec2Embedder(str(tiny), regularisation="only_masking",
-                                  faithful_time_masking=False).train()
-    faithful = Wav2vec2Embedder(str(tiny), regularisation="only_masking",
-                                faithful_time_masking=True).train()
-    none_faithful = Wav2vec2Embedder(str(tiny), regularisation="none",
-                                     faithful_time_masking=True).train()
+                                  regularisation_as_published=False).train()
+    published = Wav2vec2Embedder(str(tiny), regularisation="only_masking").train()
+    none_published = Wav2vec2Embedder(str(tiny), regularisation="none").train()
     np.random.seed(0)  # transformers draws the masks with numpy
     high = _time_masked_fraction(as_written, wavs)
-    low = _time_masked_fraction(faithful, wavs)
-    low_none = _time_masked_fraction(none_faithful, wavs)
+    low = _time_masked_fraction(published, wavs)
+    low_none = _time_masked_fraction(none_published, wavs)
     assert high > 0.3  # p 0.5, length 10 over ~99 frames
     assert 0.05 <= low <= 0.25  # p 0.05 -> HF's minimum of 2 spans of 10 frames
     assert 0.05 <= low_none <= 0.25  # "none" still masked time in the published runs
@@ -129,8 +171,9 @@ def test_time_masking_values_actually_reach_the_model(tiny):
 def test_masking_changes_train_output_but_not_eval(tiny):
     wavs = _wavs()
     for preset, randomised in (("none", False), ("only_masking", True)):
-        emb = Wav2vec2Embedder(str(tiny), regularisation=preset, faithful_time_masking=False,
-                               dropout=0.0, gradient_checkpointing=False)
+        emb = Wav2vec2Embedder(str(tiny), regularisation=preset,
+                               regularisation_as_published=False, dropout=0.0,
+                               gradient_checkpointing=False)
         emb.eval()
         with torch.no_grad():
             ref = emb(wavs)
@@ -164,16 +207,29 @@ def test_forward_shape_pooling_and_padding(tiny):
     assert emb.wav2vec2.is_gradient_checkpointing
 
 
-def test_reset_weights_differs_from_loaded(tiny):
-    saved = Wav2Vec2Model.from_pretrained(tiny)
-    loaded = Wav2vec2Embedder(str(tiny))
+@pytest.mark.parametrize("as_published", [True, False])
+def test_reset_weights(tiny, as_published):
+    """As published: reset_parameters() of each module, which keeps the weight-normed
+    positional convolution's pre-trained weight and masked_spec_embed; else all random."""
+    saved = dict(Wav2Vec2Model.from_pretrained(tiny).named_parameters())
+    loaded = dict(Wav2vec2Embedder(str(tiny)).wav2vec2.named_parameters())
     torch.manual_seed(123)
-    reset = Wav2vec2Embedder(str(tiny), reset_weights=True)
-    name = "encoder.layers.0.attention.q_proj.weight"
-    ref = dict(saved.named_parameters())[name]
-    torch.testing.assert_close(dict(loaded.wav2vec2.named_parameters())[name], ref)
-    assert not torch.allclose(dict(reset.wav2vec2.named_parameters())[name], ref)
-    assert reset.wav2vec2.config.hidden_size == saved.config.hidden_size
+    emb = Wav2vec2Embedder(str(tiny), reset_weights=True, reset_weights_as_published=as_published)
+    reset = dict(emb.wav2vec2.named_parameters())
+    q_proj = "encoder.layers.0.attention.q_proj.weight"
+    torch.testing.assert_close(loaded[q_proj], saved[q_proj])
+    for name in (q_proj, "feature_extractor.conv_layers.0.conv.weight",
+                 "feature_projection.projection.weight"):
+        assert not torch.allclose(reset[name], saved[name]), name
+    bias = "encoder.pos_conv_embed.conv.bias"
+    assert as_published is not torch.equal(reset[bias], saved[bias])  # 0 in transformers' init
+    pos_conv = Wav2Vec2Model.from_pretrained(tiny).encoder.pos_conv_embed.conv.weight
+    kept = {"positional conv": torch.equal(emb.wav2vec2.encoder.pos_conv_embed.conv.weight,
+                                           pos_conv),
+            "masked_spec_embed": torch.equal(reset["masked_spec_embed"],
+                                             saved["masked_spec_embed"])}
+    assert kept == dict.fromkeys(kept, as_published)
+    assert emb.wav2vec2.config.hidden_size == 128
 
 
 # -- freezing ---------------------------------------------------------------------------------
@@ -241,6 +297,52 @@ def test_train_eval_switch_keeps_frozen_backbone_in_eval(tiny):
     emb.eval()
     emb.set_backbone_frozen(False)
     assert not emb.wav2vec2.training
+
+
+def test_frozen_backbone_in_train_mode_masks_without_gradients(tiny):
+    """As published after the first validation: frozen, but dropout and masking on."""
+    emb = Wav2vec2Embedder(str(tiny))  # published regularisation: time masking p 0.05
+    head = torch.nn.Linear(emb.embedding_dim, 2)
+    wavs = _wavs(batch=8, seed=1)
+    emb.train()
+    masked = {}
+    for train_mode in (False, True):
+        assert apply_freeze_schedule(emb, 3, True, 10, train_mode=train_mode)
+        assert emb.wav2vec2.training is train_mode
+        assert emb.wav2vec2.encoder.layers[0].dropout.training is train_mode
+        np.random.seed(0)
+        masked[train_mode] = _time_masked_fraction(emb, wavs)
+        head(emb(wavs)).sum().backward()
+        assert all(p.grad is None for p in emb.wav2vec2.parameters())
+        assert head.weight.grad is not None
+    assert masked[False] == 0.0 and masked[True] >= 0.05
+    emb.train()  # SpeechBrain's modules.train() at each interval keeps the mode
+    assert emb.wav2vec2.training
+    emb.eval()  # validation: eval mode whatever the freeze
+    assert not emb.wav2vec2.training
+    emb.train()
+    assert not apply_freeze_schedule(emb, 10, True, 10, train_mode=True)  # unfrozen
+    assert emb.wav2vec2.training and not emb.backbone_frozen
+
+
+@pytest.mark.parametrize("as_published", [True, False])
+def test_train_py_frozen_train_mode_from_the_second_validation_interval(tiny, as_published):
+    """recipes/VoxCeleb/train.py: eval mode in interval 1 (before the first validation of
+    training), train mode from interval 2 on if as published; no gradient either way."""
+    brain_class = load_script(TRAIN, "lowres_train_w2v2").SpeakerBrain
+    emb = Wav2vec2Embedder(str(tiny))
+    modes = []
+    for epoch in (1, 2, 3):
+        hparams = SimpleNamespace(wav2vec_initially_frozen=True, num_frozen_steps=100,
+                                  frozen_backbone_as_published=as_published,
+                                  epoch_counter=SimpleNamespace(current=epoch))
+        brain = SimpleNamespace(hparams=hparams, modules=SimpleNamespace(embedder=emb),
+                                optimizer_step=10 * epoch)
+        emb.train()  # Brain._fit_train, then on_fit_batch_start per batch
+        brain_class.on_fit_batch_start(brain, None, True)
+        assert emb.backbone_frozen
+        modes.append(emb.wav2vec2.training)
+    assert modes == [False, as_published, as_published]
 
 
 def test_checkpointer_round_trip(tiny, tmp_path):

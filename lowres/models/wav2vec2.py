@@ -1,23 +1,46 @@
-"""wav2vec2 speaker embedder (STUDY.md §2) on HuggingFace transformers' ``Wav2Vec2Model``.
+"""wav2vec2 speaker embedder (STUDY.md §2, §7) on HuggingFace transformers' ``Wav2Vec2Model``.
 
 waveform -> zero mean / unit variance over the utterance's valid samples -> wav2vec2 ->
-mean over the valid frames of the last transformer layer -> dropout (0.05) -> [B, hidden].
+mean over the valid frames of the last transformer layer -> dropout (the preset's
+``final_dropout``) -> [B, hidden].
 
-Options of the study:
-- ``reset_weights``: random initialisation from the checkpoint's config instead of its weights.
+Options of the study. Each behaviour of the original code (w2v2-speaker-few-samples) is the
+default; where that was a bug, the described behaviour is one ``*_as_published: False`` away.
+
+- ``regularisation``: one of ``REGULARISATION_PRESETS`` (the original's
+  config/network/regularisation/wav2vec2_<preset>.yaml). ``regularisation_as_published``:
+  - ``True`` (default, a bug of the original): as the values reached the published runs'
+    model. The original wrote the preset into the config, but then swapped in the
+    transformer layers of a model loaded with the checkpoint's own config, so inside the
+    layers (attention dropout, residual dropout, feed-forward activation dropout) the
+    checkpoint's values applied; from the preset reached ``feat_proj_dropout``, the dropout
+    on the transformer's input (``encoder.dropout``, the preset's ``hidden_dropout``),
+    ``layerdrop``, ``mask_feature_prob`` / ``mask_feature_length`` and ``mask_time_length``;
+    ``mask_time_prob`` (and ``apply_spec_augment``) stayed the checkpoint's (wav2vec2-base:
+    attention 0.1, hidden 0.1, activation 0.0, time masking p 0.05, so every published run
+    masked time with p 0.05 whatever the preset said).
+  - ``False``: every preset value as written.
+  Config values are written *before* the model is built, since transformers reads the
+  dropout rates when it creates the layers and skips SpecAugment unless ``mask_time_prob`` /
+  ``mask_feature_prob`` are > 0 at build time (``masked_spec_embed``) and at forward time.
+  The head dropout is the preset's ``final_dropout`` in both modes (it reached the model):
+  0.05 for default and only_dropout, 0.0 for none, only_masking and only_layerdrop.
+- ``reset_weights``: start from random weights. ``reset_weights_as_published``:
+  - ``True`` (default, a bug of the original, src/util/torch.py ``reset_model``): load the
+    checkpoint, then call ``reset_parameters()`` of each module that has one
+    (``reset_module_parameters``). Not a full random initialisation: the weight-normed
+    positional convolution keeps its pre-trained effective weight (its ``reset_parameters``
+    re-draws only a temporary ``weight``, recomputed from the weight-norm parameters at
+    every forward; its bias is reset), and ``masked_spec_embed`` is not reset. The new
+    values follow torch's module defaults, not transformers' initialisation.
+  - ``False``: transformers' random initialisation of a model built from the config.
 - ``completely_freeze_feature_extractor``: the CNN feature encoder never trains.
-- ``set_backbone_frozen(True)``: CNN + transformer run in eval mode under ``torch.no_grad``,
-  so no gradient is computed for (or accumulated in) them; only what follows trains.
-  The schedule (``wav2vec_initially_frozen`` + ``num_frozen_steps``) is lowres.models.freeze.
-- ``regularisation``: one of ``REGULARISATION_PRESETS`` (below), written into the model config
-  *before* the model is built, since transformers reads the dropout rates when it creates the
-  layers and skips SpecAugment unless ``mask_time_prob`` / ``mask_feature_prob`` are > 0 at
-  build time (``masked_spec_embed``) and at forward time.
-- ``faithful_time_masking``: the original code's flaw. Its time-masking probability never
-  reached the model, so every published run masked time with the checkpoint's own default,
-  p 0.05 and length 10, whatever the preset said. ``True`` (paper-faithful, default)
-  reproduces that: the preset's time masking is replaced by p 0.05 / length 10, everything
-  else as the preset says. ``False`` applies the preset as written.
+- ``set_backbone_frozen(True, train_mode)``: CNN + transformer run under ``torch.no_grad``,
+  so no gradient is computed for (or accumulated in) them; only what follows trains. With
+  ``train_mode=False`` the frozen backbone is in eval mode; with ``True`` it follows the
+  embedder's train/eval mode (dropout, layerdrop, masking on in training), as the published
+  runs did after their first validation. The schedule (``wav2vec_initially_frozen`` +
+  ``num_frozen_steps``, ``frozen_backbone_as_published``) is lowres.models.freeze.
 
 Padding: the group-norm CNN of wav2vec2-base normalises over the whole padded input, so a
 padded utterance does not embed exactly as it does alone (``padding_invariant = False``:
@@ -37,16 +60,17 @@ from lowres.models.features import valid_samples
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 
 __all__ = [
-    "FAITHFUL_TIME_MASKING",
+    "FROM_PRESET_AS_PUBLISHED",
     "REGULARISATION_PRESETS",
     "Wav2vec2Embedder",
     "apply_freeze_schedule",
     "backbone_frozen_at",
     "regularisation_config",
+    "reset_module_parameters",
 ]
 
 _DROPOUT = {"activation_dropout": 0.1, "attention_dropout": 0.1, "feat_proj_dropout": 0.1,
-            "hidden_dropout": 0.1}
+            "hidden_dropout": 0.1, "final_dropout": 0.05}
 _NO_DROPOUT = dict.fromkeys(_DROPOUT, 0.0)
 _LAYERDROP = {"layerdrop": 0.1}
 _NO_LAYERDROP = {"layerdrop": 0.0}
@@ -55,29 +79,56 @@ _MASKING = {"mask_time_prob": 0.5, "mask_time_length": 10,
 _NO_MASKING = {"mask_time_prob": 0.0, "mask_time_length": 10,
                "mask_feature_prob": 0.0, "mask_feature_length": 64}
 
-#: Regularisation presets of the ablation (STUDY.md §2), as transformers config values.
+#: Regularisation presets of the ablation (STUDY.md §2), as the original's
+#: config/network/regularisation/wav2vec2_<preset>.yaml write them: transformers config
+#: values, and ``final_dropout``, the dropout of this embedder's head.
 REGULARISATION_PRESETS: dict[str, dict[str, float]] = {
     "default": {**_DROPOUT, **_LAYERDROP, **_MASKING},
-    "none": {**_NO_DROPOUT, **_NO_LAYERDROP, **_NO_MASKING},
+    "none": {**_NO_DROPOUT, **_NO_LAYERDROP, **_NO_MASKING, "mask_feature_length": 10},
     "only_dropout": {**_DROPOUT, **_NO_LAYERDROP, **_NO_MASKING},
     "only_masking": {**_NO_DROPOUT, **_NO_LAYERDROP, **_MASKING},
     "only_layerdrop": {**_NO_DROPOUT, **_LAYERDROP, **_NO_MASKING},
 }
 
-#: Time masking every published run actually had (the checkpoint default).
-FAITHFUL_TIME_MASKING = {"mask_time_prob": 0.05, "mask_time_length": 10}
+#: Preset values the published runs' config took (STUDY.md §7); the preset's
+#: ``hidden_dropout`` reached only the dropout on the transformer's input.
+FROM_PRESET_AS_PUBLISHED = ("feat_proj_dropout", "layerdrop", "mask_feature_prob",
+                            "mask_feature_length", "mask_time_length")
 
 
-def regularisation_config(preset: str, faithful_time_masking: bool = True) -> dict[str, float]:
-    """transformers config values for ``preset`` (see the module docstring)."""
+def _preset(preset: str) -> dict[str, float]:
     if preset not in REGULARISATION_PRESETS:
         raise ValueError(
             f"regularisation {preset!r} is unknown; valid: {', '.join(REGULARISATION_PRESETS)}"
         )
-    values = dict(REGULARISATION_PRESETS[preset])
-    if faithful_time_masking:
-        values.update(FAITHFUL_TIME_MASKING)
-    return values
+    return REGULARISATION_PRESETS[preset]
+
+
+def regularisation_config(preset: str, as_published: bool = True) -> dict[str, float]:
+    """transformers config values ``preset`` writes over the checkpoint's (module docstring).
+
+    As published: only ``FROM_PRESET_AS_PUBLISHED``; otherwise every value of the preset,
+    with SpecAugment on. The head's ``final_dropout`` is not a config value of the model.
+    """
+    values = _preset(preset)
+    if as_published:
+        return {key: values[key] for key in FROM_PRESET_AS_PUBLISHED}
+    return {**{k: v for k, v in values.items() if k != "final_dropout"},
+            "apply_spec_augment": True}
+
+
+def reset_module_parameters(module: torch.nn.Module) -> None:
+    """``reset_parameters()`` of each submodule that has one, as the original's ``reset_model``.
+
+    A module that resets itself is not descended into; parameters held directly by a module
+    without ``reset_parameters`` (``Wav2Vec2Model.masked_spec_embed``) keep their values, and
+    so does the effective weight of a weight-normed convolution (see the module docstring).
+    """
+    for child in module.children():
+        if hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            reset_module_parameters(child)
 
 
 def normalise_waveform(wavs: torch.Tensor, n_valid: torch.Tensor, eps: float = 1e-7):
@@ -98,27 +149,34 @@ class Wav2vec2Embedder(torch.nn.Module):
         self,
         source: str,
         reset_weights: bool = False,
+        reset_weights_as_published: bool = True,
         regularisation: str = "default",
-        faithful_time_masking: bool = True,
+        regularisation_as_published: bool = True,
         completely_freeze_feature_extractor: bool = True,
         gradient_checkpointing: bool = True,
-        dropout: float = 0.05,
+        dropout: float | None = None,
         cache_dir: str | None = None,
     ):
         super().__init__()
-        values = regularisation_config(regularisation, faithful_time_masking)
+        preset = _preset(regularisation)
+        dropout = preset["final_dropout"] if dropout is None else dropout
         if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         config = Wav2Vec2Config.from_pretrained(source, cache_dir=cache_dir)
-        for key, value in values.items():
+        for key, value in regularisation_config(regularisation,
+                                                regularisation_as_published).items():
             setattr(config, key, value)
-        config.apply_spec_augment = True
-        if reset_weights:
+        if reset_weights and not reset_weights_as_published:
             self.wav2vec2 = Wav2Vec2Model(config)
         else:
             self.wav2vec2 = Wav2Vec2Model.from_pretrained(
                 source, config=config, cache_dir=cache_dir
             )
+            if reset_weights:
+                reset_module_parameters(self.wav2vec2)
+        if regularisation_as_published:
+            # the one place the preset's hidden_dropout reached (the layers kept the config's)
+            self.wav2vec2.encoder.dropout.p = preset["hidden_dropout"]
         if gradient_checkpointing:
             self.wav2vec2.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -128,21 +186,24 @@ class Wav2vec2Embedder(torch.nn.Module):
             self.wav2vec2.freeze_feature_encoder()
         self.source = str(source)
         self.regularisation = regularisation
-        self.faithful_time_masking = bool(faithful_time_masking)
+        self.regularisation_as_published = bool(regularisation_as_published)
         self.use_attention_mask = config.feat_extract_norm == "layer"
         self.embedding_dim = config.hidden_size
         self.dropout = torch.nn.Dropout(dropout)
         self.backbone_frozen = False
+        self.frozen_train_mode = False
 
     # -- freezing --------------------------------------------------------------------------
-    def set_backbone_frozen(self, frozen: bool) -> None:
-        """Frozen: wav2vec2 in eval mode under no_grad (no gradient, none accumulates)."""
+    def set_backbone_frozen(self, frozen: bool, train_mode: bool = False) -> None:
+        """Frozen: wav2vec2 under no_grad (no gradient, none accumulates), in eval mode, or
+        with ``train_mode`` in the embedder's own mode (dropout, layerdrop, masking on)."""
         self.backbone_frozen = bool(frozen)
-        self.wav2vec2.train(self.training and not self.backbone_frozen)
+        self.frozen_train_mode = bool(train_mode)
+        self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.backbone_frozen:
+        if self.backbone_frozen and not self.frozen_train_mode:
             self.wav2vec2.eval()
         return self
 

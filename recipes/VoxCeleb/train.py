@@ -99,9 +99,13 @@ class SpeakerBrain(sb.core.Brain):
 
     def on_fit_batch_start(self, batch, should_step):
         if hasattr(self.hparams, "wav2vec_initially_frozen"):
+            h = self.hparams
+            # as published: a frozen backbone in train mode once a validation of the
+            # training ran, i.e. from the second interval on (lowres.models.freeze)
             apply_freeze_schedule(_unwrap(self.modules.embedder), self.optimizer_step,
-                                  self.hparams.wav2vec_initially_frozen,
-                                  self.hparams.num_frozen_steps)
+                                  h.wav2vec_initially_frozen, h.num_frozen_steps,
+                                  train_mode=h.frozen_backbone_as_published
+                                  and h.epoch_counter.current > 1)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         if not should_step:
