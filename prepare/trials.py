@@ -1,29 +1,42 @@
-"""Stage 4: validation trials of a subset (STUDY.md §1, "Validation trials").
+"""Stage 4: validation trials of a subset, with the statistics of the study's generator.
 
-Balanced target / non-target pairs drawn from the subset's validation files:
+The study's lists came from its ``scripts/data/generate_trials.py`` (STUDY.md §7); this
+module makes lists with the same statistics from a seeded numpy Generator (the original
+was not seeded, so its draws cannot be replayed: the published lists themselves are
+used with ``python -m prepare.voxceleb --study_lists``):
 
-- target pairs cycle over the speakers (in a seeded random order), each visit
-  drawing a new pair of two different files of that speaker;
-- non-target pairs are same-gender; each pair takes the two least-used speakers
-  of its gender so far (ties broken at random), so they spread evenly over the
-  speakers; the genders share the non-targets in proportion to their speakers.
+- ``n_trials // 2`` target pairs: the speakers with at least two files are visited in
+  turn (in a seeded order), each visit taking a new random pair of two different files
+  of that speaker, same-session pairs allowed (the published 30k list: 67 % of its
+  targets, tiny_few's: 46 %); a speaker leaves the cycle when its pairs run out.
+- as many non-target pairs: two different speakers drawn at random, favouring slightly
+  the least used (weight ``2 * pairs_so_far - uses + 1``, the original's), kept only
+  when both have the same gender; then a random unused pair of their files.  By this
+  rejection a gender's expected share of the non-targets is ``n_g (n_g - 1)`` over the
+  sum of that for both genders, about the square of its speaker share (the published 30k
+  list: 71.9 % male non-targets on 61.4 % male speakers), and the shares vary from seed
+  to seed as the original's did.  Speakers' uses are spread at random, not evenly.
+- the lines alternate non-target, target (as in the published lists).
 
-No pair appears twice.  When the data cannot supply ``n_trials`` (too few
-files or speakers), fewer are made, still balanced, with a PrepareWarning.
-Deterministic for a given seed and set of validation files.
+No pair appears twice.  When the data cannot supply ``n_trials`` (too few files or
+speakers), fewer are made, still balanced, with a PrepareWarning.  Deterministic for a
+given seed and set of validation files (their row order does not matter).
 """
 
 from __future__ import annotations
 
-import heapq
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
 from prepare.errors import PrepareWarning
 
-MAX_TRIES = 30
+GENERATOR = "prepare.trials.make_val_trials/2"  # recorded with every generated list
+MAX_TRIES = 30  # random file pairs tried for one speaker pair before enumerating them
+MAX_IDLE = 200_000  # consecutive draws that add nothing before the data counts as spent
+BLOCK = 4096
 
 
 def _files_by_speaker(val: pd.DataFrame) -> dict[str, list[str]]:
@@ -60,44 +73,68 @@ def target_pairs(files: dict[str, list[str]], n: int, rng: np.random.Generator
     return out
 
 
-def nontarget_pairs(files: dict[str, list[str]], speakers: list[str], n: int,
-                    rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Up to ``n`` distinct pairs of files of two different speakers from ``speakers``.
+def _uniforms(rng: np.random.Generator) -> Iterator[float]:
+    """An endless stream of uniform [0, 1) draws, taken from ``rng`` in blocks (speed)."""
+    while True:
+        yield from rng.random(BLOCK).tolist()
 
-    Each pair takes the two least-used speakers (ties at random).
+
+def _new_file_pair(fa: list[str], fb: list[str], seen: set, rng: np.random.Generator
+                   ) -> tuple[str, str] | None:
+    """A random pair (file of a, file of b) not in ``seen``; None when all are used."""
+    m = len(fa) * len(fb)
+    if m > MAX_TRIES:
+        for _ in range(MAX_TRIES):
+            pair = (fa[rng.integers(len(fa))], fb[rng.integers(len(fb))])
+            if frozenset(pair) not in seen:
+                return pair
+    for k in rng.permutation(m):
+        pair = (fa[k // len(fb)], fb[k % len(fb)])
+        if frozenset(pair) not in seen:
+            return pair
+    return None
+
+
+def nontarget_pairs(files: dict[str, list[str]], genders: dict[str, str], n: int,
+                    rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Up to ``n`` distinct same-gender pairs of files of two different speakers.
+
+    Speakers are drawn as the module doc says (rejection of mixed-gender draws).
     """
-    if len(speakers) < 2 or n <= 0:
-        return []
-    heap = [(0, float(rng.random()), s) for s in speakers]
-    heapq.heapify(heap)
-    seen: set[tuple[str, str]] = set()
-    full_pairs: set[tuple[str, str]] = set()  # speaker pairs with no unused file pair left
+    speakers = sorted(files)
+    gender = [genders[s] for s in speakers]
+    sizes = pd.Series([len(files[s]) for s in speakers]).groupby(gender)
+    capacity = int(sum((g.sum() ** 2 - (g ** 2).sum()) // 2 for _, g in sizes))
+    want, n_spk = min(n, capacity), len(speakers)
+    uses = np.zeros(n_spk, dtype=np.int64)
+    seen: set[frozenset] = set()
+    spent: set[tuple[int, int]] = set()  # speaker pairs with no unused file pair left
     out: list[tuple[str, str]] = []
-    while len(out) < n and len(heap) >= 2:
-        ua, ta, a = heapq.heappop(heap)
-        skipped, made = [], False
-        while heap and not made:
-            ub, tb, b = heapq.heappop(heap)
-            skipped.append((ub, tb, b))
-            if (min(a, b), max(a, b)) in full_pairs:
-                continue
-            fa, fb = files[a], files[b]
-            for _ in range(MAX_TRIES):
-                pair = (fa[rng.integers(len(fa))], fb[rng.integers(len(fb))])
-                key = (min(pair), max(pair))
-                if key not in seen:
-                    seen.add(key)
-                    out.append(pair)
-                    made = True
-                    skipped[-1] = (ub + 1, float(rng.random()), b)
-                    break
-            else:
-                if len(fa) * len(fb) <= MAX_TRIES:
-                    full_pairs.add((min(a, b), max(a, b)))
-        for item in skipped:
-            heapq.heappush(heap, item)
-        if made:  # a speaker that pairs with nobody any more drops out
-            heapq.heappush(heap, (ua + 1, float(rng.random()), a))
+    u = _uniforms(rng)
+
+    def draw(other: int) -> int:
+        top = 2 * len(out) + 1  # the weight of an unused speaker; every weight is >= 1
+        while True:
+            i = int(next(u) * n_spk)
+            if i != other and next(u) * top < top - uses[i]:
+                return i
+
+    idle = 0
+    while len(out) < want and idle < MAX_IDLE:
+        a = draw(-1)
+        b = draw(a)
+        idle += 1
+        if gender[a] != gender[b] or (min(a, b), max(a, b)) in spent:
+            continue
+        pair = _new_file_pair(files[speakers[a]], files[speakers[b]], seen, rng)
+        if pair is None:
+            spent.add((min(a, b), max(a, b)))
+            continue
+        seen.add(frozenset(pair))
+        out.append(pair)
+        uses[a] += 1
+        uses[b] += 1
+        idle = 0
     return out
 
 
@@ -109,21 +146,9 @@ def make_val_trials(val: pd.DataFrame, n_trials: int, seed: int = 1337,
     """
     rng = np.random.default_rng([int(seed), 7919])
     files = _files_by_speaker(val)
-    half = n_trials // 2
-    targets = target_pairs(files, half, rng)
-    genders = val.drop_duplicates("spk_id").set_index("spk_id").gender.sort_index()
-    by_gender = {g: list(s.index) for g, s in genders.groupby(genders, sort=True)}
-    usable = {g: s for g, s in by_gender.items() if len(s) >= 2}
-    total = sum(len(s) for s in usable.values())
-    nontargets: list[tuple[str, str]] = []
-    if total:
-        want = len(targets)
-        shares = {g: want * len(s) / total for g, s in usable.items()}
-        quota = {g: int(v) for g, v in shares.items()}
-        for g in sorted(shares, key=lambda g: quota[g] - shares[g])[: want - sum(quota.values())]:
-            quota[g] += 1
-        for g in sorted(usable):
-            nontargets += nontarget_pairs(files, usable[g], quota[g], rng)
+    genders = dict(zip(val.spk_id, val.gender, strict=True))
+    targets = target_pairs(files, n_trials // 2, rng)
+    nontargets = nontarget_pairs(files, genders, len(targets), rng)
     n = min(len(targets), len(nontargets))
     if 2 * n < n_trials:
         warnings.warn(
@@ -131,10 +156,9 @@ def make_val_trials(val: pd.DataFrame, n_trials: int, seed: int = 1337,
             f"only {2 * n} balanced trials of the {n_trials} asked for",
             PrepareWarning, stacklevel=2,
         )
-    rows = [(1, a, b) for a, b in targets[:n]] + [(0, a, b) for a, b in nontargets[:n]]
-    rows = [rows[i] for i in rng.permutation(len(rows))]
+    rows = [row for pair in zip(nontargets[:n], targets[:n], strict=True)
+            for row in ((0, *pair[0]), (1, *pair[1]))]
     df = pd.DataFrame(rows, columns=["label", "path1", "path2"])
     df["path1"] = df.path1 + ".wav"
     df["path2"] = df.path2 + ".wav"
     return df
-

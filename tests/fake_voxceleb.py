@@ -16,6 +16,8 @@ import pandas as pd
 import soundfile as sf
 
 SR = 16000
+# The study's published lists (and vox2_meta.csv), in shared/ beside the checkout as in CI.
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
 def speaker_plan(n_speakers: int = 12, seed: int = 0) -> dict[str, dict]:
