@@ -3,7 +3,8 @@
 - ``<subset>/train.csv``, ``<subset>/val.csv``: columns ID,duration,wav,spk_id,session,gender
 - ``<subset>/val_trials.txt``: ``label path1 path2`` (official trial format)
 - ``<subset>/stats.json``: files, speakers, sessions, hours and per-speaker
-  session / file distributions (the study's table 1), plus trial counts
+  session / file distributions (the study's table 1), plus trial counts (and, written
+  by prepare.voxceleb, the subset's rule and where its trials came from)
 - ``test/{original,extended,hard}.csv`` + ``*_trials.txt`` from the VoxCeleb1
   trial lists ``veri_test2.txt``, ``list_test_all2.txt``, ``list_test_hard2.txt``.
 """
@@ -62,13 +63,14 @@ def subset_stats(train: pd.DataFrame, val: pd.DataFrame, trials: pd.DataFrame) -
     }
 
 
-def check_trials_in(trials: pd.DataFrame, val: pd.DataFrame, source: str) -> None:
-    """Every path of ``trials`` must be a file of ``val``."""
+def check_trials_in(trials: pd.DataFrame, val: pd.DataFrame, source: str,
+                    subset: str = "this subset") -> None:
+    """Every path of ``trials`` (read from ``source``) must be a file of ``val``."""
     paths = pd.concat([trials.path1, trials.path2]).str.removesuffix(".wav")
     missing = paths[~paths.isin(val.ID)]
     if len(missing):
         raise PrepareError(f"{source}: trial names {missing.iloc[0]}.wav, which is not a "
-                           f"validation file of this subset ({len(missing.unique())} such paths)")
+                           f"validation file of {subset} ({len(missing.unique())} such paths)")
 
 
 def test_manifest(trials: pd.DataFrame, trial_file: Path, vox1_wav: Path,

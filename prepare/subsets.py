@@ -16,6 +16,10 @@ arguments: speakers (``speakers_per_gender``), sessions per speaker
   session are taken in a seeded random order.
 
 Validation of a subset = the validation split restricted to its speakers.
+
+A published list (``utterance_key;shard_dix;set_name``) gives a subset exactly
+(:func:`select_from_list`); the study's full split is the rest of the data around the
+validation keys of its tiny_many lists (:func:`select_full_from_lists`).
 """
 
 from __future__ import annotations
@@ -207,19 +211,45 @@ def read_subset_list(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def _check_in_data(listing: pd.DataFrame, ids: pd.Series, path: str | os.PathLike) -> None:
+    """PrepareError naming the count and a few of ``ids`` (keys of ``path``) not in the data."""
+    missing = ids[~ids.isin(listing.ID)]
+    if len(missing):
+        raise PrepareError(
+            f"{len(missing)} of {len(ids)} keys in {path} are not in the data, e.g. "
+            + ", ".join(missing.iloc[:5])
+        )
+
+
 def select_from_list(listing: pd.DataFrame, path: str | os.PathLike
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Exactly the train and val files a published list names (rows of ``listing``)."""
     wanted = read_subset_list(path)
-    missing = wanted.ID[~wanted.ID.isin(listing.ID)]
-    if len(missing):
-        raise PrepareError(
-            f"{len(missing)} of {len(wanted)} keys in {path} are not in the data, e.g. "
-            + ", ".join(missing.iloc[:5])
-        )
+    _check_in_data(listing, wanted.ID, path)
     rows = listing[listing.ID.isin(wanted.ID)]
     is_train = rows.ID.isin(wanted.ID[wanted.set_name == "train"])
     return rows[is_train], rows[~is_train]
+
+
+def select_full_from_lists(listing: pd.DataFrame, paths: list[str | os.PathLike]
+                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """full from published lists: val = their val keys (the same in each), train = the rest.
+
+    The study published no list of its full split; the val rows of its tiny_many lists
+    are its full validation split, and every other file was in its full train split.
+    """
+    keys = None
+    for path in paths:
+        df = read_subset_list(path)
+        val = np.sort(df.ID[df.set_name == "val"].to_numpy())
+        if keys is None:
+            keys, first = val, path
+        elif not np.array_equal(val, keys):
+            raise PrepareError(f"the validation keys of {path} differ from those of {first}: "
+                               "they are not the study's full validation split")
+    _check_in_data(listing, pd.Series(keys), first)
+    is_val = listing.ID.isin(keys)
+    return listing[~is_val], listing[is_val]
 
 
 def write_subset_list(path: str | os.PathLike, train: pd.DataFrame, val: pd.DataFrame,

@@ -8,6 +8,14 @@ Stages (each resumable; a rerun skips what is done and redoes what changed):
 4. trials    validation trials per subset (prepare.trials)
 5. manifests M/<subset>/{train.csv,val.csv,val_trials.txt,stats.json}, M/test/* (prepare.manifests)
 
+``--study_lists DIR`` (the study's five published files, ``python -m prepare.study_lists``)
+reproduces the study exactly: full (validation = the validation keys of its tiny_many
+lists, train = every other file), tiny_few, tiny_many_low and tiny_many_high, each with
+the validation trials the study used for it (prepare.study_lists.TRIALS).  Each
+subset's ``stats.json`` says where it came from: ``rule`` (how it was made; a
+published list with its path and sha256) and ``val_trials.source`` (``published``:
+file and sha256; ``generated``: generator, seed, n_trials).
+
 Expected input (the official archives, extracted):
 ``DIR/voxceleb2/dev/aac/<spk>/<session>/<utt>.m4a``, ``DIR/voxceleb1/wav/...wav``,
 ``DIR/meta/{vox1_meta.csv,vox2_meta.csv,veri_test2.txt,list_test_all2.txt,list_test_hard2.txt}``.
@@ -35,7 +43,7 @@ from lowres.io.atomic import (
     stage_done,
 )
 from lowres.io.lists import ListError
-from prepare import manifests
+from prepare import manifests, study_lists
 from prepare.convert import convert_voxceleb2
 from prepare.errors import PrepareError, PrepareWarning
 from prepare.listing import load_or_build_listing
@@ -49,18 +57,19 @@ from prepare.subsets import (
     select_budget,
     select_from_list,
     select_full,
+    select_full_from_lists,
     select_tiny_few,
     select_tiny_many,
     subset_val,
     write_subset_list,
 )
-from prepare.trials import make_val_trials
+from prepare.trials import GENERATOR, make_val_trials
 
 log = logging.getLogger("prepare.voxceleb")
 
 DEFAULTS = dict(
     wav_folder=None, meta_folder=None, vox1_folder=None,
-    subsets=None, subset_lists=(), custom_subsets=(),
+    subsets=None, subset_lists=(), custom_subsets=(), study_lists=None,
     test_sets=tuple(manifests.TEST_LISTS),
     seed=1337, jobs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
     else os.cpu_count() or 1,  # the CPUs this job may use (SLURM), not the node's
@@ -82,12 +91,46 @@ def _fingerprint(df: pd.DataFrame) -> str:
     return f"{len(df)}:{int(h.sum(dtype='uint64'))}"
 
 
+def list_rule(path: Path, n_trials: int) -> dict:
+    """The rule of a published list; its validation trials beside it when there.
+
+    The trials a list takes: for the study's subset names the file the study used
+    (study_lists.TRIALS: tiny_many_high validated on val_trials_tiny_few.txt), for
+    another name N ``val_trials_N.txt``; when absent, trials are generated.
+    """
+    if not path.is_file():
+        raise PrepareError(f"subset list not found: {path}")
+    name = list_name(path)
+    rule = {"rule": "list", "list": str(path.resolve()),
+            "list_sha256": study_lists.sha256_file(path)}
+    published = path.with_name(study_lists.TRIALS.get(name, f"val_trials_{name}.txt"))
+    if published.is_file():
+        rule.update(trials=str(published.resolve()),
+                    trials_sha256=study_lists.sha256_file(published))
+    else:
+        rule["n_trials"] = n_trials
+    return rule
+
+
+def study_rules(folder: Path) -> dict[str, dict]:
+    """The study's four subsets from its five published files in ``folder`` (checked)."""
+    study_lists.check_folder(folder)
+    rules = {name: list_rule(folder / f, 0) for name, f in study_lists.LISTS.items()}
+    val_lists = [folder / study_lists.LISTS[n] for n in study_lists.FULL_VAL_FROM]
+    trials = folder / study_lists.TRIALS["full"]
+    full = {"rule": "study_full", "val_lists": [str(p.resolve()) for p in val_lists],
+            "val_lists_sha256": [study_lists.sha256_file(p) for p in val_lists],
+            "trials": str(trials.resolve()), "trials_sha256": study_lists.sha256_file(trials)}
+    return {"full": full, **rules}
+
+
 def subset_rules(o: dict) -> dict[str, dict]:
     """Subset name -> how to build it (rule and budget), from the options."""
     rules: dict[str, dict] = {}
     names = o["subsets"]
     if names is None:
-        names = () if (o["subset_lists"] or o["custom_subsets"]) else SUBSETS
+        names = () if (o["subset_lists"] or o["custom_subsets"] or o["study_lists"]) \
+            else SUBSETS
     for name in names:
         if name not in SUBSETS:
             raise PrepareError(f"unknown subset {name!r} (choose from {', '.join(SUBSETS)})")
@@ -102,17 +145,17 @@ def subset_rules(o: dict) -> dict[str, dict]:
     for spec in o["custom_subsets"]:
         name, budget = parse_budget(spec)
         rules[name] = {"rule": "budget", "n_trials": o["val_trials_tiny"], **budget}
+    given = []
     for path in o["subset_lists"]:
-        path = Path(path)
-        if not path.is_file():
-            raise PrepareError(f"subset list not found: {path}")
         name = list_name(path)
         n_trials = o["val_trials_full" if name == "full" else "val_trials_tiny"]
-        rule = {"rule": "list", "list": str(path.resolve()), "list_sha1": _sha1(path),
-                "n_trials": n_trials}
-        published = path.with_name(f"val_trials_{name}.txt")
-        if published.is_file():  # the published trials beside the list are reproduced too
-            rule.update(trials=str(published.resolve()), trials_sha1=_sha1(published))
+        given.append((name, list_rule(Path(path), n_trials)))
+    if o["study_lists"]:
+        given += study_rules(Path(o["study_lists"])).items()
+    for name, rule in given:
+        if name in rules:
+            raise PrepareError(f"subset {name!r} is asked for twice (by --subsets, "
+                               "--custom_subset, --subset_list or --study_lists)")
         rules[name] = rule
     return rules
 
@@ -123,6 +166,17 @@ def build_subset(rule: dict, listing: pd.DataFrame, train: pd.DataFrame, val: pd
     kind = rule["rule"]
     if kind == "list":
         return select_from_list(listing, rule["list"])
+    if kind == "study_full":
+        sub, sub_val = select_full_from_lists(listing, rule["val_lists"])
+        if len(sub) != study_lists.STUDY_FULL_TRAIN_FILES:
+            diff = len(sub) - study_lists.STUDY_FULL_TRAIN_FILES
+            warnings.warn(
+                f"full: {len(sub):,} train files, {abs(diff):,} {'more' if diff > 0 else 'fewer'}"
+                f" than the study's {study_lists.STUDY_FULL_TRAIN_FILES:,} (the authors' copy "
+                f"of VoxCeleb2 dev had {study_lists.STUDY_DEV_FILES:,} files, the official "
+                f"release has {study_lists.OFFICIAL_DEV_FILES:,}; which ones they lacked was "
+                "not published)", PrepareWarning, stacklevel=2)
+        return sub, sub_val
     if kind == "full":
         sub = select_full(train)
     elif kind == "tiny_few":
@@ -143,15 +197,19 @@ def write_subset(folder: Path, name: str, rule: dict, listing: pd.DataFrame,
     check_not_empty(name, sub_train, sub_val)
     if "trials" in rule:
         trials = lists.read_trials(rule["trials"])
-        manifests.check_trials_in(trials, sub_val, rule["trials"])
+        manifests.check_trials_in(trials, sub_val, rule["trials"], name)
+        source = {"kind": "published", "file": rule["trials"], "sha256": rule["trials_sha256"]}
     else:
         trials = make_val_trials(sub_val, rule["n_trials"], seed, name=name)
+        source = {"kind": "generated", "generator": GENERATOR, "seed": seed,
+                  "n_trials": rule["n_trials"]}
     with atomic_folder(folder) as tmp:
         lists.write_manifest(tmp / "train.csv", sub_train)
         lists.write_manifest(tmp / "val.csv", sub_val)
         lists.write_trials(tmp / "val_trials.txt", trials)
         stats = manifests.subset_stats(sub_train, sub_val, trials)
         stats["subset"], stats["rule"] = name, rule
+        stats["val_trials"]["source"] = source
         manifests.write_json_stats(tmp / "stats.json", stats)
         write_subset_list(tmp / f"{name}_utterance_list.csv",
                           sub_train.sort_values("ID"), sub_val.sort_values("ID"))
@@ -267,6 +325,8 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
     split = None
     for name, rule in rules.items():
         params = {**base, **rule}
+        if "trials" not in rule:  # a new generator version remakes generated trials
+            params["trials_generator"] = GENERATOR
         folder = save / name
         if stage_done(folder / PARAMS_FILE, params):
             log.info("%s: done already", name)
@@ -294,12 +354,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vox1_folder", help="VoxCeleb1 wav root (default DATA/voxceleb1/wav)")
     p.add_argument("--subsets", nargs="+", default=None,
                    help=f"rule-made subsets among {' '.join(SUBSETS)} (default: all, or none "
-                        "when --subset_list/--custom_subset is given)")
+                        "when --subset_list/--custom_subset/--study_lists is given)")
+    p.add_argument("--study_lists", metavar="DIR",
+                   help="reproduce the study's split and subsets exactly from its five "
+                   "published files in DIR (get them with python -m prepare.study_lists "
+                   "--out DIR): full, tiny_few, tiny_many_low, tiny_many_high with the "
+                   "study's validation trials")
     p.add_argument("--subset_list", action="append", default=[], dest="subset_lists",
                    metavar="FILE", help="reproduce the subset of a published list "
                    "(utterance_key;shard_dix;set_name; name from the file: "
-                   "tiny_few_utterance_list.csv -> tiny_few; a val_trials_<name>.txt beside "
-                   "it is used as the subset's validation trials); repeatable")
+                   "tiny_few_utterance_list.csv -> tiny_few); its validation trials are "
+                   "taken from beside it when there: the study's file for the study's "
+                   "names (val_trials.txt for full and tiny_many_low, "
+                   "val_trials_tiny_few.txt for tiny_few and tiny_many_high), else "
+                   "val_trials_<name>.txt; repeatable")
     p.add_argument("--custom_subset", action="append", default=[], dest="custom_subsets",
                    metavar="NAME:key=v,...", help="a subset with its own budget; keys "
                    "speakers_per_gender, max_sessions_per_speaker, max_files_per_session, "
