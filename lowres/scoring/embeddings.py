@@ -97,23 +97,37 @@ def make_batches(
 
 
 class _BatchReader(torch.utils.data.Dataset):
-    """Reads and pads one precomputed batch per item (so a DataLoader can prefetch)."""
+    """Reads and pads one precomputed batch per item (so a DataLoader can prefetch).
 
-    def __init__(self, paths: Sequence[str], batches: list[list[int]]):
+    With ``tolerant`` a file that cannot be read is left out of its batch and returned
+    as ``(index, message)`` in the item's last element instead of raising.
+    """
+
+    def __init__(self, paths: Sequence[str], batches: list[list[int]], tolerant: bool = False):
         self.paths = paths
         self.batches = batches
+        self.tolerant = tolerant
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int):
-        idx = self.batches[i]
-        wavs = [load_audio(self.paths[j]) for j in idx]
+        idx, wavs, failed = [], [], []
+        for j in self.batches[i]:
+            try:
+                wavs.append(load_audio(self.paths[j]))
+                idx.append(j)
+            except (OSError, RuntimeError) as err:
+                if not self.tolerant:
+                    raise
+                failed.append((j, str(err)))
+        if not wavs:
+            return torch.zeros(0, dtype=torch.long), None, None, failed
         n = torch.tensor([w.numel() for w in wavs])
         padded = torch.zeros(len(wavs), int(n.max()))
         for row, w in enumerate(wavs):
             padded[row, : w.numel()] = w
-        return torch.tensor(idx), padded, n.float() / n.max()
+        return torch.tensor(idx), padded, n.float() / n.max(), failed
 
 
 def extract_embeddings(
@@ -125,6 +139,7 @@ def extract_embeddings(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool | str = True,
+    failures: dict[str, str] | None = None,
 ) -> torch.Tensor:
     """Embeddings ``[len(paths), D]`` (float32, CPU) of every file, in the order of ``paths``.
 
@@ -133,41 +148,58 @@ def extract_embeddings(
     batching; when missing they are read from the file headers.  The embedder
     runs in eval mode under ``torch.no_grad``; its train/eval mode is
     restored afterwards.  ``progress``: a tqdm bar (a string is used as its
-    description).
+    description).  The first missing or unreadable file raises, unless a
+    ``failures`` dict is given: then such files are recorded there (path ->
+    reason), their rows are NaN, and the rest is embedded (``[len(paths), 0]``
+    when no file could be read).
     """
     paths = [os.fspath(p) for p in paths]
     if len(set(paths)) != len(paths):
         raise ValueError("extract_embeddings: paths contain duplicates; pass each file once")
     if not paths:
         raise ValueError("extract_embeddings: no files given")
-    for p in paths:
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"audio file not found: {p}")
-    if num_samples is None:
-        num_samples = [audio_num_samples(p) for p in paths]
+    lengths: dict[int, int] = {}
+    for i, p in enumerate(paths):
+        try:
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"audio file not found: {p}")
+            lengths[i] = int(num_samples[i]) if num_samples is not None else audio_num_samples(p)
+        except (OSError, RuntimeError) as err:
+            if failures is None:
+                raise
+            failures[p] = str(err)
+    todo = list(lengths)
     invariant = bool(getattr(embedder, "padding_invariant", False))
-    batches = make_batches(num_samples, invariant, batch_size,
-                           int(max_batch_seconds * SAMPLE_RATE))
+    batches = [[todo[k] for k in batch] for batch in make_batches(
+        [lengths[i] for i in todo], invariant, batch_size, int(max_batch_seconds * SAMPLE_RATE))]
     loader = torch.utils.data.DataLoader(
-        _BatchReader(paths, batches), batch_size=None, shuffle=False, num_workers=num_workers,
+        _BatchReader(paths, batches, tolerant=failures is not None), batch_size=None,
+        shuffle=False, num_workers=num_workers,
     )
     was_training = embedder.training
     embedder.eval()
     out: torch.Tensor | None = None
     desc = progress if isinstance(progress, str) else "embeddings"
-    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress)
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc=desc, unit="file",
+               disable=not progress)
     try:
         with torch.no_grad():
-            for idx, wavs, lens in loader:
+            for idx, wavs, lens, failed in loader:
+                for j, message in failed:
+                    failures[paths[j]] = message
+                bar.update(len(failed))
+                if not len(idx):
+                    continue
                 emb = embedder(wavs.to(device), lens.to(device)).float().cpu()
                 if emb.ndim == 3 and emb.shape[1] == 1:  # SpeechBrain style [B, 1, D]
                     emb = emb[:, 0]
                 if out is None:
-                    out = torch.empty(len(paths), emb.shape[-1])
+                    out = torch.full((len(paths), emb.shape[-1]), float("nan"))
                 out[idx] = emb
                 bar.update(len(idx))
     finally:
         bar.close()
         embedder.train(was_training)
-    assert out is not None
+    if out is None:  # only with `failures`: nothing could be read
+        return torch.empty(len(paths), 0)
     return out
