@@ -78,8 +78,9 @@ def test_list_with_bad_files_and_a_44k_stereo_file(files, run, tmp_path):
     np.testing.assert_allclose(emb, single, atol=1e-5)
     # 44.1 kHz stereo -> mono 16 kHz.  Resampling is not exact (torchaudio's windowed sinc
     # attenuates the top of the band: 4.6 % waveform error on this signal), so the tolerance
-    # is relative to how far apart two different recordings are: measured 0.02, allowed
-    # 0.1; skipping the resampling gives 1.05 and skipping the downmix (left channel) 0.76.
+    # is relative to how far apart two different recordings are: measured 0.01-0.02 for
+    # three weight seeds, allowed 0.1; skipping the resampling gives >= 1.0 and skipping the
+    # downmix (left channel only) >= 0.63.
     apart = np.linalg.norm(emb[0] - emb[2])
     assert np.linalg.norm(emb[1] - emb[0]) < 0.1 * apart
     stereo, sr = sf.read(files / "stereo44k.wav", dtype="float32")

@@ -59,3 +59,38 @@ def test_clear_errors(tmp_path):
 def test_verify_cli_errors(tmp_path, capsys):
     assert verify_main([str(tmp_path / "nope"), "a.wav", "b.wav"]) == 2
     assert "run folder not found" in capsys.readouterr().err
+
+
+def test_verify_cli_prints_the_llr_and_the_bayes_decision(tmp_path, capsys):
+    from tiny_run import make_run
+
+    cal = {"scale": 40.0, "offset": -39.0, "prior": 0.5, "trained_on": "validation"}
+    run = make_run(tmp_path / "run", {"validation": {"eer_threshold": 0.9},
+                                      "calibration": cal})
+    v = SpeakerVerifier.from_run(run)
+    assert v.calibration == (40.0, -39.0)
+    sf.write(tmp_path / "a.wav", tone(200), 16000)
+    sf.write(tmp_path / "b.wav", tone(900, seed=2), 16000)
+    a, b = str(tmp_path / "a.wav"), str(tmp_path / "b.wav")
+    score = v.score(a, b)
+    llr = 40.0 * score - 39.0
+    assert v.llr(a, b) == pytest.approx(llr)
+    assert v.decide(a, b, 0.05) == (pytest.approx(llr), llr >= np.log(19))
+    for p_target, threshold in ((0.05, np.log(19)), (0.9, -np.log(9))):
+        assert verify_main([str(run), a, b, "--p_target", str(p_target)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"score {score:.4f}"  # first two lines as before calibration
+        assert lines[1].endswith("speaker (threshold 0.9000)")
+        assert lines[2] == f"llr {llr:.3f}"
+        decision = "same" if llr >= threshold else "different"
+        assert lines[3] == f"{decision} speaker at p_target {p_target:g} (llr >= {threshold:.3f})"
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main([str(run), a, b, "--p_target", "1"])
+    assert exit_info.value.code == 2
+    # A run evaluated before calibration existed: the EER decision and a note, no LLR.
+    old = make_run(tmp_path / "old", {"validation": {"eer_threshold": 0.9}})
+    assert verify_main([str(old), a, b]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and "no score calibration" in err
+    with pytest.raises(RunError, match="no score calibration"):
+        SpeakerVerifier.from_run(old).llr(a, b)

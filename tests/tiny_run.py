@@ -4,6 +4,8 @@ optionally eval/best/results.json, as train.py would leave them for lowres's com
 import json
 from pathlib import Path
 
+import torch
+
 from lowres.io.hparams import load_hparams
 
 HPARAMS = """\
@@ -25,10 +27,12 @@ checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer
 """
 
 
-def make_run(out: Path, results: dict | None = None) -> Path:
-    """Write the run folder ``out``; ``results`` becomes its eval/best/results.json."""
+def make_run(out: Path, results: dict | None = None, seed: int = 0) -> Path:
+    """Write the run folder ``out`` (weights drawn with ``seed``); ``results`` becomes its
+    eval/best/results.json."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "hyperparams.yaml").write_text(HPARAMS.format(out=out))
+    torch.manual_seed(seed)
     hparams = load_hparams(out / "hyperparams.yaml")
     hparams["checkpointer"].save_checkpoint(meta={"val_eer": 0.1, "step": 1})
     if results is not None:

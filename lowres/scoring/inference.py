@@ -4,12 +4,16 @@
     v = SpeakerVerifier.from_run("results/ecapa_tiny_few/lr0.0178_steps50000_seed1337")
     v.score("a.wav", "b.wav")          # cosine similarity in [-1, 1]
     v.verify("a.wav", "b.wav")         # (score, same_speaker) at the validation EER threshold
+    v.llr("a.wav", "b.wav")            # calibrated log-likelihood ratio
+    v.decide("a.wav", "b.wav", 0.05)   # (llr, same_speaker) at the Bayes threshold of p_target
 
 ``from_run`` rebuilds the model from the run's resolved ``hyperparams.yaml``,
 loads the embedder weights of its best (or last) checkpoint and reads the
 decision threshold from ``eval/<checkpoint>/results.json`` (the EER threshold
 on the validation trials, whole utterances; written by ``eval.py`` or by
-train.py's evaluation after training).  Runs on CPU by default.
+train.py's evaluation after training) and the score calibration fitted on the same
+trials (:mod:`lowres.scoring.calibration`), which turns a cosine score into a
+log-likelihood ratio and so a decision for any prior.  Runs on CPU by default.
 
 Audio: files are read with soundfile; multi-channel audio is averaged to mono
 and any sample rate other than 16 kHz is resampled to 16 kHz (as the models
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from lowres.scoring.calibration import Calibration, bayes_threshold
 from lowres.scoring.embeddings import SAMPLE_RATE, load_audio
 
 __all__ = ["SpeakerVerifier", "RunError"]
@@ -35,13 +40,14 @@ class RunError(FileNotFoundError):
 
 
 class SpeakerVerifier:
-    """A speaker embedder plus a same/different threshold on cosine scores."""
+    """A speaker embedder plus a same/different threshold and a calibration of its scores."""
 
     def __init__(self, embedder: torch.nn.Module, threshold: float | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", calibration: Calibration | None = None):
         self.device = torch.device(device)
         self.embedder = embedder.to(self.device).eval()
         self.threshold = threshold
+        self.calibration = calibration
 
     @classmethod
     def from_run(cls, output_folder: str | os.PathLike, checkpoint: str = "best",
@@ -62,12 +68,14 @@ class SpeakerVerifier:
             load_checkpoint(hparams, checkpoint)
         except EvaluationError as err:
             raise RunError(str(err)) from err
-        threshold = None
+        threshold = calibration = None
         results = results_path(out, checkpoint)
         if results.is_file():
-            threshold = (json.loads(results.read_text()).get("validation") or {}).get(
-                "eer_threshold")
-        return cls(hparams["embedder"], threshold, device)
+            stored = json.loads(results.read_text())
+            threshold = (stored.get("validation") or {}).get("eer_threshold")
+            if stored.get("calibration"):
+                calibration = Calibration.from_dict(stored["calibration"])
+        return cls(hparams["embedder"], threshold, device, calibration)
 
     def _waveform(self, audio, sample_rate: int) -> torch.Tensor:
         if isinstance(audio, (str, os.PathLike)):
@@ -103,3 +111,17 @@ class SpeakerVerifier:
                            "(it stores the validation EER threshold) or set .threshold")
         s = self.score(a, b, sample_rate)
         return s, s >= self.threshold
+
+    def llr(self, a, b, sample_rate: int = SAMPLE_RATE) -> float:
+        """Log-likelihood ratio (same vs different speaker) of the calibrated score."""
+        if self.calibration is None:
+            raise RunError("no score calibration: run recipes/VoxCeleb/eval.py on the run (it "
+                           "fits one on the validation trials) or set .calibration")
+        return float(self.calibration.llr(self.score(a, b, sample_rate)))
+
+    def decide(self, a, b, p_target: float, sample_rate: int = SAMPLE_RATE) -> tuple[float, bool]:
+        """``(llr, same_speaker)``: same when the LLR reaches the Bayes threshold of
+        ``p_target`` (the prior of "same speaker"; equal costs of both errors)."""
+        threshold = bayes_threshold(p_target)
+        llr = self.llr(a, b, sample_rate)
+        return llr, llr >= threshold
