@@ -17,6 +17,9 @@ diverged and unfinished runs; the figures (PNG and PDF):
 * ``ablation.*``: the wav2vec2 ablation, bars = mean, dots = seeds.
 * ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
   (``max_steps`` 0), one panel per test set.
+* ``det.*`` (only with ``--det [RUN ...]``): DET curves (probit axes) of the named runs,
+  or of every run with score files, one panel per test set, from the best checkpoint's
+  score files (AS-norm dashed); with one run named, that run's curves per test set.
 
 Diverged runs are kept: marked "div." in the tables and drawn as red crosses
 (at their EER when they were evaluated, else at the top of the panel).
@@ -43,7 +46,8 @@ from lowres.study.grids import (
 )
 
 __all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
-           "demo_cells", "demo_table", "demo_checks", "demo_section", "plot_demo", "main"]
+           "demo_cells", "demo_table", "demo_checks", "demo_section", "plot_demo", "plot_det",
+           "main"]
 
 RUN_MARKERS = ("hyperparams.yaml", "train_log.txt", "eval")
 SKIP_DIRS = {"save", "eval", "results", "__pycache__"}
@@ -674,6 +678,71 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
     return _save(fig, out, "demo")
 
 
+def _det_runs(root: Path, runs: list[str] | None) -> list[tuple[str, Path, dict]]:
+    """(label, eval folder, test_sets of results.json) of the runs to draw."""
+    named = runs is not None
+    folders = ([Path(r) if Path(r).is_absolute() else root / r for r in runs] if named
+               else find_runs(root))
+    found = []
+    for folder in folders:
+        results = folder / "eval" / "best" / "results.json"
+        try:
+            sets = json.loads(results.read_text()).get("test_sets") or {}
+        except (OSError, ValueError):
+            sets = {}
+        sets = {t: e for t, e in sets.items()
+                if isinstance(e, dict) and (results.parent / e.get("scores", "")).is_file()}
+        if sets:
+            label = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
+            found.append((label, results.parent, sets))
+        elif named:
+            raise ValueError(f"{folder}: no score files of the best checkpoint ({results})")
+    return found
+
+
+def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]:
+    """det.png/pdf: one panel per test set, one DET curve per run (AS-norm dashed).
+
+    ``runs``: run folders (relative to ``root`` as in results.csv's ``run`` column, or
+    absolute); default every run below ``root`` with score files.  Raises ValueError for
+    a named run without score files.
+    """
+    from lowres.scoring.det import det_limits, plot_det_curve, set_det_axes
+    from lowres.scoring.evaluation import read_scores
+    from lowres.scoring.metrics import eer
+
+    found = _det_runs(root, runs)
+    if not found:
+        return []
+    names = {t for _, _, sets in found for t in sets}
+    tests = [t for t in TEST_LABELS if t in names] + sorted(names - set(TEST_LABELS))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tests), figsize=(4.6 * len(tests), 4.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, test in zip(axes[0], tests, strict=True):
+        curves = []
+        for k, (label, folder, sets) in enumerate(found):
+            entry = sets.get(test)
+            if entry is None:
+                continue
+            kinds = [(entry, "-", label)]
+            if "as_norm" in entry and (folder / entry["as_norm"]["scores"]).is_file():
+                kinds.append((entry["as_norm"], "--", f"{label}, AS-norm"))
+            for e, style, text in kinds:
+                scores = read_scores(folder / e["scores"])
+                curves.append((scores.score.to_numpy(), scores.label.to_numpy(),
+                               dict(label=text, linestyle=style, color=colors[k % len(colors)])))
+        smallest = min(1 / min(int(y.sum()), int(len(y) - y.sum())) for _, y, _ in curves)
+        worst = max(eer(s, y).eer for s, y, _ in curves)
+        set_det_axes(ax, *det_limits(smallest, worst))
+        for s, y, style in curves:
+            plot_det_curve(ax, s, y, linewidth=1.2, **style)
+        ax.set_title(TEST_LABELS.get(test, test))
+        ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "det")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lowres.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -683,6 +752,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default original)")
     parser.add_argument("--test_set", help="test set of the steps and ablation tables/figures "
                         "(default hard, else original)")
+    parser.add_argument("--det", nargs="*", metavar="RUN",
+                        help="also draw det.png/pdf: DET curves of these runs (folders below "
+                        "RUNS_ROOT, as in results.csv; none named: every run with score files)")
     args = parser.parse_args(argv)
     if not args.runs_root.is_dir():
         parser.error(f"{args.runs_root} is not a folder")
@@ -697,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
         written += plot_steps(frame, out, args.test_set)
         written += plot_ablation(frame, out, args.test_set)
         written += plot_demo(frame, out)
+    if args.det is not None:
+        try:
+            written += plot_det(args.runs_root, out, args.det or None)
+        except ValueError as err:
+            parser.error(str(err))
     n_div = int(frame["diverged"].sum()) if not frame.empty else 0
     print(f"{len(frame)} runs ({n_div} diverged) -> " + ", ".join(str(p) for p in written))
     return 0

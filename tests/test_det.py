@@ -1,0 +1,88 @@
+"""DET curves: probit coordinates of lowres.scoring.det and ``lowres.results --det``."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import ndtri
+
+from lowres.scoring.det import det_curve, det_limits, plot_det_curve, set_det_axes
+from lowres.scoring.evaluation import write_scores
+from lowres.scoring.metrics import operating_points
+from lowres.study import results
+
+
+def gaussian(n, d, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    return np.concatenate([rng.normal(d, 1, n), rng.normal(0, 1, n)]), labels
+
+
+def test_equal_variance_gaussians_give_a_straight_det_line():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, y = gaussian(20000, 2.0, 0)
+    p_fa, p_miss = det_curve(s, y)
+    _, pm, pf = operating_points(s, y)
+    np.testing.assert_array_equal(p_miss, pm)
+    np.testing.assert_array_equal(p_fa, pf)
+    fig, ax = plt.subplots()
+    set_det_axes(ax, *det_limits(1 / 20000, 0.16))
+    line = plot_det_curve(ax, s, y, label="sys")
+    assert line.get_label().startswith("sys (EER 15.")
+    x, z = line.get_xydata().T
+    # Phi^-1(P_miss) + Phi^-1(P_fa) = -(mu_tar - mu_non) / sigma = -2 at every threshold.
+    inside = (np.abs(x) < ndtri(0.99)) & (np.abs(z) < ndtri(0.99))
+    assert inside.sum() > 1000
+    assert np.abs(x[inside] + z[inside] + 2.0).mean() < 0.05
+    # Rates of 0 and 1 are drawn outside the axes, not dropped (no inf).
+    assert np.isfinite(x).all() and x.min() < ax.get_xlim()[0]
+    plt.close(fig)
+
+
+def test_det_limits():
+    assert det_limits(1 / 4000, 0.02) == (0.0002, 0.4)
+    assert det_limits(1 / 37720, 0.02) == (0.0001, 0.4)
+    assert det_limits(1 / 100, 0.45) == (0.01, 0.9)
+    assert det_limits(1e-7, 0.5) == (0.0001, 0.99)
+
+
+def fake_run(root, name, d, as_norm=False):
+    """A run folder with eval/best/results.json and score files (original, hard)."""
+    folder = root / name / "eval" / "best"
+    folder.mkdir(parents=True)
+    sets = {}
+    for k, test in enumerate(("original", "hard")):
+        s, y = gaussian(500, d - k / 2, seed=int(10 * d) + k)
+        trials = pd.DataFrame({"label": y, "path1": "a.wav", "path2": "b.wav"})
+        write_scores(folder / f"scores_{test}.txt", trials, s)
+        sets[test] = {"eer": 0.1, "n_trials": len(y), "scores": f"scores_{test}.txt"}
+        if as_norm:
+            write_scores(folder / f"scores_{test}_as_norm.txt", trials, s * 1.1)
+            sets[test]["as_norm"] = {"eer": 0.1, "scores": f"scores_{test}_as_norm.txt"}
+    (folder / "results.json").write_text(json.dumps({"test_sets": sets}))
+
+
+def test_results_cli_draws_det_curves_of_runs(tmp_path):
+    root = tmp_path / "runs"
+    fake_run(root, "grid/xvector", 2.0)
+    fake_run(root, "grid/ecapa", 3.0, as_norm=True)
+    (root / "grid" / "unfinished" / "eval").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert results.main([str(root), "--out", str(out)]) == 0
+    assert not (out / "det.png").exists()  # only when asked for
+    assert results.main([str(root), "--out", str(out), "--det"]) == 0
+    assert (out / "det.png").stat().st_size > 0 and (out / "det.pdf").stat().st_size > 0
+    found = results._det_runs(root, None)
+    assert [label for label, _, _ in found] == ["grid/ecapa", "grid/xvector"]
+    # One run named: its curves per test set; a named run without scores is an error.
+    (out / "det.png").unlink()
+    assert results.main([str(root), "--out", str(out), "--det", "grid/ecapa"]) == 0
+    assert (out / "det.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        results.main([str(root), "--out", str(out), "--det", "grid/unfinished"])
+    assert exit_info.value.code == 2
