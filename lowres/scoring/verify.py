@@ -11,12 +11,12 @@ the benchmark family of the VoxCeleb1 test lists, and results.json reports the
 cost of exactly this decision as act_dcf_0.05 (act_dcf_0.01 for 0.01, the other
 prior it reports).  CPU by default.
 
-Example output::
+Output (S the cosine score, T the EER threshold, L = scale * S + offset)::
 
-    score 0.6123
-    same speaker (threshold 0.4512)
-    llr 3.871
-    same speaker at p_target 0.05 (llr >= 2.944)
+    score S
+    same|different speaker (threshold T)
+    llr L
+    same|different speaker at p_target 0.05 (llr >= 2.944)
 
 Any audio format soundfile reads; not 16 kHz -> resampled to 16 kHz, stereo
 -> averaged to mono.  Exit status: 0 decided, 2 error (missing file, run
