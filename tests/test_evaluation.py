@@ -188,3 +188,6 @@ def test_same_checkpoint_for_best_and_last_is_evaluated_once(fake_run, tmp_path)
     # Another AS-norm top_k cannot be copied: evaluated afresh.
     again = evaluate_run(dict(single, as_norm_top_k=2), "best", device="cpu")
     assert "reused_from" not in again and again["test_sets"]["original"]["as_norm"]["top_k"] == 2
+    # Nor another calibration prior.
+    again = evaluate_run(dict(single, calibration_prior=0.05), "best", device="cpu")
+    assert "reused_from" not in again and again["calibration"]["prior"] == 0.05
