@@ -7,9 +7,10 @@ The library is grouped by role:
 - ``lowres.models``: MFCC front-end, x-vector / ECAPA-TDNN and wav2vec2 embedders, freezing.
 - ``lowres.data``: training and validation data pipelines over the manifests.
 - ``lowres.training``: LR schedules and what train.py needs beyond SpeechBrain's ``Brain``.
-- ``lowres.scoring``: metrics, score normalisation, embeddings, evaluation, inference.
+- ``lowres.scoring``: metrics, score normalisation, calibration, DET curves, embeddings,
+  evaluation, inference.
 - ``lowres.study``: the experiment grids, results tables and figures, the demo.
 
-The modules directly in ``lowres/`` (``grid``, ``results``, ``verify``, ``demo``,
+The modules directly in ``lowres/`` (``grid``, ``results``, ``verify``, ``embed``, ``demo``,
 ``tiny_wav2vec2``) are the command-line entry points: ``python -m lowres.grid ...``.
 """

@@ -1,1 +1,2 @@
-"""From a trained embedder to scores: embeddings, metrics, AS-norm, evaluation, verification."""
+"""From a trained embedder to scores: embeddings, metrics, AS-norm, calibration, DET curves,
+evaluation, verification, embedding lists of recordings."""
