@@ -1,0 +1,232 @@
+"""The README.md (HuggingFace model card) of an exported folder, written from the run.
+
+Everything in it comes from the run folder: the architecture from the built embedder, the
+training subset's ``stats.json``, the hyperparameters from ``hyperparams.yaml``, the
+checkpoint's step and validation EER, and the test results and validation EER threshold of
+``eval/<checkpoint>/results.json``. A run that trained on the synthetic corpus (its
+``README.txt`` marker, see :func:`lowres.export.run.is_synthetic`) says so at the top.
+"""
+
+from __future__ import annotations
+
+import speechbrain
+import torch
+
+from lowres.export.run import RunForExport
+
+__all__ = ["CITATION", "model_card"]
+
+CITATION = """@inproceedings{vaessen2022training,
+  title     = {Training speaker recognition systems with limited data},
+  author    = {Vaessen, Nik and van Leeuwen, David A.},
+  booktitle = {Proc. Interspeech 2022},
+  year      = {2022},
+  eprint    = {2203.14688},
+  archivePrefix = {arXiv}
+}"""
+
+_ARCHITECTURE = {
+    "xvector": "x-vector (SpeechBrain `Xvector`) on 80 MFCCs",
+    "ecapa": "ECAPA-TDNN (SpeechBrain `ECAPA_TDNN`) on 80 MFCCs",
+    "wav2vec2": "wav2vec2 (transformers `Wav2Vec2Model`) with mean pooling of its last layer",
+}
+_TEST_NAMES = {"original": "VoxCeleb1-O", "extended": "VoxCeleb1-E", "hard": "VoxCeleb1-H"}
+_OPERATIONAL = {"num_workers", "log_interval", "ckpt_interval_minutes", "prepare_options",
+                "find_unused_parameters", "evaluate_after_training"}
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f} %"
+
+
+def _num(x) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def _hyperparameters(run: RunForExport) -> list[str]:
+    from lowres.io.hparams import plain_values
+
+    rows = []
+    for key, value in plain_values(run.folder / "hyperparams.yaml").items():
+        if key in _OPERATIONAL or value is None or isinstance(value, dict) or (
+                isinstance(value, str) and "/" in value):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        rows.append(f"| {key} | {value} |")
+    return rows
+
+
+def _architecture(run: RunForExport) -> list[str]:
+    params = sum(p.numel() for p in run.embedder.parameters())
+    dim = run.classifier.weight.shape[1]
+    lines = [f"- {_ARCHITECTURE[run.family]}; {dim}-dimensional embeddings, "
+             f"{params / 1e6:.2f} M parameters in the embedder."]
+    if run.family == "wav2vec2":
+        c = run.embedder.wav2vec2.config
+        lines.append(f"- wav2vec2: {c.num_hidden_layers} layers of width {c.hidden_size}, "
+                     f"{len(c.conv_dim)}-layer CNN ({c.feat_extract_norm} norm); started from "
+                     f"`{run.hparams.get('wav2vec2_source')}`"
+                     + (" with random weights" if run.hparams.get("reset_weights") else "") + ".")
+    else:
+        f = run.embedder.frontend
+        lines.append(f"- Front-end: {f.n_mfcc} MFCCs from {f.filterbank.n_mels} mel bands, "
+                     f"{1000 * f.stft.win_length / f.stft.sample_rate:g} ms Hann window, "
+                     f"{1000 * f.stft.hop_length / f.stft.sample_rate:g} ms hop, per-utterance "
+                     "mean/variance normalisation (SpecAugment in training only).")
+    aam = getattr(run.hparams.get("loss"), "loss_fn", None)
+    trained = (f" (trained with AAM softmax, margin {aam.margin:g}, scale {aam.scale:g})"
+               if hasattr(aam, "margin") and hasattr(aam, "scale") else "")
+    lines.append(f"- Classifier: cosine similarity to {run.classifier.weight.shape[0]} training "
+                 f"speakers{trained}.")
+    return lines
+
+
+def _training_data(run: RunForExport) -> list[str]:
+    subset = run.hparams.get("subset")
+    if not run.stats:
+        return [f"- Subset `{subset}` (its stats.json was not found beside "
+                f"`{run.hparams.get('train_csv')}`)."]
+    tr, va = run.stats["train"], run.stats["val"]
+    genders = ", ".join(f"{n} {g}" for g, n in tr.get("speakers_by_gender", {}).items())
+    trials = run.stats.get("val_trials", {})
+    return [
+        f"- Subset `{subset}`: {tr['files']} files of {tr['speakers']} speakers ({genders}), "
+        f"{tr['sessions']} sessions, {tr['hours']:g} h.",
+        f"- Sessions per speaker: mean {tr['sessions_per_speaker']['mean']:g} "
+        f"(min {tr['sessions_per_speaker']['min']}, max {tr['sessions_per_speaker']['max']}); "
+        f"files per speaker: mean {tr['files_per_speaker']['mean']:g}.",
+        f"- Validation: {va['files']} files, {trials.get('trials', '?')} trials "
+        f"({trials.get('target', '?')} target).",
+    ]
+
+
+def _row(label: str, scores: str, entry: dict, calibrated: bool) -> str:
+    cells = [label, scores, str(entry.get("n_trials")), _pct(entry.get("eer")),
+             _num(entry.get("min_dcf_0.01")), _num(entry.get("min_dcf_0.05"))]
+    if calibrated:
+        cells += [_num(entry.get(k)) for k in ("min_cllr", "cllr", "act_dcf_0.05")]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _results(run: RunForExport) -> list[str]:
+    res = run.results
+    if not res:
+        return ["Not evaluated yet: run `recipes/VoxCeleb/eval.py` on the run folder and export "
+                "again."]
+    lines = []
+    if res.get("diverged"):
+        lines += [f"**Training diverged**: {res['diverged']}.", ""]
+    tests = res.get("test_sets") or {}
+    calibrated = any("cllr" in e for e in tests.values())
+    rows = []
+    order = [*(n for n in _TEST_NAMES if n in tests), *(n for n in tests if n not in _TEST_NAMES)]
+    for name, entry in ((n, tests[n]) for n in order):
+        label = _TEST_NAMES.get(name, name)
+        rows.append(_row(label, "raw cosine", entry, calibrated))
+        if entry.get("as_norm"):
+            rows.append(_row(label, f"AS-norm (top {entry['as_norm'].get('top_k')})",
+                             entry["as_norm"], calibrated))
+    if rows:
+        head = "| test set | scores | trials | EER | minDCF (p 0.01) | minDCF (p 0.05) |"
+        rule = "|---|---|---:|---:|---:|---:|"
+        if calibrated:
+            head += " min Cllr | Cllr | actDCF (p 0.05) |"
+            rule += "---:|---:|---:|"
+        lines += [head, rule, *rows, ""]
+    val = res.get("validation") or {}
+    if val:
+        lines.append(f"Validation (whole utterances, {val.get('n_trials')} trials): EER "
+                     f"{_pct(val.get('eer'))}.")
+    cal = res.get("calibration")
+    if cal and "scale" in cal:
+        lines.append(f"Calibration (logistic regression on the validation trials, prior "
+                     f"{cal.get('prior')}): LLR = {cal['scale']:.4f} x cosine "
+                     f"{cal['offset']:+.4f}.")
+    return lines
+
+
+def model_card(run: RunForExport, max_difference: float | None = None) -> str:
+    """The folder's README.md."""
+    meta = run.ckpt.meta
+    val = (run.results or {}).get("validation") or {}
+    threshold = val.get("eer_threshold")
+    experiment = run.hparams.get("experiment", run.folder.name)
+    out = ["---", "library_name: speechbrain",
+           "tags: [speechbrain, speaker-recognition, speaker-verification, embeddings]", "---",
+           "", f"# {experiment}: {_ARCHITECTURE[run.family].split(' (')[0]} speaker embeddings",
+           ""]
+    if run.synthetic_notice:
+        out += ["> **SYNTHETIC: this model was trained on the synthetic corpus of "
+                "`python -m prepare.synthetic`, not on VoxCeleb.**",
+                f"> {run.synthetic_notice}", ""]
+    out += [
+        "Trained with the lowres SpeechBrain recipes, which reproduce *Training speaker "
+        "recognition systems with limited data* (Vaessen & van Leeuwen, Interspeech 2022, "
+        "[arXiv 2203.14688](https://arxiv.org/abs/2203.14688)). Exported from the "
+        f"**{run.checkpoint}** checkpoint "
+        f"(`{run.ckpt.path.name}`, step {meta.get('step')}, validation EER at that checkpoint "
+        f"{_pct(meta.get('val_eer'))}) of the run `{run.folder.name}`.", "",
+        "## Architecture", "", *_architecture(run), "",
+        "## Training data", "", *_training_data(run), "",
+        "## Hyperparameters", "",
+        "Every value of the run's hyperparams.yaml that is a number, flag or name (file "
+        "locations and loader settings left out):", "",
+        "| key | value |", "|---|---|", *_hyperparameters(run), "",
+        "## Results", "", *_results(run), "",
+        "## Decision threshold", "",
+        (f"Same speaker when the cosine score is at least **{threshold:.4f}**: the EER threshold "
+         "on this run's validation trials (what `python -m lowres.verify` uses). SpeechBrain's "
+         "`verify_files` / `verify_batch` decide at their own default of 0.25 unless given "
+         "`threshold=`; the value is also `eer_threshold` in hyperparams.yaml."
+         if threshold is not None else
+         "None stored (the run has no validation results): choose one on your own trials."), "",
+        "## Use", "",
+        "Needs `speechbrain` (exported with " + speechbrain.__version__ + ") and `torch` "
+        f"(exported with {torch.__version__.split('+')[0]})"
+        + (f", and `transformers` (exported with {_transformers_version()})"
+           if run.family == "wav2vec2" else "")
+        + "; no lowres code: hyperparams.yaml names only SpeechBrain, transformers and torch "
+        "classes.", "",
+        "```python",
+        "from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition",
+        "",
+        'model = EncoderClassifier.from_hparams(source="THIS_FOLDER", savedir="cache")',
+        'wav = model.load_audio("a.wav")  # 16 kHz mono (resampled / downmixed)',
+        "embedding = model.encode_batch(wav[None])  # [1, 1, D]",
+        "scores, best, index, label = model.classify_batch(wav[None])  # training speakers",
+        "",
+        'verifier = SpeakerRecognition.from_hparams(source="THIS_FOLDER", savedir="cache")',
+        'score, _ = verifier.verify_files("a.wav", "b.wav")  # cosine score',
+        (f"same = score >= {threshold:.4f}" if threshold is not None else ""),
+        "```", "",
+        "The embeddings equal lowres's own (`SpeakerVerifier.from_run`) for one utterance at a "
+        "time or a batch of equal lengths"
+        + (f" (largest difference at export: {max_difference:.1e})"
+           if max_difference is not None else "")
+        + ". A padded batch of unequal lengths gives slightly different embeddings: "
+        + ("wav2vec2's group-norm CNN normalises over the padding."
+           if run.family == "wav2vec2" else
+           "the TDNN convolutions see the padding at an utterance's end."), "",
+        "## Files", "",
+        "- `hyperparams.yaml`: the modules (`compute_features`, `mean_var_norm`, "
+        "`embedding_model`, `classifier`, `label_encoder`, `pretrainer`).",
+        "- `embedding_model.ckpt`, `classifier.ckpt`: state dicts of tensors only "
+        "(`torch.load(..., weights_only=True)` loads them).",
+        "- `label_encoder.ckpt`: the training speakers, SpeechBrain's plain-text "
+        "CategoricalEncoder format (the Pretrainer fetches `<source>/<name>.ckpt`).", "",
+        "## Upload to the HuggingFace hub", "",
+        "```bash",
+        "huggingface-cli login   # once",
+        "huggingface-cli upload USER/REPO THIS_FOLDER . --repo-type model",
+        "```", "",
+        "Then `EncoderClassifier.from_hparams(source=\"USER/REPO\", savedir=...)` loads it.",
+        "", "## Citation", "", "```bibtex", CITATION, "```", "",
+    ]
+    return "\n".join(out)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__

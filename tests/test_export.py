@@ -1,0 +1,244 @@
+"""lowres.export: SpeechBrain pretrained-model folders and ONNX embedders of hand-made runs.
+
+Each run is a real run folder (the recipe's resolved hyperparams.yaml, SpeechBrain
+checkpoints, label encoder, results.json, a synthetic corpus marker and stats.json) with
+random weights, so the tests check the export's arithmetic, not training. The exported
+folder is loaded by SpeechBrain in a fresh Python process that never imports lowres.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from conftest import ROOT
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.utils.checkpoints import Checkpointer
+
+from lowres.export.__main__ import main as export_main
+from lowres.export.run import is_synthetic
+from lowres.io.atomic import write_json
+from lowres.io.hparams import load_hparams, resolved_yaml
+from lowres.io.lists import write_manifest
+from lowres.scoring.embeddings import load_audio
+from lowres.scoring.inference import SpeakerVerifier
+from lowres.scoring.verify import main as verify_main
+
+torch.set_num_threads(1)
+
+HPARAMS = ROOT / "recipes" / "VoxCeleb" / "hparams"
+SPEAKERS = [f"id0000{i}" for i in range(4)]
+FAMILIES = {
+    "xvector": ("xvector_tiny_few.yaml", {}),
+    "ecapa": ("ecapa_tiny_few.yaml", {"ecapa_channels": 64}),
+    "wav2vec2": ("wav2vec2_tiny_few.yaml", {}),
+}
+THRESHOLD = 0.4321
+
+
+def tone(f0, seconds, seed):
+    t = np.arange(int(seconds * 16000)) / 16000
+    rng = np.random.default_rng(seed)
+    wav = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in (1, 2, 3))
+    return (0.1 * wav + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def make_run(root, family):
+    """A run folder of ``family`` with random weights, trained 'on the synthetic corpus'."""
+    from prepare.synthetic.corpus import NOTICE
+
+    cell, extra = FAMILIES[family]
+    data, out = root / "corpus", root / "run"
+    (data / "wav").mkdir(parents=True)
+    (data / "README.txt").write_text(NOTICE + "\n")
+    rows = []
+    for i, spk in enumerate(SPEAKERS):
+        path = data / "wav" / f"{spk}.wav"
+        sf.write(path, tone(120 + 40 * i, 1.0, i), 16000)
+        rows.append({"ID": spk, "duration": 1.0, "wav": str(path), "spk_id": spk,
+                     "session": "s0", "gender": "m"})
+    subset = root / "manifests" / "tiny_few"
+    subset.mkdir(parents=True)
+    write_manifest(subset / "train.csv", pd.DataFrame(rows))
+    stats = {"files": 4, "speakers": 4, "speakers_by_gender": {"m": 4}, "sessions": 4,
+             "hours": 0.001, "sessions_per_speaker": {"min": 1, "max": 1, "mean": 1.0},
+             "files_per_speaker": {"min": 1, "max": 1, "mean": 1.0}}
+    write_json(subset / "stats.json", {"train": stats, "val": stats,
+                                       "val_trials": {"trials": 6, "target": 2}})
+    overrides = {"manifest_folder": str(root / "manifests"), "output_folder": str(out),
+                 "n_speakers": len(SPEAKERS), **extra}
+    if family == "wav2vec2":
+        from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
+
+        overrides["wav2vec2_source"] = str(save_tiny_wav2vec2(root / "w2v"))
+    out.mkdir()
+    (out / "hyperparams.yaml").write_text(resolved_yaml(HPARAMS / cell, overrides))
+    hparams = load_hparams(out / "hyperparams.yaml")
+    gen = torch.Generator().manual_seed(0)
+    for name, buf in hparams["embedder"].named_buffers():  # trained-looking batch norms
+        if name.endswith("running_mean"):
+            buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
+        elif name.endswith("running_var"):
+            buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+    Checkpointer(out / "save", {"embedder": hparams["embedder"],
+                                "classifier": hparams["classifier"]}
+                 ).save_checkpoint(meta={"val_eer": 0.125, "step": 40})
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(SPEAKERS)
+    encoder.save(out / "save" / "label_encoder.txt")
+    metrics = {"n_trials": 10, "eer": 0.2, "eer_threshold": 0.3, "min_dcf_0.01": 0.61,
+               "min_dcf_0.05": 0.55, "min_cllr": 0.7, "cllr": 0.8, "act_dcf_0.05": 0.66}
+    write_json(out / "eval" / "best" / "results.json", {
+        "checkpoint": {"which": "best", "meta": {"val_eer": 0.125, "step": 40}},
+        "calibration": {"scale": 9.5, "offset": -3.25, "prior": 0.5},
+        "validation": {"n_trials": 6, "eer": 0.125, "eer_threshold": THRESHOLD},
+        "test_sets": {"original": {**metrics, "as_norm": {**metrics, "eer": 0.15,
+                                                          "top_k": 300}},
+                      "hard": metrics},
+    })
+    return out
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def exported(request, tmp_path_factory):
+    """(family, run folder, exported SpeechBrain folder, ONNX file, two test recordings)."""
+    root = tmp_path_factory.mktemp(request.param)
+    run = make_run(root, request.param)
+    sb, onnx = root / "sb", root / "onnx" / "embedding_model.onnx"
+    assert export_main([str(run), "--out", str(sb), "--onnx", str(onnx)]) == 0
+    wavs = []
+    for name, f0, seconds in (("a", 150, 1.6), ("b", 230, 2.3)):
+        sf.write(root / f"{name}.wav", tone(f0, seconds, 7), 16000)
+        wavs.append(root / f"{name}.wav")
+    return request.param, run, sb, onnx, wavs
+
+
+SPEECHBRAIN_ONLY = textwrap.dedent("""
+    import json, sys
+    import torch
+    from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition
+    folder, cache, a, b = sys.argv[1:]
+    model = EncoderClassifier.from_hparams(source=folder, savedir=cache + "/enc")
+    wa, wb = model.load_audio(a), model.load_audio(b)
+    ea, eb = model.encode_batch(wa[None]), model.encode_batch(wb[None])
+    pair = model.encode_batch(torch.stack([wa, wb[:len(wa)]]))  # a batch of equal lengths
+    probs, _, index, labels = model.classify_batch(wb[None])
+    verifier = SpeakerRecognition.from_hparams(source=folder, savedir=cache + "/ver")
+    score, _ = verifier.verify_files(a, b)
+    print(json.dumps({"a": ea.flatten().tolist(), "b": eb.flatten().tolist(),
+                      "pair": pair.reshape(2, -1).tolist(), "labels": labels,
+                      "index": int(index), "probs": probs.flatten().tolist(),
+                      "score": float(score), "threshold": verifier.hparams.eer_threshold,
+                      "lowres_imported": any(m.split(".")[0] == "lowres" for m in sys.modules)}))
+""")
+
+
+def test_speechbrain_loads_the_folder_without_lowres(exported, tmp_path, capsys):
+    family, run, sb, _, (a, b) = exported
+    proc = subprocess.run([sys.executable, "-c", SPEECHBRAIN_ONLY, str(sb), str(tmp_path),
+                           str(a), str(b)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["lowres_imported"] is False
+
+    verifier = SpeakerVerifier.from_run(run)
+    ea, eb = verifier.embed(a), verifier.embed(b)
+    torch.testing.assert_close(torch.tensor(got["a"]), ea, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(got["b"]), eb, atol=1e-4, rtol=0)
+    crop = verifier.embed(load_audio(b)[: load_audio(a).numel()])
+    torch.testing.assert_close(torch.tensor(got["pair"]), torch.stack([ea, crop]), atol=1e-4,
+                               rtol=0)
+    # classify_batch: cosine to each training speaker, decoded to the run's labels
+    classifier = load_hparams(run / "hyperparams.yaml")["classifier"]
+    Checkpointer(run / "save", {"classifier": classifier}).recover_if_possible()
+    logits = classifier(eb[None, None]).flatten()
+    torch.testing.assert_close(torch.tensor(got["probs"]), logits, atol=1e-4, rtol=0)
+    assert got["index"] == int(logits.argmax()) and got["labels"] == [SPEAKERS[got["index"]]]
+    # verify_files: the score lowres.verify prints (4 decimals); the run's threshold in yaml
+    assert verify_main([str(run), str(a), str(b)]) == 0
+    printed = float(capsys.readouterr().out.split()[1])
+    assert got["score"] == pytest.approx(printed, abs=5e-5 + 1e-6)
+    assert got["threshold"] == THRESHOLD
+
+
+def test_folder_holds_tensors_only_and_a_model_card(exported):
+    family, _, sb, _, _ = exported
+    assert sorted(p.name for p in sb.iterdir()) == [
+        "README.md", "classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml",
+        "label_encoder.ckpt"]
+    for name in ("classifier.ckpt", "embedding_model.ckpt"):
+        state = torch.load(sb / name, weights_only=True)
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+    yaml_text = (sb / "hyperparams.yaml").read_text()
+    assert ":lowres." not in yaml_text
+    card = (sb / "README.md").read_text()
+    assert "SYNTHETIC" in card.split("## Architecture")[0]  # the warning comes first
+    for fact in ("step 40", "12.50 %", "`tiny_few`: 4 files of 4 speakers", "20.00 %",
+                 "15.00 %", "AS-norm (top 300)", "VoxCeleb1-H", "0.6100", f"{THRESHOLD:.4f}",
+                 "huggingface-cli upload", "vaessen2022training", "| lr |", "| 0.8000 | 0.6600 |",
+                 "LLR = 9.5000 x cosine -3.2500"):
+        assert fact in card, fact
+
+
+def test_onnx_embeddings_equal_pytorch_on_several_lengths(exported):
+    import onnxruntime
+
+    family, run, _, onnx, _ = exported
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    embedder = SpeakerVerifier.from_run(run).embedder
+    gen = torch.Generator().manual_seed(3)
+    for batch, seconds in ((1, 0.45), (1, 3.7), (3, 1.3)):
+        wavs = 0.1 * torch.randn(batch, int(seconds * 16000), generator=gen)
+        (out,) = session.run(["embedding"], {"waveform": wavs.numpy()})
+        with torch.no_grad():
+            ours = embedder(wavs, torch.ones(batch))
+        assert out.shape == tuple(ours.shape)
+        torch.testing.assert_close(torch.from_numpy(out), ours, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("exported", ["xvector"], indirect=True)
+def test_failed_self_check_writes_nothing(exported, tmp_path, monkeypatch, capsys):
+    _, run, _, _, _ = exported
+    import lowres.export.speechbrain_folder as folder_module
+
+    monkeypatch.setattr(folder_module, "TOLERANCE", -1.0)
+    assert export_main([str(run), "--out", str(tmp_path / "sb")]) == 2
+    assert "differs from lowres" in capsys.readouterr().err
+    assert not (tmp_path / "sb").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert export_main([str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert export_main([str(tmp_path), "--out", str(other)]) == 2
+    assert "not an earlier lowres export" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SystemExit):
+        export_main([str(tmp_path)])  # neither --out nor --onnx
+
+
+def test_synthetic_detection(tmp_path):
+    from prepare.synthetic.corpus import NOTICE
+
+    real, synthetic = tmp_path / "vox", tmp_path / "synth"
+    for folder in (real, synthetic):
+        folder.mkdir()
+    (real / "README.txt").write_text("VoxCeleb, as downloaded\n")
+    (synthetic / "README.txt").write_text(NOTICE + "\n")
+    assert is_synthetic({"data_folder": str(real)}) is None
+    assert is_synthetic({"data_folder": str(synthetic)}) == NOTICE
+    # without data_folder: found above the training files of the manifest
+    (synthetic / "wav").mkdir()
+    write_manifest(tmp_path / "train.csv", pd.DataFrame([{
+        "ID": "x", "duration": 1.0, "wav": str(synthetic / "wav" / "x.wav"), "spk_id": "s",
+        "session": "a", "gender": "m"}]))
+    assert is_synthetic({"data_folder": None, "train_csv": str(tmp_path / "train.csv")}) == NOTICE
