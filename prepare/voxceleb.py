@@ -5,7 +5,11 @@ Stages (each resumable; a rerun skips what is done and redoes what changed):
 1. convert   VoxCeleb2 dev m4a -> 16 kHz mono wav (prepare.convert)
 2. listing   every utterance with duration and gender, cached as M/listing.csv (prepare.listing)
 3. split     session-disjoint validation split (prepare.split), then the subsets (prepare.subsets)
-4. trials    validation trials per subset (prepare.trials)
+4. trials    validation trials per subset (prepare.trials); by default, as in the study's
+             runs, tiny_many_low validates on full's trials and tiny_many_high on
+             tiny_few's (remade from the validation split when that subset is not
+             built); ``--no-val_trials_as_published``: each subset its own trials over
+             its validation files, as a --custom_subset always has
 5. manifests M/<subset>/{train.csv,val.csv,val_trials.txt,stats.json}, M/test/* (prepare.manifests)
 
 ``--study_lists DIR`` (the study's five published files, ``python -m prepare.study_lists``)
@@ -14,7 +18,8 @@ lists, train = every other file), tiny_few, tiny_many_low and tiny_many_high, ea
 the validation trials the study used for it (prepare.study_lists.TRIALS).  Each
 subset's ``stats.json`` says where it came from: ``rule`` (how it was made; a
 published list with its path and sha256) and ``val_trials.source`` (``published``:
-file and sha256; ``generated``: generator, seed, n_trials).
+file and sha256; ``generated``: generator, seed, n_trials and, for trials taken from
+another subset, ``shared_from``: its name).
 
 Expected input (the official archives, extracted):
 ``DIR/voxceleb2/dev/aac/<spk>/<session>/<utt>.m4a``, ``DIR/voxceleb1/wav/...wav``,
@@ -76,9 +81,12 @@ DEFAULTS = dict(
     convert_batch=32, val_fraction=0.01,
     few_speakers_per_gender=50, many_files_per_speaker=8,
     low_max_files_per_session=8, high_max_files_per_session=1,
-    val_trials_full=30000, val_trials_tiny=2000,
+    val_trials_full=30000, val_trials_tiny=2000, val_trials_as_published=True,
 )
 PARAMS_FILE = "prepare_params.json"
+# Rule-made subset -> the subset whose validation trials it takes with
+# val_trials_as_published, as the study's configs did (study_lists.TRIALS, STUDY.md §7).
+TRIALS_FROM = {"tiny_many_low": "full", "tiny_many_high": "tiny_few"}
 
 
 def _sha1(path: Path) -> str:
@@ -124,6 +132,27 @@ def study_rules(folder: Path) -> dict[str, dict]:
     return {"full": full, **rules}
 
 
+def standard_rule(name: str, o: dict) -> dict:
+    """The rule of a rule-made subset (SUBSETS) from the options, with its trials.
+
+    With ``val_trials_as_published`` (default) tiny_many_low and tiny_many_high take the
+    trials the rule-made full and tiny_few get (``trials_from``: that subset's rule), as
+    the study's configs did; otherwise each generates ``n_trials`` over its own files.
+    """
+    rule: dict = {"rule": name}
+    owner = TRIALS_FROM.get(name) if o["val_trials_as_published"] else None
+    if owner is None:
+        rule["n_trials"] = o["val_trials_full" if name == "full" else "val_trials_tiny"]
+    if name == "tiny_few":
+        rule["speakers_per_gender"] = o["few_speakers_per_gender"]
+    elif name.startswith("tiny_many"):
+        rule["files_per_speaker"] = o["many_files_per_speaker"]
+        rule["max_files_per_session"] = o[f"{name[10:]}_max_files_per_session"]
+    if owner is not None:
+        rule["trials_from"] = standard_rule(owner, o)
+    return rule
+
+
 def subset_rules(o: dict) -> dict[str, dict]:
     """Subset name -> how to build it (rule and budget), from the options."""
     rules: dict[str, dict] = {}
@@ -134,14 +163,7 @@ def subset_rules(o: dict) -> dict[str, dict]:
     for name in names:
         if name not in SUBSETS:
             raise PrepareError(f"unknown subset {name!r} (choose from {', '.join(SUBSETS)})")
-        rule = {"rule": name, "n_trials": o["val_trials_full" if name == "full" else
-                                             "val_trials_tiny"]}
-        if name == "tiny_few":
-            rule["speakers_per_gender"] = o["few_speakers_per_gender"]
-        elif name.startswith("tiny_many"):
-            rule["files_per_speaker"] = o["many_files_per_speaker"]
-            rule["max_files_per_session"] = o[f"{name[10:]}_max_files_per_session"]
-        rules[name] = rule
+        rules[name] = standard_rule(name, o)
     for spec in o["custom_subsets"]:
         name, budget = parse_budget(spec)
         rules[name] = {"rule": "budget", "n_trials": o["val_trials_tiny"], **budget}
@@ -199,6 +221,16 @@ def write_subset(folder: Path, name: str, rule: dict, listing: pd.DataFrame,
         trials = lists.read_trials(rule["trials"])
         manifests.check_trials_in(trials, sub_val, rule["trials"], name)
         source = {"kind": "published", "file": rule["trials"], "sha256": rule["trials_sha256"]}
+    elif "trials_from" in rule:  # the owner's trials, remade (seeded) without its folder
+        owner = rule["trials_from"]
+        owner_train, owner_val = build_subset(owner, listing, train, val, seed)
+        check_not_empty(f"{owner['rule']}, whose trials {name} validates on", owner_train,
+                        owner_val)
+        trials = make_val_trials(owner_val, owner["n_trials"], seed,
+                                 name=f"{name} (on {owner['rule']}'s trials)")
+        manifests.check_trials_in(trials, sub_val, f"the trials of {owner['rule']}", name)
+        source = {"kind": "generated", "generator": GENERATOR, "seed": seed,
+                  "n_trials": owner["n_trials"], "shared_from": owner["rule"]}
     else:
         trials = make_val_trials(sub_val, rule["n_trials"], seed, name=name)
         source = {"kind": "generated", "generator": GENERATOR, "seed": seed,
@@ -394,9 +426,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    default=d["high_max_files_per_session"],
                    help="tiny_many_high: files per session visit (default %(default)s)")
     p.add_argument("--val_trials_full", type=int, default=d["val_trials_full"],
-                   help="validation trials of full (default %(default)s)")
+                   help="validation trials of full, also tiny_many_low's with "
+                        "--val_trials_as_published (default %(default)s)")
     p.add_argument("--val_trials_tiny", type=int, default=d["val_trials_tiny"],
-                   help="validation trials of the other subsets (default %(default)s)")
+                   help="validation trials of the other subsets; with "
+                        "--val_trials_as_published tiny_many_high takes tiny_few's and "
+                        "tiny_many_low full's (default %(default)s)")
+    p.add_argument("--val_trials_as_published", action=argparse.BooleanOptionalAction,
+                   default=d["val_trials_as_published"],
+                   help="tiny_many_low validates on full's trials and tiny_many_high on "
+                        "tiny_few's, as the study's runs did (default); --no-... gives "
+                        "each subset its own trials over its validation files")
     return p.parse_args(argv)
 
 

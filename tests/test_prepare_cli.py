@@ -97,13 +97,91 @@ def test_rerun_skips_everything(tree, prepared):
     assert before == {p: p.stat().st_mtime_ns for p in save.rglob("*") if p.is_file()}
 
 
+def mtimes(save: Path) -> dict[str, int]:
+    return {n: (save / n / "stats.json").stat().st_mtime_ns for n in SUBSETS}
+
+
 def test_changed_option_rebuilds_only_affected_subsets(tree, prepared, tmp_path):
     save = tmp_path / "m"
     shutil.copytree(prepared[0], save)
-    full_mtime = (save / "full" / "train.csv").stat().st_mtime_ns
+    before = mtimes(save)
     prepare_voxceleb(tree, save, **{**OPTS, "val_trials_tiny": 20})
-    assert (save / "full" / "train.csv").stat().st_mtime_ns == full_mtime
+    after = mtimes(save)
+    # tiny_many_high validates on tiny_few's trials, tiny_many_low on full's
+    assert [n for n in SUBSETS if after[n] != before[n]] == ["tiny_few", "tiny_many_high"]
     assert len((save / "tiny_few" / "val_trials.txt").read_text().splitlines()) == 20
+    assert filecmp.cmp(save / "tiny_few" / "val_trials.txt",
+                       save / "tiny_many_high" / "val_trials.txt", shallow=False)
+
+
+# ---------------------------------------------------------------- which trials each subset gets
+def trial_source(save: Path, name: str) -> dict:
+    return vox.manifests.read_json_stats(save / name / "stats.json")["val_trials"]["source"]
+
+
+def test_tiny_many_validate_on_the_trials_the_study_used(prepared):
+    save, _ = prepared
+    for name, owner in (("tiny_many_low", "full"), ("tiny_many_high", "tiny_few")):
+        assert filecmp.cmp(save / owner / "val_trials.txt", save / name / "val_trials.txt",
+                           shallow=False), name
+        assert trial_source(save, name) == {**trial_source(save, owner), "shared_from": owner}
+    assert "shared_from" not in trial_source(save, "full")
+    assert trial_source(save, "tiny_few")["n_trials"] == 40
+
+
+def test_own_trials_switch_rebuilds_only_tiny_many(tree, prepared, tmp_path, capsys):
+    save = tmp_path / "m"
+    shutil.copytree(prepared[0], save)
+    before = mtimes(save)
+    args = ["--data_folder", str(tree), "--save_folder", str(save), *ARGS, "--test_sets"]
+    assert main([*args, "--no-val_trials_as_published"]) == 0, capsys.readouterr().err
+    after = mtimes(save)
+    assert [n for n in SUBSETS if after[n] != before[n]] == ["tiny_many_low", "tiny_many_high"]
+    for name, owner in (("tiny_many_low", "full"), ("tiny_many_high", "tiny_few")):
+        assert trial_source(save, name)["n_trials"] == 40
+        assert "shared_from" not in trial_source(save, name)
+        assert (save / name / "val_trials.txt").read_bytes() != \
+            (save / owner / "val_trials.txt").read_bytes()
+    trials = pd.read_csv(save / "tiny_many_high" / "val_trials.txt", sep=" ", header=None)
+    few = set(pd.read_csv(save / "tiny_few" / "val.csv").spk_id)
+    assert set(trials[1].str[:7]) - few  # other speakers than tiny_few's
+    assert main(args) == 0  # back to the default: the study's mapping again
+    for name in ("tiny_many_low", "tiny_many_high"):
+        assert filecmp.cmp(prepared[0] / name / "val_trials.txt", save / name / "val_trials.txt",
+                           shallow=False), name
+    assert mtimes(save)["full"] == before["full"]
+
+
+def test_shared_trials_without_their_subset(tree, prepared, tmp_path):
+    out = tmp_path / "m"
+    prepare_voxceleb(tree, out, subsets=["tiny_many_low", "tiny_many_high"], test_sets=(),
+                     **OPTS)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name[0] != ".") == [
+        "tiny_many_high", "tiny_many_low"]  # full and tiny_few are not written
+    for name in ("tiny_many_low", "tiny_many_high"):
+        assert filecmp.cmp(prepared[0] / name / "val_trials.txt", out / name / "val_trials.txt",
+                           shallow=False), name
+
+
+def test_shared_trials_must_name_the_subsets_validation_files(tree, tmp_path, monkeypatch):
+    real = vox.select_tiny_many
+
+    def without_a_tiny_few_speaker(train, *args):
+        gone = vox.select_tiny_few(train, OPTS["few_speakers_per_gender"]).spk_id.iloc[0]
+        return real(train[train.spk_id != gone], *args)
+
+    monkeypatch.setattr(vox, "select_tiny_many", without_a_tiny_few_speaker)
+    with pytest.raises(vox.PrepareError, match=r"the trials of tiny_few: trial names "
+                       r"id\d+/.*which is not a validation file of tiny_many_high"):
+        prepare_voxceleb(tree, tmp_path / "m", subsets="tiny_many_high", test_sets=(), **OPTS)
+    assert not (tmp_path / "m" / "tiny_many_high").exists()
+
+
+def test_shared_trials_of_an_empty_subset_fail_clearly(tree, tmp_path):
+    with pytest.raises(vox.PrepareError, match="subset 'tiny_few, whose trials tiny_many_high "
+                                               "validates on' is empty"):
+        prepare_voxceleb(tree, tmp_path / "m", subsets="tiny_many_high", test_sets=(),
+                         **{**OPTS, "few_speakers_per_gender": 0})
 
 
 # ---------------------------------------------------------------- subset lists
@@ -258,7 +336,7 @@ def test_stage_failure_then_rerun_equals_uninterrupted(tree, prepared, tmp_path,
     real = vox.make_val_trials
 
     def failing(val, n, seed, name):
-        if name == "tiny_many_low":
+        if name.startswith("tiny_many_low"):
             raise RuntimeError("simulated crash")
         return real(val, n, seed, name=name)
 
@@ -352,6 +430,8 @@ def test_custom_budget_subset(tree, tmp_path):
     assert train.spk_id.nunique() == 4 and (train.groupby("spk_id").size() == 3).all()
     stats = vox.manifests.read_json_stats(out / "mine" / "stats.json")
     assert stats["rule"]["rule"] == "budget" and stats["train"]["files"] == 12
+    assert stats["val_trials"]["source"]["n_trials"] == 40  # its own trials, always
+    assert "shared_from" not in stats["val_trials"]["source"]
     with pytest.raises(vox.PrepareError, match="bad subset spec"):
         prepare_voxceleb(tree, out, custom_subsets=["mine:files=3"])
 

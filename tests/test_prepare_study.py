@@ -237,10 +237,25 @@ def test_subset_list_takes_the_trials_the_study_used(study_folder):
                                         "n_trials": 10}
 
 
+def test_rule_made_subsets_share_the_trials_the_study_shared():
+    for name, owner in vox.TRIALS_FROM.items():
+        assert STUDY_TRIALS[name] == STUDY_TRIALS[owner] == study_lists.TRIALS[name]
+    assert set(vox.TRIALS_FROM) | {"full", "tiny_few"} == set(STUDY_TRIALS)
+
+
 def test_generated_trials_say_where_they_came_from(tree, tmp_path):
-    vox.prepare_voxceleb(tree, tmp_path / "m", subsets="tiny_few", test_sets=(),
-                         few_speakers_per_gender=2, val_trials_tiny=6, seed=5)
+    generated = {"kind": "generated", "generator": "prepare.trials.make_val_trials/2",
+                 "seed": 5, "n_trials": 6}
+    o = dict(test_sets=(), few_speakers_per_gender=2, val_trials_tiny=6, seed=5)
+    vox.prepare_voxceleb(tree, tmp_path / "m", subsets="tiny_few", **o)
     stats = read_json_stats(tmp_path / "m" / "tiny_few" / "stats.json")
-    assert stats["val_trials"]["source"] == {"kind": "generated",
-                                             "generator": "prepare.trials.make_val_trials/2",
-                                             "seed": 5, "n_trials": 6}
+    assert stats["val_trials"]["source"] == generated
+    vox.prepare_voxceleb(tree, tmp_path / "m", subsets="tiny_many_high", **o)
+    stats = read_json_stats(tmp_path / "m" / "tiny_many_high" / "stats.json")
+    assert stats["val_trials"]["source"] == {**generated, "shared_from": "tiny_few"}
+    assert stats["rule"]["trials_from"] == {"rule": "tiny_few", "n_trials": 6,
+                                            "speakers_per_gender": 2}
+    vox.prepare_voxceleb(tree, tmp_path / "m", subsets="tiny_many_high",
+                         val_trials_as_published=False, **o)
+    stats = read_json_stats(tmp_path / "m" / "tiny_many_high" / "stats.json")
+    assert stats["val_trials"]["source"] == generated and "trials_from" not in stats["rule"]
