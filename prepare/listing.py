@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ COLUMNS = ["ID", "spk_id", "session", "utt", "duration", "gender", "wav"]
 CHUNK = 2000
 
 
-def _header_chunk(paths: list[str]) -> tuple[np.ndarray, list[str]]:
+def _header_chunk(paths: list[str], mono: bool = True) -> tuple[np.ndarray, list[str]]:
     """Durations of ``paths`` from their headers, plus a message per bad file."""
     out = np.full(len(paths), np.nan)
     bad = []
@@ -38,7 +39,7 @@ def _header_chunk(paths: list[str]) -> tuple[np.ndarray, list[str]]:
             continue
         if info.samplerate != SAMPLE_RATE:
             bad.append(f"{p}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}")
-        elif info.channels != 1:
+        elif mono and info.channels != 1:
             bad.append(f"{p}: {info.channels} channels, expected mono")
         elif info.frames <= 0:
             bad.append(f"{p}: no samples")
@@ -47,8 +48,10 @@ def _header_chunk(paths: list[str]) -> tuple[np.ndarray, list[str]]:
     return out, bad
 
 
-def read_durations(paths: list[str], jobs: int = 1, desc: str = "read wav headers") -> np.ndarray:
-    """Durations in seconds of 16 kHz mono wavs, read from headers in parallel.
+def read_durations(paths: list[str], jobs: int = 1, desc: str = "read wav headers",
+                   mono: bool = True) -> np.ndarray:
+    """Durations in seconds of 16 kHz mono wavs (``mono=False``: any channel count), read
+    from headers in parallel.
 
     Raises :class:`PrepareError` listing (the first few) bad files.
     """
@@ -56,7 +59,7 @@ def read_durations(paths: list[str], jobs: int = 1, desc: str = "read wav header
     durations, bad = [], []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         bar = progress(total=len(paths), desc=desc, unit="file")
-        for d, b in pool.map(_header_chunk, chunks):
+        for d, b in pool.map(partial(_header_chunk, mono=mono), chunks):
             durations.append(d)
             bad.extend(b)
             bar.update(len(d))

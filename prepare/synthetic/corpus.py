@@ -2,6 +2,7 @@
 
     python -m prepare.synthetic --out DIR [--preset small|default|large]
         [--speakers N] [--sessions S] [--utterances U] [--seed K] [--jobs J]
+        [--augment_sets]
 
 writes
     DIR/voxceleb2/dev/aac/<id0xxxx>/<session>/<nnnnn>.m4a   (AAC, 16 kHz mono)
@@ -10,6 +11,8 @@ writes
     DIR/meta/veri_test2.txt, list_test_all2.txt, list_test_hard2.txt
     DIR/meta/synthetic_speakers.csv, synthetic_sessions.csv (voice / channel of each)
     DIR/README.txt                                          (says: synthetic)
+    DIR/musan/, DIR/RIRS_NOISES/  (--augment_sets) stand-ins for the augmentation
+        collections, in their real layouts (prepare.synthetic.augment_sets)
 
 Speakers are random espeak-ng voices (prepare/synth_voices.py), sessions random
 recording channels (prepare/synth_channel.py), utterances 3-10 s cuts of a
@@ -41,6 +44,7 @@ from tqdm import tqdm
 
 from lowres.io.atomic import remove_stale_temporaries, write_text
 from lowres.io.lists import TRIAL_COLUMNS, write_trials
+from prepare.synthetic.augment_sets import generate_augment_sets
 from prepare.synthetic.channel import apply_channel, random_channel
 from prepare.synthetic.io import SAMPLE_RATE, write_m4as, write_wavs
 from prepare.synthetic.trials import TrialSpeaker, make_trials, same_gender_and_nationality
@@ -365,6 +369,11 @@ def main(argv=None) -> None:
     parser.add_argument("--channel_strength", type=float, default=1.0,
                         help="scale of the session channel effects; 0 = almost clean "
                         "(default: 1.0, baseline EER ~30%%)")
+    parser.add_argument("--augment_sets", action="store_true",
+                        help="also write SYNTHETIC stand-ins for MUSAN (OUT/musan) and "
+                        "RIRS_NOISES (OUT/RIRS_NOISES) in their real layouts, for training "
+                        "with augmentation (python -m prepare.augment_sets prepares them); "
+                        "the corpus is the same with or without it")
     args = parser.parse_args(argv)
     sizes = sizes_from_args(args)
     if sizes["speakers"] < 2 or sizes["vox1_speakers"] < 2:
@@ -374,6 +383,8 @@ def main(argv=None) -> None:
     print(f"NOTE: {NOTICE}", flush=True)
     start = time.time()
     counts = generate(args.out, sizes, args.seed, args.jobs, args.channel_strength)
+    if args.augment_sets:
+        counts.update(generate_augment_sets(args.out, args.seed))
     print(json.dumps({**counts, "seconds": round(time.time() - start, 1)}, indent=1))
     print(f"Synthetic corpus written to {args.out} (see {args.out / 'README.txt'}).")
 
