@@ -76,7 +76,7 @@ def bayes_threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> 
     ``p_eff = c_miss p / (c_miss p + c_fa (1 - p))``; e.g. 2.944 at p_target 0.05.
     """
     _check_prior(p_target)
-    return -(math.log(c_miss * p_target) - math.log(c_fa * (1.0 - p_target)))
+    return math.log(c_fa * (1.0 - p_target)) - math.log(c_miss * p_target)
 
 
 def fit_calibration(scores, labels, prior: float = 0.5) -> Calibration:
