@@ -17,14 +17,14 @@ files not at 16 kHz are resampled to 16 kHz (torchaudio), see
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
 import torch
 from tqdm import tqdm
 
-__all__ = ["SAMPLE_RATE", "load_audio", "audio_num_samples", "make_batches",
+__all__ = ["SAMPLE_RATE", "load_audio", "read_audio", "audio_num_samples", "make_batches",
            "extract_embeddings"]
 
 SAMPLE_RATE = 16000
@@ -40,13 +40,20 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"audio file not found: {path}")
+    return read_audio(path, sample_rate, name=path)
+
+
+def read_audio(source, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> torch.Tensor:
+    """:func:`load_audio`'s decoding of a path or an open file (e.g. a wav inside a shard,
+    lowres.data.shards); errors name ``name``."""
+    name = name or os.fspath(source)
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise RuntimeError(f"cannot read audio file {path}: {err}") from err
+        raise RuntimeError(f"cannot read audio file {name}: {err}") from err
     wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
     if wav.numel() == 0:
-        raise RuntimeError(f"audio file is empty: {path}")
+        raise RuntimeError(f"audio file is empty: {name}")
     if sr != sample_rate:
         import torchaudio.functional as taf
 
@@ -103,10 +110,12 @@ class _BatchReader(torch.utils.data.Dataset):
     as ``(index, message)`` in the item's last element instead of raising.
     """
 
-    def __init__(self, paths: Sequence[str], batches: list[list[int]], tolerant: bool = False):
+    def __init__(self, paths: Sequence[str], batches: list[list[int]], tolerant: bool = False,
+                 load: Callable[[str], torch.Tensor] = load_audio):
         self.paths = paths
         self.batches = batches
         self.tolerant = tolerant
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -115,7 +124,7 @@ class _BatchReader(torch.utils.data.Dataset):
         idx, wavs, failed = [], [], []
         for j in self.batches[i]:
             try:
-                wavs.append(load_audio(self.paths[j]))
+                wavs.append(self.load(self.paths[j]))
                 idx.append(j)
             except (OSError, RuntimeError) as err:
                 if not self.tolerant:
@@ -140,6 +149,7 @@ def extract_embeddings(
     num_workers: int = 0,
     progress: bool | str = True,
     failures: dict[str, str] | None = None,
+    load: Callable[[str], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Embeddings ``[len(paths), D]`` (float32, CPU) of every file, in the order of ``paths``.
 
@@ -151,7 +161,9 @@ def extract_embeddings(
     description).  The first missing or unreadable file raises, unless a
     ``failures`` dict is given: then such files are recorded there (path ->
     reason), their rows are NaN, and the rest is embedded (``[len(paths), 0]``
-    when no file could be read).
+    when no file could be read).  ``load`` reads one file in place of :func:`load_audio`
+    (e.g. from shards: lowres.data.shards.ShardAudio.load_audio; ``num_samples`` is then
+    needed, and ``paths`` name the files without being opened).
     """
     paths = [os.fspath(p) for p in paths]
     if len(set(paths)) != len(paths):
@@ -161,7 +173,7 @@ def extract_embeddings(
     lengths: dict[int, int] = {}
     for i, p in enumerate(paths):
         try:
-            if not os.path.isfile(p):
+            if load is None and not os.path.isfile(p):
                 raise FileNotFoundError(f"audio file not found: {p}")
             lengths[i] = int(num_samples[i]) if num_samples is not None else audio_num_samples(p)
         except (OSError, RuntimeError) as err:
@@ -173,7 +185,8 @@ def extract_embeddings(
     batches = [[todo[k] for k in batch] for batch in make_batches(
         [lengths[i] for i in todo], invariant, batch_size, int(max_batch_seconds * SAMPLE_RATE))]
     loader = torch.utils.data.DataLoader(
-        _BatchReader(paths, batches, tolerant=failures is not None), batch_size=None,
+        _BatchReader(paths, batches, tolerant=failures is not None, load=load or load_audio),
+        batch_size=None,
         shuffle=False, num_workers=num_workers,
     )
     was_training = embedder.training
