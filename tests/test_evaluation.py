@@ -136,7 +136,8 @@ def test_results_schema_and_score_files(fake_run):
 
 def test_last_checkpoint_and_cohort_cache(fake_run):
     hparams, _, _, last_weight = fake_run
-    res = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)
+    # test_sets as a user types it (a plain string is one name, not its letters)
+    res = evaluate_run(hparams, "last", test_sets="original", device="cpu", validation=False)
     torch.testing.assert_close(hparams["embedder"].proj.weight, last_weight)
     assert res["checkpoint"]["meta"]["step"] == 20
     assert list(res["test_sets"]) == ["original"] and "validation" not in res
@@ -191,3 +192,63 @@ def test_same_checkpoint_for_best_and_last_is_evaluated_once(fake_run, tmp_path)
     # Nor another calibration prior.
     again = evaluate_run(dict(single, calibration_prior=0.05), "best", device="cpu")
     assert "reused_from" not in again and again["calibration"]["prior"] == 0.05
+
+
+def test_test_precision_selection_and_fallback():
+    """fp16 autocast on a GPU as the study tested; fp32 off a GPU (logged) or when asked."""
+    import contextlib
+    import warnings
+
+    from lowres.io.hparams import HparamsError
+    from lowres.scoring.evaluation import check_values, precision_on, test_autocast
+
+    assert precision_on("fp16", "cpu") == ("fp32", "test_precision fp16 needs a GPU: fp32 on "
+                                                   "cpu instead")
+    assert precision_on("fp16", "cuda:0") == ("fp16", "")
+    assert precision_on("fp32", "cuda") == ("fp32", "")
+    assert isinstance(test_autocast("fp16", "cpu"), contextlib.nullcontext)
+    assert isinstance(test_autocast("fp32", "cuda"), contextlib.nullcontext)
+    with warnings.catch_warnings():  # no CUDA here: torch warns that it would disable it
+        warnings.simplefilter("ignore")
+        ctx = test_autocast("fp16", "cuda")
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda"
+    assert ctx.fast_dtype == torch.float16
+    check_values({"test_sets": "original", "test_precision": "fp32"})
+    with pytest.raises(HparamsError, match="test_precision='bf16'"):
+        check_values({"test_sets": "original", "test_precision": "bf16"})
+    with pytest.raises(HparamsError, match="as_norm_top_k=0"):
+        check_values({"test_sets": "original", "as_norm_top_k": 0})
+
+
+def test_fp16_on_cpu_is_tested_in_fp32(fake_run):
+    hparams, _, _, _ = fake_run
+    res = evaluate_run(dict(hparams, test_precision="fp16"), "best", test_sets=["original"],
+                       device="cpu")
+    assert res["test_precision"] == "fp32" and res["diverged"] is False
+
+
+def test_diverged_runs_are_reported_as_diverged(fake_run, tmp_path):
+    """Never the untrained model's EER: no finite validation -> no best; non-finite
+    embeddings -> nothing to test; train.py's record is carried into results.json."""
+    from lowres.scoring.evaluation import mark_diverged, summary
+
+    hparams, _, _, _ = fake_run
+    run = dict(hparams, output_folder=str(tmp_path / "nan"))
+    run["checkpointer"] = Checkpointer(tmp_path / "nan" / "save",
+                                       {"embedder": hparams["embedder"]})
+    with torch.no_grad():
+        hparams["embedder"].proj.weight.fill_(float("nan"))
+    run["checkpointer"].save_checkpoint(meta={"step": 5})  # a validation with a NaN EER
+    best = evaluate_run(run, "best", device="cpu")
+    assert best["test_sets"] == {} and best["checkpoint"]["name"] is None
+    assert best["diverged"] == {"step": 5, "reason": "no validation of training had a finite EER"}
+    assert json.loads(results_path(run["output_folder"], "best").read_text()) == best
+    last = evaluate_run(run, "last", device="cpu")
+    assert last["test_sets"] == {} and last["checkpoint"]["meta"]["step"] == 5
+    assert last["diverged"]["reason"] == "24 of 24 embeddings are not finite"
+    assert summary(last).startswith("diverged at step 5")
+    # diverged late, after a good validation: the best is tested and the run is marked
+    mark_diverged(hparams["output_folder"], 30, "the loss was not finite")
+    res = evaluate_run(hparams, "best", test_sets=["original"], device="cpu")
+    assert res["diverged"] == {"step": 30, "reason": "the loss was not finite"}
+    assert 0 <= res["test_sets"]["original"]["eer"] < 0.5

@@ -33,6 +33,26 @@ class HparamsError(ValueError):
     """A hyperparameter value is invalid; the message names the key and the value."""
 
 
+def name_list(value, key: str, choices: tuple[str, ...]) -> list[str]:
+    """A list-valued key in every form a user types it, as a list of known names.
+
+    ``original``, ``original,hard``, ``[original, hard]`` (a string, e.g. from argparse)
+    and ``["original", "hard"]`` (a yaml list) all work; a plain string is one name or a
+    comma/space-separated list, never a sequence of letters.  Duplicates are dropped
+    (order kept).  Raises :class:`HparamsError` naming ``key`` and the value.
+    """
+    items = value
+    if isinstance(value, str):
+        items = value.strip().removeprefix("[").removesuffix("]").replace(",", " ").split()
+    elif not isinstance(value, (list, tuple)):
+        items = None
+    names = None if items is None else [str(v).strip() for v in items]
+    if not names or any(n not in choices for n in names):
+        raise HparamsError(f"invalid hparam {key}={value!r}: must be a non-empty list of "
+                           f"{', '.join(choices)} (e.g. {choices[0]} or [{', '.join(choices)}])")
+    return list(dict.fromkeys(names))
+
+
 def overrides_dict(overrides) -> dict:
     """Overrides as a dict, from a dict or SpeechBrain's yaml string (``key: value`` lines)."""
     if overrides is None or overrides == "":

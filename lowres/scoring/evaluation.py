@@ -3,7 +3,9 @@
 ``evaluate_run(hparams, checkpoint="best")``:
 
 1. loads the embedder weights of the run's best checkpoint (lowest ``val_eer``
-   in the checkpoint meta) or its latest one (``checkpoint="last"``);
+   in the checkpoint meta: validations of training only, train.py never makes the
+   untrained model of the step-0 validation a candidate) or its latest one
+   (``checkpoint="last"``), under ``test_precision``;
 2. extracts one embedding per unique file (whole utterance) of the requested
    test sets and of the validation set, in one batched pass
    (:mod:`lowres.scoring.embeddings`);
@@ -39,8 +41,17 @@
         ...
       },
       "embedding_seconds": .., "files_embedded": .., "manifest_folder": "..",
+      "test_precision": "fp16",   # what the embeddings ran in (fp16 autocast needs a GPU)
+      "diverged": false,          # or {"step": .., "reason": ".."}, see below
       "reused_from": "last"    # only when best and last are one checkpoint (results copied)
     }
+
+A run that diverged is marked, never reported as the untrained model: ``diverged``
+holds train.py's record (``<output_folder>/diverged.json``: training stopped at a
+non-finite loss) when there is one; when no validation of training had a finite EER
+(no ``best``) or a checkpoint's embeddings are not finite, results.json has
+``"test_sets": {}`` and ``diverged`` says why (no EER at all: lowres.results marks the
+run "div.").
 
 A threshold that is not finite (only for degenerate score lists) is written as null.
 Without the validation trials (``validation=False``) there is no calibration: the test
@@ -53,7 +64,8 @@ uses to call two recordings same or different.
 
 hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
-enroll_training_data; optional: as_norm_top_k (300), eval_batch_size (16),
+enroll_training_data; optional: test_precision (fp16: autocast on a GPU as the
+study, fp32 elsewhere; or fp32), as_norm_top_k (300), eval_batch_size (16),
 eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0),
 cohort_max_files_per_speaker (default: all files), calibration_prior (0.5: the
 calibration objective is then Cllr).
@@ -64,13 +76,14 @@ copies the first one's results instead of embedding everything again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +91,8 @@ import pandas as pd
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from lowres.io.atomic import atomic_path, write_json
+from lowres.io.atomic import atomic_path, read_json, write_json
+from lowres.io.hparams import HparamsError, name_list
 from lowres.io.lists import read_manifest, read_trials
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
@@ -88,8 +102,9 @@ from lowres.scoring.trials import trial_indices
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEST_SETS", "EvaluationError", "evaluate_run", "load_checkpoint", "load_run_hparams",
-           "results_path",
+__all__ = ["TEST_SETS", "TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoint",
+           "load_run_hparams", "results_path", "check_values", "test_set_names", "precision_on",
+           "test_autocast", "mark_diverged", "read_diverged",
            "eval_folder", "read_scores", "summary", "trial_metrics",
            "training_cohort", "write_scores"]
 
@@ -98,8 +113,82 @@ CHECKPOINTS = ("best", "last")
 DEFAULT_TOP_K = 300
 
 
+TEST_PRECISIONS = ("fp16", "fp32")
+DIVERGED_FILE = "diverged.json"
+
+
 class EvaluationError(RuntimeError):
     """Something the evaluation needs is missing; the message names it."""
+
+
+# ---------------------------------------------------------------------------- hparams
+
+
+def test_set_names(value) -> list[str]:
+    """``test_sets`` as typed (``original``, ``original,hard``, ``[original, hard]``) -> names."""
+    return name_list(value, "test_sets", TEST_SETS)
+
+
+def check_values(values: Mapping) -> None:
+    """Raise HparamsError for the first invalid evaluation setting of ``values``.
+
+    train.py calls it before its first training step (so a long run never fails at its
+    end for a value it could have refused at its start), eval.py and evaluate_run too.
+    """
+
+    def bad(key, why):
+        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
+
+    def integer(key, minimum, optional=False):
+        v = values.get(key)
+        if optional and v is None:
+            return
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            bad(key, f"must be an integer >= {minimum}" + (" or null" if optional else ""))
+
+    test_set_names(values.get("test_sets"))
+    if values.get("test_precision", "fp16") not in TEST_PRECISIONS:
+        bad("test_precision", f"must be one of {', '.join(TEST_PRECISIONS)}")
+    for key in ("post_process_scores", "enroll_training_data"):
+        if not isinstance(values.get(key, False), bool):
+            bad(key, "must be true or false")
+    for key, minimum, optional in (("as_norm_top_k", 1, False), ("eval_batch_size", 1, False),
+                                   ("eval_num_workers", 0, False),
+                                   ("cohort_max_files_per_speaker", 1, True)):
+        if key in values:
+            integer(key, minimum, optional)
+    v = values.get("eval_max_batch_seconds", 1.0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        bad("eval_max_batch_seconds", "must be a positive number")
+
+
+def precision_on(precision: str, device, key: str = "test_precision") -> tuple[str, str]:
+    """What ``precision`` (the value of hparam ``key``) runs in on ``device``, and a note
+    when it falls back: fp16 (autocast) needs a GPU, elsewhere it is fp32."""
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        return "fp32", f"{key} fp16 needs a GPU: fp32 on {device} instead"
+    return precision, ""
+
+
+def test_autocast(precision: str, device):
+    """Autocast context of the test embeddings: fp16 on a GPU (as the study tested), else
+    none (fp32; also what fp16 falls back to off a GPU, see :func:`precision_on`)."""
+    if precision_on(precision, device)[0] == "fp16":
+        return torch.autocast(torch.device(device).type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------- divergence
+
+
+def mark_diverged(output_folder: str | os.PathLike, step: int, reason: str) -> None:
+    """Record (train.py) that training stopped at ``step`` because it diverged."""
+    write_json(Path(output_folder) / DIVERGED_FILE, {"step": int(step), "reason": reason})
+
+
+def read_diverged(output_folder: str | os.PathLike) -> dict | None:
+    """``{"step", "reason"}`` of a run whose training diverged, else None."""
+    return read_json(Path(output_folder) / DIVERGED_FILE)
 
 
 # ---------------------------------------------------------------------------- paths
@@ -213,13 +302,14 @@ def read_scores(path: str | os.PathLike) -> pd.DataFrame:
 
 def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> torch.Tensor:
     num_samples = np.round(files.duration.to_numpy(dtype=float) * SAMPLE_RATE).astype(np.int64)
-    return extract_embeddings(
-        embedder, files.wav.tolist(), num_samples=num_samples,
-        batch_size=int(hparams.get("eval_batch_size", 16)),
-        max_batch_seconds=float(hparams.get("eval_max_batch_seconds", 400.0)),
-        device=device, progress=desc,
-        num_workers=int(hparams.get("eval_num_workers", hparams.get("num_workers", 0))),
-    )
+    with test_autocast(hparams.get("test_precision", "fp16"), device):
+        return extract_embeddings(
+            embedder, files.wav.tolist(), num_samples=num_samples,
+            batch_size=int(hparams.get("eval_batch_size", 16)),
+            max_batch_seconds=float(hparams.get("eval_max_batch_seconds", 400.0)),
+            device=device, progress=desc,
+            num_workers=int(hparams.get("eval_num_workers", hparams.get("num_workers", 0))),
+        )
 
 
 def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch.Tensor:
@@ -230,7 +320,8 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     """
     train_csv = os.fspath(hparams["train_csv"])
     cap = hparams.get("cohort_max_files_per_speaker")
-    key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap}
+    key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap,
+           "precision": precision_on(hparams.get("test_precision", "fp16"), device)[0]}
     if cache.is_file():
         stored = torch.load(cache, map_location="cpu", weights_only=False)
         if all(stored.get(k) == v for k, v in key.items()):
@@ -248,7 +339,8 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     return means
 
 
-def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation, post, top_k):
+def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation, post, top_k,
+                            device):
     """When best and last are the same checkpoint, copy the other one's finished results.
 
     Only if they cover the requested test sets (and validation, and AS-norm with the
@@ -262,6 +354,8 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
         return None
     sets = src.get("test_sets") or {}
     ok = (src.get("checkpoint", {}).get("name") == ckpt_name
+          and src.get("test_precision") == precision_on(hparams.get("test_precision", "fp16"),
+                                                         device)[0]
           and src.get("manifest_folder") == os.fspath(hparams["manifest_folder"])
           and all(s in sets for s in test_sets)
           and (not validation or "validation" in src)
@@ -309,21 +403,30 @@ def evaluate_run(
     train.py has them), else CUDA when available, else CPU.  Under DDP call it
     on the main process only.
     """
-    test_sets = list(test_sets)
-    bad = [s for s in test_sets if s not in TEST_SETS]
-    if bad or not test_sets:
-        raise ValueError(f"test_sets must be a non-empty subset of {TEST_SETS}, got {test_sets}")
+    test_sets = test_set_names(test_sets)
+    check_values({**hparams, "test_sets": test_sets})
     if device is None and run_opts is not None:
         device = (run_opts.get("device") if isinstance(run_opts, dict)
                   else getattr(run_opts, "device", None))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision, note = precision_on(hparams.get("test_precision", "fp16"), device)
+    if note:
+        logger.warning(note)
     out = eval_folder(hparams["output_folder"], checkpoint)
+    diverged = read_diverged(hparams["output_folder"])
+    checkpointer = hparams["checkpointer"]
+    if checkpoint == "best" and checkpointer.find_checkpoint(min_key="val_eer") is None:
+        latest = checkpointer.find_checkpoint()
+        if latest is not None:  # trained, but no validation had a finite EER
+            return _diverged_results(hparams, checkpoint, None, precision, diverged or {
+                "step": latest.meta.get("step"),
+                "reason": "no validation of training had a finite EER"})
     ckpt = load_checkpoint(hparams, checkpoint)
     post = bool(hparams.get("post_process_scores", False))
     top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
     reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt.path.name, test_sets, validation,
-                                     post, top_k)
+                                     post, top_k, device)
     if reused is not None:
         return reused
     embedder = hparams["embedder"].to(device)
@@ -344,6 +447,11 @@ def evaluate_run(
     t0 = time.perf_counter()
     emb = _embed(embedder, files, hparams, device, f"embeddings ({checkpoint})")
     embedding_seconds = time.perf_counter() - t0
+    nonfinite = int((~torch.isfinite(emb).all(dim=1)).sum())
+    if nonfinite:
+        return _diverged_results(hparams, checkpoint, ckpt, precision, {
+            "step": ckpt.meta.get("step"),
+            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"})
 
     cohort = None
     if post or hparams.get("enroll_training_data", False):
@@ -355,6 +463,8 @@ def evaluate_run(
         "test_sets": {},
         "embedding_seconds": round(embedding_seconds, 2),
         "files_embedded": len(files),
+        "test_precision": precision,
+        "diverged": diverged or False,
     }
     calibration = as_norm_calibration = None
     if validation:
@@ -394,9 +504,29 @@ def evaluate_run(
     return results
 
 
+def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict) -> dict:
+    """results.json of a run that diverged with nothing to test: no EER, never the
+    untrained model's (``ckpt`` None: no validation had a finite EER)."""
+    results = {
+        "checkpoint": {"which": checkpoint, "name": ckpt.path.name if ckpt else None,
+                       "meta": dict(ckpt.meta) if ckpt else None},
+        "manifest_folder": os.fspath(hparams["manifest_folder"]),
+        "test_sets": {},
+        "test_precision": precision,
+        "diverged": diverged,
+    }
+    logger.warning("%s: diverged at step %s (%s): nothing to test", checkpoint,
+                   diverged.get("step"), diverged.get("reason"))
+    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    return results
+
+
 def summary(results: dict) -> str:
     """One line per test set, for logs and the CLI."""
     lines = []
+    if results.get("diverged"):
+        d = results["diverged"]
+        lines.append(f"diverged at step {d.get('step')}: {d.get('reason')}")
     for name, r in results["test_sets"].items():
         line = (f"{name:>8}: EER {100 * r['eer']:6.2f}%  minDCF(0.01) {r['min_dcf_0.01']:.4f}  "
                 f"minDCF(0.05) {r['min_dcf_0.05']:.4f}  ({r['n_trials']} trials)")

@@ -4,7 +4,7 @@ r"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
     cd recipes/VoxCeleb
     python eval.py hparams/ecapa_tiny_few.yaml --output_folder OUT \
         [--checkpoint best|last] [--test_sets original,extended,hard] [--device cpu] \
-        [--post_process_scores true] [--key value ...]
+        [--post_process_scores true] [--test_precision fp16|fp32] [--key value ...]
 
 Writes OUT/eval/<checkpoint>/results.json and per-trial score files (see
 lowres.scoring.evaluation).  The hparams come from the run's own resolved
@@ -12,8 +12,10 @@ lowres.scoring.evaluation).  The hparams come from the run's own resolved
 as trained, whatever overrides training had); the yaml given on the command
 line is only used for a run folder without one.  ``--key value`` overrides
 apply on top either way (e.g. ``--post_process_scores true``).  --test_sets
-defaults to the yaml's ``test_sets``.  A run folder that moved still works
-(its checkpointer is re-pointed at OUT/save); manifest paths are those of
+defaults to the yaml's ``test_sets``; ``test_precision`` fp16 (the default, as the
+study) embeds under fp16 autocast on a GPU and in fp32 elsewhere (logged).  A run
+folder that moved still works (its checkpointer is re-pointed at OUT/save); manifest
+paths are those of
 training: if the data moved, override ``--manifest_folder``, ``--train_csv``,
 ``--valid_csv`` and ``--val_trials``.
 """
@@ -36,6 +38,7 @@ from lowres.scoring.evaluation import (
     evaluate_run,
     load_run_hparams,
     summary,
+    test_set_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,20 +49,14 @@ def parse(argv):
     ours = argparse.ArgumentParser(add_help=False)
     ours.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
     ours.add_argument("--test_sets", default=None,
-                      help="comma-separated subset of " + ",".join(TEST_SETS)
-                      + " (default: the yaml's test_sets)")
+                      help="subset of " + ",".join(TEST_SETS) + " (original, original,hard or "
+                      "[original, hard]; default: the yaml's test_sets)")
     args, rest = ours.parse_known_args(argv)
     if any(a in ("-h", "--help") for a in rest):
         print(__doc__)
         sys.exit(0)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
-    test_sets = None
-    if args.test_sets is not None:
-        test_sets = [s for s in args.test_sets.split(",") if s]
-        bad = [s for s in test_sets if s not in TEST_SETS]
-        if bad or not test_sets:
-            raise HparamsError(f"invalid --test_sets {args.test_sets!r}: choose from "
-                               f"{','.join(TEST_SETS)}")
+    test_sets = None if args.test_sets is None else test_set_names(args.test_sets)
     return args.checkpoint, test_sets, hparams_file, run_opts, overrides_dict(overrides)
 
 
@@ -78,7 +75,7 @@ def main(argv) -> dict:
     checkpoint, test_sets, hparams_file, run_opts, overrides = parse(argv)
     hparams = hparams_for(hparams_file, overrides)
     if test_sets is None:
-        test_sets = list(hparams.get("test_sets") or TEST_SETS)
+        test_sets = hparams.get("test_sets", TEST_SETS)
     results = evaluate_run(hparams, checkpoint, test_sets, run_opts=run_opts)
     print(summary(results))
     return results
