@@ -1,11 +1,15 @@
 """Training throughput on CPU: the data loader alone, each model alone, and both together.
 
     python benchmarks/train_throughput.py [--batch 16] [--steps 6] [--workers 2] [--base]
+        [--models xvector ecapa wav2vec2] [--input_normalisation utterance|crop]
 
 Measures, at batch ``--batch`` x 2 s crops:
 
-* loader items/s: lowres.data.loading (one seeded crop read from disk with soundfile start/stop)
-  and two stock SpeechBrain VoxCeleb-recipe-style pipelines: the whole file read with
+* loader items/s: lowres.data.loading (one seeded crop read from disk with soundfile
+  start/stop), also with the crop normalised by its file's statistics (wav2vec2's
+  ``input_normalisation: utterance``, the default: manifest columns from prepare.wav_stats,
+  computed here first), and two stock SpeechBrain VoxCeleb-recipe-style pipelines: the
+  whole file read with
   ``speechbrain.dataio.dataio.read_audio`` then cropped with ``random.randint``, and the
   recipe's own partial read (``frame_offset`` / ``num_frames``; here through
   ``read_audio({"file", "start", "stop"})`` because torchaudio 2.9's ``load`` needs
@@ -16,8 +20,9 @@ Measures, at batch ``--batch`` x 2 s crops:
 * the full loop (loader feeding the model) with our loader and with the stock full-read
   loader, steps/s (interleaved, best of two each).
 
-Goals: our loader supplies at least 5x the utterances/s the model consumes, and our
-full loop is not slower than the stock one. The audio is random noise written as 16-bit
+Goals: our loader supplies at least 5x the utterances/s the model consumes (wav2vec2:
+the loader as it trains, i.e. normalising with the file statistics under ``utterance``),
+and our full loop is not slower than the stock one. The audio is random noise written as 16-bit
 wav files of 4-12 s (VoxCeleb2 averages ~8 s), so only I/O and compute are measured.
 """
 
@@ -46,6 +51,7 @@ from lowres.data import loading as lowres_data  # noqa: E402
 from lowres.io.hparams import load_hparams  # noqa: E402
 from lowres.io.lists import manifest_items, read_manifest  # noqa: E402
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
+from prepare.wav_stats import add_wav_stats  # noqa: E402
 
 SR = 16000
 CROP = 2.0
@@ -70,9 +76,9 @@ def write_corpus(folder: Path, n_files: int, n_speakers: int, seed: int = 0) -> 
     return path
 
 
-def our_loader(csv_path, encoder, batch, workers, steps):
-    ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0)
-    sampler = lowres_data.StepBudgetSampler(len(ds), batch * steps, seed=0)
+def our_loader(csv_path, encoder, batch, workers, steps, normalise=False):
+    ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0, normalise=normalise)
+    sampler = lowres_data.StepBudgetSampler(len(ds), [batch * steps], seed=0)
     return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
                                        num_workers=workers, collate_fn=PaddedBatch)
 
@@ -126,8 +132,10 @@ def item_us(dataset, key, n=300):
 class Trainer:
     """One optimiser step of embedder + cosine classifier + AAM loss (what train.py does)."""
 
-    def __init__(self, hparams, device="cpu", precision="fp32"):
+    def __init__(self, hparams, device="cpu", precision="fp32", normalised=False):
         self.device = torch.device(device)
+        # utterance normalisation: the loader normalised the crops (train.py does the same)
+        self.kwargs = {"normalised": True} if normalised else {}
         self.embedder = hparams["embedder"].to(self.device)
         self.classifier = hparams["classifier"].to(self.device)
         self.loss = hparams["loss"]
@@ -145,7 +153,7 @@ class Trainer:
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
         with self.autocast:
-            emb = self.embedder(wavs, lens)
+            emb = self.embedder(wavs, lens, **self.kwargs)
             logits = self.classifier(emb.unsqueeze(1)).float()
         loss = self.loss(logits, batch.spk_id_encoded.data.to(self.device))
         self.scaler.scale(loss).backward()
@@ -189,6 +197,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu or cuda (GPU check: --batch 100)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--skip_loops", action="store_true", help="model rates only")
+    p.add_argument("--input_normalisation", default="utterance", choices=["utterance", "crop"],
+                   help="wav2vec2's (hparams/shared/wav2vec2.yaml; default %(default)s)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,22 +209,32 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         csv_path = write_corpus(tmp, args.files, n_speakers=40)
+        t0 = time.perf_counter()
+        add_wav_stats(csv_path, jobs=max(1, args.workers))
+        stats_s = time.perf_counter() - t0
         encoder = lowres_data.speaker_encoder(csv_path, tmp / "labels.txt")
         n_batches = args.loader_batches
         ours = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers, n_batches + 1),
                            n_batches)
+        ours_norm = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers,
+                                           n_batches + 1, normalise=True), n_batches)
         stock_full = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, False),
                                  n_batches)
         stock_part = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, True),
                                  n_batches)
-        print(f"loader items/s   lowres.data.loading {ours:8.1f} | stock full read + crop "
-              f"{stock_full:8.1f} | stock partial read {stock_part:8.1f}")
+        print(f"wav statistics (prepare.wav_stats) of {args.files} files: {stats_s:.1f} s, "
+              f"{args.files / stats_s:.0f} files/s with {max(1, args.workers)} threads")
+        print(f"loader items/s   lowres.data.loading {ours:8.1f} | + utterance normalisation "
+              f"{ours_norm:8.1f} | stock full read + crop {stock_full:8.1f} | stock partial "
+              f"read {stock_part:8.1f}")
         fetch = [item_us(loader.dataset, key) for loader, key in (
             (our_loader(csv_path, encoder, 1, 0, 1), lambda i: (i, i)),
+            (our_loader(csv_path, encoder, 1, 0, 1, normalise=True), lambda i: (i, i)),
             (stock_loader(csv_path, encoder, 1, 0, False), lambda i: i),
             (stock_loader(csv_path, encoder, 1, 0, True), lambda i: i))]
-        print(f"one item (us, no DataLoader)  lowres {fetch[0]:6.0f} | stock full read + "
-              f"crop {fetch[1]:6.0f} | stock partial read {fetch[2]:6.0f}")
+        print(f"one item (us, no DataLoader)  lowres {fetch[0]:6.0f} | + utterance "
+              f"normalisation {fetch[1]:6.0f} | stock full read + crop {fetch[2]:6.0f} | "
+              f"stock partial read {fetch[3]:6.0f}")
 
         models = [(m, f"hparams/{m}_tiny_few.yaml", None) for m in args.models]
         sources = {}
@@ -223,15 +243,19 @@ def main(argv=None):
         if args.base:
             sources["wav2vec2-base"] = save_tiny_wav2vec2(tmp / "w2v2_base", "base")
             models.append(("wav2vec2-base", "hparams/wav2vec2_tiny_few.yaml", None))
-        batch = next(iter(our_loader(csv_path, encoder, args.batch, 0, 1)))
+        utterance = args.input_normalisation == "utterance"
         header = (f"{'model':14s} {'steps/s':>8s} {'utt/s':>8s} {'loader/model':>12s} "
                   f"{'loop ours':>10s} {'loop stock':>10s} {'peak GiB':>9s}")
         print(header)
         for name, cell, _ in models:
             overrides = {"data_folder": str(tmp), "n_speakers": len(encoder)}
+            normalise = name.startswith("wav2vec2") and utterance  # as train.py loads it
             if name.startswith("wav2vec2"):
                 overrides["wav2vec2_source"] = str(sources[name])
-            trainer = Trainer(load_hparams(ROOT / cell, overrides), args.device, args.precision)
+            trainer = Trainer(load_hparams(ROOT / cell, overrides), args.device, args.precision,
+                              normalise)
+            supply = ours_norm if normalise else ours
+            batch = next(iter(our_loader(csv_path, encoder, args.batch, 0, 1, normalise)))
             slow = name == "wav2vec2-base" and args.device == "cpu"
             steps = max(2, args.steps // (4 if slow else 1))
             if args.device.startswith("cuda"):
@@ -245,11 +269,12 @@ def main(argv=None):
                 ours_runs, stock_runs = [], []
                 for _ in range(2):
                     ours_runs.append(loop_rate(trainer, our_loader(
-                        csv_path, encoder, args.batch, args.workers, steps + 1), steps))
+                        csv_path, encoder, args.batch, args.workers, steps + 1, normalise),
+                        steps))
                     stock_runs.append(loop_rate(trainer, stock_loader(
                         csv_path, encoder, args.batch, args.workers, False), steps))
                 loop_ours, loop_stock = max(ours_runs), max(stock_runs)
-            print(f"{name:14s} {rate:8.2f} {utt:8.1f} {ours / utt:11.1f}x "
+            print(f"{name:14s} {rate:8.2f} {utt:8.1f} {supply / utt:11.1f}x "
                   f"{loop_ours:10.2f} {loop_stock:10.2f} {peak:9.2f}", flush=True)
             del trainer
 

@@ -11,6 +11,9 @@ Stages (each resumable; a rerun skips what is done and redoes what changed):
              built); ``--no-val_trials_as_published``: each subset its own trials over
              its validation files, as a --custom_subset always has
 5. manifests M/<subset>/{train.csv,val.csv,val_trials.txt,stats.json}, M/test/* (prepare.manifests)
+6. wav_stats (``--wav_stats``) per-file wav_mean / wav_std in each subset's train.csv and
+   val.csv, for wav2vec2's utterance normalisation (prepare.wav_stats; train.py adds them
+   when they are missing)
 
 ``--study_lists DIR`` (the study's five published files, ``python -m prepare.study_lists``)
 reproduces the study exactly: full (validation = the validation keys of its tiny_many
@@ -69,6 +72,7 @@ from prepare.subsets import (
     write_subset_list,
 )
 from prepare.trials import GENERATOR, make_val_trials
+from prepare.wav_stats import add_wav_stats_all
 
 log = logging.getLogger("prepare.voxceleb")
 
@@ -82,6 +86,7 @@ DEFAULTS = dict(
     few_speakers_per_gender=50, many_files_per_speaker=8,
     low_max_files_per_session=8, high_max_files_per_session=1,
     val_trials_full=30000, val_trials_tiny=2000, val_trials_as_published=True,
+    wav_stats=False,
 )
 PARAMS_FILE = "prepare_params.json"
 # Rule-made subset -> the subset whose validation trials it takes with
@@ -369,6 +374,9 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
         write_subset(folder, name, rule, listing, *split, params, o["seed"])
 
     prepare_test_sets(save, test_lists, vox1_wav, meta, o["jobs"])
+    if o["wav_stats"]:  # 6. wav_stats
+        for name in rules:
+            add_wav_stats_all([save / name / "train.csv", save / name / "val.csv"], o["jobs"])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -408,6 +416,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="VoxCeleb1 test sets to write (default: %(default)s; the option "
                         "without values writes none)")
     p.add_argument("--seed", type=int, default=d["seed"], help="default %(default)s")
+    p.add_argument("--wav_stats", action="store_true",
+                   help="also add each file's wav_mean / wav_std to the subsets' manifests "
+                        "(wav2vec2's utterance normalisation; train.py adds them otherwise)")
     p.add_argument("--jobs", type=int, default=d["jobs"],
                    help="parallel ffmpeg processes / header readers (default %(default)s)")
     p.add_argument("--convert_batch", type=int, default=d["convert_batch"],

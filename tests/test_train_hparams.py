@@ -1,5 +1,6 @@
 """The 14 hparams files build their models; overrides reach them; bad values fail clearly."""
 
+import math
 import os
 import subprocess
 import sys
@@ -29,11 +30,12 @@ BEST_LR = {
 }
 GRID_KEYS = ["lr", "max_steps", "seed", "batch_size", "lr_schedule", "data_folder",
              "manifest_folder", "output_folder", "crop_seconds", "val_interval", "precision",
-             "enroll_training_data", "post_process_scores"]
+             "enroll_training_data", "post_process_scores", "val_schedule", "test_sets",
+             "test_precision"]
 W2V2_KEYS = ["regularisation", "reset_weights", "completely_freeze_feature_extractor",
              "wav2vec_initially_frozen", "num_frozen_steps", "wav2vec2_source",
              "regularisation_as_published", "reset_weights_as_published",
-             "frozen_backbone_as_published"]
+             "frozen_backbone_as_published", "input_normalisation"]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,12 @@ def test_every_file_builds_its_model(name, tiny_w2v2):
     subset = name.split("_", 1)[1].replace("wav2vec2_", "")
     assert h["subset"] == subset
     assert h["val_interval"] == (3125 if subset == "full" else "epoch")
+    # what the published runs did (STUDY.md §7): validations counted within each pass, the
+    # original's default seed, tests on O, E and H under fp16 (on a GPU), the utterance
+    # normalised before cropping
+    assert (h["val_schedule"], h["seed"], h["test_precision"]) == ("pass", 42133724, "fp16")
+    assert h["test_sets"] == ["original", "extended", "hard"]
+    assert h.get("input_normalisation") == ("utterance" if "wav2vec2" in name else None)
     assert h["n_speakers"] == 7
     embedder, classifier = h["embedder"].eval(), h["classifier"]
     with torch.no_grad():
@@ -139,6 +147,11 @@ def train_module():
     (["--val_interval=often"], "val_interval='often'"),
     (["--crop_seconds=-1"], "crop_seconds=-1"),
     (["--batch_size=10.5"], "batch_size=10.5"),
+    (["--val_schedule=often"], "val_schedule='often'"),
+    (["--test_sets=origin"], "test_sets='origin'"),
+    (["--test_sets=[original, hardest]"], "test_sets=['original', 'hardest']"),
+    (["--test_precision=fp8"], "test_precision='fp8'"),
+    (["--post_process_scores=maybe"], "post_process_scores='maybe'"),
 ])
 def test_bad_values_name_key_and_value(args, message, tmp_path):
     train = train_module()
@@ -146,6 +159,90 @@ def test_bad_values_name_key_and_value(args, message, tmp_path):
         train.main([str(HPARAMS / "xvector_tiny_few.yaml"), f"--output_folder={tmp_path}",
                     "--data_folder=/nonexistent", *args])
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("typed", ["original", "original,hard", "[original, hard]",
+                                   "original, hard", "[original,hard]"])
+def test_list_keys_take_what_a_user_types(typed):
+    """--test_sets original trained to the end and then died reading it letter by letter
+    (a bug): every form is read the same way by train.py, eval.py and the evaluation."""
+    import speechbrain as sb
+
+    from lowres.scoring.evaluation import test_set_names
+
+    train = train_module()
+    want = ["original"] if typed == "original" else ["original", "hard"]
+    _, _, overrides = sb.parse_arguments(["x.yaml", "--test_sets", typed])
+    values = plain_values(HPARAMS / "xvector_tiny_few.yaml", overrides)
+    train.check_hparams(values, world_size=1)  # accepted before training
+    assert test_set_names(values["test_sets"]) == want
+    evaluate = load_script(TRAIN.parent / "eval.py", "lowres_eval")
+    assert evaluate.parse(["x.yaml", "--test_sets", typed])[1] == want
+
+
+def test_checks_before_training_that_the_end_of_the_run_needs(tmp_path):
+    train = train_module()
+    values = plain_values(HPARAMS / "xvector_tiny_few.yaml",
+                          {"manifest_folder": str(tmp_path), "test_sets": "original,hard"})
+    (tmp_path / "test").mkdir()
+    for name in ("original.csv", "original_trials.txt", "hard.csv"):
+        (tmp_path / "test" / name).write_text("x\n")
+    with pytest.raises(HparamsError, match="hard_trials.txt is missing"):
+        train.check_test_sets(values)
+    train.check_test_sets({**values, "test_sets": "original"})
+    train.check_test_sets({**values, "evaluate_after_training": False})
+    # a published-schedule run that would never validate (so have no best checkpoint)
+    values.update(val_interval=8, batch_size=2, max_steps=100)
+    with pytest.raises(HparamsError, match="val_interval=8.*5 batches.*val_schedule steps"):
+        train.training_schedule(values, num_items=10)
+    assert train.training_schedule({**values, "val_schedule": "steps"}, 10).validation_steps[
+        :2] == [8, 16]
+
+
+def _fake_brain(train, trials_file, logged, saved):
+    from types import SimpleNamespace
+
+    from lowres.io.lists import read_trials
+
+    brain = train.SpeakerBrain.__new__(train.SpeakerBrain)
+    brain.val_trials = read_trials(trials_file)
+    brain.optimizer = SimpleNamespace(param_groups=[{"lr": 0.1}])
+    brain.hparams = SimpleNamespace(train_logger=SimpleNamespace(
+        log_stats=lambda **kw: logged.append(kw)))
+    brain.checkpointer = SimpleNamespace(save_and_keep_only=lambda **kw: saved.append(kw))
+    brain.stats = train.RunningStats()
+    return brain
+
+
+def test_step0_and_nonfinite_validations_never_become_best(tmp_path):
+    """The step-0 validation (the untrained model) is logged but no candidate for testing
+    (a bug: it used to be saved with its val_eer); a NaN EER is no candidate either."""
+    import speechbrain as sb
+
+    train = train_module()
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 a/s/1.wav a/s/2.wav\n0 a/s/1.wav b/s/1.wav\n"
+                      "1 b/s/1.wav b/s/2.wav\n0 a/s/2.wav b/s/2.wav\n")
+    logged, saved = [], []
+    brain = _fake_brain(train, trials, logged, saved)
+    good = {"a/s/1": torch.tensor([1.0, 0.0]), "a/s/2": torch.tensor([0.9, 0.1]),
+            "b/s/1": torch.tensor([0.0, 1.0]), "b/s/2": torch.tensor([0.1, 0.9])}
+    for epoch, step, embeddings in ((0, 0, good), (1, 8, good),
+                                    (2, 16, {**good, "b/s/2": torch.tensor([math.nan] * 2)})):
+        brain.val_embeddings, brain.optimizer_step = embeddings, step
+        brain.on_stage_end(sb.Stage.VALID, 0.0, epoch=epoch)
+    assert [e["valid_stats"]["EER%"] for e in logged[:2]] == [0.0, 0.0]
+    assert math.isnan(logged[2]["valid_stats"]["EER%"])
+    assert [s["meta"] for s in saved] == [{"val_eer": 0.0, "step": 8}, {"step": 16}]
+
+
+def test_a_loss_that_stays_nonfinite_stops_training_as_diverged():
+    train = train_module()
+    brain = train.SpeakerBrain.__new__(train.SpeakerBrain)
+    brain.nonfinite_count, brain.nonfinite_patience = 0, 1
+    brain.check_loss_isfinite(torch.tensor(math.nan))  # within patience: a warning
+    with pytest.raises(train.Diverged, match="not finite 2 times"):
+        brain.check_loss_isfinite(torch.tensor(math.inf))
 
 
 def test_bad_regularisation(tiny_w2v2, tmp_path):

@@ -1,9 +1,9 @@
-"""Training and validation data over the prepared manifests (STUDY.md §3).
+"""Training and validation data over the prepared manifests (STUDY.md §3, §7).
 
 One training item is one random ``crop_seconds`` crop of an utterance, read from disk
 with ``soundfile`` start/stop, so only the crop is decoded. Which crop is taken is a
 pure function of ``(seed, draw)``, where ``draw`` is the position of the item in the
-run's stream of training items (``draw = (epoch - 1) * items_per_epoch + position``).
+run's stream of training items (step ``s`` holds draws ``[(s - 1) * batch, s * batch)``).
 The order of that stream is a pure function of ``(seed, pass)`` as well
 (:class:`StepBudgetSampler`), so a run resumed from a checkpoint at any step sees
 exactly the items, and the crops, of an uninterrupted run.
@@ -11,11 +11,21 @@ exactly the items, and the crops, of an uninterrupted run.
 Validation items are the first ``crop_seconds`` of each validation file.
 A file shorter than the crop is used whole; ``PaddedBatch`` pads it and
 reports its relative length, which the embedders honour.
+
+``normalise=True`` (wav2vec2's ``input_normalisation: utterance``, what the published
+runs did) normalises each crop with its whole file's mean and standard deviation (the
+manifest's ``wav_mean`` / ``wav_std``, prepare.wav_stats): the crop of the normalised
+utterance, without reading the whole file per item.
+
+When training validates (:func:`training_schedule`): SpeechBrain's "epochs" are the
+stretches of training between two validations (the last one ends at ``max_steps``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +35,14 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 
-from lowres.io.lists import ListError, manifest_items, read_manifest
+from lowres.io.lists import STATS_COLUMNS, ListError, manifest_items, read_manifest
 
 SAMPLE_RATE = 16000
+VAL_SCHEDULES = ("pass", "steps")
+INPUT_NORMALISATIONS = ("utterance", "crop")  # wav2vec2: per file (as published) | per crop
+#: As lowres.models.wav2vec2.normalise_waveform, so that a whole file normalised here
+#: equals the file normalised by the embedder (tests/test_train_data.py checks it).
+WAVEFORM_EPS = 1e-7
 
 
 def crop_offset(seed: int, draw: int, num_frames: int, crop_frames: int) -> int:
@@ -46,6 +61,23 @@ def read_segment(path: str, start: int, frames: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(sig))
 
 
+def normalise_with(sig: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """``(sig - mean) / sqrt(std**2 + eps)``: zero mean, unit variance w.r.t. the file's
+    own statistics (``mean``, ``std`` of the whole file), whatever part ``sig`` is."""
+    return (sig - mean) * (1.0 / math.sqrt(std * std + WAVEFORM_EPS))
+
+
+def _items(csv_path, normalise: bool) -> dict[str, dict]:
+    df = read_manifest(csv_path)
+    if normalise:
+        missing = [c for c in STATS_COLUMNS if c not in df.columns]
+        if missing or not np.isfinite(df[list(STATS_COLUMNS)].to_numpy(dtype=float)).all():
+            raise ListError(f"manifest {csv_path} lacks the per-file statistics "
+                            f"{'/'.join(STATS_COLUMNS)} that utterance normalisation needs: "
+                            f"python -m prepare.wav_stats {csv_path}")
+    return manifest_items(df)
+
+
 class DrawDataset(DynamicItemDataset):
     """A DynamicItemDataset indexed by ``(index, draw)``; ``draw`` reaches the pipeline."""
 
@@ -59,36 +91,53 @@ class DrawDataset(DynamicItemDataset):
 
 
 def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
-                  seed: int, sample_rate: int = SAMPLE_RATE) -> DrawDataset:
-    """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw."""
-    data = manifest_items(read_manifest(csv_path))
+                  seed: int, sample_rate: int = SAMPLE_RATE,
+                  normalise: bool = False) -> DrawDataset:
+    """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw
+    (``normalise``: with the file's statistics, see the module doc)."""
+    data = _items(csv_path, normalise)
     for item in data.values():
         item["draw"] = 0
     crop_frames = int(round(crop_seconds * sample_rate))
 
-    @takes("wav", "duration", "draw")
-    @provides("sig")
-    def random_crop(wav, duration, draw):
+    def crop(wav, duration, draw):
         num_frames = int(duration * sample_rate)
         start = crop_offset(seed, draw, num_frames, crop_frames)
         return read_segment(wav, start, crop_frames)
+
+    if normalise:
+        @takes("wav", "duration", "draw", *STATS_COLUMNS)
+        @provides("sig")
+        def random_crop(wav, duration, draw, mean, std):
+            return normalise_with(crop(wav, duration, draw), mean, std)
+    else:
+        @takes("wav", "duration", "draw")
+        @provides("sig")
+        def random_crop(wav, duration, draw):
+            return crop(wav, duration, draw)
 
     dataset = DrawDataset(data, dynamic_items=[random_crop])
     return _with_labels(dataset, label_encoder)
 
 
 def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
-                  sample_rate: int = SAMPLE_RATE) -> DynamicItemDataset:
-    """Validation items ``id, sig, spk_id_encoded``: the first ``crop_seconds`` of each file."""
+                  sample_rate: int = SAMPLE_RATE, normalise: bool = False) -> DynamicItemDataset:
+    """Validation items ``id, sig, spk_id_encoded``: the first ``crop_seconds`` of each file
+    (``normalise``: with the file's statistics, see the module doc)."""
     crop_frames = int(round(crop_seconds * sample_rate))
 
-    @takes("wav")
-    @provides("sig")
-    def first_crop(wav):
-        return read_segment(wav, 0, crop_frames)
+    if normalise:
+        @takes("wav", *STATS_COLUMNS)
+        @provides("sig")
+        def first_crop(wav, mean, std):
+            return normalise_with(read_segment(wav, 0, crop_frames), mean, std)
+    else:
+        @takes("wav")
+        @provides("sig")
+        def first_crop(wav):
+            return read_segment(wav, 0, crop_frames)
 
-    items = manifest_items(read_manifest(csv_path))
-    dataset = DynamicItemDataset(items, dynamic_items=[first_crop])
+    dataset = DynamicItemDataset(_items(csv_path, normalise), dynamic_items=[first_crop])
     return _with_labels(dataset, label_encoder)
 
 
@@ -123,54 +172,111 @@ def speaker_encoder(train_csv, path) -> CategoricalEncoder:
     return encoder
 
 
-class StepBudgetSampler(torch.utils.data.Sampler):
-    """Yields ``(index, draw)`` for one "epoch" of ``items_per_epoch`` draws.
+@dataclass(frozen=True)
+class Schedule:
+    """When training validates: the run is cut into "epochs" (SpeechBrain's) that end at
+    ``epoch_ends`` (optimiser steps, increasing, the last one ``max_steps``); a validation
+    follows epoch ``e`` when ``validate[e - 1]``.  One pass over the data is
+    ``items_per_pass`` draws (see :class:`StepBudgetSampler`)."""
 
-    The run's item stream is the concatenation of seeded permutations of the dataset
-    (pass ``k`` is ``permutation(seed, k)``), cut into epochs of ``items_per_epoch``;
-    an epoch may span passes. Call :meth:`set_epoch` (1-based, as SpeechBrain's
-    ``EpochCounter``) before iterating. Under DDP SpeechBrain wraps this sampler in a
-    ``DistributedSamplerWrapper`` that gives every rank an interleaved share.
+    epoch_ends: tuple[int, ...]
+    validate: tuple[bool, ...]
+    items_per_pass: int
+
+    @property
+    def validation_steps(self) -> list[int]:
+        return [s for s, v in zip(self.epoch_ends, self.validate, strict=True) if v]
+
+
+def pass_batches(num_items: int, batch_size: int) -> int:
+    """Batches of one pass over ``num_items`` items: the last one is partial in the study
+    (WebDataset's ``batched``); here it is topped up with the pass's first items."""
+    return math.ceil(num_items / batch_size)
+
+
+def training_schedule(val_schedule: str, val_interval, num_items: int, batch_size: int,
+                      max_steps: int) -> Schedule:
+    """The validation steps of a run (STUDY.md §3, §7).
+
+    ``val_schedule="pass"`` (the published runs, PyTorch Lightning's
+    ``val_check_interval``): ``val_interval`` counts the batches of each pass over the
+    data, restarting every pass of :func:`pass_batches` batches (``"epoch"``: at the end of
+    each pass), and there is no validation at ``max_steps`` unless one falls there.
+    E.g. 10 items, batch 2, val_interval 2: passes of 5 batches, validations at steps
+    2, 4, 7, 9, 12, 14, ...  Every pass is ``pass_batches * batch_size`` draws.
+
+    ``val_schedule="steps"``: every ``val_interval`` optimiser steps across passes
+    (``"epoch"``: every ``num_items // batch_size`` steps) and at ``max_steps``; the draws
+    run on through the passes (no topping up).
+    """
+    if val_schedule not in VAL_SCHEDULES:
+        raise ValueError(f"val_schedule must be one of {', '.join(VAL_SCHEDULES)}: "
+                         f"{val_schedule!r}")
+    if val_interval != "epoch" and (isinstance(val_interval, bool)
+                                    or not isinstance(val_interval, int) or val_interval <= 0):
+        raise ValueError(f"val_interval must be a positive integer or 'epoch': {val_interval!r}")
+    if val_schedule == "pass":
+        per_pass = pass_batches(num_items, batch_size)
+        every = per_pass if val_interval == "epoch" else val_interval
+        within = range(every, per_pass + 1, every)
+        steps = [p * per_pass + k for p in range(math.ceil(max_steps / per_pass))
+                 for k in within if p * per_pass + k <= max_steps]
+        items_per_pass = per_pass * batch_size
+    else:
+        every = max(1, num_items // batch_size) if val_interval == "epoch" else val_interval
+        steps = [*range(every, max_steps, every), max_steps]
+        items_per_pass = num_items
+    ends = steps if steps and steps[-1] == max_steps else [*steps, max_steps]
+    return Schedule(tuple(ends), tuple(s in set(steps) for s in ends), items_per_pass)
+
+
+class StepBudgetSampler(torch.utils.data.Sampler):
+    """Yields ``(index, draw)`` for the draws of one "epoch" (this process's share).
+
+    The run's item stream: pass ``k`` is ``items_per_pass`` draws (default ``num_items``)
+    of the seeded permutation ``permutation(seed, k)``, where positions past ``num_items``
+    start the permutation again (so every batch is full; ``items_per_pass`` is then a
+    multiple of the batch).  Epoch ``e`` (1-based, as SpeechBrain's ``EpochCounter``;
+    call :meth:`set_epoch` before iterating) holds draws ``[epoch_ends[e - 2],
+    epoch_ends[e - 1])``; an epoch may span passes.  Under DDP every process samples
+    its interleaved share (``rank``, ``world_size``: draws ``start + rank``, ``start +
+    rank + world_size``, ...), which SpeechBrain's ``DistributedSamplerWrapper`` would
+    do for epochs of one length.
     """
 
-    def __init__(self, num_items: int, items_per_epoch: int, seed: int):
+    def __init__(self, num_items: int, epoch_ends: Sequence[int], seed: int,
+                 items_per_pass: int | None = None, rank: int = 0, world_size: int = 1):
         if num_items <= 0:
             raise ValueError("StepBudgetSampler: empty dataset")
         self.num_items = int(num_items)
-        self.items_per_epoch = int(items_per_epoch)
+        self.epoch_ends = [int(e) for e in epoch_ends]
+        if not self.epoch_ends or any(b <= a for a, b in zip([0, *self.epoch_ends],
+                                                              self.epoch_ends, strict=False)):
+            raise ValueError(f"StepBudgetSampler: epoch_ends must increase: {epoch_ends}")
+        self.items_per_pass = int(items_per_pass or num_items)
         self.seed = int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _range(self) -> tuple[int, int]:
+        return (self.epoch_ends[self.epoch - 2] if self.epoch > 1 else 0,
+                self.epoch_ends[self.epoch - 1])
+
     def _permutation(self, k: int) -> np.ndarray:
         return np.random.default_rng((self.seed, 1_000_003, k)).permutation(self.num_items)
 
     def __iter__(self):
-        first = (self.epoch - 1) * self.items_per_epoch
-        draw, end = first, first + self.items_per_epoch
-        while draw < end:
-            k, pos = divmod(draw, self.num_items)
-            perm = self._permutation(k)
-            take = min(end - draw, self.num_items - pos)
-            for i in range(take):
-                yield (int(perm[pos + i]), draw + i)
-            draw += take
+        first, end = self._range()
+        k, perm = None, None
+        for draw in range(first + self.rank, end, self.world_size):
+            pass_k, pos = divmod(draw, self.items_per_pass)
+            if pass_k != k:
+                k, perm = pass_k, self._permutation(pass_k)
+            yield (int(perm[pos % self.num_items]), draw)
 
     def __len__(self) -> int:
-        return self.items_per_epoch
-
-
-def steps_per_epoch(val_interval, num_items: int, batch_size: int) -> int:
-    """Optimiser steps between validations: ``val_interval`` steps, or one pass ("epoch")."""
-    if val_interval == "epoch":
-        return max(1, num_items // batch_size)
-    if isinstance(val_interval, bool) or not isinstance(val_interval, int) or val_interval <= 0:
-        raise ValueError(f"val_interval must be a positive integer or 'epoch': {val_interval!r}")
-    return val_interval
-
-
-def num_epochs(max_steps: int, steps_in_epoch: int) -> int:
-    """Number of validation intervals needed to reach ``max_steps``."""
-    return math.ceil(max_steps / steps_in_epoch)
+        first, end = self._range()
+        return len(range(first + self.rank, end, self.world_size))

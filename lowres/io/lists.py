@@ -5,7 +5,9 @@ all three go through here, so a bad file fails the same way everywhere:
 :class:`ListError` with a message naming the file (and the line, for a trial list).
 
 - Manifest: CSV with a header, one row per file: ``ID, duration, wav, spk_id, session,
-  gender`` (SpeechBrain's layout; ``ID`` is ``speaker/session/utterance``).
+  gender`` (SpeechBrain's layout; ``ID`` is ``speaker/session/utterance``), optionally
+  followed by ``wav_mean, wav_std``: the whole file's waveform mean and standard
+  deviation (prepare.wav_stats), which only wav2vec2's utterance normalisation reads.
 - Trial list: one trial per line, ``label path1 path2``, label 1 = same speaker; the
   paths are relative to the audio root (``id10270/x6uYqmx31kE/00001.wav``) and a
   trial's ids are the paths without ``.wav``, which is how manifests name files.
@@ -21,6 +23,7 @@ import pandas as pd
 from lowres.io.atomic import atomic_path
 
 MANIFEST_COLUMNS = ("ID", "duration", "wav", "spk_id", "session", "gender")
+STATS_COLUMNS = ("wav_mean", "wav_std")  # optional, kept by write_manifest when present
 TRIAL_COLUMNS = ("label", "path1", "path2")
 
 
@@ -62,9 +65,11 @@ def manifest_items(df: pd.DataFrame) -> dict[str, dict]:
 
 
 def write_manifest(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """Write a manifest CSV (rows sorted by ID) atomically."""
+    """Write a manifest CSV (rows sorted by ID) atomically, with the statistics columns
+    when ``df`` has them."""
+    columns = [*MANIFEST_COLUMNS, *(c for c in STATS_COLUMNS if c in df.columns)]
     with atomic_path(path) as tmp:
-        df.sort_values("ID")[list(MANIFEST_COLUMNS)].to_csv(tmp, index=False)
+        df.sort_values("ID")[columns].to_csv(tmp, index=False)
 
 
 def trial_id(path: str) -> str:

@@ -213,7 +213,10 @@ class Wav2vec2Embedder(torch.nn.Module):
         frames = self.wav2vec2._get_feat_extract_output_lengths(n_samples)
         return torch.as_tensor(frames).long().clamp(min=1)
 
-    def forward(self, wavs: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, wavs: torch.Tensor, lens: torch.Tensor | None = None,
+                normalised: bool = False) -> torch.Tensor:
+        """``normalised``: ``wavs`` are normalised already (crops of utterances normalised
+        with the whole file's statistics, lowres.data.loading); padding is still zeroed."""
         if wavs.dim() != 2:
             raise ValueError(
                 f"Wav2vec2Embedder expects wavs [batch, samples], got {tuple(wavs.shape)}"
@@ -222,6 +225,8 @@ class Wav2vec2Embedder(torch.nn.Module):
             lens = torch.ones(wavs.shape[0], device=wavs.device)
         n_valid = valid_samples(lens, wavs.shape[1]).to(wavs.device)
         x, mask = normalise_waveform(wavs.float(), n_valid)
+        if normalised:
+            x = wavs.float() * mask
         attention_mask = mask.long() if self.use_attention_mask else None
         grad = contextlib.nullcontext() if not self.backbone_frozen else torch.no_grad()
         with grad:

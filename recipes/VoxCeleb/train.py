@@ -6,9 +6,17 @@
         [--output_folder OUT] [--precision fp16|bf16|fp32] [--device cpu]
 
 Every value of the yaml is a top-level key that ``--key value`` overrides (see
-hparams/shared/). Re-running the same command continues an interrupted run from its
-latest checkpoint (model, optimiser, scheduler, step, RNG states, best-so-far and the
-position in the data); a finished run does nothing more.
+hparams/shared/); every value train.py can check (the evaluation's included) is checked
+before the first training step. Re-running the same command continues an interrupted
+run from its latest checkpoint (model, optimiser, scheduler, step, RNG states,
+best-so-far and the position in the data); a finished run does nothing more.
+
+Validation (``val_schedule``, lowres.data.loading.training_schedule): before training
+(step 0: logged only, never a candidate for testing) and, by default as the published
+runs, every ``val_interval`` batches counted within each pass over the data; the best
+validation's checkpoint and the last one are tested after training. A run whose loss
+stays non-finite (SpeechBrain's ``--nonfinite_patience``) stops, is recorded as diverged
+(``OUT/diverged.json``) and is still evaluated: results.json says it diverged.
 
 Multi-GPU (SpeechBrain DDP)::
 
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 import shlex
@@ -56,6 +65,15 @@ from lowres.io.hparams import (
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
 from lowres.models.freeze import apply_freeze_schedule
+from lowres.scoring.evaluation import (
+    DIVERGED_FILE,
+    check_values,
+    mark_diverged,
+    precision_on,
+    read_diverged,
+    test_set_files,
+    test_set_names,
+)
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import score_trials
 from lowres.training.schedules import SCHEDULES, build_lr_scheduler
@@ -69,13 +87,17 @@ PRECISIONS = ("fp16", "bf16", "fp32")
 class SpeakerBrain(sb.core.Brain):
     """Embedder -> cosine classifier -> AAM softmax; validation EER on the val trials."""
 
+    input_normalised = False  # make_loaders: the data normalise the crops (utterance mode)
+
     def compute_forward(self, batch, stage):
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
         embedder = self.modules.embedder
+        # utterance normalisation: the data normalised each crop with its file's statistics
+        kwargs = {"normalised": True} if self.input_normalised else {}
         if stage != sb.Stage.TRAIN and not _unwrap(embedder).padding_invariant:
-            return _one_at_a_time(embedder, wavs, lens)
-        return embedder(wavs, lens)
+            return _one_at_a_time(embedder, wavs, lens, **kwargs)
+        return embedder(wavs, lens, **kwargs)
 
     def compute_objectives(self, embeddings, batch, stage):
         labels = batch.spk_id_encoded.data.to(self.device)
@@ -123,17 +145,41 @@ class SpeakerBrain(sb.core.Brain):
             self.train_summary = self.stats.summary()
             return
         scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation")
-        val_eer = eer(scores, labels).eer
+        val_eer = eer(scores, labels).eer if np.isfinite(scores).all() else math.nan
         lr = self.optimizer.param_groups[0]["lr"]
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": lr},
             train_stats=getattr(self, "train_summary", None) if epoch else None,
             valid_stats={**self.stats.summary(), "EER%": round(100 * val_eer, 3)},
         )
+        if epoch == 0:  # the untrained model: logged, never a candidate for testing
+            return
+        # a non-finite EER is no candidate for "best" either (no val_eer in the meta)
+        meta = {"val_eer": val_eer} if math.isfinite(val_eer) else {}
         self.checkpointer.save_and_keep_only(
-            meta={"val_eer": val_eer, "step": self.optimizer_step},
+            meta={**meta, "step": self.optimizer_step},
             min_keys=["val_eer"], num_to_keep=1, end_of_epoch=True,
         )
+
+    def _fit_valid(self, valid_set, epoch, enable):
+        if epoch == 0 or self.schedule.validate[epoch - 1]:
+            return super()._fit_valid(valid_set, epoch, enable)
+        # val_schedule pass: the last stretch ends at max_steps without a validation
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "step": self.optimizer_step,
+                        "lr": self.optimizer.param_groups[0]["lr"]},
+            train_stats=getattr(self, "train_summary", None))
+        self.checkpointer.save_and_keep_only(meta={"step": self.optimizer_step},
+                                             min_keys=["val_eer"], num_to_keep=1,
+                                             end_of_epoch=True)
+
+    def check_loss_isfinite(self, loss):
+        try:
+            super().check_loss_isfinite(loss)
+        except ValueError as err:  # SpeechBrain: non-finite loss, patience exhausted
+            raise Diverged(f"the loss was not finite {self.nonfinite_count} times since the "
+                           f"last validation (nonfinite_patience {self.nonfinite_patience})"
+                           ) from err
 
     def init_optimizers(self):
         super().init_optimizers()
@@ -170,6 +216,10 @@ class SpeakerBrain(sb.core.Brain):
 
 
 COMPLETE = "complete"
+
+
+class Diverged(RuntimeError):
+    """Training stopped: its loss stayed non-finite."""
 
 
 @register_checkpoint_hooks
@@ -242,14 +292,14 @@ def _unwrap(module):
         else module
 
 
-def _one_at_a_time(embedder, wavs, lens):
+def _one_at_a_time(embedder, wavs, lens, **kwargs):
     """Embeddings of a padded batch, one file at a time, for padding-sensitive models."""
     if bool((lens >= 1).all()):
-        return embedder(wavs, lens)
+        return embedder(wavs, lens, **kwargs)
     out = []
     for wav, rel in zip(wavs, lens, strict=True):
         n = int(round(float(rel) * wavs.shape[1]))
-        out.append(embedder(wav[None, :n], torch.ones(1, device=wavs.device)))
+        out.append(embedder(wav[None, :n], torch.ones(1, device=wavs.device), **kwargs))
     return torch.cat(out)
 
 
@@ -293,6 +343,13 @@ def check_hparams(values: dict, world_size: int) -> None:
     v = values.get("val_interval")
     if v != "epoch" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
         bad("val_interval", "must be a positive number of steps or 'epoch'")
+    if values.get("val_schedule") not in lowres_data.VAL_SCHEDULES:
+        bad("val_schedule", f"must be one of {', '.join(lowres_data.VAL_SCHEDULES)}")
+    if "input_normalisation" in values and \
+            values["input_normalisation"] not in lowres_data.INPUT_NORMALISATIONS:
+        bad("input_normalisation",
+            f"must be one of {', '.join(lowres_data.INPUT_NORMALISATIONS)}")
+    check_values(values)  # what the evaluation after training reads: test_sets, AS-norm ...
     if values["batch_size"] % world_size:
         bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
     if values.get("model_name") == "wav2vec2" and values.get("wav2vec_initially_frozen"):
@@ -331,46 +388,101 @@ def prepare_manifests(values: dict) -> None:
                            f"manifests in manifest_folder={values['manifest_folder']!r}")
 
 
-def count_speakers(train_csv) -> int:
-    return read_manifest(train_csv, required=("ID", "spk_id")).spk_id.nunique()
+def check_test_sets(values: dict) -> None:
+    """The test manifests the evaluation after training will read exist (checked now, not
+    at the end of a long run)."""
+    if not values.get("evaluate_after_training"):
+        return
+    for name in test_set_names(values["test_sets"]):
+        for path in test_set_files(values["manifest_folder"], name):
+            if not path.is_file():
+                raise HparamsError(
+                    f"invalid hparam test_sets={values['test_sets']!r}: {path} is missing "
+                    f"(prepare it: python -m prepare.voxceleb --data_folder DIR --save_folder "
+                    f"{values['manifest_folder']} --test_sets {name}, or leave {name} out)")
+
+
+def prepare_wav_stats(values: dict) -> None:
+    """Utterance normalisation: add the per-file statistics to the train and validation
+    manifests when they lack them (once, main process; prepare.wav_stats)."""
+    if values.get("input_normalisation") != "utterance":
+        return
+    from prepare.wav_stats import add_wav_stats
+
+    jobs = dict(values.get("prepare_options") or {}).get("jobs") or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+
+    def add():
+        for key in ("train_csv", "valid_csv"):
+            if add_wav_stats(values[key], jobs):
+                logger.info("input_normalisation utterance: added wav_mean / wav_std to %s",
+                            values[key])
+
+    run_on_main(add)
+
+
+def training_schedule(values: dict, num_items: int) -> lowres_data.Schedule:
+    """When training validates; HparamsError when it would never validate by max_steps."""
+    schedule = lowres_data.training_schedule(
+        values["val_schedule"], values["val_interval"], num_items,
+        values["batch_size"], values["max_steps"])
+    if not schedule.validation_steps:
+        per_pass = lowres_data.pass_batches(num_items, values["batch_size"])
+        raise HparamsError(
+            f"invalid hparam val_interval={values['val_interval']!r}: with val_schedule="
+            f"{values['val_schedule']} it counts the batches of each pass over the data "
+            f"({per_pass} batches: {num_items} files / batch_size {values['batch_size']}), "
+            f"so no validation would run by max_steps={values['max_steps']} and there would "
+            "be no best checkpoint; use val_interval epoch or at most "
+            f"{min(per_pass, values['max_steps'])}, or val_schedule steps")
+    return schedule
 
 
 def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[str, str]:
     """The training precision on ``device`` (``--precision`` wins over the yaml), and a note."""
     precision = run_opts.precision if "precision" in run_opts.overridden_args \
         else hparams_precision
-    if precision == "fp16" and not str(device).startswith("cuda"):
-        return "fp32", f"precision fp16 needs a GPU: training on {device} in fp32 instead"
-    return precision, ""
+    return precision_on(precision, device, key="precision")
 
 
-def make_loaders(brain, hparams, world_size):
-    """Training loader (StepBudgetSampler, one crop per draw) and validation loader."""
+def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int):
+    """Training loader (StepBudgetSampler over ``schedule``, one crop per draw) and
+    validation loader; with utterance normalisation both normalise with file statistics."""
     encoder = lowres_data.speaker_encoder(hparams["train_csv"],
                                           Path(hparams["save_folder"]) / "label_encoder.txt")
+    normalise = hparams.get("input_normalisation") == "utterance"
+    brain.input_normalised = normalise
     train_set = lowres_data.train_dataset(hparams["train_csv"], encoder, hparams["crop_seconds"],
-                                          hparams["seed"], hparams["sample_rate"])
+                                          hparams["seed"], hparams["sample_rate"], normalise)
     valid_set = lowres_data.valid_dataset(hparams["valid_csv"], encoder, hparams["crop_seconds"],
-                                          hparams["sample_rate"])
+                                          hparams["sample_rate"], normalise)
     batch = hparams["batch_size"]
-    steps = lowres_data.steps_per_epoch(hparams["val_interval"], len(train_set), batch)
-    hparams["epoch_counter"].limit = lowres_data.num_epochs(hparams["max_steps"], steps)
-    sampler = lowres_data.StepBudgetSampler(len(train_set), steps * batch, hparams["seed"])
+    brain.schedule = schedule
+    hparams["epoch_counter"].limit = len(schedule.epoch_ends)
+    # Each process samples its own share (the epochs differ in length, which SpeechBrain's
+    # DistributedSamplerWrapper does not follow), so the loader is made here, not by the
+    # Brain; it is checkpointed under SpeechBrain's own name for it.
+    sampler = lowres_data.StepBudgetSampler(
+        len(train_set), [s * batch for s in schedule.epoch_ends], hparams["seed"],
+        schedule.items_per_pass, rank=int(os.environ.get("RANK", 0)), world_size=world_size)
+    brain.train_sampler = sampler  # set_epoch
     common = {"batch_size": batch // world_size, "num_workers": hparams["num_workers"],
               "pin_memory": str(brain.device).startswith("cuda")}
     # Own generators: creating a loader iterator then leaves the global RNG untouched,
     # so a resumed run draws the same SpecAugment / dropout masks as an uninterrupted one.
-    train_loader = brain.make_dataloader(
-        train_set, sb.Stage.TRAIN, sampler=sampler, drop_last=True,
+    train_loader = sb.dataio.dataloader.make_dataloader(
+        train_set, sampler=sampler, drop_last=True,
         generator=torch.Generator().manual_seed(hparams["seed"]), **common)
-    if brain.train_sampler is None:  # without DDP SpeechBrain leaves set_epoch to us
-        brain.train_sampler = sampler
+    brain.checkpointer.add_recoverable("dataloader-TRAIN", train_loader)
     valid_loader = brain.make_dataloader(
         valid_set, sb.Stage.VALID, ckpt_prefix=None,
         generator=torch.Generator().manual_seed(hparams["seed"]), **common)
-    logger.info("%d training files of %d speakers, %d validation files; %d steps per "
-                "validation interval, %d intervals", len(train_set), len(encoder),
-                len(valid_set), steps, hparams["epoch_counter"].limit)
+    steps = schedule.validation_steps
+    logger.info("%d training files of %d speakers, %d validation files; val_schedule %s: "
+                "%d validations, at steps %s%s", len(train_set), len(encoder), len(valid_set),
+                hparams["val_schedule"], len(steps),
+                ", ".join(map(str, steps[:4])) + (", ..." if len(steps) > 4 else ""),
+                "" if schedule.validate[-1] else f"; none at max_steps {hparams['max_steps']}")
     return train_loader, valid_loader
 
 
@@ -381,7 +493,7 @@ def evaluate_after_training(hparams, device):
     """
     from lowres.scoring.evaluation import evaluate_run
 
-    for which in ("last", "best"):
+    for which in ("last", "best"):  # evaluate_run reads test_sets in every form a user types
         evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device)
 
 
@@ -396,8 +508,12 @@ def main(argv):
     values = plain_values(hparams_file, overrides)
     check_hparams(values, world_size)
     prepare_manifests(values)
+    check_test_sets(values)
+    prepare_wav_stats(values)
+    train = read_manifest(values["train_csv"], required=("ID", "spk_id"))
+    schedule = training_schedule(values, len(train))
     extra = {}
-    n_speakers = count_speakers(values["train_csv"])
+    n_speakers = train.spk_id.nunique()
     if n_speakers != values["n_speakers"]:
         logger.info("n_speakers=%s in the yaml, %d in %s: using %d", values["n_speakers"],
                     n_speakers, values["train_csv"], n_speakers)
@@ -425,9 +541,24 @@ def main(argv):
     brain = SpeakerBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
                          hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.optimizer_step_limit = hparams["max_steps"]
-    train_loader, brain.valid_loader = make_loaders(brain, hparams, world_size)
+    train_loader, brain.valid_loader = make_loaders(brain, hparams, schedule, world_size)
     brain.val_trials = read_trials(hparams["val_trials"])
-    brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
+    diverged = read_diverged(out)
+    if diverged:
+        logger.warning("training diverged at step %s (%s; %s): not training again (delete "
+                       "that file to retry)", diverged["step"], diverged["reason"],
+                       out / DIVERGED_FILE)
+    else:
+        try:
+            brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
+        except Diverged as err:
+            logger.error("training diverged at step %d: %s", brain.optimizer_step, err)
+            # the weights it ended with are the "last" checkpoint (the evaluation marks them)
+            hparams["checkpointer"].save_and_keep_only(
+                meta={"step": brain.optimizer_step}, min_keys=["val_eer"], num_to_keep=1,
+                end_of_epoch=True)
+            if if_main_process():
+                mark_diverged(out, brain.optimizer_step, str(err))
 
     best = hparams["checkpointer"].find_checkpoint(min_key="val_eer")
     if best is not None and if_main_process():
