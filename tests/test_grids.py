@@ -75,10 +75,9 @@ def seed_md_runs(text: str) -> list[tuple]:
         for combo in itertools.product(*(axes[n] for n in names)):
             point = dict(zip(names, combo, strict=True))
             experiment = point.pop("+experiment")
-            overrides = {"evaluate_after_training": True, **fixed}
-            if experiment.startswith("ablation_"):
-                # the study's ablation data config evaluates on O, E and H
-                overrides.update(ALL_TEST_SETS)
+            # every data config of the study had use_additional_test_sets: true (STUDY.md
+            # §7), so every run, whatever its command said, tested O, E and H
+            overrides = {"evaluate_after_training": True, **ALL_TEST_SETS, **fixed}
             if "optim.algo.lr" in point:
                 overrides["lr"] = _value(point.pop("optim.algo.lr"))
             if "trainer.max_steps" in point:
@@ -138,18 +137,22 @@ def test_spot_checks_without_seed_md():
         **ALL_TEST_SETS}
     assert abl["tiny_many_high", "lr_1_cycle", 787]["lr_schedule"] == "one_cycle"
     assert ("tiny_few", "baseline", 11469) not in abl  # the baseline ran with 2 seeds
-    naive = expand("naive_lr", models=["ecapa"])
-    assert all(r.overrides["test_sets"] == ALL_TEST_SETS["test_sets"] for r in naive)
-    assert all("test_sets" not in r.overrides for r in expand("naive_lr", models=["xvector"]))
+    for grid in grids.ALL_GRIDS:  # every run tests on O, E and H, as every original run
+        assert all(r.overrides["test_sets"] == ALL_TEST_SETS["test_sets"] for r in expand(grid))
+    # runs without a seed (the LR grids) get the recipe's: the original's default
+    assert all("seed" not in r.overrides for r in expand("naive_lr") + expand("detailed_lr"))
+    from lowres.io.hparams import plain_values
+
+    assert plain_values(ROOT / "hparams" / "xvector_tiny_few.yaml")["seed"] == 42133724
 
 
 def test_command_line_and_folder_encoding():
     run = expand("steps", runs_root="R", models=["xvector"], subsets=["tiny_few"])[0]
     assert run.command() == (
         "python recipes/VoxCeleb/train.py hparams/xvector_tiny_few.yaml "
-        "--evaluate_after_training=true --lr=1.78e-02 "
-        "--enroll_training_data=false --post_process_scores=false --max_steps=25000 "
-        "--seed=7348 '--test_sets=[original, extended, hard]' "
+        "--evaluate_after_training=true '--test_sets=[original, extended, hard]' "
+        "--lr=1.78e-02 --enroll_training_data=false --post_process_scores=false "
+        "--max_steps=25000 --seed=7348 "
         "--output_folder=R/steps/xvector_tiny_few/lr1.78e-02_steps25000_seed7348")
     abl = expand("ablation", runs_root="R", tags=["reg_mask"], subsets=["tiny_few"])[0]
     assert abl.output_folder == Path("R/ablation/wav2vec2_tiny_few/reg_mask/seed11469")
@@ -229,7 +232,8 @@ def test_list_cli_prints_commands_and_count(tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(out) == 25 and out[-1].startswith("# 24 runs (0 finished)")
     assert out[0].startswith("python recipes/VoxCeleb/train.py hparams/xvector_full.yaml "
-                             "--evaluate_after_training=true --lr=1.0e-07 ")
+                             "--evaluate_after_training=true '--test_sets=[original, extended, "
+                             "hard]' --lr=1.0e-07 ")
     assert all("--max_steps=10 --precision=fp32 --batch_size=8 " in line for line in out[:-1])
 
 

@@ -193,3 +193,35 @@ def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
     assert all("--lr=3.16e-02 " in line for line in out.stdout.splitlines()[:-1])
     with pytest.raises(ValueError, match="steps grid"):
         grids.expand("naive_lr", best_lr=best)
+
+
+def test_diverged_is_the_verdict_of_results_json(tmp_path):
+    """results.json's "diverged" decides (a diverged run is "div.", never an EER of the
+    untrained model); train_log.txt only for runs without that verdict."""
+    root = tmp_path / "runs"
+    a, b, c = grids.expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"])[:3]
+    fabricate(a, None, diverged=True)  # NaN loss, then: nothing to test
+    best = a.output_folder / "eval" / "best"
+    best.mkdir(parents=True)
+    (best / "results.json").write_text(json.dumps({
+        "checkpoint": {"which": "best", "name": None, "meta": None}, "test_sets": {},
+        "diverged": {"step": 40, "reason": "no validation of training had a finite EER"}}))
+    fabricate(b, 12.0, diverged=True)  # a NaN loss line, but the evaluation's verdict: fine
+    data = json.loads((b.output_folder / "eval" / "best" / "results.json").read_text())
+    (b.output_folder / "eval" / "best" / "results.json").write_text(
+        json.dumps({**data, "diverged": False}))
+    fabricate(c, 20.0)  # diverged late: its best validation is tested, and it is marked
+    data = json.loads((c.output_folder / "eval" / "best" / "results.json").read_text())
+    (c.output_folder / "eval" / "best" / "results.json").write_text(
+        json.dumps({**data, "diverged": {"step": 900, "reason": "the loss was not finite"}}))
+    frame = results.collect(root).set_index("lr")
+    assert frame.loc[1e-7, "status"] == "finished" and frame.loc[1e-7, "diverged"]
+    assert math.isnan(frame.loc[1e-7, "eer_pct_original"])  # no EER at all
+    assert not frame.loc[1e-6, "diverged"] and frame.loc[1e-6, "eer_pct_original"] == 12.0
+    assert frame.loc[1e-5, "diverged"] and frame.loc[1e-5, "eer_pct_original"] == 20.0
+    md = tmp_path / "results.md"
+    results.write_markdown(results.collect(root), md)
+    row = next(line for line in md.read_text().splitlines()
+               if line.startswith("| x-vector | tiny_few"))
+    assert [c.strip() for c in row.strip("|").split("|")][2:5] == ["div.", "**12.00**",
+                                                                   "20.00 [1 div.]"]

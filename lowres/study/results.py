@@ -5,7 +5,9 @@
 Every run folder below RUNS_ROOT (one with hyperparams.yaml, train_log.txt or
 eval/) becomes one row of ``results.csv``: its grid point (from the folder
 layout of lowres/grids.py, else from hyperparams.yaml), its status, whether
-its loss went NaN/inf (``diverged``, read from train_log.txt), and per test
+it diverged (``diverged``: the verdict of its results.json, written by the evaluation
+when training stopped at a non-finite loss or no validation had a finite EER; for a run
+without one, a NaN/inf loss in train_log.txt), and per test
 set the EER (in %), minDCF (p_target 0.01 and 0.05) and number of trials of the
 best checkpoint (eval/best/results.json).  ``results.md`` holds the grids as
 Markdown tables (mean ± sd over seeds, n = number of seeds) and the lists of
@@ -149,12 +151,13 @@ def read_run(root: Path, folder: Path) -> dict:
     if row["lr"] is not None:
         row["lr"] = _float(row["lr"])
     results_file = folder / "eval" / "best" / "results.json"
-    results: dict[str, dict] = {}
+    data: dict = {}
     if results_file.is_file():
         try:
-            results = flatten_results(json.loads(results_file.read_text()))
+            data = json.loads(results_file.read_text())
         except (json.JSONDecodeError, OSError):
-            results = {}
+            data = {}
+    results = flatten_results(data) if isinstance(data, dict) else {}
     nan_eer = False
     for test_set, metrics in results.items():
         eer = _float(metrics.get("eer"))
@@ -162,8 +165,12 @@ def read_run(root: Path, folder: Path) -> dict:
         row[f"eer_pct_{test_set}"] = 100.0 * eer
         for metric in METRICS[1:]:
             row[f"{metric}_{test_set}"] = _float(metrics.get(metric))
-    row["diverged"] = diverged_in_log(folder / "train_log.txt") or nan_eer
-    if results_file.is_file() and results:
+    verdict = data.get("diverged") if isinstance(data, dict) else None
+    if verdict is not None:  # the evaluation's verdict (lowres.scoring.evaluation)
+        row["diverged"] = bool(verdict)
+    else:  # no results.json, or one written before it had a verdict
+        row["diverged"] = diverged_in_log(folder / "train_log.txt") or nan_eer
+    if results_file.is_file() and (results or verdict):
         row["status"] = "finished"
     elif results_file.is_file():
         row["status"] = "bad results.json"
@@ -401,7 +408,8 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
         return
     counts = frame["status"].value_counts().to_dict()
     lines += [f"{len(frame)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-              + f"; {int(frame['diverged'].sum())} diverged (NaN/inf loss, kept and marked "
+              + f"; {int(frame['diverged'].sum())} diverged (non-finite loss or validation "
+              "EER; kept and marked "
               "'div.'). EER in %, best checkpoint; mean ± sd over seeds, (n) = seeds with "
               "results.", ""]
     for grid, title in (("naive_lr", "Naive LR grid"), ("detailed_lr", "Detailed LR grid")):
@@ -426,7 +434,8 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
             [r["run"], r["status"] + (" (div.)" if r["diverged"] else "")]
             + [f"{r[c]:.2f}" if not pd.isna(r[c]) else "" for c in eer_cols]
             for _, r in other.iterrows()]) + [""]
-    for title, mask in (("Diverged runs (NaN/inf loss)", frame["diverged"]),
+    for title, mask in (("Diverged runs (non-finite loss or validation EER)",
+                         frame["diverged"]),
                         ("Unfinished runs", frame["status"] != "finished")):
         if mask.any():
             lines += [f"## {title}", ""] + [f"- {r}" for r in frame[mask]["run"]] + [""]
@@ -473,7 +482,7 @@ def _diverged_marks(ax, xs, ys, label_done: list) -> None:
         return
     top = ax.get_ylim()[1]
     ys = [top if (y is None or math.isnan(y)) else y for y in ys]
-    label = None if label_done else "diverged (NaN loss)"
+    label = None if label_done else "diverged"
     ax.scatter(xs, ys, marker="x", color="red", s=50, zorder=5, label=label, clip_on=False)
     label_done.append(True)
 
@@ -629,7 +638,7 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
         if pending:
             right = ax.get_xlim()[1]
             xs = [right if math.isnan(v) else v for v, _ in pending]
-            label = None if div_label else "diverged (NaN loss)"
+            label = None if div_label else "diverged"
             ax.scatter(xs, [y for _, y in pending], marker="x", color="red", s=50, zorder=5,
                        label=label, clip_on=False)
             div_label.append(True)
