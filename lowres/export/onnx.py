@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from lowres.export.run import ExportError, RunForExport, load_run
+from lowres.export.run import ExportError, RunForExport, family_of, load_run
 
 __all__ = ["ONNX_TOLERANCE", "OPSET", "export_onnx", "exportable_embedder", "onnx_embed",
-           "write_onnx"]
+           "onnx_session", "write_onnx"]
 
 ONNX_TOLERANCE = 1e-3
 OPSET = 17
@@ -97,10 +97,10 @@ class OnnxWav2vec2Embedder(torch.nn.Module):
         return self.embedder(wavs, torch.ones_like(wavs[:, 0]))
 
 
-def exportable_embedder(run: RunForExport) -> torch.nn.Module:
-    """The run's embedder as a module of one input (waveforms) the exporter can trace."""
-    wrapper = OnnxWav2vec2Embedder if run.family == "wav2vec2" else OnnxMfccEmbedder
-    return wrapper(run.embedder).eval()
+def exportable_embedder(embedder: torch.nn.Module) -> torch.nn.Module:
+    """A lowres embedder as a module of one input (waveforms) the exporter can trace."""
+    wrapper = OnnxWav2vec2Embedder if family_of(embedder) == "wav2vec2" else OnnxMfccEmbedder
+    return wrapper(embedder).eval()
 
 
 def write_onnx(module: torch.nn.Module, path: str | os.PathLike, seconds: float = 2.0) -> None:
@@ -122,18 +122,21 @@ def onnx_embed(session, wavs: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _session(path: Path):
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session on ``path`` (``threads``: intra-op threads, default: all)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
+    if threads:
+        options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @torch.no_grad()
 def check_onnx(run: RunForExport, path: Path) -> float:
     """Largest difference of onnxruntime on ``path`` from lowres's embedder; raises past 1e-3."""
-    session = _session(path)
+    session = onnx_session(path)
     gen = torch.Generator().manual_seed(1)
     worst = 0.0
     for i, seconds in enumerate(CHECK_SECONDS):
@@ -157,6 +160,6 @@ def export_onnx(run_folder: str | os.PathLike, path: str | os.PathLike,
         raise ExportError(f"--onnx {path}: the file name should end in .onnx")
     run = load_run(run_folder, checkpoint)
     with atomic_path(path) as tmp:
-        write_onnx(exportable_embedder(run), tmp)
+        write_onnx(exportable_embedder(run.embedder), tmp)
         worst = check_onnx(run, tmp)
     return path, worst
