@@ -21,7 +21,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.checkpoints import Checkpointer
 
 from lowres.export.__main__ import main as export_main
-from lowres.export.run import is_synthetic
+from lowres.export.run import corpus_found, is_synthetic
 from lowres.io.atomic import write_json
 from lowres.io.hparams import load_hparams, resolved_yaml
 from lowres.io.lists import write_manifest
@@ -181,7 +181,7 @@ def test_folder_holds_tensors_only_and_a_model_card(exported):
     assert "SYNTHETIC" in card.split("## Architecture")[0]  # the warning comes first
     for fact in ("step 40", "12.50 %", "`tiny_few`: 4 files of 4 speakers", "20.00 %",
                  "15.00 %", "AS-norm (top 300)", "VoxCeleb1-H", "0.6100", f"{THRESHOLD:.4f}",
-                 "huggingface-cli upload", "vaessen2022training", "| lr |", "| 0.8000 | 0.6600 |",
+                 "hf upload USER/REPO", "vaessen2022training", "| lr |", "| 0.8000 | 0.6600 |",
                  "LLR = 9.5000 x cosine -3.2500"):
         assert fact in card, fact
 
@@ -242,3 +242,5 @@ def test_synthetic_detection(tmp_path):
         "ID": "x", "duration": 1.0, "wav": str(synthetic / "wav" / "x.wav"), "spk_id": "s",
         "session": "a", "gender": "m"}]))
     assert is_synthetic({"data_folder": None, "train_csv": str(tmp_path / "train.csv")}) == NOTICE
+    assert corpus_found({"data_folder": str(real)})
+    assert not corpus_found({"data_folder": str(tmp_path / "elsewhere"), "train_csv": None})

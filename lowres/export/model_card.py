@@ -84,9 +84,12 @@ def _architecture(run: RunForExport) -> list[str]:
 
 def _training_data(run: RunForExport) -> list[str]:
     subset = run.hparams.get("subset")
+    unchecked = [] if run.corpus_found else [
+        "- The training data was not on the machine that exported this folder, so whether "
+        "it was the synthetic corpus could not be checked."]
     if not run.stats:
         return [f"- Subset `{subset}` (its stats.json was not found beside "
-                f"`{run.hparams.get('train_csv')}`)."]
+                f"`{run.hparams.get('train_csv')}`).", *unchecked]
     tr, va = run.stats["train"], run.stats["val"]
     genders = ", ".join(f"{n} {g}" for g, n in tr.get("speakers_by_gender", {}).items())
     trials = run.stats.get("val_trials", {})
@@ -97,7 +100,7 @@ def _training_data(run: RunForExport) -> list[str]:
         f"(min {tr['sessions_per_speaker']['min']}, max {tr['sessions_per_speaker']['max']}); "
         f"files per speaker: mean {tr['files_per_speaker']['mean']:g}.",
         f"- Validation: {va['files']} files, {trials.get('trials', '?')} trials "
-        f"({trials.get('target', '?')} target).",
+        f"({trials.get('target', '?')} target).", *unchecked,
     ]
 
 
@@ -216,9 +219,19 @@ def model_card(run: RunForExport, max_difference: float | None = None) -> str:
         "- `label_encoder.ckpt`: the training speakers, SpeechBrain's plain-text "
         "CategoricalEncoder format (the Pretrainer fetches `<source>/<name>.ckpt`).", "",
         "## Upload to the HuggingFace hub", "",
+        "With `huggingface_hub`'s command line (`huggingface-cli` in versions before 0.34); it "
+        "creates the repository if needed:", "",
         "```bash",
-        "huggingface-cli login   # once",
-        "huggingface-cli upload USER/REPO THIS_FOLDER . --repo-type model",
+        "hf auth login   # once, with a write token",
+        "hf upload USER/REPO THIS_FOLDER . --repo-type model",
+        "```", "",
+        "or from Python:", "",
+        "```python",
+        "from huggingface_hub import HfApi",
+        "",
+        "api = HfApi()",
+        'api.create_repo("USER/REPO", repo_type="model", exist_ok=True)',
+        'api.upload_folder(folder_path="THIS_FOLDER", repo_id="USER/REPO", repo_type="model")',
         "```", "",
         "Then `EncoderClassifier.from_hparams(source=\"USER/REPO\", savedir=...)` loads it.",
         "", "## Citation", "", "```bibtex", CITATION, "```", "",

@@ -18,7 +18,8 @@ import torch
 
 from lowres.io.atomic import read_json
 
-__all__ = ["ExportError", "RunForExport", "family_of", "is_synthetic", "load_run"]
+__all__ = ["ExportError", "RunForExport", "corpus_found", "family_of", "is_synthetic",
+           "load_run"]
 
 FAMILIES = ("xvector", "ecapa", "wav2vec2")
 
@@ -41,7 +42,8 @@ class RunForExport:
     label_encoder: Path
     results: dict | None = None  # eval/<checkpoint>/results.json
     stats: dict | None = None  # the training subset's stats.json
-    synthetic_notice: str | None = None  # first line of the corpus README when synthetic
+    synthetic_notice: str | None = None  # the corpus README's notice when synthetic
+    corpus_found: bool = True  # False: the training data was not here to check
     yaml_text: str = field(default="", repr=False)  # the run's hyperparams.yaml
 
 
@@ -65,18 +67,20 @@ def family_of(embedder: torch.nn.Module) -> str:
                       f"(known: {', '.join(FAMILIES)})")
 
 
+def _first_training_wav(hparams: dict) -> Path | None:
+    train_csv = Path(hparams.get("train_csv") or "")
+    if not train_csv.is_file():
+        return None
+    from lowres.io.lists import read_manifest
+
+    return Path(read_manifest(train_csv, required=("wav",)).wav.iloc[0])
+
+
 def _corpus_roots(hparams: dict) -> list[Path]:
     """Folders that may hold the corpus README: data_folder, then parents of a training wav."""
-    roots = []
-    if hparams.get("data_folder"):
-        roots.append(Path(hparams["data_folder"]))
-    train_csv = Path(hparams.get("train_csv") or "")
-    if train_csv.is_file():
-        from lowres.io.lists import read_manifest
-
-        wav = Path(read_manifest(train_csv, required=("wav",)).wav.iloc[0])
-        roots.extend(wav.parents)
-    return roots
+    roots = [Path(hparams["data_folder"])] if hparams.get("data_folder") else []
+    wav = _first_training_wav(hparams)
+    return roots + (list(wav.parents) if wav is not None else [])
 
 
 def is_synthetic(hparams: dict) -> str | None:
@@ -93,6 +97,14 @@ def is_synthetic(hparams: dict) -> str | None:
         if readme.is_file() and marker in readme.read_text(errors="replace")[:1000]:
             return NOTICE
     return None
+
+
+def corpus_found(hparams: dict) -> bool:
+    """Whether the training data is on this machine (so :func:`is_synthetic` could look)."""
+    if hparams.get("data_folder") and Path(hparams["data_folder"]).is_dir():
+        return True
+    wav = _first_training_wav(hparams)
+    return wav is not None and wav.is_file()
 
 
 def _load_state(path: Path) -> dict:
@@ -142,6 +154,6 @@ def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
         embedder=hparams["embedder"], classifier=hparams["classifier"],
         family=family_of(hparams["embedder"]), label_encoder=label_encoder,
         results=read_json(results_path(folder, checkpoint)), stats=stats,
-        synthetic_notice=is_synthetic(hparams),
+        synthetic_notice=is_synthetic(hparams), corpus_found=corpus_found(hparams),
         yaml_text=(folder / "hyperparams.yaml").read_text(encoding="utf-8"),
     )
