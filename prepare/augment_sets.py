@@ -123,10 +123,10 @@ def rir_files(folder: str | Path, sets: Sequence[str] = DEFAULT_RIR_SETS) -> lis
     return [f for s in dict.fromkeys(sets) for f in _rir_list(folder, s)]
 
 
-def collection_frame(root: Path, files: list[Path], jobs: int = 1,
-                     mono: bool = True) -> pd.DataFrame:
+def collection_frame(root: Path, files: list[Path], jobs: int = 1, mono: bool = True,
+                     desc: str = "read wav headers") -> pd.DataFrame:
     """The rows of one SpeechBrain augmentation CSV of ``files`` (IDs relative to ``root``)."""
-    durations = read_durations([str(f) for f in files], jobs, desc=root.name, mono=mono)
+    durations = read_durations([str(f) for f in files], jobs, desc=desc, mono=mono)
     return pd.DataFrame({
         "ID": [f.relative_to(root).with_suffix("").as_posix() for f in files],
         "duration": durations,
@@ -149,10 +149,11 @@ def prepare_augment_sets(save_folder: str | Path, musan: str | Path | None = Non
     frames = {}
     if musan is not None:
         for kind, files in musan_files(musan).items():
-            frames[musan_csv_name(kind)] = collection_frame(Path(musan), files, jobs)
+            frames[musan_csv_name(kind)] = collection_frame(Path(musan), files, jobs,
+                                                            desc=musan_csv_name(kind))
     if rirs is not None:
         frames[RIRS_CSV] = collection_frame(Path(rirs), rir_files(rirs, rir_sets), jobs,
-                                            mono=False)
+                                            mono=False, desc=RIRS_CSV)
     for name, df in frames.items():
         with atomic_path(Path(save_folder) / name) as tmp:
             df.to_csv(tmp, index=False)

@@ -1,0 +1,302 @@
+"""On-the-fly augmentation of the training crops (issue 13). Off by default: the study
+trained without any ("no data augmentation nor any post-processing").
+
+SpeechBrain's ``speechbrain.augment`` does the signal processing:
+
+- ``AddNoise``: MUSAN noise, music or babble added at an SNR (dB, of RMS amplitudes)
+  drawn uniformly from ``<kind>_snr_low``..``<kind>_snr_high``; babble is
+  ``babble_speakers_low``..``babble_speakers_high`` MUSAN speech crops summed, as in
+  Kaldi's VoxCeleb recipe (whose SNR ranges are the defaults);
+- ``AddReverb``: a RIRS_NOISES room impulse response, aligned on its direct path, the
+  level kept. The crop is zero-padded by at least the response's length first, so the
+  convolution is linear (SpeechBrain's FFT convolution is circular: the tail of the
+  crop's end would wrap onto its start);
+- ``SpeedPerturb``: resampling to one of ``speeds`` (percent, drawn uniformly);
+- ``Augmenter``: whether a crop is augmented (``augment_prob``) and with how many of the
+  enabled noise / music / babble / reverb (``augment_min``..``augment_max``, in random
+  order; 1..1 with all four enabled is one of them at random, close to WeSpeaker's
+  recipe, which picks reverberation or one of the three noise types).
+
+Exact resume. SpeechBrain's modules draw from the global RNGs (torch, python) and read
+their collections through shuffled loaders whose position is state. Here each crop is
+augmented with the CPU torch generator and python's ``random`` seeded from ``(seed,
+draw)`` for that crop only (and restored after), and the collection files are picked
+with those generators instead of loaders, so an augmented crop is, like the crop itself
+(lowres.data.loading.crop_offset), a pure function of ``(seed, draw)``: a resumed run
+and a run with another number of loader workers see the same crops, and nothing extra is
+checkpointed. It runs on the CPU side, per item in the loader workers
+(benchmarks/augment_throughput.py measures what that costs against the models).
+
+Speed perturbation comes first and keeps the crop's length: at speed ``s`` the crop reads
+``crop * s / 100`` frames of the file (at the same seeded offset rule) and the
+perturbation brings them to ``crop`` frames (WeSpeaker likewise crops after perturbing),
+so batches and model cost are as without it; at 100 the crop is the unaugmented one.
+``speed_new_speakers`` (WeSpeaker, ESPnet): a speaker at the ``k``-th of ``speeds`` is
+another class, label ``speaker + k * n_speakers``; the classifier then has
+``n_speakers * len(speeds)`` outputs (:func:`n_classes`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+import torch
+import torch.nn.functional as F
+from speechbrain.augment.augmenter import Augmenter
+from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
+
+from lowres.data.loading import SAMPLE_RATE, crop_offset, read_segment
+from lowres.io.hparams import HparamsError
+from lowres.io.lists import read_manifest
+
+ADDITIVE = ("noise", "music", "babble")
+AUGMENTATIONS = (*ADDITIVE, "reverb")  # enabled by augment_<name>: true
+CSV_KEYS = {"noise": "noise_csv", "music": "music_csv", "babble": "babble_csv",
+            "reverb": "rir_csv"}
+#: A random stream of its own: augmentation draws never shift the crops' or the order's.
+_STREAM = 2_000_003
+PREPARE_HINT = ("python -m prepare.augment_sets --musan DIR/musan --rirs DIR/RIRS_NOISES "
+                "--save_folder {folder}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What to do to the training crops (see the module doc); from :func:`augment_config`."""
+
+    enabled: tuple[str, ...] = ()  # of AUGMENTATIONS, in that order
+    prob: float = 1.0
+    min_augmentations: int = 1
+    max_augmentations: int = 1
+    snr: tuple[tuple[str, float, float], ...] = ()  # (kind, low dB, high dB)
+    babble_speakers: tuple[int, int] = (3, 7)
+    csv: tuple[tuple[str, str], ...] = ()  # (augmentation, prepared CSV)
+    speeds: tuple[float, ...] = (100,)  # percent; (100,): no speed perturbation
+    new_speakers: bool = False
+
+
+def n_classes(n_speakers: int, speed_perturb: bool, speeds: Sequence, new_speakers: bool) -> int:
+    """Outputs of the training classifier: one per speaker, times ``len(speeds)`` when
+    speed-perturbed speakers are new classes (used by hparams/shared/base.yaml)."""
+    return int(n_speakers) * (len(speeds) if speed_perturb and new_speakers else 1)
+
+
+def augment_config(values: dict) -> AugmentConfig | None:
+    """The augmentation the hparams ``values`` ask for; ``None`` when none (the study).
+
+    Raises :class:`HparamsError` naming the key and value of the first bad setting, a
+    prepared CSV that is missing included."""
+
+    def bad(key, why):
+        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
+
+    def flag(key):
+        if not isinstance(values.get(key, False), bool):
+            bad(key, "must be true or false")
+        return values.get(key, False)
+
+    def number(key):
+        v = values.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            bad(key, "must be a number")
+        return v
+
+    def integer(key, low):
+        v = values.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            bad(key, f"must be an integer >= {low}")
+        return v
+
+    enabled = tuple(a for a in AUGMENTATIONS if flag(f"augment_{a}"))
+    speed = flag("speed_perturb")
+    new_speakers = flag("speed_new_speakers")
+    if new_speakers and not speed:
+        bad("speed_new_speakers", "needs speed_perturb: true")
+    if not enabled and not speed:
+        return None
+    if values.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
+        bad("sample_rate", f"augmentation needs {SAMPLE_RATE} (the prepared collections')")
+    speeds = (100,)
+    if speed:
+        speeds = values.get("speeds")
+        if not isinstance(speeds, (list, tuple)) or not speeds or any(
+                isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0
+                for s in speeds) or len(set(speeds)) != len(speeds):
+            bad("speeds", "must be a list of distinct positive speeds in percent, e.g. "
+                "[90, 100, 110]")
+    if not enabled:
+        return AugmentConfig(speeds=tuple(speeds), new_speakers=new_speakers)
+    prob = number("augment_prob")
+    if not 0 <= prob <= 1:
+        bad("augment_prob", "must be between 0 and 1")
+    low, high = integer("augment_min", 0), integer("augment_max", 1)
+    if low > high or high > len(enabled):
+        bad("augment_max", f"must be at least augment_min ({low}) and at most the number "
+            f"of enabled augmentations ({len(enabled)}: {', '.join(enabled)})")
+    snr = []
+    for kind in (a for a in ADDITIVE if a in enabled):
+        lo, hi = number(f"{kind}_snr_low"), number(f"{kind}_snr_high")
+        if lo > hi:
+            bad(f"{kind}_snr_high", f"must be at least {kind}_snr_low ({lo})")
+        snr.append((kind, float(lo), float(hi)))
+    babble = (3, 7)
+    if "babble" in enabled:
+        babble = (integer("babble_speakers_low", 1), integer("babble_speakers_high", 1))
+        if babble[0] > babble[1]:
+            bad("babble_speakers_high", f"must be at least babble_speakers_low ({babble[0]})")
+    csv = []
+    for a in enabled:
+        key = CSV_KEYS[a]
+        path = values.get(key)
+        if not isinstance(path, str) or not Path(path).is_file():
+            folder = Path(path).parent if isinstance(path, str) else "MANIFESTS/augment"
+            bad(key, f"no such file (augment_{a} is on; prepare the collections: "
+                f"{PREPARE_HINT.format(folder=folder)})")
+        csv.append((a, path))
+    return AugmentConfig(enabled, float(prob), low, high, tuple(snr), babble, tuple(csv),
+                         tuple(speeds), new_speakers)
+
+
+@contextmanager
+def _seeded(seed: int):
+    """The CPU torch generator and python's ``random`` seeded with ``seed`` for the block,
+    then restored: the training's own random streams (dropout, SpecAugment) stay as they
+    were, also when the crops are loaded in the training process (``num_workers: 0``)."""
+    py_state, torch_state = random.getstate(), torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(py_state)
+
+
+class Collection:
+    """The files of one prepared CSV (prepare.augment_sets), picked with the (seeded)
+    global torch generator."""
+
+    def __init__(self, csv_path: str | Path):
+        df = read_manifest(csv_path, required=("ID", "duration", "wav"))
+        self.paths = list(df.wav)
+        self.frames = np.rint(df.duration.to_numpy() * SAMPLE_RATE).astype(int)
+
+    def _pick(self) -> int:
+        return int(torch.randint(len(self.paths), (1,)))
+
+    def crop(self, frames: int) -> torch.Tensor:
+        """``frames`` frames of a random file from a random offset; a shorter file is
+        repeated (as WeSpeaker and Kaldi extend a short noise)."""
+        k = self._pick()
+        start = int(torch.randint(max(1, int(self.frames[k]) - frames + 1), (1,)))
+        sig = read_segment(self.paths[k], start, frames)
+        if 0 < len(sig) < frames:
+            sig = sig.repeat(math.ceil(frames / len(sig)))[:frames]
+        return sig
+
+    def whole(self) -> torch.Tensor:
+        """A random file, whole (first channel)."""
+        k = self._pick()
+        return read_segment(self.paths[k], 0, int(self.frames[k]))
+
+
+class NoiseCrops:
+    """``AddNoise``'s ``noise_funct``: per waveform, the sum of ``count`` (low..high)
+    crops of a collection, as long as the waveform."""
+
+    def __init__(self, collection: Collection, count: tuple[int, int] = (1, 1)):
+        self.collection, self.count = collection, count
+
+    def __call__(self, waveforms: torch.Tensor) -> torch.Tensor:
+        frames = waveforms.shape[1]
+        out = []
+        for _ in range(len(waveforms)):
+            n = int(torch.randint(self.count[0], self.count[1] + 1, (1,)))
+            out.append(torch.stack([self.collection.crop(frames) for _ in range(n)]).sum(0))
+        return torch.stack(out).to(waveforms)
+
+
+class CollectionReverb(AddReverb):
+    """SpeechBrain's ``AddReverb`` with a random impulse response of a collection,
+    convolved linearly (the crop zero-padded by at least the response's length, to a fast
+    FFT size, then cut back)."""
+
+    def __init__(self, collection: Collection):
+        super().__init__(csv_file=None, reverb_sample_rate=SAMPLE_RATE,
+                         clean_sample_rate=SAMPLE_RATE)
+        self.collection = collection
+        self._rir = None
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        self._rir = self.collection.whole()
+        frames = waveforms.shape[1]
+        padded = scipy.fft.next_fast_len(frames + len(self._rir), real=True)  # fast FFT size
+        return super().forward(F.pad(waveforms, (0, padded - frames)))[:, :frames]
+
+    def _load_rir(self, waveforms):  # AddReverb's hook for the response to apply
+        return self._rir[None, :, None].to(waveforms)
+
+
+class CropAugment:
+    """The training crop of draw ``draw``, augmented as ``config`` says: a pure function
+    of ``(seed, draw)`` (lowres.data.loading.train_dataset calls :meth:`crop`)."""
+
+    def __init__(self, config: AugmentConfig):
+        self.config = config
+        self.perturbers = [None if s == 100 else SpeedPerturb(SAMPLE_RATE, speeds=[s])
+                           for s in config.speeds]
+        csv, snr = dict(config.csv), {k: (lo, hi) for k, lo, hi in config.snr}
+        modules = []
+        for name in config.enabled:
+            collection = Collection(csv[name])
+            if name == "reverb":
+                modules.append(CollectionReverb(collection))
+            else:
+                count = config.babble_speakers if name == "babble" else (1, 1)
+                modules.append(AddNoise(snr_low=snr[name][0], snr_high=snr[name][1],
+                                        noise_funct=NoiseCrops(collection, count)))
+        self.augmenter = None
+        if modules:
+            self.augmenter = Augmenter(
+                augment_prob=config.prob, min_augmentations=config.min_augmentations,
+                max_augmentations=config.max_augmentations, shuffle_augmentations=True,
+                augmentations=modules)
+
+    def _draws(self, seed: int, draw: int) -> tuple[int, int]:
+        """(speed index, seed of the crop's SpeechBrain draws) of a training draw."""
+        rng = np.random.default_rng((int(seed), _STREAM, int(draw)))
+        return int(rng.integers(len(self.config.speeds))), int(rng.integers(2**62))
+
+    def speed_index(self, seed: int, draw: int) -> int:
+        """Which of ``speeds`` the crop of ``draw`` is at."""
+        return self._draws(seed, draw)[0]
+
+    def class_offset(self, seed: int, draw: int, n_speakers: int) -> int:
+        """Added to the speaker's label (``speed_new_speakers``: ``k * n_speakers``)."""
+        return self.speed_index(seed, draw) * n_speakers if self.config.new_speakers else 0
+
+    def crop(self, path: str, num_frames: int, crop_frames: int, seed: int, draw: int,
+             read=read_segment) -> torch.Tensor:
+        """The augmented crop (``crop_frames`` long, or shorter for a short file);
+        ``read(path, start, frames)`` reads the utterance (the collections are files)."""
+        k, item_seed = self._draws(seed, draw)
+        frames = int(round(crop_frames * self.config.speeds[k] / 100))
+        sig = read(path, crop_offset(seed, draw, num_frames, frames), frames)
+        with _seeded(item_seed):
+            if self.perturbers[k] is not None:
+                sig = self.perturbers[k](sig[None])[0, :crop_frames]
+            if self.augmenter is not None:
+                sig = self.augmenter(sig[None], torch.ones(1))[0][0]
+        return sig
+
+
+def from_hparams(values: dict) -> CropAugment | None:
+    """The training crops' augmentation of a run (``None``: none, as the study)."""
+    config = augment_config(values)
+    return CropAugment(config) if config is not None else None

@@ -1,0 +1,65 @@
+"""An augmented run of recipes/VoxCeleb/train.py, killed and resumed, ends equal to an
+uninterrupted one: augmentation draws are a pure function of (seed, draw), no state."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_train_resume import ENV, checkpoints, ckpt_step, final_state, run_train, train_args
+
+from lowres.io.lists import read_manifest
+from prepare.augment_sets import prepare_augment_sets
+from prepare.synthetic.augment_sets import generate_augment_sets
+
+
+def kill_once_past(args, out, low: int, high: int) -> None:
+    """Start a run and SIGKILL it once it has a checkpoint at a step in [low, high)."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if any(low <= ckpt_step(c) < high for c in checkpoints(out)):
+                    break
+            except (OSError, TypeError):  # a checkpoint being written or deleted
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_killed_augmented_run_resumes_to_the_uninterrupted_one(prepared_manifests, tmp_path):
+    sets = tmp_path / "sets"
+    generate_augment_sets(sets, seed=0)
+    prepare_augment_sets(sets / "csv", sets / "musan", sets / "RIRS_NOISES")
+    every = [f"--augment_folder={sets / 'csv'}", "--augment_noise=true", "--augment_music=true",
+             "--augment_babble=true", "--augment_reverb=true", "--augment_prob=0.8",
+             "--augment_max=2", "--speed_perturb=true", "--speed_new_speakers=true",
+             "--num_workers=2"]  # workers: a stateful augmentation would not resume equal
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run_train(train_args(prepared_manifests, ref, *every))
+    args = train_args(prepared_manifests, killed, *every)
+    kill_once_past(args, killed, 10, 20)
+    resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
+    run_train(args)
+    assert f"resumed_at_step: {resumed_from}" in (killed / "train_log.txt").read_text()
+    assert "augmenting the training crops" in (killed / "log.txt").read_text()
+    ref_weights, ref_meta = final_state(ref)
+    weights, meta = final_state(killed)
+    assert meta["step"] == ref_meta["step"] == 24
+    for key, value in ref_weights.items():
+        assert torch.equal(value, weights[key]), key
+    latest = max(checkpoints(killed), key=ckpt_step)
+    n_speakers = read_manifest(prepared_manifests / "tiny_few" / "train.csv").spk_id.nunique()
+    classes = torch.load(latest / "classifier.ckpt")["weight"].shape[0]
+    assert classes == 3 * n_speakers  # speed-perturbed speakers: three classes each
