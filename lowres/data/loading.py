@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -36,6 +37,9 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 
 from lowres.io.lists import STATS_COLUMNS, ListError, manifest_items, read_manifest
+
+if TYPE_CHECKING:
+    from lowres.data.augment import CropAugment
 
 SAMPLE_RATE = 16000
 VAL_SCHEDULES = ("pass", "steps")
@@ -92,9 +96,10 @@ class DrawDataset(DynamicItemDataset):
 
 def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
                   seed: int, sample_rate: int = SAMPLE_RATE,
-                  normalise: bool = False) -> DrawDataset:
+                  normalise: bool = False, augment: CropAugment | None = None) -> DrawDataset:
     """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw
-    (``normalise``: with the file's statistics, see the module doc)."""
+    (``normalise``: with the file's statistics, see the module doc; ``augment``: the
+    crop augmented, lowres.data.augment, before it is normalised)."""
     data = _items(csv_path, normalise)
     for item in data.values():
         item["draw"] = 0
@@ -102,6 +107,8 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
 
     def crop(wav, duration, draw):
         num_frames = int(duration * sample_rate)
+        if augment is not None:  # also a pure function of (seed, draw)
+            return augment.crop(wav, num_frames, crop_frames, seed, draw)
         start = crop_offset(seed, draw, num_frames, crop_frames)
         return read_segment(wav, start, crop_frames)
 
@@ -117,7 +124,11 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
             return crop(wav, duration, draw)
 
     dataset = DrawDataset(data, dynamic_items=[random_crop])
-    return _with_labels(dataset, label_encoder)
+    offset = None
+    if augment is not None and augment.config.new_speakers and label_encoder is not None:
+        def offset(draw):  # speed-perturbed speakers as new classes
+            return augment.class_offset(seed, draw, len(label_encoder))
+    return _with_labels(dataset, label_encoder, offset)
 
 
 def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
@@ -141,15 +152,18 @@ def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
     return _with_labels(dataset, label_encoder)
 
 
-def _with_labels(dataset, label_encoder):
+def _with_labels(dataset, label_encoder, offset=None):
+    """Output keys ``id, sig`` and the encoded speaker (plus ``offset(draw)``, if given)."""
     keys = ["id", "sig"]
     if label_encoder is not None:
-        def encode(spk_id):
+        def encode(spk_id, draw=None):
             if spk_id not in label_encoder.lab2ind:
                 raise ListError(f"speaker {spk_id!r} is not among the training speakers")
-            return torch.LongTensor([label_encoder.lab2ind[spk_id]])
+            extra = offset(draw) if offset is not None else 0
+            return torch.LongTensor([label_encoder.lab2ind[spk_id] + extra])
 
-        dataset.add_dynamic_item(encode, takes="spk_id", provides="spk_id_encoded")
+        dataset.add_dynamic_item(encode, takes=["spk_id", "draw"] if offset else ["spk_id"],
+                                 provides="spk_id_encoded")
         keys.append("spk_id_encoded")
     dataset.set_output_keys(keys)
     return dataset

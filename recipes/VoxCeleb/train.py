@@ -55,6 +55,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 from tqdm import tqdm
 
+from lowres.data import augment as lowres_augment
 from lowres.data import loading as lowres_data
 from lowres.io.hparams import (
     HparamsError,
@@ -350,6 +351,7 @@ def check_hparams(values: dict, world_size: int) -> None:
         bad("input_normalisation",
             f"must be one of {', '.join(lowres_data.INPUT_NORMALISATIONS)}")
     check_values(values)  # what the evaluation after training reads: test_sets, AS-norm ...
+    lowres_augment.augment_config(values)  # augmentation keys and their prepared CSVs
     if values["batch_size"] % world_size:
         bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
     if values.get("model_name") == "wav2vec2" and values.get("wav2vec_initially_frozen"):
@@ -452,8 +454,12 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
                                           Path(hparams["save_folder"]) / "label_encoder.txt")
     normalise = hparams.get("input_normalisation") == "utterance"
     brain.input_normalised = normalise
+    augment = lowres_augment.from_hparams(hparams)  # None: as the study, no augmentation
+    if augment is not None:
+        logger.info("augmenting the training crops: %s", augment.config)
     train_set = lowres_data.train_dataset(hparams["train_csv"], encoder, hparams["crop_seconds"],
-                                          hparams["seed"], hparams["sample_rate"], normalise)
+                                          hparams["seed"], hparams["sample_rate"], normalise,
+                                          augment)
     valid_set = lowres_data.valid_dataset(hparams["valid_csv"], encoder, hparams["crop_seconds"],
                                           hparams["sample_rate"], normalise)
     batch = hparams["batch_size"]
