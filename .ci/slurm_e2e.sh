@@ -14,7 +14,12 @@
 #    past step 0, waits, and checks from its train_log.txt that it resumed from that
 #    checkpoint (a "resumed_at_step: N" line, N > 0, and no step logged twice) rather than
 #    restarting, and that it then finished and was evaluated;
-# 4. stops the cluster by PID (.ci/slurm/stop.sh) at the end, also on failure (trap).
+# 4. runs grid point 0 again as one job of 2 tasks (sbatch --ntasks=2: srun starts torchrun
+#    per task, c10d rendezvous, gloo on CPU) and compares it with its one-process run of step 2:
+#    the same optimiser and validation steps and step-0 validation; not bit-equal (each rank
+#    normalises BatchNorm over its 4 of the 8 items, rank 0 logs its half's loss), so train
+#    losses within 0.5 and test EERs within 2 points;
+# 5. stops the cluster by PID (.ci/slurm/stop.sh) at the end, also on failure (trap).
 # Exit 0 = pass, 77 = cannot run here (not root / no apt-get), anything else = failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -170,4 +175,41 @@ EOF
 [[ -s $run_dir/eval/best/results.json ]] || fail "requeued run has no eval/best/results.json"
 grep -q "restart=1" "$WORK"/logs/naive_lr_"${rjob}"_4.log || fail "task log shows no restart=1"
 log "requeued task resumed at step $resumed (checkpoint at $step_at_requeue) and finished"
+
+# ---- 3. grid point 0 as one job of 2 tasks (srun + torchrun per task, c10d, gloo on CPU) -----
+DDP_ARGS=(xvector --subset tiny_few --runs_root "$WORK/ddp" "${CPU_SETS[@]}"
+          --set max_steps=12 --set val_interval=6 --set distributed_backend=gloo)
+djob=$(sbatch --parsable --array=0 --ntasks=2 "${SBATCH_RES[@]}" slurm/naive_lr.sbatch \
+       "${DDP_ARGS[@]}")
+log "submitted grid point 0 as $djob with 2 tasks"
+timeout "${E2E_DDP_TIMEOUT:-240}" bash "$ROOT/.ci/slurm/wait.sh" "$djob" 1 \
+  | sed 's/^/[e2e] task /' || fail "2-task job $djob did not complete"
+grep -q "2 task(s) x 1 process(es), rendezvous" "$WORK"/logs/naive_lr_"${djob}"_0.log \
+  || fail "job $djob did not take the multi-task launch"
+"$PY" - "${folders[0]}" "$WORK/ddp/${folders[0]#"$WORK/runs/"}" <<'EOF' \
+  | sed 's/^/[e2e] /' || fail "the 2-task run differs from the one-process run"
+import json, re, sys
+from pathlib import Path
+one, two = map(Path, sys.argv[1:])
+def log(run):
+    lines = (run / "train_log.txt").read_text().splitlines()
+    ends = [m.group(0) for line in lines if (m := re.match(r"epoch: \d+, step: \d+", line))]
+    loss = {int(m.group(1)): float(m.group(2)) for line in lines
+            if (m := re.match(r"step: (\d+),.*train loss: ([\d.]+)", line))}
+    step0 = next(line for line in lines if line.startswith("epoch: 0,"))
+    return ends, loss, step0.split("valid EER%: ")[1]
+def eers(run):
+    results = json.loads((run / "eval" / "best" / "results.json").read_text())
+    return {name: test["eer"] for name, test in results["test_sets"].items()}
+assert "world_size=2" in (two / "command.txt").read_text()
+(ends1, loss1, val1), (ends2, loss2, val2) = log(one), log(two)
+assert ends1 == ends2 and ends1[-1].endswith("step: 12"), (ends1, ends2)
+assert val1 == val2, (val1, val2)  # the same model and validation data at step 0
+assert loss1.keys() == loss2.keys(), (loss1, loss2)
+assert all(abs(loss1[s] - loss2[s]) < 0.5 for s in loss1), (loss1, loss2)
+eer1, eer2 = eers(one), eers(two)
+assert eer1.keys() == eer2.keys() and all(abs(eer1[k] - eer2[k]) < 0.02 for k in eer1)
+print(f"1 process / 2 tasks: steps {ends2}, train loss {loss1} / {loss2}, EER {eer1} / {eer2}")
+EOF
+log "the 2-task run of grid point 0 matches its one-process run (steps, validations, losses, EER)"
 log "PASS"

@@ -13,6 +13,14 @@
 # requeued by hand (`scontrol requeue`) resumes the same way.  A finished run
 # (OUT/eval/best/results.json) is skipped, so resubmitting a whole array is safe.
 #
+# Multi-node / multi-GPU (slurm/README.md): with more than one task (sbatch --nodes=N
+# --ntasks-per-node=1) or more than one GPU per node (--gres=gpu:G, or LOWRES_NPROC_PER_NODE),
+# srun starts slurm/node_task.sh once per task and each starts torchrun (c10d rendezvous on
+# the first node, port LOWRES_RDZV_PORT, default 29500 + job id % 2000) with G processes;
+# batch_size stays the global batch.  Requeue and resume as for one process.
+# Node-local shards: LOWRES_STAGE=1 (see slurm/node_task.sh: LOWRES_STAGE_DIR,
+# LOWRES_STAGE_VERIFY, LOWRES_STAGE_KEEP).
+#
 # Environment: LOWRES_ROOT (repository; default the submit folder), LOWRES_PYTHON
 # (default: .venv/bin/python of the repository, else python3), LOWRES_DRY_RUN=1 (print
 # the command of this task, run nothing).  sbatch's own variables override the #SBATCH
@@ -45,9 +53,22 @@ requeue() {
 }
 trap 'requeue USR1' USR1
 
+export ROOT PY
+NTASKS=${SLURM_NTASKS:-1}
+NPROC=${LOWRES_NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
 # In the background so that the trap runs while train.py works (bash defers traps
 # until a foreground command returns); `wait` returns early when a signal arrives.
-"$PY" -m lowres.grid task "$GRID" --model "$MODEL" --index "$INDEX" "$@" &
+if (( NTASKS > 1 || NPROC > 1 )); then
+  head=$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" | head -n 1)
+  port=${LOWRES_RDZV_PORT:-$(( 29500 + ${SLURM_JOB_ID:-0} % 2000 ))}
+  export LOWRES_LAUNCH="$(printf %q "$PY") -m torch.distributed.run --nnodes=$NTASKS --nproc_per_node=$NPROC \
+--rdzv_backend=c10d --rdzv_endpoint=$head:$port --rdzv_id=${SLURM_JOB_ID:-0}"
+  echo "[$(date -u +%FT%TZ)] $NTASKS task(s) x $NPROC process(es), rendezvous $head:$port"
+  srun --ntasks="$NTASKS" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --kill-on-bad-exit=1 \
+    bash "$ROOT/slurm/node_task.sh" "$GRID" "$MODEL" "$INDEX" "$@" &
+else
+  bash "$ROOT/slurm/node_task.sh" "$GRID" "$MODEL" "$INDEX" "$@" &
+fi
 child=$!
 rc=0
 while :; do

@@ -233,6 +233,8 @@ def cmd_task(args) -> int:
                          f"{len(runs)} runs (array 0-{len(runs) - 1})")
     run = runs[args.index]
     argv = run.argv(sys.executable)
+    if args.launch:  # e.g. torchrun ...: it starts train.py itself (slurm/task.sh)
+        argv = [*shlex.split(args.launch), *argv[1:]]
     if args.print:
         print(shlex.join(argv))
         return 0
@@ -242,7 +244,7 @@ def cmd_task(args) -> int:
     check_gpu_class(run)
     print(f"running {args.grid}[{args.index}]: {shlex.join(argv)}", flush=True)
     os.chdir(REPO_ROOT)
-    os.execv(argv[0], argv)  # train.py itself receives SLURM's signals
+    os.execvp(argv[0], argv)  # train.py (or the launcher) itself receives SLURM's signals
     return 1  # not reached
 
 
@@ -349,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--print", action="store_true", help="print the command, do not run it")
+    p.add_argument("--launch", help="command that starts train.py in place of the python, "
+                   "e.g. 'python -m torch.distributed.run --nproc_per_node 4' (multi-GPU)")
     p.set_defaults(func=cmd_task)
 
     p = sub.add_parser("sbatch", help="print (or --submit) the sbatch array command(s)")
