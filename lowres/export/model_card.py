@@ -128,8 +128,10 @@ def _results(run: RunForExport) -> list[str]:
         label = _TEST_NAMES.get(name, name)
         rows.append(_row(label, "raw cosine", entry, calibrated))
         if entry.get("as_norm"):
-            rows.append(_row(label, f"AS-norm (top {entry['as_norm'].get('top_k')})",
-                             entry["as_norm"], calibrated))
+            norm = entry["as_norm"]
+            cohort = f", cohort {norm['cohort_size']}" if norm.get("cohort_size") else ""
+            rows.append(_row(label, f"AS-norm (top {norm.get('top_k')}{cohort})", norm,
+                             calibrated))
     if rows:
         head = "| test set | scores | trials | EER | minDCF (p 0.01) | minDCF (p 0.05) |"
         rule = "|---|---|---:|---:|---:|---:|"
