@@ -133,10 +133,11 @@ run_dir=$("$PY" -m lowres.grid task naive_lr "${REQ_ARGS[@]:1}" --model xvector 
           | sed 's/.*--output_folder=//')
 rjob=$(sbatch --parsable --array=4 "${SBATCH_RES[@]}" slurm/naive_lr.sbatch "${REQ_ARGS[@]}")
 log "submitted $rjob (run folder $run_dir); waiting for a checkpoint past step 0"
-ckpt_step() {  # highest step among the saved checkpoints, 0 if none
+ckpt_step() {  # highest step among the complete checkpoints, 0 if none
   local best=0 s f
   for f in "$run_dir"/save/CKPT*/CKPT.yaml; do
-    [[ -f $f ]] || continue
+    # complete.ckpt is written last: a checkpoint cut short by the requeue is not one
+    [[ -f $f && -f ${f%/CKPT.yaml}/complete.ckpt ]] || continue
     s=$(sed -n 's/^step: *\([0-9]*\).*/\1/p' "$f" | head -n 1)
     [[ -n $s ]] && (( s > best )) && best=$s
   done
