@@ -12,5 +12,6 @@ The library is grouped by role:
 - ``lowres.study``: the experiment grids, results tables and figures, the demo.
 
 The modules directly in ``lowres/`` (``grid``, ``results``, ``verify``, ``embed``, ``demo``,
-``tiny_wav2vec2``) are the command-line entry points: ``python -m lowres.grid ...``.
+``tiny_wav2vec2``) are command-line entry points, as is the package ``lowres.export``:
+``python -m lowres.grid ...``.
 """

@@ -50,7 +50,7 @@ def tone(f0, seconds, seed):
 
 def make_run(root, family):
     """A run folder of ``family`` with random weights, trained 'on the synthetic corpus'."""
-    from prepare.synthetic.corpus import NOTICE
+    from lowres.io.corpus_notice import NOTICE
 
     cell, extra = FAMILIES[family]
     data, out = root / "corpus", root / "run"
@@ -227,7 +227,7 @@ def test_clear_errors(tmp_path, capsys):
 
 
 def test_synthetic_detection(tmp_path):
-    from prepare.synthetic.corpus import NOTICE
+    from lowres.io.corpus_notice import NOTICE
 
     real, synthetic = tmp_path / "vox", tmp_path / "synth"
     for folder in (real, synthetic):

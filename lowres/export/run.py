@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lowres.io.atomic import read_json
+from lowres.io.corpus_notice import synthetic_notice
 
 __all__ = ["ExportError", "RunForExport", "corpus_found", "family_of", "is_synthetic",
            "load_run"]
@@ -89,13 +90,10 @@ def is_synthetic(hparams: dict) -> str | None:
     ``prepare.synthetic`` writes ``README.txt`` beginning with its NOTICE at the corpus root;
     it is looked for in ``data_folder`` and in the folders above the training files.
     """
-    from prepare.synthetic.corpus import NOTICE
-
-    marker = NOTICE.split(".")[0]  # "THIS CORPUS IS SYNTHETIC"
     for root in _corpus_roots(hparams):
-        readme = root / "README.txt"
-        if readme.is_file() and marker in readme.read_text(errors="replace")[:1000]:
-            return NOTICE
+        notice = synthetic_notice(root)
+        if notice:
+            return notice
     return None
 
 
