@@ -301,3 +301,21 @@ def test_training_needs_matching_shards(manifests, tmp_path):
         shard_data.datasets(hparams, None, normalise=False)
     with pytest.raises(ListError, match="no complete shards in .*other/train"):
         shard_data.datasets({**hparams, "subset": "other"}, None, normalise=False)
+
+
+def test_shard_io_benchmark_prints_opens_and_rates(manifests, tmp_path, capsys):
+    from conftest import load_script
+
+    bench = load_script(ROOT / "benchmarks" / "shard_io.py", "shard_io")
+    write(manifests, tmp_path / "S")
+    bench.main(["--manifest", str(manifests / "sub" / "train.csv"), "--shards",
+                str(tmp_path / "S" / "sub" / "train"), "--items", "32", "--batch", "4",
+                "--crop_seconds", "0.25", "--open_delay_ms", "1"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "items/s" not in line]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        ("local disk", "files"), ("local disk", "shards"), ("+1 ms per open", "files"),
+        ("+1 ms per open", "shards")]
+    opens = [float(r[2].replace(",", "")) for r in rows]
+    assert opens[0] == opens[2] == 1000  # one open per item
+    assert opens[1] == opens[3] == 1000 * 4 / 32  # each of the 4 shards once
