@@ -265,6 +265,13 @@ def test_shard_datasets_hold_the_file_datasets_items_in_any_worker_split(manifes
             a, b = train[(index, draw)], files[(index, draw)]
             assert a["id"] == b["id"] and torch.equal(a["spk_id_encoded"], b["spk_id_encoded"])
             assert torch.equal(a["sig"], b["sig"])
+    from lowres.data.augment import from_hparams  # augmented crops: the same from shards
+
+    augment = from_hparams({"speed_perturb": True, "speeds": [90, 110]})
+    shard_aug, *_ = shard_data.datasets(hparams, encoder, normalise=False, augment=augment)
+    file_aug = loading.train_dataset(hparams["train_csv"], encoder, 0.25, 5, augment=augment)
+    assert all(torch.equal(shard_aug[(i, d)]["sig"], file_aug[(i, d)]["sig"])
+               for i in range(len(file_aug)) for d in (3, 8))
     file_valid = loading.valid_dataset(hparams["valid_csv"], encoder, 0.25)
     assert all(torch.equal(valid[i]["sig"], file_valid[i]["sig"]) for i in range(len(valid)))
 

@@ -96,10 +96,12 @@ class DrawDataset(DynamicItemDataset):
 
 def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
                   seed: int, sample_rate: int = SAMPLE_RATE,
-                  normalise: bool = False, augment: CropAugment | None = None) -> DrawDataset:
+                  normalise: bool = False, augment: CropAugment | None = None,
+                  read=read_segment) -> DrawDataset:
     """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw
     (``normalise``: with the file's statistics, see the module doc; ``augment``: the
-    crop augmented, lowres.data.augment, before it is normalised)."""
+    crop augmented, lowres.data.augment, before it is normalised; ``read``: reads
+    ``(wav, start, frames)``, :func:`read_segment` or from shards, lowres.data.shards)."""
     data = _items(csv_path, normalise)
     for item in data.values():
         item["draw"] = 0
@@ -108,9 +110,9 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
     def crop(wav, duration, draw):
         num_frames = int(duration * sample_rate)
         if augment is not None:  # also a pure function of (seed, draw)
-            return augment.crop(wav, num_frames, crop_frames, seed, draw)
+            return augment.crop(wav, num_frames, crop_frames, seed, draw, read)
         start = crop_offset(seed, draw, num_frames, crop_frames)
-        return read_segment(wav, start, crop_frames)
+        return read(wav, start, crop_frames)
 
     if normalise:
         @takes("wav", "duration", "draw", *STATS_COLUMNS)
@@ -132,21 +134,23 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
 
 
 def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
-                  sample_rate: int = SAMPLE_RATE, normalise: bool = False) -> DynamicItemDataset:
+                  sample_rate: int = SAMPLE_RATE, normalise: bool = False,
+                  read=read_segment) -> DynamicItemDataset:
     """Validation items ``id, sig, spk_id_encoded``: the first ``crop_seconds`` of each file
-    (``normalise``: with the file's statistics, see the module doc)."""
+    (``normalise``: with the file's statistics, see the module doc; ``read`` as for
+    :func:`train_dataset`)."""
     crop_frames = int(round(crop_seconds * sample_rate))
 
     if normalise:
         @takes("wav", *STATS_COLUMNS)
         @provides("sig")
         def first_crop(wav, mean, std):
-            return normalise_with(read_segment(wav, 0, crop_frames), mean, std)
+            return normalise_with(read(wav, 0, crop_frames), mean, std)
     else:
         @takes("wav")
         @provides("sig")
         def first_crop(wav):
-            return read_segment(wav, 0, crop_frames)
+            return read(wav, 0, crop_frames)
 
     dataset = DynamicItemDataset(_items(csv_path, normalise), dynamic_items=[first_crop])
     return _with_labels(dataset, label_encoder)

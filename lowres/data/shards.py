@@ -249,12 +249,9 @@ def datasets(hparams: dict, label_encoder, normalise: bool, augment=None):
     :mod:`lowres.data.loading` reading from ``shard_folder``, and the sampler class
     (:class:`ShardOrderSampler` with the shards' order, to be given StepBudgetSampler's
     arguments).  Checks now that the shards hold the manifests' files (and the test
-    sets', when training evaluates)."""
+    sets', when training evaluates).  ``augment`` (lowres.data.augment) augments the
+    crops read from the shards; its noise collections stay files."""
     check_hparams(hparams)
-    if augment is not None:
-        raise HparamsError("invalid hparam data_format='shards': the training-crop "
-                           "augmentation (lowres.data.augment) reads the wav files; train "
-                           "it with data_format files")
     folder, subset = hparams["shard_folder"], hparams["subset"]
     train_folder, val_folder = (split_folder(folder, subset, s) for s in ("train", "val"))
     audio = ShardAudio([train_folder, val_folder])
@@ -265,7 +262,8 @@ def datasets(hparams: dict, label_encoder, normalise: bool, augment=None):
     common = dict(sample_rate=hparams["sample_rate"], normalise=normalise,
                   read=audio.read_segment)
     train_set = loading.train_dataset(hparams["train_csv"], label_encoder,
-                                      hparams["crop_seconds"], hparams["seed"], **common)
+                                      hparams["crop_seconds"], hparams["seed"],
+                                      augment=augment, **common)
     valid_set = loading.valid_dataset(hparams["valid_csv"], label_encoder,
                                       hparams["crop_seconds"], **common)
     sampler = functools.partial(ShardOrderSampler,

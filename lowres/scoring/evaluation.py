@@ -301,10 +301,14 @@ def read_scores(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> torch.Tensor:
+    from lowres.data.shards import eval_audio
+
     num_samples = np.round(files.duration.to_numpy(dtype=float) * SAMPLE_RATE).astype(np.int64)
+    shards = eval_audio(hparams)  # data_format shards: the files from shard_folder
     with test_autocast(hparams.get("test_precision", "fp16"), device):
         return extract_embeddings(
             embedder, files.wav.tolist(), num_samples=num_samples,
+            load=shards.load_audio if shards is not None else None,
             batch_size=int(hparams.get("eval_batch_size", 16)),
             max_batch_seconds=float(hparams.get("eval_max_batch_seconds", 400.0)),
             device=device, progress=desc,

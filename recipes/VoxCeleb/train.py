@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from lowres.data import augment as lowres_augment
 from lowres.data import loading as lowres_data
+from lowres.data import shards as shard_data
 from lowres.io.hparams import (
     HparamsError,
     load_hparams,
@@ -352,6 +353,7 @@ def check_hparams(values: dict, world_size: int) -> None:
             f"must be one of {', '.join(lowres_data.INPUT_NORMALISATIONS)}")
     check_values(values)  # what the evaluation after training reads: test_sets, AS-norm ...
     lowres_augment.augment_config(values)  # augmentation keys and their prepared CSVs
+    shard_data.check_hparams(values)  # data_format, shard_folder
     if values["batch_size"] % world_size:
         bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
     if values.get("model_name") == "wav2vec2" and values.get("wav2vec_initially_frozen"):
@@ -457,18 +459,24 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
     augment = lowres_augment.from_hparams(hparams)  # None: as the study, no augmentation
     if augment is not None:
         logger.info("augmenting the training crops: %s", augment.config)
-    train_set = lowres_data.train_dataset(hparams["train_csv"], encoder, hparams["crop_seconds"],
-                                          hparams["seed"], hparams["sample_rate"], normalise,
-                                          augment)
-    valid_set = lowres_data.valid_dataset(hparams["valid_csv"], encoder, hparams["crop_seconds"],
-                                          hparams["sample_rate"], normalise)
+    sampler_class = lowres_data.StepBudgetSampler
+    if hparams.get("data_format", "files") == "shards":  # the same items, read from shards
+        train_set, valid_set, sampler_class = shard_data.datasets(hparams, encoder, normalise,
+                                                                  augment)
+    else:
+        train_set = lowres_data.train_dataset(hparams["train_csv"], encoder,
+                                              hparams["crop_seconds"], hparams["seed"],
+                                              hparams["sample_rate"], normalise, augment)
+        valid_set = lowres_data.valid_dataset(hparams["valid_csv"], encoder,
+                                              hparams["crop_seconds"], hparams["sample_rate"],
+                                              normalise)
     batch = hparams["batch_size"]
     brain.schedule = schedule
     hparams["epoch_counter"].limit = len(schedule.epoch_ends)
     # Each process samples its own share (the epochs differ in length, which SpeechBrain's
     # DistributedSamplerWrapper does not follow), so the loader is made here, not by the
     # Brain; it is checkpointed under SpeechBrain's own name for it.
-    sampler = lowres_data.StepBudgetSampler(
+    sampler = sampler_class(
         len(train_set), [s * batch for s in schedule.epoch_ends], hparams["seed"],
         schedule.items_per_pass, rank=int(os.environ.get("RANK", 0)), world_size=world_size)
     brain.train_sampler = sampler  # set_epoch
