@@ -33,7 +33,9 @@ def trained_run(prepared_manifests, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     run(["train.py", "hparams/xvector_tiny_few.yaml", f"--manifest_folder={prepared_manifests}",
          f"--output_folder={out}", "--device=cpu", "--batch_size=16", "--crop_seconds=2.0",
-         "--max_steps=100", "--val_interval=50", "--num_workers=0", "--lr=0.005",
+         # every 50 steps across passes (a pass of tiny_few here is 6 batches)
+         "--max_steps=100", "--val_interval=50", "--val_schedule=steps", "--num_workers=0",
+         "--lr=0.005",
          "--lr_schedule=constant", "--noprogressbar", "--evaluate_after_training=true",
          "--test_sets=[original, extended, hard]"])
     return out
