@@ -127,6 +127,27 @@ def test_reset_weights_override(tiny_w2v2):
     assert not torch.equal(reset[key], saved[key])
 
 
+def test_gradient_checkpointing_key_changes_memory_not_gradients(tiny_w2v2):
+    """On as the study's config; off (issue 14, GPU step time) gives the same gradients.
+    Attention is PyTorch's SDPA either way (transformers' default for wav2vec2)."""
+    import numpy as np
+
+    grads = []
+    for on in (True, False):
+        emb = build("wav2vec2_tiny_few", tiny_w2v2, gradient_checkpointing=on)["embedder"]
+        assert emb.wav2vec2.is_gradient_checkpointing == on
+        assert emb.wav2vec2.config._attn_implementation == "sdpa"
+        emb.train()  # checkpointing acts in train mode; the same dropout and masks both ways
+        torch.manual_seed(0)
+        np.random.seed(0)
+        emb(torch.randn(2, 8000, generator=torch.Generator().manual_seed(1)),
+            torch.ones(2)).pow(2).sum().backward()
+        grads.append({k: p.grad.clone() for k, p in emb.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for key in grads[0]:
+        torch.testing.assert_close(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6)
+
+
 def test_unknown_key_is_an_error(tiny_w2v2):
     with pytest.raises(HparamsError, match="learning_rate"):
         build("xvector_tiny_few", tiny_w2v2, learning_rate=0.1)
