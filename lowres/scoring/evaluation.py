@@ -46,6 +46,14 @@
       "reused_from": "last"    # only when best and last are one checkpoint (results copied)
     }
 
+``checkpoint="averaged"`` (with ``average_checkpoints: N`` > 0; issue 13) tests the
+mean of the embedder weights of the run's last N checkpoints of training, or its N of
+lowest val_eer (``average_checkpoints_by: last | best``), written to
+``eval/averaged/``; its results.json adds ``"averaged": {"by": .., "n": .., "checkpoints":
+[{"name": .., "meta": ..}, ...]}`` (oldest first) and its ``checkpoint`` is the newest
+of them.  Floating-point tensors are averaged; integer buffers (BatchNorm's
+num_batches_tracked) are the newest checkpoint's.
+
 A run that diverged is marked, never reported as the untrained model: ``diverged``
 holds train.py's record (``<output_folder>/diverged.json``: training stopped at a
 non-finite loss) when there is one; when no validation of training had a finite EER
@@ -64,7 +72,8 @@ uses to call two recordings same or different.
 
 hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
-enroll_training_data; optional: test_precision (fp16: autocast on a GPU as the
+enroll_training_data; optional: average_checkpoints (0), average_checkpoints_by
+(last), test_precision (fp16: autocast on a GPU as the
 study, fp32 elsewhere; or fp32), as_norm_top_k (300), eval_batch_size (16),
 eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0),
 cohort_max_files_per_speaker (default: all files), calibration_prior (0.5: the
@@ -77,6 +86,7 @@ copies the first one's results instead of embedding everything again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -89,27 +99,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.checkpoints import (
+    Checkpoint,
+    Checkpointer,
+    average_checkpoints,
+    average_state_dicts,
+)
 
 from lowres.io.atomic import atomic_path, read_json, write_json
 from lowres.io.hparams import HparamsError, name_list
 from lowres.io.lists import read_manifest, read_trials
+from lowres.io.tensor_files import load_tensors, safe_recovery
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
-from lowres.scoring.trials import trial_indices
+from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TEST_SETS", "TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoint",
            "load_run_hparams", "results_path", "check_values", "test_set_names", "precision_on",
-           "test_autocast", "mark_diverged", "read_diverged",
+           "test_autocast", "mark_diverged", "read_diverged", "load_averaged",
            "eval_folder", "read_scores", "summary", "trial_metrics",
            "training_cohort", "write_scores"]
 
 TEST_SETS = ("original", "extended", "hard")
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = ("best", "last", "averaged")
+AVERAGE_BY = ("last", "best")
 DEFAULT_TOP_K = 300
 
 
@@ -152,7 +169,10 @@ def check_values(values: Mapping) -> None:
     for key in ("post_process_scores", "enroll_training_data"):
         if not isinstance(values.get(key, False), bool):
             bad(key, "must be true or false")
+    if values.get("average_checkpoints_by", "last") not in AVERAGE_BY:
+        bad("average_checkpoints_by", f"must be one of {', '.join(AVERAGE_BY)}")
     for key, minimum, optional in (("as_norm_top_k", 1, False), ("eval_batch_size", 1, False),
+                                   ("average_checkpoints", 0, False),
                                    ("eval_num_workers", 0, False),
                                    ("cohort_max_files_per_speaker", 1, True)):
         if key in values:
@@ -242,8 +262,8 @@ def load_checkpoint(hparams: dict, checkpoint: str = "best"):
     its size depends on the training speakers).  Returns the SpeechBrain
     ``Checkpoint`` (``.path``, ``.meta``).
     """
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    if checkpoint not in CHECKPOINTS[:2]:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS[:2]}, got {checkpoint!r}")
     checkpointer: Checkpointer = hparams["checkpointer"]
     if checkpoint == "best":
         ckpt = checkpointer.find_checkpoint(min_key="val_eer")
@@ -255,9 +275,61 @@ def load_checkpoint(hparams: dict, checkpoint: str = "best"):
             f"no checkpoint {what} in {checkpointer.checkpoints_dir} (train the run first)")
     if "embedder" not in ckpt.paramfiles:
         raise EvaluationError(f"checkpoint {ckpt.path} has no 'embedder' parameters")
-    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]}).load_checkpoint(ckpt)
+    # weights_only=True: a shared run folder cannot run code here (lowres.io.tensor_files)
+    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]},
+                 custom_load_hooks={"embedder": safe_recovery}).load_checkpoint(ckpt)
     logger.info("loaded %s checkpoint %s (meta %s)", checkpoint, ckpt.path.name, ckpt.meta)
     return ckpt
+
+
+def checkpoints_to_average(checkpointer: Checkpointer, n: int, by: str) -> list[Checkpoint]:
+    """The ``n`` latest checkpoints of training (``by="last"``) or the ``n`` of lowest
+    val_eer (``"best"``), oldest first; intra-epoch (timed) checkpoints have no step and
+    are not candidates."""
+    if by not in AVERAGE_BY:
+        raise ValueError(f"by must be one of {AVERAGE_BY}, got {by!r}")
+    ckpts = checkpointer.find_checkpoints(
+        min_key="val_eer" if by == "best" else None, max_num_checkpoints=n,
+        ckpt_predicate=lambda c: "step" in c.meta and "embedder" in c.paramfiles)
+    return sorted(ckpts, key=lambda c: c.meta["step"])
+
+
+def average_weights(state_dicts) -> dict:
+    """SpeechBrain's mean of state dicts over the floating-point tensors; the others
+    (counters such as num_batches_tracked, whose mean would be a float) are the last
+    state dict's."""
+    last: dict = {}
+
+    def floats():
+        for state in state_dicts:
+            last.clear()
+            last.update({k: v for k, v in state.items() if not v.is_floating_point()})
+            yield {k: v for k, v in state.items() if v.is_floating_point()}
+
+    return {**average_state_dicts(floats()), **last}
+
+
+def load_averaged(hparams: dict) -> list[Checkpoint]:
+    """Load the mean embedder weights of the checkpoints ``average_checkpoints`` and
+    ``average_checkpoints_by`` name (:func:`checkpoints_to_average`); returns them."""
+    n = int(hparams.get("average_checkpoints", 0))
+    by = hparams.get("average_checkpoints_by", "last")
+    if n < 1:
+        raise EvaluationError("checkpoint 'averaged' needs average_checkpoints >= 1")
+    ckpts = checkpoints_to_average(hparams["checkpointer"], n, by)
+    if not ckpts:
+        raise EvaluationError(f"no checkpoint to average ({by}) in "
+                              f"{hparams['checkpointer'].checkpoints_dir} (train the run first)")
+    if len(ckpts) < n:
+        logger.warning("averaging %d checkpoints, not average_checkpoints=%d: the run kept "
+                       "no more", len(ckpts), n)
+    state = average_checkpoints(
+        ckpts, "embedder", averager=average_weights,
+        parameter_loader=functools.partial(torch.load, weights_only=True))
+    hparams["embedder"].load_state_dict(state)
+    logger.info("loaded the mean of %d checkpoints (%s): %s", len(ckpts), by,
+                ", ".join(c.path.name for c in ckpts))
+    return ckpts
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -327,7 +399,7 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap,
            "precision": precision_on(hparams.get("test_precision", "fp16"), device)[0]}
     if cache.is_file():
-        stored = torch.load(cache, map_location="cpu", weights_only=False)
+        stored = load_tensors(cache)
         if all(stored.get(k) == v for k, v in key.items()):
             logger.info("using cached AS-norm cohort %s", cache)
             return stored["means"]
@@ -400,12 +472,18 @@ def evaluate_run(
     device: str | torch.device | None = None,
     validation: bool = True,
     run_opts=None,
+    debug_files: int | None = None,
 ) -> dict:
     """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content.
 
     ``device``: default ``run_opts.device`` (SpeechBrain's run options, as
     train.py has them), else CUDA when available, else CPU.  Under DDP call it
     on the main process only.
+
+    ``debug_files`` (SpeechBrain's ``--debug`` only): embed about that many files of each
+    list (those of its first target and non-target trials, :func:`debug_trials`) and score
+    only the trials whose files were embedded; the results go to
+    ``eval/debug/<checkpoint>/`` with a ``debug`` entry, never where a run's results are.
     """
     test_sets = test_set_names(test_sets)
     check_values({**hparams, "test_sets": test_sets})
@@ -417,22 +495,33 @@ def evaluate_run(
     precision, note = precision_on(hparams.get("test_precision", "fp16"), device)
     if note:
         logger.warning(note)
-    out = eval_folder(hparams["output_folder"], checkpoint)
+    where = checkpoint if debug_files is None else f"debug/{checkpoint}"
+    out = eval_folder(hparams["output_folder"], where)
     diverged = read_diverged(hparams["output_folder"])
     checkpointer = hparams["checkpointer"]
-    if checkpoint == "best" and checkpointer.find_checkpoint(min_key="val_eer") is None:
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    averaged = checkpoint == "averaged"
+    by_best = checkpoint == "best" or (averaged and hparams.get("average_checkpoints_by",
+                                                                "last") == "best")
+    if by_best and checkpointer.find_checkpoint(min_key="val_eer") is None:
         latest = checkpointer.find_checkpoint()
         if latest is not None:  # trained, but no validation had a finite EER
             return _diverged_results(hparams, checkpoint, None, precision, diverged or {
                 "step": latest.meta.get("step"),
-                "reason": "no validation of training had a finite EER"})
-    ckpt = load_checkpoint(hparams, checkpoint)
+                "reason": "no validation of training had a finite EER"}, where)
+    used = load_averaged(hparams) if averaged else None
+    ckpt = used[-1] if averaged else load_checkpoint(hparams, checkpoint)
+    # the averaged weights are no checkpoint's: their own cohort cache key, never reused
+    ckpt_name = ("averaged:" + ",".join(c.path.name for c in used)) if averaged \
+        else ckpt.path.name
     post = bool(hparams.get("post_process_scores", False))
     top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
-    reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt.path.name, test_sets, validation,
-                                     post, top_k, device)
-    if reused is not None:
-        return reused
+    if not averaged and debug_files is None:
+        reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation,
+                                         post, top_k, device)
+        if reused is not None:
+            return reused
     embedder = hparams["embedder"].to(device)
 
     # Every file of every requested list (and the validation list) once.
@@ -445,6 +534,16 @@ def evaluate_run(
                                read_trials(hparams["val_trials"]))
     files = pd.concat([df[["ID", "duration", "wav"]] for df, _ in lists.values()])
     files = files.drop_duplicates("ID").reset_index(drop=True)
+    debug = None
+    if debug_files is not None:
+        chosen = [debug_trials(trials, max(2, debug_files // len(lists)))
+                  for _, trials in lists.values()]
+        keep = set().union(*(set(t.id1) | set(t.id2) for t in chosen))
+        files = files[files.ID.isin(keep)].reset_index(drop=True)
+        debug = {"files_embedded": len(files), "trials_scored": {}}
+        for name, (df, trials) in lists.items():
+            lists[name] = (df, embedded_trials(trials, keep, name))
+            debug["trials_scored"][name] = [len(lists[name][1]), len(trials)]
     index_of = dict(zip(files.ID, range(len(files)), strict=True))
     indices = {name: trial_indices(trials, index_of, name) for name, (_, trials) in lists.items()}
 
@@ -455,11 +554,11 @@ def evaluate_run(
     if nonfinite:
         return _diverged_results(hparams, checkpoint, ckpt, precision, {
             "step": ckpt.meta.get("step"),
-            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"})
+            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"}, where)
 
     cohort = None
     if post or hparams.get("enroll_training_data", False):
-        cohort = training_cohort(hparams, ckpt.path.name, out / "cohort.pt", device)
+        cohort = training_cohort(hparams, ckpt_name, out / "cohort.pt", device)
 
     results: dict = {
         "checkpoint": {"which": checkpoint, "name": ckpt.path.name, "meta": dict(ckpt.meta)},
@@ -469,7 +568,12 @@ def evaluate_run(
         "files_embedded": len(files),
         "test_precision": precision,
         "diverged": diverged or False,
+        **({"debug": debug} if debug else {}),
     }
+    if averaged:
+        results["averaged"] = {
+            "by": hparams.get("average_checkpoints_by", "last"), "n": len(used),
+            "checkpoints": [{"name": c.path.name, "meta": dict(c.meta)} for c in used]}
     calibration = as_norm_calibration = None
     if validation:
         left, right = indices["validation"]
@@ -504,11 +608,12 @@ def evaluate_run(
         results["test_sets"][name] = entry
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
                     entry["n_trials"])
-    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    write_json(results_path(hparams["output_folder"], where), results)
     return results
 
 
-def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict) -> dict:
+def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,
+                      where: str) -> dict:
     """results.json of a run that diverged with nothing to test: no EER, never the
     untrained model's (``ckpt`` None: no validation had a finite EER)."""
     results = {
@@ -521,7 +626,7 @@ def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict) -> d
     }
     logger.warning("%s: diverged at step %s (%s): nothing to test", checkpoint,
                    diverged.get("step"), diverged.get("reason"))
-    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    write_json(results_path(hparams["output_folder"], where), results)
     return results
 
 

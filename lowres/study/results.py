@@ -176,6 +176,25 @@ def read_run(root: Path, folder: Path) -> dict:
         row["status"] = "bad results.json"
     else:
         row["status"] = "unfinished"
+    row.update(stage_columns(folder, hp))
+    return row
+
+
+def stage_columns(folder: Path, hp: dict) -> dict:
+    """Beyond the study (issue 13): ``parent_run``, the run a fine-tuning stage started
+    from (its init_from_run, "" for a run from scratch); ``averaged``, "<by> <n>" when
+    the run was also tested with averaged checkpoints (eval/averaged/results.json), and
+    those EERs as ``averaged_eer_pct_<test set>``."""
+    row = {"parent_run": str(hp.get("init_from_run") or ""), "averaged": ""}
+    try:
+        data = json.loads((folder / "eval" / "averaged" / "results.json").read_text())
+    except (OSError, ValueError):
+        return row
+    info = data.get("averaged") if isinstance(data, dict) else None
+    if isinstance(info, dict):
+        row["averaged"] = f"{info.get('by')} {info.get('n')}"
+        for test_set, metrics in flatten_results(data).items():
+            row[f"averaged_eer_pct_{test_set}"] = 100.0 * _float(metrics.get("eer"))
     return row
 
 
@@ -187,8 +206,10 @@ def collect(root: Path | str) -> pd.DataFrame:
     if frame.empty:
         return frame
     metric_cols = sorted(c for c in frame.columns if c.startswith(("eer_pct_",) + METRICS[1:]))
+    metric_cols += sorted(c for c in frame.columns if c.startswith("averaged_eer_pct_"))
     first = ["run", "grid", "model", "subset", "tag", *[k for k in HPARAM_KEYS
-             if k not in ("model_name", "subset")], "status", "diverged"]
+             if k not in ("model_name", "subset")], "status", "diverged", "parent_run",
+             "averaged"]
     return frame[[c for c in first if c in frame.columns] + metric_cols]
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import (
+    Checkpointer,
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
@@ -66,6 +67,7 @@ from lowres.io.hparams import (
     resolved_yaml,
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
+from lowres.io.tensor_files import UnsafeFileError, load_tensors, use_safe_recovery
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
     DIVERGED_FILE,
@@ -77,7 +79,7 @@ from lowres.scoring.evaluation import (
     test_set_names,
 )
 from lowres.scoring.metrics import eer
-from lowres.scoring.trials import score_trials
+from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.schedules import SCHEDULES, build_lr_scheduler
 from prepare.errors import PrepareError
 
@@ -146,7 +148,9 @@ class SpeakerBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_summary = self.stats.summary()
             return
-        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation")
+        # --debug embeds a few batches: score the trials of those files only (logged)
+        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation",
+                                      only_embedded=self.debug)
         val_eer = eer(scores, labels).eer if np.isfinite(scores).all() else math.nan
         lr = self.optimizer.param_groups[0]["lr"]
         self.hparams.train_logger.log_stats(
@@ -160,7 +164,7 @@ class SpeakerBrain(sb.core.Brain):
         meta = {"val_eer": val_eer} if math.isfinite(val_eer) else {}
         self.checkpointer.save_and_keep_only(
             meta={**meta, "step": self.optimizer_step},
-            min_keys=["val_eer"], num_to_keep=1, end_of_epoch=True,
+            min_keys=["val_eer"], num_to_keep=self.keep, end_of_epoch=True,
         )
 
     def _fit_valid(self, valid_set, epoch, enable):
@@ -172,7 +176,7 @@ class SpeakerBrain(sb.core.Brain):
                         "lr": self.optimizer.param_groups[0]["lr"]},
             train_stats=getattr(self, "train_summary", None))
         self.checkpointer.save_and_keep_only(meta={"step": self.optimizer_step},
-                                             min_keys=["val_eer"], num_to_keep=1,
+                                             min_keys=["val_eer"], num_to_keep=self.keep,
                                              end_of_epoch=True)
 
     def check_loss_isfinite(self, loss):
@@ -193,6 +197,7 @@ class SpeakerBrain(sb.core.Brain):
         self.checkpointer.add_recoverable("rng", RngState())
         # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
         self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
+        use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
 
     def _wrap_distributed(self):
         if not (self.distributed_launch and self.device_type == "cpu"):
@@ -204,10 +209,21 @@ class SpeakerBrain(sb.core.Brain):
                 self.modules[name] = torch.nn.parallel.DistributedDataParallel(
                     module, find_unused_parameters=self.find_unused_parameters)
 
+    @property
+    def keep(self) -> int:
+        """Latest and best checkpoints kept: average_checkpoints of each when averaging."""
+        return max(1, self.hparams.average_checkpoints)
+
     def on_fit_start(self):
         remove_incomplete_checkpoints(self.checkpointer)
         super().on_fit_start()  # ... and recovers the latest (complete) checkpoint, if any
         if self.checkpointer.find_checkpoint() is None:
+            if self.hparams.init_from_run:  # a fine-tuning stage starts from its parent
+                ckpt = load_parent(self.hparams.init_from_run,
+                                   {"embedder": self.hparams.embedder,
+                                    "classifier": self.hparams.classifier})
+                self.hparams.train_logger.log_stats(stats_meta={
+                    "init_from_run": self.hparams.init_from_run, "checkpoint": ckpt.path.name})
             logger.info("Validation before training (step 0)")
             self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
                             and if_main_process())
@@ -218,6 +234,29 @@ class SpeakerBrain(sb.core.Brain):
 
 
 COMPLETE = "complete"
+
+
+def parent_checkpoint(parent: str | os.PathLike, output_folder: str | os.PathLike | None = None):
+    """The best (min val_eer) checkpoint of ``init_from_run``, the run a stage fine-tunes."""
+    def bad(why):
+        raise HparamsError(f"invalid hparam init_from_run={os.fspath(parent)!r}: {why}")
+
+    if output_folder is not None and Path(parent).resolve() == Path(output_folder).resolve():
+        bad("it is this run's own output_folder (a fine-tuning stage needs its own)")
+    ckpt = Checkpointer(Path(parent) / "save").find_checkpoint(min_key="val_eer")
+    if ckpt is None:
+        bad(f"no checkpoint with a val_eer in {Path(parent) / 'save'} (train that run first)")
+    return ckpt
+
+
+def load_parent(parent: str | os.PathLike, modules: dict):
+    """Load the parent run's best embedder and classifier weights into ``modules``."""
+    ckpt = parent_checkpoint(parent)
+    for name, module in modules.items():
+        module.load_state_dict(torch.load(ckpt.paramfiles[name], map_location="cpu",
+                                          weights_only=True))
+    logger.info("initialised from %s (%s, meta %s)", parent, ckpt.path.name, ckpt.meta)
+    return ckpt
 
 
 class Diverged(RuntimeError):
@@ -268,22 +307,31 @@ class RunningStats:
 
 @register_checkpoint_hooks
 class RngState:
-    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume."""
+    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume.
+
+    Stored as tensors and plain numbers, so it loads with ``weights_only=True`` (a shared
+    run folder cannot run code through it, lowres.io.tensor_files)."""
 
     @mark_as_saver
     def _save(self, path):
+        version, words, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
         torch.save({
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64),
+                       "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }, path)
 
     @mark_as_loader
     def _load(self, path, end_of_epoch):
-        state = torch.load(path, weights_only=False)
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
+        state = load_tensors(path)
+        py, npy = state["python"], state["numpy"]
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                             npy["has_gauss"], npy["cached"]))
         torch.set_rng_state(state["torch"])
         if state["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -352,6 +400,8 @@ def check_hparams(values: dict, world_size: int) -> None:
         bad("input_normalisation",
             f"must be one of {', '.join(lowres_data.INPUT_NORMALISATIONS)}")
     check_values(values)  # what the evaluation after training reads: test_sets, AS-norm ...
+    if values.get("init_from_run"):
+        parent_checkpoint(values["init_from_run"], values["output_folder"])
     lowres_augment.augment_config(values)  # augmentation keys and their prepared CSVs
     shard_data.check_hparams(values)  # data_format, shard_folder
     if values["batch_size"] % world_size:
@@ -471,6 +521,13 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
                                               hparams["crop_seconds"], hparams["sample_rate"],
                                               normalise)
     batch = hparams["batch_size"]
+    if brain.debug:  # validate on the files of a few trials, which debug_batches cover
+        trials = debug_trials(read_trials(hparams["val_trials"]),
+                              brain.debug_batches * (batch // world_size))
+        files = set(trials.id1) | set(trials.id2)
+        valid_set = valid_set.filtered_sorted(key_test={"id": lambda i: i in files})
+        logger.warning("debug mode: validating on the %d files of %d validation trials",
+                       len(valid_set), len(trials))
     brain.schedule = schedule
     hparams["epoch_counter"].limit = len(schedule.epoch_ends)
     # Each process samples its own share (the epochs differ in length, which SpeechBrain's
@@ -500,15 +557,19 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
     return train_loader, valid_loader
 
 
-def evaluate_after_training(hparams, device):
-    """Hook: test the last, then the best checkpoint (lowres.scoring.evaluation, issue 4).
+def evaluate_after_training(hparams, device, debug_files=None):
+    """Hook: test the last, the averaged (average_checkpoints) and the best checkpoint
+    (lowres.scoring.evaluation, issues 4 and 13).
 
-    ``eval/best/results.json`` is written last: it marks the run as finished.
+    ``eval/best/results.json`` is written last: it marks the run as finished.  With
+    ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
     """
     from lowres.scoring.evaluation import evaluate_run
 
-    for which in ("last", "best"):  # evaluate_run reads test_sets in every form a user types
-        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device)
+    # eval/best last; evaluate_run reads test_sets in every form a user types
+    for which in ("last", *(["averaged"] if hparams["average_checkpoints"] else []), "best"):
+        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
+                     debug_files=debug_files)
 
 
 # ---------------------------------------------------------------------------
@@ -569,8 +630,8 @@ def main(argv):
             logger.error("training diverged at step %d: %s", brain.optimizer_step, err)
             # the weights it ended with are the "last" checkpoint (the evaluation marks them)
             hparams["checkpointer"].save_and_keep_only(
-                meta={"step": brain.optimizer_step}, min_keys=["val_eer"], num_to_keep=1,
-                end_of_epoch=True)
+                meta={"step": brain.optimizer_step}, min_keys=["val_eer"],
+                num_to_keep=brain.keep, end_of_epoch=True)
             if if_main_process():
                 mark_diverged(out, brain.optimizer_step, str(err))
 
@@ -579,12 +640,14 @@ def main(argv):
         logger.info("best validation EER %.3f%% at step %d (%s)", 100 * best.meta["val_eer"],
                     best.meta["step"], best.path)
     if hparams["evaluate_after_training"]:
-        run_on_main(evaluate_after_training, args=[hparams, brain.device])
+        debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
+            if brain.debug else None
+        run_on_main(evaluate_after_training, args=[hparams, brain.device, debug_files])
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, ListError, PrepareError) as err:
+    except (HparamsError, ListError, PrepareError, UnsafeFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
