@@ -109,12 +109,11 @@ from speechbrain.utils.checkpoints import (
 from lowres.io.atomic import atomic_path, read_json, write_json
 from lowres.io.hparams import HparamsError, name_list
 from lowres.io.lists import read_manifest, read_trials
-from lowres.io.tensor_files import load_tensors, safe_recovery
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
-from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
+from lowres.scoring.trials import trial_indices
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +274,7 @@ def load_checkpoint(hparams: dict, checkpoint: str = "best"):
             f"no checkpoint {what} in {checkpointer.checkpoints_dir} (train the run first)")
     if "embedder" not in ckpt.paramfiles:
         raise EvaluationError(f"checkpoint {ckpt.path} has no 'embedder' parameters")
-    # weights_only=True: a shared run folder cannot run code here (lowres.io.tensor_files)
-    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]},
-                 custom_load_hooks={"embedder": safe_recovery}).load_checkpoint(ckpt)
+    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]}).load_checkpoint(ckpt)
     logger.info("loaded %s checkpoint %s (meta %s)", checkpoint, ckpt.path.name, ckpt.meta)
     return ckpt
 
@@ -399,7 +396,7 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap,
            "precision": precision_on(hparams.get("test_precision", "fp16"), device)[0]}
     if cache.is_file():
-        stored = load_tensors(cache)
+        stored = torch.load(cache, map_location="cpu", weights_only=False)
         if all(stored.get(k) == v for k, v in key.items()):
             logger.info("using cached AS-norm cohort %s", cache)
             return stored["means"]
@@ -472,18 +469,12 @@ def evaluate_run(
     device: str | torch.device | None = None,
     validation: bool = True,
     run_opts=None,
-    debug_files: int | None = None,
 ) -> dict:
     """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content.
 
     ``device``: default ``run_opts.device`` (SpeechBrain's run options, as
     train.py has them), else CUDA when available, else CPU.  Under DDP call it
     on the main process only.
-
-    ``debug_files`` (SpeechBrain's ``--debug`` only): embed about that many files of each
-    list (those of its first target and non-target trials, :func:`debug_trials`) and score
-    only the trials whose files were embedded; the results go to
-    ``eval/debug/<checkpoint>/`` with a ``debug`` entry, never where a run's results are.
     """
     test_sets = test_set_names(test_sets)
     check_values({**hparams, "test_sets": test_sets})
@@ -495,8 +486,7 @@ def evaluate_run(
     precision, note = precision_on(hparams.get("test_precision", "fp16"), device)
     if note:
         logger.warning(note)
-    where = checkpoint if debug_files is None else f"debug/{checkpoint}"
-    out = eval_folder(hparams["output_folder"], where)
+    out = eval_folder(hparams["output_folder"], checkpoint)
     diverged = read_diverged(hparams["output_folder"])
     checkpointer = hparams["checkpointer"]
     if checkpoint not in CHECKPOINTS:
@@ -509,7 +499,7 @@ def evaluate_run(
         if latest is not None:  # trained, but no validation had a finite EER
             return _diverged_results(hparams, checkpoint, None, precision, diverged or {
                 "step": latest.meta.get("step"),
-                "reason": "no validation of training had a finite EER"}, where)
+                "reason": "no validation of training had a finite EER"})
     used = load_averaged(hparams) if averaged else None
     ckpt = used[-1] if averaged else load_checkpoint(hparams, checkpoint)
     # the averaged weights are no checkpoint's: their own cohort cache key, never reused
@@ -517,7 +507,7 @@ def evaluate_run(
         else ckpt.path.name
     post = bool(hparams.get("post_process_scores", False))
     top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
-    if not averaged and debug_files is None:
+    if not averaged:
         reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation,
                                          post, top_k, device)
         if reused is not None:
@@ -534,16 +524,6 @@ def evaluate_run(
                                read_trials(hparams["val_trials"]))
     files = pd.concat([df[["ID", "duration", "wav"]] for df, _ in lists.values()])
     files = files.drop_duplicates("ID").reset_index(drop=True)
-    debug = None
-    if debug_files is not None:
-        chosen = [debug_trials(trials, max(2, debug_files // len(lists)))
-                  for _, trials in lists.values()]
-        keep = set().union(*(set(t.id1) | set(t.id2) for t in chosen))
-        files = files[files.ID.isin(keep)].reset_index(drop=True)
-        debug = {"files_embedded": len(files), "trials_scored": {}}
-        for name, (df, trials) in lists.items():
-            lists[name] = (df, embedded_trials(trials, keep, name))
-            debug["trials_scored"][name] = [len(lists[name][1]), len(trials)]
     index_of = dict(zip(files.ID, range(len(files)), strict=True))
     indices = {name: trial_indices(trials, index_of, name) for name, (_, trials) in lists.items()}
 
@@ -554,7 +534,7 @@ def evaluate_run(
     if nonfinite:
         return _diverged_results(hparams, checkpoint, ckpt, precision, {
             "step": ckpt.meta.get("step"),
-            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"}, where)
+            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"})
 
     cohort = None
     if post or hparams.get("enroll_training_data", False):
@@ -568,7 +548,6 @@ def evaluate_run(
         "files_embedded": len(files),
         "test_precision": precision,
         "diverged": diverged or False,
-        **({"debug": debug} if debug else {}),
     }
     if averaged:
         results["averaged"] = {
@@ -608,12 +587,11 @@ def evaluate_run(
         results["test_sets"][name] = entry
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
                     entry["n_trials"])
-    write_json(results_path(hparams["output_folder"], where), results)
+    write_json(results_path(hparams["output_folder"], checkpoint), results)
     return results
 
 
-def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,
-                      where: str) -> dict:
+def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict) -> dict:
     """results.json of a run that diverged with nothing to test: no EER, never the
     untrained model's (``ckpt`` None: no validation had a finite EER)."""
     results = {
@@ -626,7 +604,7 @@ def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,
     }
     logger.warning("%s: diverged at step %s (%s): nothing to test", checkpoint,
                    diverged.get("step"), diverged.get("reason"))
-    write_json(results_path(hparams["output_folder"], where), results)
+    write_json(results_path(hparams["output_folder"], checkpoint), results)
     return results
 
 

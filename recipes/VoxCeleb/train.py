@@ -67,7 +67,6 @@ from lowres.io.hparams import (
     resolved_yaml,
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
-from lowres.io.tensor_files import UnsafeFileError, load_tensors, use_safe_recovery
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
     DIVERGED_FILE,
@@ -79,7 +78,7 @@ from lowres.scoring.evaluation import (
     test_set_names,
 )
 from lowres.scoring.metrics import eer
-from lowres.scoring.trials import debug_trials, score_trials
+from lowres.scoring.trials import score_trials
 from lowres.training.schedules import SCHEDULES, build_lr_scheduler
 from prepare.errors import PrepareError
 
@@ -148,9 +147,7 @@ class SpeakerBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_summary = self.stats.summary()
             return
-        # --debug embeds a few batches: score the trials of those files only (logged)
-        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation",
-                                      only_embedded=self.debug)
+        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation")
         val_eer = eer(scores, labels).eer if np.isfinite(scores).all() else math.nan
         lr = self.optimizer.param_groups[0]["lr"]
         self.hparams.train_logger.log_stats(
@@ -197,7 +194,6 @@ class SpeakerBrain(sb.core.Brain):
         self.checkpointer.add_recoverable("rng", RngState())
         # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
         self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
-        use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
 
     def _wrap_distributed(self):
         if not (self.distributed_launch and self.device_type == "cpu"):
@@ -307,31 +303,22 @@ class RunningStats:
 
 @register_checkpoint_hooks
 class RngState:
-    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume.
-
-    Stored as tensors and plain numbers, so it loads with ``weights_only=True`` (a shared
-    run folder cannot run code through it, lowres.io.tensor_files)."""
+    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume."""
 
     @mark_as_saver
     def _save(self, path):
-        version, words, gauss = random.getstate()
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
         torch.save({
-            "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64),
-                       "gauss": gauss},
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }, path)
 
     @mark_as_loader
     def _load(self, path, end_of_epoch):
-        state = load_tensors(path)
-        py, npy = state["python"], state["numpy"]
-        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                             npy["has_gauss"], npy["cached"]))
+        state = torch.load(path, weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
         torch.set_rng_state(state["torch"])
         if state["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -521,13 +508,6 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
                                               hparams["crop_seconds"], hparams["sample_rate"],
                                               normalise)
     batch = hparams["batch_size"]
-    if brain.debug:  # validate on the files of a few trials, which debug_batches cover
-        trials = debug_trials(read_trials(hparams["val_trials"]),
-                              brain.debug_batches * (batch // world_size))
-        files = set(trials.id1) | set(trials.id2)
-        valid_set = valid_set.filtered_sorted(key_test={"id": lambda i: i in files})
-        logger.warning("debug mode: validating on the %d files of %d validation trials",
-                       len(valid_set), len(trials))
     brain.schedule = schedule
     hparams["epoch_counter"].limit = len(schedule.epoch_ends)
     # Each process samples its own share (the epochs differ in length, which SpeechBrain's
@@ -557,19 +537,17 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
     return train_loader, valid_loader
 
 
-def evaluate_after_training(hparams, device, debug_files=None):
+def evaluate_after_training(hparams, device):
     """Hook: test the last, the averaged (average_checkpoints) and the best checkpoint
     (lowres.scoring.evaluation, issues 4 and 13).
 
-    ``eval/best/results.json`` is written last: it marks the run as finished.  With
-    ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
+    ``eval/best/results.json`` is written last: it marks the run as finished.
     """
     from lowres.scoring.evaluation import evaluate_run
 
     # eval/best last; evaluate_run reads test_sets in every form a user types
     for which in ("last", *(["averaged"] if hparams["average_checkpoints"] else []), "best"):
-        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
-                     debug_files=debug_files)
+        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device)
 
 
 # ---------------------------------------------------------------------------
@@ -640,14 +618,12 @@ def main(argv):
         logger.info("best validation EER %.3f%% at step %d (%s)", 100 * best.meta["val_eer"],
                     best.meta["step"], best.path)
     if hparams["evaluate_after_training"]:
-        debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
-            if brain.debug else None
-        run_on_main(evaluate_after_training, args=[hparams, brain.device, debug_files])
+        run_on_main(evaluate_after_training, args=[hparams, brain.device])
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, ListError, PrepareError, UnsafeFileError) as err:
+    except (HparamsError, ListError, PrepareError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
