@@ -229,7 +229,7 @@ def _fake_brain(train, trials_file, logged, saved):
     brain.val_trials = read_trials(trials_file)
     brain.optimizer = SimpleNamespace(param_groups=[{"lr": 0.1}])
     brain.hparams = SimpleNamespace(train_logger=SimpleNamespace(
-        log_stats=lambda **kw: logged.append(kw)))
+        log_stats=lambda **kw: logged.append(kw)), average_checkpoints=0)
     brain.checkpointer = SimpleNamespace(save_and_keep_only=lambda **kw: saved.append(kw))
     brain.stats = train.RunningStats()
     return brain
