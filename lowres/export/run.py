@@ -18,6 +18,7 @@ import torch
 
 from lowres.io.atomic import read_json
 from lowres.io.corpus_notice import synthetic_notice
+from lowres.io.tensor_files import UnsafeFileError, load_tensors
 
 __all__ = ["ExportError", "RunForExport", "corpus_found", "family_of", "is_synthetic",
            "load_run"]
@@ -107,9 +108,9 @@ def corpus_found(hparams: dict) -> bool:
 
 def _load_state(path: Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError and friends: not plain tensors
-        raise ExportError(f"{path}: not a tensors-only checkpoint ({err})") from err
+        return load_tensors(path)
+    except UnsafeFileError as err:
+        raise ExportError(str(err)) from err
 
 
 def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
@@ -133,7 +134,7 @@ def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
         raise ExportError(str(err)) from err
     try:
         ckpt = load_checkpoint(hparams, checkpoint)  # the embedder's weights
-    except EvaluationError as err:
+    except (EvaluationError, UnsafeFileError) as err:
         raise ExportError(str(err)) from err
     if "classifier" not in ckpt.paramfiles:
         raise ExportError(f"checkpoint {ckpt.path} has no classifier.ckpt")

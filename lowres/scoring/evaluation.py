@@ -109,6 +109,7 @@ from speechbrain.utils.checkpoints import (
 from lowres.io.atomic import atomic_path, read_json, write_json
 from lowres.io.hparams import HparamsError, name_list
 from lowres.io.lists import read_manifest, read_trials
+from lowres.io.tensor_files import load_tensors, safe_recovery
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
@@ -274,7 +275,9 @@ def load_checkpoint(hparams: dict, checkpoint: str = "best"):
             f"no checkpoint {what} in {checkpointer.checkpoints_dir} (train the run first)")
     if "embedder" not in ckpt.paramfiles:
         raise EvaluationError(f"checkpoint {ckpt.path} has no 'embedder' parameters")
-    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]}).load_checkpoint(ckpt)
+    # weights_only=True: a shared run folder cannot run code here (lowres.io.tensor_files)
+    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]},
+                 custom_load_hooks={"embedder": safe_recovery}).load_checkpoint(ckpt)
     logger.info("loaded %s checkpoint %s (meta %s)", checkpoint, ckpt.path.name, ckpt.meta)
     return ckpt
 
@@ -396,7 +399,7 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap,
            "precision": precision_on(hparams.get("test_precision", "fp16"), device)[0]}
     if cache.is_file():
-        stored = torch.load(cache, map_location="cpu", weights_only=False)
+        stored = load_tensors(cache)
         if all(stored.get(k) == v for k, v in key.items()):
             logger.info("using cached AS-norm cohort %s", cache)
             return stored["means"]

@@ -31,6 +31,7 @@ import speechbrain as sb
 
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict
 from lowres.io.lists import ListError
+from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.evaluation import (
     CHECKPOINTS,
     TEST_SETS,
@@ -85,6 +86,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main(sys.argv[1:])
-    except (HparamsError, EvaluationError, ListError) as err:
+    except (HparamsError, EvaluationError, ListError, UnsafeFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

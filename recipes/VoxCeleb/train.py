@@ -67,6 +67,7 @@ from lowres.io.hparams import (
     resolved_yaml,
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
+from lowres.io.tensor_files import UnsafeFileError, load_tensors, use_safe_recovery
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
     DIVERGED_FILE,
@@ -194,6 +195,7 @@ class SpeakerBrain(sb.core.Brain):
         self.checkpointer.add_recoverable("rng", RngState())
         # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
         self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
+        use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
 
     def _wrap_distributed(self):
         if not (self.distributed_launch and self.device_type == "cpu"):
@@ -303,22 +305,31 @@ class RunningStats:
 
 @register_checkpoint_hooks
 class RngState:
-    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume."""
+    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume.
+
+    Stored as tensors and plain numbers, so it loads with ``weights_only=True`` (a shared
+    run folder cannot run code through it, lowres.io.tensor_files)."""
 
     @mark_as_saver
     def _save(self, path):
+        version, words, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
         torch.save({
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64),
+                       "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }, path)
 
     @mark_as_loader
     def _load(self, path, end_of_epoch):
-        state = torch.load(path, weights_only=False)
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
+        state = load_tensors(path)
+        py, npy = state["python"], state["numpy"]
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                             npy["has_gauss"], npy["cached"]))
         torch.set_rng_state(state["torch"])
         if state["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -624,6 +635,6 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, ListError, PrepareError) as err:
+    except (HparamsError, ListError, PrepareError, UnsafeFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
