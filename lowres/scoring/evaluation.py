@@ -114,7 +114,7 @@ from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibrati
 from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
-from lowres.scoring.trials import trial_indices
+from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
 
 logger = logging.getLogger(__name__)
 
@@ -472,12 +472,18 @@ def evaluate_run(
     device: str | torch.device | None = None,
     validation: bool = True,
     run_opts=None,
+    debug_files: int | None = None,
 ) -> dict:
     """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content.
 
     ``device``: default ``run_opts.device`` (SpeechBrain's run options, as
     train.py has them), else CUDA when available, else CPU.  Under DDP call it
     on the main process only.
+
+    ``debug_files`` (SpeechBrain's ``--debug`` only): embed about that many files of each
+    list (those of its first target and non-target trials, :func:`debug_trials`) and score
+    only the trials whose files were embedded; the results go to
+    ``eval/debug/<checkpoint>/`` with a ``debug`` entry, never where a run's results are.
     """
     test_sets = test_set_names(test_sets)
     check_values({**hparams, "test_sets": test_sets})
@@ -489,7 +495,8 @@ def evaluate_run(
     precision, note = precision_on(hparams.get("test_precision", "fp16"), device)
     if note:
         logger.warning(note)
-    out = eval_folder(hparams["output_folder"], checkpoint)
+    where = checkpoint if debug_files is None else f"debug/{checkpoint}"
+    out = eval_folder(hparams["output_folder"], where)
     diverged = read_diverged(hparams["output_folder"])
     checkpointer = hparams["checkpointer"]
     if checkpoint not in CHECKPOINTS:
@@ -502,7 +509,7 @@ def evaluate_run(
         if latest is not None:  # trained, but no validation had a finite EER
             return _diverged_results(hparams, checkpoint, None, precision, diverged or {
                 "step": latest.meta.get("step"),
-                "reason": "no validation of training had a finite EER"})
+                "reason": "no validation of training had a finite EER"}, where)
     used = load_averaged(hparams) if averaged else None
     ckpt = used[-1] if averaged else load_checkpoint(hparams, checkpoint)
     # the averaged weights are no checkpoint's: their own cohort cache key, never reused
@@ -510,7 +517,7 @@ def evaluate_run(
         else ckpt.path.name
     post = bool(hparams.get("post_process_scores", False))
     top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
-    if not averaged:
+    if not averaged and debug_files is None:
         reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation,
                                          post, top_k, device)
         if reused is not None:
@@ -527,6 +534,16 @@ def evaluate_run(
                                read_trials(hparams["val_trials"]))
     files = pd.concat([df[["ID", "duration", "wav"]] for df, _ in lists.values()])
     files = files.drop_duplicates("ID").reset_index(drop=True)
+    debug = None
+    if debug_files is not None:
+        chosen = [debug_trials(trials, max(2, debug_files // len(lists)))
+                  for _, trials in lists.values()]
+        keep = set().union(*(set(t.id1) | set(t.id2) for t in chosen))
+        files = files[files.ID.isin(keep)].reset_index(drop=True)
+        debug = {"files_embedded": len(files), "trials_scored": {}}
+        for name, (df, trials) in lists.items():
+            lists[name] = (df, embedded_trials(trials, keep, name))
+            debug["trials_scored"][name] = [len(lists[name][1]), len(trials)]
     index_of = dict(zip(files.ID, range(len(files)), strict=True))
     indices = {name: trial_indices(trials, index_of, name) for name, (_, trials) in lists.items()}
 
@@ -537,7 +554,7 @@ def evaluate_run(
     if nonfinite:
         return _diverged_results(hparams, checkpoint, ckpt, precision, {
             "step": ckpt.meta.get("step"),
-            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"})
+            "reason": f"{nonfinite} of {len(files)} embeddings are not finite"}, where)
 
     cohort = None
     if post or hparams.get("enroll_training_data", False):
@@ -551,6 +568,7 @@ def evaluate_run(
         "files_embedded": len(files),
         "test_precision": precision,
         "diverged": diverged or False,
+        **({"debug": debug} if debug else {}),
     }
     if averaged:
         results["averaged"] = {
@@ -590,11 +608,12 @@ def evaluate_run(
         results["test_sets"][name] = entry
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
                     entry["n_trials"])
-    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    write_json(results_path(hparams["output_folder"], where), results)
     return results
 
 
-def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict) -> dict:
+def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,
+                      where: str) -> dict:
     """results.json of a run that diverged with nothing to test: no EER, never the
     untrained model's (``ckpt`` None: no validation had a finite EER)."""
     results = {
@@ -607,7 +626,7 @@ def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict) -> d
     }
     logger.warning("%s: diverged at step %s (%s): nothing to test", checkpoint,
                    diverged.get("step"), diverged.get("reason"))
-    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    write_json(results_path(hparams["output_folder"], where), results)
     return results
 
 

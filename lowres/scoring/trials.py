@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import torch
 
 from lowres.io.lists import ListError
 from lowres.scoring.score_norm import cosine_trial_scores
+
+logger = logging.getLogger(__name__)
 
 
 def trial_indices(trials: pd.DataFrame, index_of: Mapping[str, int],
@@ -25,12 +28,44 @@ def trial_indices(trials: pd.DataFrame, index_of: Mapping[str, int],
     return left, right
 
 
+def embedded_trials(trials: pd.DataFrame, embedded: Collection[str], name: str) -> pd.DataFrame:
+    """Only the trials of list ``name`` whose two files are in ``embedded``, logged.
+
+    For SpeechBrain's ``--debug`` runs, which embed a few batches only; never used
+    otherwise (a normal run fails on a trial file without an embedding instead)."""
+    keep = trials.id1.isin(embedded) & trials.id2.isin(embedded)
+    logger.warning("%s: debug mode: scoring only the %d of %d trials whose files were "
+                   "embedded", name, int(keep.sum()), len(trials))
+    return trials[keep].reset_index(drop=True)
+
+
+def debug_trials(trials: pd.DataFrame, max_files: int) -> pd.DataFrame:
+    """Trials of at most ``max_files`` files in all, target and non-target taken in turn
+    (so a debug run's few batches can score both kinds): what ``--debug`` embeds."""
+    in_turn = np.argsort(trials.groupby("label").cumcount().to_numpy(), kind="stable")
+    ids1, ids2 = trials.id1.to_numpy(), trials.id2.to_numpy()
+    files: set[str] = set()
+    rows = []
+    for row in in_turn:
+        new = {ids1[row], ids2[row]} - files
+        if len(files) + len(new) <= max_files:
+            files |= new
+            rows.append(row)
+        if len(files) >= max_files:
+            break
+    return trials.iloc[sorted(rows)].reset_index(drop=True)
+
+
 def score_trials(embeddings: Mapping[str, torch.Tensor], trials: pd.DataFrame,
-                 name: str = "trials") -> tuple[np.ndarray, np.ndarray]:
-    """Cosine scores and labels of ``trials`` over ``{id: embedding}``."""
+                 name: str = "trials", only_embedded: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores and labels of ``trials`` over ``{id: embedding}``; ``only_embedded``
+    (debug runs only): score just the trials whose files have embeddings."""
+    if only_embedded:
+        trials = embedded_trials(trials, embeddings.keys(), name)
     ids = sorted(set(trials.id1) | set(trials.id2))
     index_of = {u: i for i, u in enumerate(ids)}
     left, right = trial_indices(trials, {u: i for u, i in index_of.items() if u in embeddings},
                                 name)
-    emb = torch.stack([embeddings[u] for u in ids]).float()
+    emb = torch.stack([embeddings[u] for u in ids]).float() if ids else torch.zeros(0, 1)
     return cosine_trial_scores(emb, left, right).numpy(), trials.label.to_numpy()

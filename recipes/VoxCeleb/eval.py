@@ -7,7 +7,11 @@ r"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
         [--post_process_scores true] [--test_precision fp16|fp32] [--key value ...]
 
 Writes OUT/eval/<checkpoint>/results.json and per-trial score files (see
-lowres.scoring.evaluation).  The hparams come from the run's own resolved
+lowres.scoring.evaluation); with SpeechBrain's ``--debug [--debug_batches N]`` only N
+batches of files of each list are embedded and only their trials scored (logged, and in
+results.json's ``debug``), into OUT/eval/debug/<checkpoint>/ (a debug training run
+needs ``--debug_persistently`` to keep its checkpoints for it).  The hparams come from
+the run's own resolved
 ``OUT/hyperparams.yaml`` (written by train.py, so the model is rebuilt exactly
 as trained, whatever overrides training had); the yaml given on the command
 line is only used for a run folder without one.  ``--key value`` overrides
@@ -77,7 +81,11 @@ def main(argv) -> dict:
     hparams = hparams_for(hparams_file, overrides)
     if test_sets is None:
         test_sets = hparams.get("test_sets", TEST_SETS)
-    results = evaluate_run(hparams, checkpoint, test_sets, run_opts=run_opts)
+    # SpeechBrain's --debug: a few batches of files per list, into OUT/eval/debug/
+    debug_files = run_opts.debug_batches * int(hparams.get("eval_batch_size", 16)) \
+        if run_opts.debug else None
+    results = evaluate_run(hparams, checkpoint, test_sets, run_opts=run_opts,
+                           debug_files=debug_files)
     print(summary(results))
     return results
 

@@ -79,7 +79,7 @@ from lowres.scoring.evaluation import (
     test_set_names,
 )
 from lowres.scoring.metrics import eer
-from lowres.scoring.trials import score_trials
+from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.schedules import SCHEDULES, build_lr_scheduler
 from prepare.errors import PrepareError
 
@@ -148,7 +148,9 @@ class SpeakerBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_summary = self.stats.summary()
             return
-        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation")
+        # --debug embeds a few batches: score the trials of those files only (logged)
+        scores, labels = score_trials(self.val_embeddings, self.val_trials, "validation",
+                                      only_embedded=self.debug)
         val_eer = eer(scores, labels).eer if np.isfinite(scores).all() else math.nan
         lr = self.optimizer.param_groups[0]["lr"]
         self.hparams.train_logger.log_stats(
@@ -519,6 +521,13 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
                                               hparams["crop_seconds"], hparams["sample_rate"],
                                               normalise)
     batch = hparams["batch_size"]
+    if brain.debug:  # validate on the files of a few trials, which debug_batches cover
+        trials = debug_trials(read_trials(hparams["val_trials"]),
+                              brain.debug_batches * (batch // world_size))
+        files = set(trials.id1) | set(trials.id2)
+        valid_set = valid_set.filtered_sorted(key_test={"id": lambda i: i in files})
+        logger.warning("debug mode: validating on the %d files of %d validation trials",
+                       len(valid_set), len(trials))
     brain.schedule = schedule
     hparams["epoch_counter"].limit = len(schedule.epoch_ends)
     # Each process samples its own share (the epochs differ in length, which SpeechBrain's
@@ -548,17 +557,19 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
     return train_loader, valid_loader
 
 
-def evaluate_after_training(hparams, device):
+def evaluate_after_training(hparams, device, debug_files=None):
     """Hook: test the last, the averaged (average_checkpoints) and the best checkpoint
     (lowres.scoring.evaluation, issues 4 and 13).
 
-    ``eval/best/results.json`` is written last: it marks the run as finished.
+    ``eval/best/results.json`` is written last: it marks the run as finished.  With
+    ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
     """
     from lowres.scoring.evaluation import evaluate_run
 
     # eval/best last; evaluate_run reads test_sets in every form a user types
     for which in ("last", *(["averaged"] if hparams["average_checkpoints"] else []), "best"):
-        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device)
+        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
+                     debug_files=debug_files)
 
 
 # ---------------------------------------------------------------------------
@@ -629,7 +640,9 @@ def main(argv):
         logger.info("best validation EER %.3f%% at step %d (%s)", 100 * best.meta["val_eer"],
                     best.meta["step"], best.path)
     if hparams["evaluate_after_training"]:
-        run_on_main(evaluate_after_training, args=[hparams, brain.device])
+        debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
+            if brain.debug else None
+        run_on_main(evaluate_after_training, args=[hparams, brain.device, debug_files])
 
 
 if __name__ == "__main__":
