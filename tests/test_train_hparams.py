@@ -232,6 +232,7 @@ def _fake_brain(train, trials_file, logged, saved):
         log_stats=lambda **kw: logged.append(kw)), average_checkpoints=0)
     brain.checkpointer = SimpleNamespace(save_and_keep_only=lambda **kw: saved.append(kw))
     brain.stats = train.RunningStats()
+    brain.debug = False  # SpeechBrain's Brain sets it from --debug
     return brain
 
 
