@@ -18,6 +18,10 @@ validation's checkpoint and the last one are tested after training. A run whose 
 stays non-finite (SpeechBrain's ``--nonfinite_patience``) stops, is recorded as diverged
 (``OUT/diverged.json``) and is still evaluated: results.json says it diverged.
 
+``--tensorboard true`` also logs train loss, accuracy and lr, and the validation loss,
+accuracy and EER, by optimiser step to ``tensorboard_folder`` (SpeechBrain's
+TensorboardLogger). SpeechBrain's ``--debug`` runs a few batches (recipes.csv's commands).
+
 Multi-GPU (SpeechBrain DDP)::
 
     torchrun --nproc_per_node 4 train.py hparams/ecapa_full.yaml --data_folder DIR
@@ -34,6 +38,7 @@ them into SpeechBrain's ``Brain``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import os
@@ -142,7 +147,19 @@ class SpeakerBrain(sb.core.Brain):
         if step % self.hparams.log_interval == 0 and self.log_stats.count:
             self.hparams.train_logger.log_stats(
                 stats_meta={"step": step, "lr": lr}, train_stats=self.log_stats.summary())
+            self.track(step, {"lr": lr, **{f"train/{k}": v
+                                           for k, v in self.log_stats.summary().items()}})
             self.log_stats = RunningStats()
+
+    tensorboard = None  # main(): SpeechBrain's TensorboardLogger when the yaml turns it on
+
+    def track(self, step: int, scalars: dict) -> None:
+        """``scalars`` at optimiser step ``step`` to TensorBoard, if on (main process)."""
+        writer = getattr(self.tensorboard, "writer", None)
+        if writer is not None:
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
+            writer.flush()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -158,6 +175,8 @@ class SpeakerBrain(sb.core.Brain):
             train_stats=getattr(self, "train_summary", None) if epoch else None,
             valid_stats={**self.stats.summary(), "EER%": round(100 * val_eer, 3)},
         )
+        self.track(self.optimizer_step, {
+            f"valid/{k}": v for k, v in {**self.stats.summary(), "EER%": 100 * val_eer}.items()})
         if epoch == 0:  # the untrained model: logged, never a candidate for testing
             return
         # a non-finite EER is no candidate for "best" either (no val_eer in the meta)
@@ -400,6 +419,10 @@ def check_hparams(values: dict, world_size: int) -> None:
         bad("input_normalisation",
             f"must be one of {', '.join(lowres_data.INPUT_NORMALISATIONS)}")
     check_values(values)  # what the evaluation after training reads: test_sets, AS-norm ...
+    if not isinstance(values.get("tensorboard", False), bool):
+        bad("tensorboard", "must be true or false")
+    if values.get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+        bad("tensorboard", "needs the tensorboard package (requirements.txt)")
     if values.get("init_from_run"):
         parent_checkpoint(values["init_from_run"], values["output_folder"])
     lowres_augment.augment_config(values)  # augmentation keys and their prepared CSVs
@@ -616,6 +639,10 @@ def main(argv):
     brain = SpeakerBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
                          hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.optimizer_step_limit = hparams["max_steps"]
+    if hparams.get("tensorboard"):
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        brain.tensorboard = TensorboardLogger(hparams["tensorboard_folder"])
     train_loader, brain.valid_loader = make_loaders(brain, hparams, schedule, world_size)
     brain.val_trials = read_trials(hparams["val_trials"])
     diverged = read_diverged(out)
