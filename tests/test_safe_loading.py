@@ -94,3 +94,17 @@ def test_exported_folder_with_a_payload_is_refused_by_speechbrain(tmp_path, mark
     with pytest.raises(Exception, match="Weights only load failed"):
         EncoderClassifier.from_hparams(source=str(tmp_path / "sb"),
                                        savedir=str(tmp_path / "cache"))
+
+
+def test_rng_state_of_an_earlier_run_still_resumes(tmp_path):
+    """rng.ckpt as lowres wrote it before (python's and numpy's states as they return them)."""
+    train = load_script(ROOT / "recipes" / "VoxCeleb" / "train.py", "train_old_rng_state")
+    random.seed(5)
+    np.random.seed(6)
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(), "cuda": None}, tmp_path / "rng.ckpt")
+    expected = random.random(), np.random.normal(), torch.rand(1)
+    random.seed(0)
+    np.random.seed(0)
+    train.RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
+    assert (random.random(), np.random.normal(), torch.rand(1)) == expected

@@ -346,11 +346,19 @@ class RngState:
 
     @mark_as_loader
     def _load(self, path, end_of_epoch):
-        state = load_tensors(path)
+        # an rng.ckpt of an earlier lowres holds numpy's uint32 key array itself: allowed,
+        # as data only (no other global), so runs checkpointed before still resume
+        with torch.serialization.safe_globals([np._core.multiarray._reconstruct, np.ndarray,
+                                               np.dtype, np.dtypes.UInt32DType]):
+            state = load_tensors(path)
         py, npy = state["python"], state["numpy"]
-        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                             npy["has_gauss"], npy["cached"]))
+        if isinstance(py, tuple):  # that earlier format: the states as python returns them
+            random.setstate(py)
+            np.random.set_state(npy)
+        else:
+            random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+            np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32),
+                                 npy["pos"], npy["has_gauss"], npy["cached"]))
         torch.set_rng_state(state["torch"])
         if state["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
