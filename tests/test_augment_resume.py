@@ -1,40 +1,21 @@
 """An augmented run of recipes/VoxCeleb/train.py, killed and resumed, ends equal to an
 uninterrupted one: augmentation draws are a pure function of (seed, draw), no state."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from test_train_resume import ENV, checkpoints, ckpt_step, final_state, run_train, train_args
+from test_train_resume import (
+    checkpoints,
+    ckpt_step,
+    final_state,
+    kill_once_past,
+    run_train,
+    train_args,
+)
 
 from lowres.io.lists import read_manifest
 from prepare.augment_sets import prepare_augment_sets
 from prepare.synthetic.augment_sets import generate_augment_sets
-
-
-def kill_once_past(args, out, low: int, high: int) -> None:
-    """Start a run and SIGKILL it once it has a checkpoint at a step in [low, high)."""
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if any(low <= ckpt_step(c) < high for c in checkpoints(out)):
-                    break
-            except (OSError, TypeError):  # a checkpoint being written or deleted
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.mark.slow

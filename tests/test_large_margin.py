@@ -1,17 +1,20 @@
 """Large-margin fine-tuning (issue 13): a stage started with init_from_run begins from its
 parent's best weights, keeps its own folder and checkpoints, and resumes after SIGKILL."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import yaml
 from conftest import load_script
-from test_train_resume import ENV, TRAIN, checkpoints, ckpt_step, final_state, run_train, train_args
+from test_train_resume import (
+    TRAIN,
+    checkpoints,
+    ckpt_step,
+    final_state,
+    kill_once_past,
+    run_train,
+    train_args,
+)
 
 from lowres.io.hparams import HparamsError, plain_values
 
@@ -49,23 +52,7 @@ def test_stage_starts_from_the_parent_and_resumes(prepared_manifests, tmp_path):
 
     args = train_args(prepared_manifests, child, f"--init_from_run={parent}", "--max_steps=16",
                       "--crop_seconds=1.5", *STAGE)
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    try:  # kill once a checkpoint of the stage exists
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if any(3 <= ckpt_step(c) < 12 for c in checkpoints(child)):
-                    break
-            except (OSError, TypeError):
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, "the stage finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_once_past(args, child, 3, 12)  # kill once a checkpoint of the stage exists
     resumed_from = max(ckpt_step(c) for c in checkpoints(child))
     run_train(args)
     log = (child / "train_log.txt").read_text()

@@ -5,15 +5,18 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 import torch
-from test_train_resume import ENV, checkpoints, ckpt_step, final_state, run_train, train_args
+from test_train_resume import (
+    checkpoints,
+    ckpt_step,
+    final_state,
+    kill_once_past,
+    run_train,
+    train_args,
+)
 
 from prepare.shards import write_shards
 
@@ -62,23 +65,7 @@ def test_shard_run_resumes_exactly_and_needs_no_wav_files(shards_only, tmp_path)
     assert set(results["test_sets"]) == {"original", "extended", "hard"}  # tested from shards
 
     args = train_args(manifests, killed, *extra)
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    try:  # SIGKILL once a checkpoint past the first validation exists
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if any(10 <= ckpt_step(c) < 20 for c in checkpoints(killed)):
-                    break
-            except (OSError, TypeError):
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_once_past(args, killed, 10, 20)  # past the first validation
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     run_train(args)
     assert f"resumed_at_step: {resumed_from}" in (killed / "train_log.txt").read_text()

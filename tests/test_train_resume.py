@@ -27,6 +27,27 @@ def train_args(manifests, out, *extra):
     ]
 
 
+def kill_once_past(args, out, low: int, high: int) -> None:
+    """Start a run and SIGKILL it once it has a checkpoint at a step in [low, high)."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if any(low <= ckpt_step(c) < high for c in checkpoints(out)):
+                    break
+            except (OSError, TypeError):  # a checkpoint being written or deleted
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def run_train(args, timeout=300):
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV,
                           timeout=timeout)
@@ -77,23 +98,7 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
     assert "epoch: 3, step: 24" in log
 
     args = train_args(prepared_manifests, killed)
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    try:  # kill once a mid-run checkpoint past the first validation exists
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if any(10 <= ckpt_step(c) < 20 for c in checkpoints(killed)):
-                    break
-            except (OSError, TypeError):  # a checkpoint being written or deleted
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_once_past(args, killed, 10, 20)  # a mid-run checkpoint past the first validation
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     assert 0 < resumed_from < 24
     # A checkpoint cut short while saving (meta written, files missing) is newer than all:
