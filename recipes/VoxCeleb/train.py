@@ -20,7 +20,9 @@ stays non-finite (SpeechBrain's ``--nonfinite_patience``) stops, is recorded as 
 
 ``--tensorboard true`` also logs train loss, accuracy and lr, and the validation loss,
 accuracy and EER, by optimiser step to ``tensorboard_folder`` (SpeechBrain's
-TensorboardLogger). SpeechBrain's ``--debug`` runs a few batches (recipes.csv's commands).
+TensorboardLogger); ``--wandb true`` logs the same to W&B (SpeechBrain's WandBLogger;
+``wandb_mode: offline`` by default: an offline run under ``OUTPUT/wandb``, ``wandb sync`` uploads
+it). SpeechBrain's ``--debug`` runs a few batches (recipes.csv's commands).
 
 Multi-GPU (SpeechBrain DDP)::
 
@@ -91,6 +93,7 @@ from prepare.errors import PrepareError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "bf16", "fp32")
+WANDB_MODES = ("offline", "online")  # offline: written under OUTPUT/wandb, no network
 
 
 class SpeakerBrain(sb.core.Brain):
@@ -152,14 +155,18 @@ class SpeakerBrain(sb.core.Brain):
             self.log_stats = RunningStats()
 
     tensorboard = None  # main(): SpeechBrain's TensorboardLogger when the yaml turns it on
+    wandb = None  # main(): SpeechBrain's WandBLogger when the yaml turns it on
 
     def track(self, step: int, scalars: dict) -> None:
-        """``scalars`` at optimiser step ``step`` to TensorBoard, if on (main process)."""
+        """``scalars`` at optimiser step ``step`` to TensorBoard and W&B, if on (main process)."""
         writer = getattr(self.tensorboard, "writer", None)
         if writer is not None:
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, step)
             writer.flush()
+        run = getattr(self.wandb, "run", None)
+        if run is not None:  # by optimiser step: WandBLogger.log_stats would use the epoch
+            run.log(scalars, step=step)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -431,6 +438,18 @@ def check_hparams(values: dict, world_size: int) -> None:
         bad("tensorboard", "must be true or false")
     if values.get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
         bad("tensorboard", "needs the tensorboard package (requirements.txt)")
+    if not isinstance(values.get("wandb", False), bool):
+        bad("wandb", "must be true or false")
+    if values.get("wandb"):
+        if importlib.util.find_spec("wandb") is None:
+            bad("wandb", "needs the wandb package (requirements.txt)")
+        if values.get("wandb_mode") not in WANDB_MODES:
+            bad("wandb_mode", f"must be one of {', '.join(WANDB_MODES)}")
+        if not isinstance(values.get("wandb_project"), str) or not values["wandb_project"]:
+            bad("wandb_project", "must be a W&B project name")
+        timeout = values.get("wandb_init_timeout")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            bad("wandb_init_timeout", "must be a positive number of seconds")
     if values.get("init_from_run"):
         parent_checkpoint(values["init_from_run"], values["output_folder"])
     lowres_augment.augment_config(values)  # augmentation keys and their prepared CSVs
@@ -606,6 +625,22 @@ def evaluate_after_training(hparams, device, debug_files=None):
 # ---------------------------------------------------------------------------
 
 
+def wandb_logger(hparams, config: dict):
+    """SpeechBrain's WandBLogger for this run (a run on the main process only): project
+    ``wandb_project``, mode ``wandb_mode``, files under ``<output_folder>/wandb``, the resolved
+    plain hyperparameters as its config.  Silent, and an online init gives up after
+    ``wandb_init_timeout`` seconds instead of blocking training; offline makes no network call.
+    """
+    import wandb
+    from speechbrain.utils.train_logger import WandBLogger
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandBLogger(
+        wandb.init, project=hparams["wandb_project"], mode=hparams["wandb_mode"],
+        dir=hparams["output_folder"], config=config,
+        settings=wandb.Settings(silent=True, init_timeout=hparams["wandb_init_timeout"]))
+
+
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -651,6 +686,8 @@ def main(argv):
         from speechbrain.utils.train_logger import TensorboardLogger
 
         brain.tensorboard = TensorboardLogger(hparams["tensorboard_folder"])
+    if hparams.get("wandb"):
+        brain.wandb = wandb_logger(hparams, {**values, **extra})
     train_loader, brain.valid_loader = make_loaders(brain, hparams, schedule, world_size)
     brain.val_trials = read_trials(hparams["val_trials"])
     diverged = read_diverged(out)
@@ -678,6 +715,8 @@ def main(argv):
         debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
             if brain.debug else None
         run_on_main(evaluate_after_training, args=[hparams, brain.device, debug_files])
+    if getattr(brain.wandb, "run", None) is not None:
+        brain.wandb.run.finish()  # offline: the run folder is complete; online: uploaded
 
 
 if __name__ == "__main__":
