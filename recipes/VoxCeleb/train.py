@@ -40,7 +40,9 @@ them into SpeechBrain's ``Brain``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import inspect
 import logging
 import math
 import os
@@ -93,6 +95,7 @@ from prepare.errors import PrepareError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "bf16", "fp32")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 WANDB_MODES = ("offline", "online")  # offline: written under OUTPUT/wandb, no network
 
 
@@ -424,6 +427,11 @@ def check_hparams(values: dict, world_size: int) -> None:
             bad("regularisation", f"must be one of {', '.join(REGULARISATION_PRESETS)}")
     if values.get("precision") not in PRECISIONS:
         bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+    for key in ("compile_embedder", "fused_optimizer"):
+        if not isinstance(values.get(key, False), bool):
+            bad(key, "must be true or false")
+    if values.get("compile_mode", "default") not in COMPILE_MODES:
+        bad("compile_mode", f"must be one of {', '.join(COMPILE_MODES)}")
     v = values.get("val_interval")
     if v != "epoch" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
         bad("val_interval", "must be a positive number of steps or 'epoch'")
@@ -549,6 +557,31 @@ def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[
     return precision_on(precision, device, key="precision")
 
 
+def compile_run_opts(values: dict, run_opts):
+    """SpeechBrain's run options with ``compile_embedder``: torch.compile of the embedder
+    alone (Brain._compile, in ``compile_mode``), unless the command line's ``--compile`` /
+    ``--compile_module_keys`` already chose the modules."""
+    if "compile_mode" in run_opts.overridden_args and run_opts.compile_mode not in COMPILE_MODES:
+        raise HparamsError(f"invalid hparam compile_mode={run_opts.compile_mode!r}: must be "
+                           f"one of {', '.join(COMPILE_MODES)}")
+    if not values.get("compile_embedder") or run_opts.compile:
+        return run_opts
+    return dataclasses.replace(
+        run_opts, compile=True, compile_module_keys=run_opts.compile_module_keys or ["embedder"],
+        overridden_args=run_opts.overridden_args | {"compile", "compile_module_keys"})
+
+
+def optimizer_class(opt_class, fused: bool):
+    """``opt_class`` with ``fused=True`` for ``fused_optimizer`` (torch's fused Adam: one
+    kernel per step for all parameters; torch 2.9 has it for CUDA and CPU tensors)."""
+    if not fused:
+        return opt_class
+    if "fused" not in inspect.signature(opt_class).parameters:
+        raise HparamsError(f"invalid hparam fused_optimizer=True: opt_class {opt_class} has "
+                           "no fused implementation (torch.optim.Adam, AdamW and SGD do)")
+    return functools.partial(opt_class, fused=True)
+
+
 def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int):
     """Training loader (StepBudgetSampler over ``schedule``, one crop per draw) and
     validation loader; with utterance normalisation both normalise with file statistics."""
@@ -648,6 +681,7 @@ def main(argv):
 
     values = plain_values(hparams_file, overrides)
     check_hparams(values, world_size)
+    run_opts = compile_run_opts(values, run_opts)  # and checks --compile_mode
     prepare_manifests(values)
     check_test_sets(values)
     prepare_wav_stats(values)
@@ -679,7 +713,8 @@ def main(argv):
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} cwd={os.getcwd()} "
                     f"world_size={world_size}\n{shlex.join([sys.executable, *sys.argv])}\n")
 
-    brain = SpeakerBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
+    opt_class = optimizer_class(hparams["opt_class"], hparams["fused_optimizer"])
+    brain = SpeakerBrain(modules=hparams["modules"], opt_class=opt_class,
                          hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.optimizer_step_limit = hparams["max_steps"]
     if hparams.get("tensorboard"):
