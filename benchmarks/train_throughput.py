@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--batch 16] [--steps 6] [--workers 2] [--base]
         [--models xvector ecapa wav2vec2] [--input_normalisation utterance|crop]
+        [--compile [--compile_mode MODE]] [--fused] [--no_gradient_checkpointing]
 
 Measures, at batch ``--batch`` x 2 s crops:
 
@@ -19,6 +20,12 @@ Measures, at batch ``--batch`` x 2 s crops:
   random wav2vec2-base-sized one), fp32, whole model training;
 * the full loop (loader feeding the model) with our loader and with the stock full-read
   loader, steps/s (interleaved, best of two each).
+
+The step-time switches of train.py (issue 14 section 4), off by default as there:
+``--compile`` is ``compile_embedder`` (torch.compile of the embedder, ``--compile_mode``,
+static shapes as SpeechBrain's Brain._compile), ``--fused`` is ``fused_optimizer`` (Adam's
+fused kernel), ``--no_gradient_checkpointing`` is wav2vec2's ``gradient_checkpointing:
+false``. A compiled model compiles in its warm-up step, which is not timed.
 
 Goals: our loader supplies at least 5x the utterances/s the model consumes (wav2vec2:
 the loader as it trains, i.e. normalising with the file statistics under ``utterance``),
@@ -132,7 +139,8 @@ def item_us(dataset, key, n=300):
 class Trainer:
     """One optimiser step of embedder + cosine classifier + AAM loss (what train.py does)."""
 
-    def __init__(self, hparams, device="cpu", precision="fp32", normalised=False):
+    def __init__(self, hparams, device="cpu", precision="fp32", normalised=False,
+                 compile_mode=None, fused=False):
         self.device = torch.device(device)
         # utterance normalisation: the loader normalised the crops (train.py does the same)
         self.kwargs = {"normalised": True} if normalised else {}
@@ -143,7 +151,11 @@ class Trainer:
             self.embedder.set_backbone_frozen(False)  # worst case: the backbone trains
         self.embedder.train()
         params = [*self.embedder.parameters(), *self.classifier.parameters()]
-        self.opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4)
+        self.opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4,
+                                    fused=fused or None)
+        # as Brain._compile with compile_embedder (dynamic=False: SpeechBrain's default)
+        self.forward = self.embedder if compile_mode is None else torch.compile(
+            self.embedder, mode=compile_mode, dynamic=False)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
         fp16_cuda = precision == "fp16" and self.device.type == "cuda"
@@ -153,7 +165,7 @@ class Trainer:
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
         with self.autocast:
-            emb = self.embedder(wavs, lens, **self.kwargs)
+            emb = self.forward(wavs, lens, **self.kwargs)
             logits = self.classifier(emb.unsqueeze(1)).float()
         loss = self.loss(logits, batch.spk_id_encoded.data.to(self.device))
         self.scaler.scale(loss).backward()
@@ -199,12 +211,22 @@ def main(argv=None):
     p.add_argument("--skip_loops", action="store_true", help="model rates only")
     p.add_argument("--input_normalisation", default="utterance", choices=["utterance", "crop"],
                    help="wav2vec2's (hparams/shared/wav2vec2.yaml; default %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the embedder")
+    p.add_argument("--compile_mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune",
+                            "max-autotune-no-cudagraphs"])
+    p.add_argument("--fused", action="store_true", help="Adam's fused kernel")
+    p.add_argument("--no_gradient_checkpointing", action="store_true",
+                   help="wav2vec2 without gradient checkpointing (more memory, less compute)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"benchmark on {gpu}: batch {args.batch} x {CROP:.0f} s, {args.precision}, "
-          f"{args.workers} loader workers, torch threads {torch.get_num_threads()}")
+          f"{args.workers} loader workers, torch threads {torch.get_num_threads()}; "
+          f"compile {args.compile_mode if args.compile else 'off'}, fused Adam "
+          f"{'on' if args.fused else 'off'}, wav2vec2 gradient checkpointing "
+          f"{'off' if args.no_gradient_checkpointing else 'on'}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -252,8 +274,9 @@ def main(argv=None):
             normalise = name.startswith("wav2vec2") and utterance  # as train.py loads it
             if name.startswith("wav2vec2"):
                 overrides["wav2vec2_source"] = str(sources[name])
+                overrides["gradient_checkpointing"] = not args.no_gradient_checkpointing
             trainer = Trainer(load_hparams(ROOT / cell, overrides), args.device, args.precision,
-                              normalise)
+                              normalise, args.compile_mode if args.compile else None, args.fused)
             supply = ours_norm if normalise else ours
             batch = next(iter(our_loader(csv_path, encoder, args.batch, 0, 1, normalise)))
             slow = name == "wav2vec2-base" and args.device == "cpu"
