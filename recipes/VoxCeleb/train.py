@@ -40,30 +40,18 @@ them into SpeechBrain's ``Brain``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
-import inspect
 import logging
 import math
 import os
-import random
-import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import speechbrain as sb
 import torch
-from speechbrain.utils.checkpoints import (
-    Checkpointer,
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
-)
-from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
-from tqdm import tqdm
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from lowres.data import augment as lowres_augment
 from lowres.data import loading as lowres_data
@@ -73,22 +61,32 @@ from lowres.io.hparams import (
     load_hparams,
     overrides_dict,
     plain_values,
-    resolved_yaml,
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
-from lowres.io.tensor_files import UnsafeFileError, load_tensors, use_safe_recovery
+from lowres.io.tensor_files import UnsafeFileError, use_safe_recovery
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
     DIVERGED_FILE,
     check_values,
     mark_diverged,
-    precision_on,
     read_diverged,
     test_set_files,
     test_set_names,
 )
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
+from lowres.training.runs import (
+    COMPLETE,
+    CompleteMarker,
+    RngState,
+    effective_precision,
+    optimizer_class,
+    progress_description,
+    record_run,
+    remove_incomplete_checkpoints,
+    unwrap,
+    wrap_cpu_ddp,
+)
 from lowres.training.schedules import SCHEDULES, build_lr_scheduler
 from prepare.errors import PrepareError
 
@@ -110,7 +108,7 @@ class SpeakerBrain(sb.core.Brain):
         embedder = self.modules.embedder
         # utterance normalisation: the data normalised each crop with its file's statistics
         kwargs = {"normalised": True} if self.input_normalised else {}
-        if stage != sb.Stage.TRAIN and not _unwrap(embedder).padding_invariant:
+        if stage != sb.Stage.TRAIN and not unwrap(embedder).padding_invariant:
             return _one_at_a_time(embedder, wavs, lens, **kwargs)
         return embedder(wavs, lens, **kwargs)
 
@@ -139,7 +137,7 @@ class SpeakerBrain(sb.core.Brain):
             h = self.hparams
             # as published: a frozen backbone in train mode once a validation of the
             # training ran, i.e. from the second interval on (lowres.models.freeze)
-            apply_freeze_schedule(_unwrap(self.modules.embedder), self.optimizer_step,
+            apply_freeze_schedule(unwrap(self.modules.embedder), self.optimizer_step,
                                   h.wav2vec_initially_frozen, h.num_frozen_steps,
                                   train_mode=h.frozen_backbone_as_published
                                   and h.epoch_counter.current > 1)
@@ -149,7 +147,7 @@ class SpeakerBrain(sb.core.Brain):
             return
         self.lr_scheduler.step()
         step, lr = self.optimizer_step, self.optimizer.param_groups[0]["lr"]
-        _progress_description(f"step {step} loss {loss.item():.3f} lr {lr:.2e}")
+        progress_description(f"step {step} loss {loss.item():.3f} lr {lr:.2e}")
         if step % self.hparams.log_interval == 0 and self.log_stats.count:
             self.hparams.train_logger.log_stats(
                 stats_meta={"step": step, "lr": lr}, train_stats=self.log_stats.summary())
@@ -229,14 +227,8 @@ class SpeakerBrain(sb.core.Brain):
         use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
 
     def _wrap_distributed(self):
-        if not (self.distributed_launch and self.device_type == "cpu"):
-            return super()._wrap_distributed()
-        # SpeechBrain converts BatchNorm to SyncBatchNorm, which needs GPUs: on CPU (gloo,
-        # tests) use plain DDP; each process then keeps its own BatchNorm statistics.
-        for name, module in self.modules.items():
-            if any(p.requires_grad for p in module.parameters()):
-                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
-                    module, find_unused_parameters=self.find_unused_parameters)
+        if not wrap_cpu_ddp(self):  # on CPU (gloo): plain DDP, no SyncBatchNorm
+            super()._wrap_distributed()
 
     @property
     def keep(self) -> int:
@@ -260,9 +252,6 @@ class SpeakerBrain(sb.core.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"resumed_at_step": self.optimizer_step,
                             "epoch": self.hparams.epoch_counter.current})
-
-
-COMPLETE = "complete"
 
 
 def parent_checkpoint(parent: str | os.PathLike, output_folder: str | os.PathLike | None = None):
@@ -292,29 +281,6 @@ class Diverged(RuntimeError):
     """Training stopped: its loss stayed non-finite."""
 
 
-@register_checkpoint_hooks
-class CompleteMarker:
-    """Written after every other file of a checkpoint."""
-
-    @mark_as_saver
-    def _save(self, path):
-        Path(path).write_text("complete\n")
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch):
-        pass
-
-
-def remove_incomplete_checkpoints(checkpointer) -> None:
-    """Delete checkpoints whose saving was interrupted (SpeechBrain writes CKPT.yaml first)."""
-    if if_main_process():
-        for ckpt in checkpointer.find_checkpoints():
-            if not (ckpt.path / f"{COMPLETE}.ckpt").is_file():
-                logger.warning("removing the incomplete checkpoint %s", ckpt.path)
-                shutil.rmtree(ckpt.path)
-    ddp_barrier()
-
-
 class RunningStats:
     """Mean loss and accuracy over the batches seen since the last reset."""
 
@@ -334,51 +300,6 @@ class RunningStats:
                 "acc": round(self.correct / self.count, 4)}
 
 
-@register_checkpoint_hooks
-class RngState:
-    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume.
-
-    Stored as tensors and plain numbers, so it loads with ``weights_only=True`` (a shared
-    run folder cannot run code through it, lowres.io.tensor_files)."""
-
-    @mark_as_saver
-    def _save(self, path):
-        version, words, gauss = random.getstate()
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        torch.save({
-            "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64),
-                       "gauss": gauss},
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }, path)
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch):
-        # an rng.ckpt of an earlier lowres holds numpy's uint32 key array itself: allowed,
-        # as data only (no other global), so runs checkpointed before still resume
-        with torch.serialization.safe_globals([np._core.multiarray._reconstruct, np.ndarray,
-                                               np.dtype, np.dtypes.UInt32DType]):
-            state = load_tensors(path)
-        py, npy = state["python"], state["numpy"]
-        if isinstance(py, tuple):  # that earlier format: the states as python returns them
-            random.setstate(py)
-            np.random.set_state(npy)
-        else:
-            random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-            np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32),
-                                 npy["pos"], npy["has_gauss"], npy["cached"]))
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _unwrap(module):
-    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) \
-        else module
-
-
 def _one_at_a_time(embedder, wavs, lens, **kwargs):
     """Embeddings of a padded batch, one file at a time, for padding-sensitive models."""
     if bool((lens >= 1).all()):
@@ -388,13 +309,6 @@ def _one_at_a_time(embedder, wavs, lens, **kwargs):
         n = int(round(float(rel) * wavs.shape[1]))
         out.append(embedder(wav[None, :n], torch.ones(1, device=wavs.device), **kwargs))
     return torch.cat(out)
-
-
-def _progress_description(text):
-    """Show step, loss and lr on the (single) training progress bar, if any."""
-    for bar in list(getattr(tqdm, "_instances", [])):
-        if not bar.disable:
-            bar.set_description(text, refresh=False)
 
 
 # ---------------------------------------------------------------------------
@@ -550,13 +464,6 @@ def training_schedule(values: dict, num_items: int) -> lowres_data.Schedule:
     return schedule
 
 
-def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[str, str]:
-    """The training precision on ``device`` (``--precision`` wins over the yaml), and a note."""
-    precision = run_opts.precision if "precision" in run_opts.overridden_args \
-        else hparams_precision
-    return precision_on(precision, device, key="precision")
-
-
 def compile_run_opts(values: dict, run_opts):
     """SpeechBrain's run options with ``compile_embedder``: torch.compile of the embedder
     alone (Brain._compile, in ``compile_mode``), unless the command line's ``--compile`` /
@@ -569,17 +476,6 @@ def compile_run_opts(values: dict, run_opts):
     return dataclasses.replace(
         run_opts, compile=True, compile_module_keys=run_opts.compile_module_keys or ["embedder"],
         overridden_args=run_opts.overridden_args | {"compile", "compile_module_keys"})
-
-
-def optimizer_class(opt_class, fused: bool):
-    """``opt_class`` with ``fused=True`` for ``fused_optimizer`` (torch's fused Adam: one
-    kernel per step for all parameters; torch 2.9 has it for CUDA and CPU tensors)."""
-    if not fused:
-        return opt_class
-    if "fused" not in inspect.signature(opt_class).parameters:
-        raise HparamsError(f"invalid hparam fused_optimizer=True: opt_class {opt_class} has "
-                           "no fused implementation (torch.optim.Adam, AdamW and SGD do)")
-    return functools.partial(opt_class, fused=True)
 
 
 def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int):
@@ -705,13 +601,7 @@ def main(argv):
     sb.create_experiment_directory(experiment_directory=str(out))
     if note:
         logger.warning(note)
-    if if_main_process():
-        (out / "hyperparams.yaml").write_text(
-            f"# Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {Path(hparams_file).resolve()}"
-            f" with overrides {overrides}\n" + resolved_yaml(hparams_file, overrides))
-        with open(out / "command.txt", "a", encoding="utf-8") as f:
-            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} cwd={os.getcwd()} "
-                    f"world_size={world_size}\n{shlex.join([sys.executable, *sys.argv])}\n")
+    record_run(out, hparams_file, overrides, world_size)
 
     opt_class = optimizer_class(hparams["opt_class"], hparams["fused_optimizer"])
     brain = SpeakerBrain(modules=hparams["modules"], opt_class=opt_class,

@@ -1,0 +1,158 @@
+"""What every recipe script on SpeechBrain's ``Brain`` shares (train.py, pretrain.py).
+
+- Exact resume: :class:`RngState` (python, numpy, torch, CUDA generators) and
+  :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
+  checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
+- The run folder's record: :func:`record_run` (resolved ``hyperparams.yaml``, ``command.txt``).
+- :func:`effective_precision` (``--precision`` over the yaml, fp16 -> fp32 on CPU),
+  :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
+  :func:`progress_description` (step, loss and lr on the progress bar) and :func:`unwrap`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import random
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+from tqdm import tqdm
+
+from lowres.io.hparams import HparamsError, resolved_yaml
+from lowres.io.tensor_files import load_tensors
+from lowres.scoring.evaluation import precision_on
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = "complete"  # recoverable name of the CompleteMarker (complete.ckpt)
+
+
+@register_checkpoint_hooks
+class CompleteMarker:
+    """Written after every other file of a checkpoint."""
+
+    @mark_as_saver
+    def _save(self, path):
+        Path(path).write_text("complete\n")
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch):
+        pass
+
+
+def remove_incomplete_checkpoints(checkpointer) -> None:
+    """Delete checkpoints whose saving was interrupted (SpeechBrain writes CKPT.yaml first)."""
+    if if_main_process():
+        for ckpt in checkpointer.find_checkpoints():
+            if not (ckpt.path / f"{COMPLETE}.ckpt").is_file():
+                logger.warning("removing the incomplete checkpoint %s", ckpt.path)
+                shutil.rmtree(ckpt.path)
+    ddp_barrier()
+
+
+@register_checkpoint_hooks
+class RngState:
+    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume.
+
+    Stored as tensors and plain numbers, so it loads with ``weights_only=True`` (a shared
+    run folder cannot run code through it, lowres.io.tensor_files)."""
+
+    @mark_as_saver
+    def _save(self, path):
+        version, words, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        torch.save({
+            "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64),
+                       "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }, path)
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch):
+        # an rng.ckpt of an earlier lowres holds numpy's uint32 key array itself: allowed,
+        # as data only (no other global), so runs checkpointed before still resume
+        with torch.serialization.safe_globals([np._core.multiarray._reconstruct, np.ndarray,
+                                               np.dtype, np.dtypes.UInt32DType]):
+            state = load_tensors(path)
+        py, npy = state["python"], state["numpy"]
+        if isinstance(py, tuple):  # that earlier format: the states as python returns them
+            random.setstate(py)
+            np.random.set_state(npy)
+        else:
+            random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+            np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32),
+                                 npy["pos"], npy["has_gauss"], npy["cached"]))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) \
+        else module
+
+
+def progress_description(text: str) -> None:
+    """Show step, loss and lr on the (single) training progress bar, if any."""
+    for bar in list(getattr(tqdm, "_instances", [])):
+        if not bar.disable:
+            bar.set_description(text, refresh=False)
+
+
+def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[str, str]:
+    """The training precision on ``device`` (``--precision`` wins over the yaml), and a note."""
+    precision = run_opts.precision if "precision" in run_opts.overridden_args \
+        else hparams_precision
+    return precision_on(precision, device, key="precision")
+
+
+def optimizer_class(opt_class, fused: bool):
+    """``opt_class`` with ``fused=True`` for ``fused_optimizer`` (torch's fused Adam: one
+    kernel per step for all parameters; torch 2.9 has it for CUDA and CPU tensors)."""
+    if not fused:
+        return opt_class
+    if "fused" not in inspect.signature(opt_class).parameters:
+        raise HparamsError(f"invalid hparam fused_optimizer=True: opt_class {opt_class} has "
+                           "no fused implementation (torch.optim.Adam, AdamW and SGD do)")
+    return functools.partial(opt_class, fused=True)
+
+
+def wrap_cpu_ddp(brain) -> bool:
+    """DDP-wrap the trainable modules of a CPU (gloo) run; False if SpeechBrain should.
+
+    SpeechBrain converts BatchNorm to SyncBatchNorm, which needs GPUs: on CPU (gloo,
+    tests) use plain DDP; each process then keeps its own BatchNorm statistics."""
+    if not (brain.distributed_launch and brain.device_type == "cpu"):
+        return False
+    for name, module in brain.modules.items():
+        if any(p.requires_grad for p in module.parameters()):
+            brain.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                module, find_unused_parameters=brain.find_unused_parameters)
+    return True
+
+
+def record_run(out: Path, hparams_file, overrides: dict, world_size: int) -> None:
+    """Write the run's resolved ``hyperparams.yaml`` (standalone: it reloads as the run's
+    hparams) and append the command to ``command.txt`` (main process only)."""
+    if not if_main_process():
+        return
+    (out / "hyperparams.yaml").write_text(
+        f"# Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {Path(hparams_file).resolve()}"
+        f" with overrides {overrides}\n" + resolved_yaml(hparams_file, overrides))
+    with open(out / "command.txt", "a", encoding="utf-8") as f:
+        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} cwd={os.getcwd()} "
+                f"world_size={world_size}\n{shlex.join([sys.executable, *sys.argv])}\n")
