@@ -35,6 +35,7 @@ from lowres.scoring.evaluation import precision_on
 logger = logging.getLogger(__name__)
 
 COMPLETE = "complete"  # recoverable name of the CompleteMarker (complete.ckpt)
+PRECISIONS = ("fp16", "bf16", "fp32")  # training precisions (SpeechBrain's --precision)
 
 
 @register_checkpoint_hooks
@@ -156,3 +157,32 @@ def record_run(out: Path, hparams_file, overrides: dict, world_size: int) -> Non
     with open(out / "command.txt", "a", encoding="utf-8") as f:
         f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} cwd={os.getcwd()} "
                 f"world_size={world_size}\n{shlex.join([sys.executable, *sys.argv])}\n")
+
+
+def step_budget_loader(brain, dataset, schedule, hparams, world_size: int,
+                       sampler_class=None):
+    """The training loader of a step-budget run: ``sampler_class`` (StepBudgetSampler)
+    over ``schedule``, this process's ``batch_size / world_size`` items per step, registered
+    as SpeechBrain's ``dataloader-TRAIN`` recoverable (its position within an "epoch").
+
+    Each process samples its own share (the epochs differ in length, which SpeechBrain's
+    DistributedSamplerWrapper does not follow), so the loader is made here, not by the
+    Brain. It has its own generator: creating its iterator leaves the global RNG untouched,
+    so a resumed run draws the same masks and dropout as an uninterrupted one."""
+    import speechbrain as sb
+
+    from lowres.data.loading import StepBudgetSampler
+
+    batch = hparams["batch_size"]
+    brain.schedule = schedule
+    hparams["epoch_counter"].limit = len(schedule.epoch_ends)
+    sampler = (sampler_class or StepBudgetSampler)(
+        len(dataset), [s * batch for s in schedule.epoch_ends], hparams["seed"],
+        schedule.items_per_pass, rank=int(os.environ.get("RANK", 0)), world_size=world_size)
+    brain.train_sampler = sampler  # set_epoch
+    loader = sb.dataio.dataloader.make_dataloader(
+        dataset, sampler=sampler, drop_last=True, batch_size=batch // world_size,
+        num_workers=hparams["num_workers"], pin_memory=str(brain.device).startswith("cuda"),
+        generator=torch.Generator().manual_seed(hparams["seed"]))
+    brain.checkpointer.add_recoverable("dataloader-TRAIN", loader)
+    return loader

@@ -77,6 +77,7 @@ from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.runs import (
     COMPLETE,
+    PRECISIONS,
     CompleteMarker,
     RngState,
     effective_precision,
@@ -84,6 +85,7 @@ from lowres.training.runs import (
     progress_description,
     record_run,
     remove_incomplete_checkpoints,
+    step_budget_loader,
     unwrap,
     wrap_cpu_ddp,
 )
@@ -92,7 +94,6 @@ from prepare.errors import PrepareError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "bf16", "fp32")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 WANDB_MODES = ("offline", "online")  # offline: written under OUTPUT/wandb, no network
 
@@ -507,23 +508,11 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
         valid_set = valid_set.filtered_sorted(key_test={"id": lambda i: i in files})
         logger.warning("debug mode: validating on the %d files of %d validation trials",
                        len(valid_set), len(trials))
-    brain.schedule = schedule
-    hparams["epoch_counter"].limit = len(schedule.epoch_ends)
-    # Each process samples its own share (the epochs differ in length, which SpeechBrain's
-    # DistributedSamplerWrapper does not follow), so the loader is made here, not by the
-    # Brain; it is checkpointed under SpeechBrain's own name for it.
-    sampler = sampler_class(
-        len(train_set), [s * batch for s in schedule.epoch_ends], hparams["seed"],
-        schedule.items_per_pass, rank=int(os.environ.get("RANK", 0)), world_size=world_size)
-    brain.train_sampler = sampler  # set_epoch
+    # this process's share of the step budget, checkpointed as SpeechBrain's dataloader-TRAIN
+    train_loader = step_budget_loader(brain, train_set, schedule, hparams, world_size,
+                                      sampler_class)
     common = {"batch_size": batch // world_size, "num_workers": hparams["num_workers"],
               "pin_memory": str(brain.device).startswith("cuda")}
-    # Own generators: creating a loader iterator then leaves the global RNG untouched,
-    # so a resumed run draws the same SpecAugment / dropout masks as an uninterrupted one.
-    train_loader = sb.dataio.dataloader.make_dataloader(
-        train_set, sampler=sampler, drop_last=True,
-        generator=torch.Generator().manual_seed(hparams["seed"]), **common)
-    brain.checkpointer.add_recoverable("dataloader-TRAIN", train_loader)
     valid_loader = brain.make_dataloader(
         valid_set, sb.Stage.VALID, ckpt_prefix=None,
         generator=torch.Generator().manual_seed(hparams["seed"]), **common)

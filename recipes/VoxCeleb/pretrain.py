@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Self-supervised pre-training of wav2vec2 on unlabelled audio (wav2vec 2.0's objective).
+
+    cd recipes/VoxCeleb
+    python pretrain.py hparams/pretrain/wav2vec2_tiny.yaml --train_audio DIR_OR_CSV \
+        [--valid_audio DIR_OR_CSV] [--output_folder OUT] [--max_steps N] [--device cpu]
+
+``train_audio`` is a manifest CSV (``ID, duration, wav``) or a folder scanned for ``*.wav``
+(lowres.data.unlabelled); the run lists it once into ``OUT/train_audio.csv``. Every value of
+the yaml is a top-level key that ``--key value`` overrides (hparams/shared/pretrain.yaml).
+As train.py: ``max_steps`` optimiser steps of ``batch_size`` random crops (the global batch,
+split over DDP processes), the LR schedules of lowres.training.schedules, ``--precision``,
+a progress bar, and re-running the same command continues an interrupted run from its
+latest checkpoint (model, optimiser, scheduler, step, RNG states, data position) to the
+result of an uninterrupted one; ``torchrun --nproc_per_node N pretrain.py ...`` runs DDP.
+
+The result, ``OUT/pretrained`` (and with ``export_every_interval`` ``OUT/pretrained_step<N>``
+at every ``val_interval``), is a ``Wav2Vec2ForPreTraining`` checkpoint in the layout of
+facebook/wav2vec2-base, which fine-tunes as::
+
+    python train.py hparams/wav2vec2_tiny_few.yaml --wav2vec2_source OUT/pretrained ...
+
+The objective and model live in lowres.training.pretrain; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from lowres.data import loading as lowres_data
+from lowres.data.unlabelled import check_source, run_manifest
+from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
+from lowres.io.lists import ListError, read_manifest
+from lowres.io.tensor_files import UnsafeFileError
+from lowres.training.pretrain import PretrainBrain, check_hparams
+from lowres.training.runs import (
+    effective_precision,
+    optimizer_class,
+    record_run,
+    step_budget_loader,
+)
+from prepare.errors import PrepareError
+
+logger = logging.getLogger(__name__)
+
+
+def list_audio(values: dict) -> dict[str, Path]:
+    """The run's frozen lists of train_audio (and valid_audio), made on the main process."""
+    out = Path(values["output_folder"])
+    sources = {k: values[k] for k in ("train_audio", "valid_audio") if values.get(k)}
+    for key, source in sources.items():
+        check_source(source, key)
+        run_on_main(run_manifest, args=[source, out / f"{key}.csv", key, values["list_jobs"],
+                                        values["min_seconds"]])
+    return {key: out / f"{key}.csv" for key in sources}
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    sb.utils.distributed.ddp_init_group(run_opts)
+
+    values = plain_values(hparams_file, overrides)
+    check_hparams(values, world_size)
+    check_source(values.get("train_audio"), "train_audio")
+    device = run_opts.device or sb.utils.distributed.infer_device()
+    precision, note = effective_precision(values["precision"], run_opts, device)
+    run_opts = dataclasses.replace(run_opts, precision=precision,
+                                   overridden_args=run_opts.overridden_args | {"precision"})
+    overrides = {**overrides_dict(overrides), "precision": precision}
+
+    hparams = load_hparams(hparams_file, overrides)
+    out = Path(hparams["output_folder"])
+    sb.create_experiment_directory(experiment_directory=str(out))
+    if note:
+        logger.warning(note)
+    record_run(out, hparams_file, overrides, world_size)
+    lists = list_audio(values)
+    train_set = lowres_data.train_dataset(lists["train_audio"], None, hparams["crop_seconds"],
+                                          hparams["seed"], hparams["sample_rate"])
+    schedule = lowres_data.training_schedule("steps", hparams["val_interval"], len(train_set),
+                                             hparams["batch_size"], hparams["max_steps"])
+
+    brain = PretrainBrain(modules=hparams["modules"],
+                          opt_class=optimizer_class(hparams["opt_class"],
+                                                    hparams["fused_optimizer"]),
+                          hparams=hparams, run_opts=run_opts,
+                          checkpointer=hparams["checkpointer"])
+    brain.optimizer_step_limit = hparams["max_steps"]
+    train_loader = step_budget_loader(brain, train_set, schedule, hparams, world_size)
+    brain.valid_loader = None
+    if "valid_audio" in lists:
+        valid_set = lowres_data.valid_dataset(lists["valid_audio"], None,
+                                              hparams["crop_seconds"], hparams["sample_rate"])
+        brain.valid_loader = brain.make_dataloader(
+            valid_set, sb.Stage.VALID, ckpt_prefix=None, batch_size=hparams["batch_size"]
+            // world_size, num_workers=hparams["num_workers"])
+    hours = read_manifest(lists["train_audio"]).duration.sum() / 3600
+    logger.info("pre-training on %d files (%.1f h) for %d steps of %d crops of %s s",
+                len(train_set), hours, hparams["max_steps"], hparams["batch_size"],
+                hparams["crop_seconds"])
+    brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
+    if if_main_process():
+        folder = hparams["modules"]["model"].save_pretrained(hparams["pretrained_folder"])
+        logger.info("pre-trained model (step %d, hub layout): %s", brain.optimizer_step, folder)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (HparamsError, ListError, PrepareError, UnsafeFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
