@@ -1,8 +1,29 @@
-"""wav2vec2 speaker embedder (STUDY.md §2, §7) on HuggingFace transformers' ``Wav2Vec2Model``.
+"""wav2vec2 speaker embedder (STUDY.md §2, §7) on HuggingFace transformers' ``Wav2Vec2Model``,
+or on another audio SSL model with the same interface (HuBERT, WavLM, data2vec-audio).
 
 waveform -> zero mean / unit variance over the utterance's valid samples -> wav2vec2 ->
 mean over the valid frames of the last transformer layer -> dropout (the preset's
 ``final_dropout``) -> [B, hidden].
+
+Backbones (``source`` = ``wav2vec2_source``): the model class comes from the checkpoint's
+``config.json`` ``model_type`` through the explicit map ``SSL_MODEL_CLASSES`` (wav2vec2 ->
+``Wav2Vec2Model``, both CNN norms and ``do_stable_layer_norm``; hubert -> ``HubertModel``;
+wavlm -> ``WavLMModel``; data2vec-audio -> ``Data2VecAudioModel``), or from ``model_type``
+to force one. Loading is strict (``load_backbone``): every weight of the model must come
+from the checkpoint and every checkpoint tensor must land in the model, except the heads of
+pre-training or ASR fine-tuning (``IGNORED_HEADS``: the hub keeps facebook/wav2vec2-base as
+``Wav2Vec2ForPreTraining``, quantizer and projections beside the ``wav2vec2.`` backbone),
+which are dropped with a log line; transformers itself only warns and initialises what is
+missing at random. The backbone is the attribute ``wav2vec2`` whatever its family.
+
+Pooling (``pooling``, yaml ``ssl_pooling``): ``last`` (the study) pools the last layer;
+``weighted_sum`` pools a learned softmax-weighted sum of all hidden states (the CNN
+projection's and each layer's, SUPERB), weights initialised equal and computed outside
+the frozen backbone's ``no_grad``, so they train while the backbone is frozen.
+``backend``: a module factory called with ``input_size=hidden`` (e.g. SpeechBrain's
+``ECAPA_TDNN``, hparams/shared/ssl_ecapa.yaml) that replaces mean pooling and the head
+dropout: the (weighted) hidden states [B, frames, hidden] and their relative lengths go
+in, its embedding comes out.
 
 Options of the study. Each behaviour of the original code (w2v2-speaker-few-samples) is the
 default; where that was a bug, the described behaviour is one ``*_as_published: False`` away.
@@ -42,6 +63,13 @@ default; where that was a bug, the described behaviour is one ``*_as_published: 
   runs did after their first validation. The schedule (``wav2vec_initially_frozen`` +
   ``num_frozen_steps``, ``frozen_backbone_as_published``) is lowres.models.freeze.
 
+Families: the presets write the same config keys for each family (all four configs have
+them; a family lacking one is refused by name); ``reset_weights_as_published`` resets each
+module with ``reset_parameters()``, which keeps, besides the above, WavLM's
+``gru_rel_pos_const`` (a parameter of the attention module itself); data2vec-audio's
+positional convolutions are not weight-normed and its CNN is always layer-normed (so it
+gets an attention mask).
+
 Padding: the group-norm CNN of wav2vec2-base normalises over the whole padded input, so a
 padded utterance does not embed exactly as it does alone (``padding_invariant = False``:
 extract test embeddings one file at a time). Following transformers' guidance, an attention
@@ -52,22 +80,54 @@ group-norm models get zero-padded input, as in their pre-training.
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
+from collections.abc import Callable
 
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import (
+    AutoConfig,
+    Data2VecAudioModel,
+    HubertModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2Model,
+    WavLMModel,
+)
 
 from lowres.models.features import valid_samples
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
+from lowres.models.tdnn import _embedding_dim
 
 __all__ = [
     "FROM_PRESET_AS_PUBLISHED",
+    "IGNORED_HEADS",
+    "POOLINGS",
     "REGULARISATION_PRESETS",
+    "SSL_MODEL_CLASSES",
     "Wav2vec2Embedder",
     "apply_freeze_schedule",
     "backbone_frozen_at",
+    "load_backbone",
     "regularisation_config",
     "reset_module_parameters",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: config.json ``model_type`` -> the backbone class built for it (``ssl_model_type``)
+SSL_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "wav2vec2": Wav2Vec2Model,
+    "hubert": HubertModel,
+    "wavlm": WavLMModel,
+    "data2vec-audio": Data2VecAudioModel,
+}
+#: checkpoint tensors that are no part of the backbone: wav2vec2's quantizer and
+#: projections (Wav2Vec2ForPreTraining), HuBERT's final_proj and label embeddings, a CTC
+#: head (lm_head); dropped at loading, with a log line
+IGNORED_HEADS = ("quantizer.", "project_q.", "project_hid.", "final_proj.",
+                 "label_embeddings_concat", "label_embs_concat", "lm_head.")
+POOLINGS = ("last", "weighted_sum")
 
 _DROPOUT = {"activation_dropout": 0.1, "attention_dropout": 0.1, "feat_proj_dropout": 0.1,
             "hidden_dropout": 0.1, "final_dropout": 0.05}
@@ -117,6 +177,70 @@ def regularisation_config(preset: str, as_published: bool = True) -> dict[str, f
             "apply_spec_augment": True}
 
 
+def backbone_config(source: str, model_type: str = "auto", cache_dir: str | None = None
+                    ) -> tuple[type[PreTrainedModel], PretrainedConfig]:
+    """The backbone class for the checkpoint's own ``model_type`` (``auto``) or for
+    ``model_type`` (forcing one; a mismatch then fails in ``load_backbone``), and the
+    checkpoint's config read as that class's config."""
+    config = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+    model_type = config.model_type if model_type == "auto" else model_type
+    if model_type not in SSL_MODEL_CLASSES:
+        raise ValueError(f"{source}: model_type {model_type!r} is not a supported SSL "
+                         f"backbone; valid: auto, {', '.join(SSL_MODEL_CLASSES)}")
+    if config.model_type != model_type:
+        config = SSL_MODEL_CLASSES[model_type].config_class.from_pretrained(
+            source, cache_dir=cache_dir)
+    return SSL_MODEL_CLASSES[model_type], config
+
+
+def _masks(config: PretrainedConfig) -> bool:
+    """Whether a model built from ``config`` has ``masked_spec_embed`` (SpecAugment)."""
+    return config.mask_time_prob > 0 or config.mask_feature_prob > 0
+
+
+def load_backbone(model_class: type[PreTrainedModel], source: str, config: PretrainedConfig,
+                  checkpoint_config: PretrainedConfig, cache_dir: str | None = None
+                  ) -> PreTrainedModel:
+    """``model_class`` with every weight from ``source``, or an error.
+
+    transformers only warns when checkpoint and model keys differ (and initialises the
+    missing weights at random): here a model weight missing from the checkpoint, a
+    checkpoint tensor the model has no place for (e.g. WavLM's relative position bias in a
+    Wav2Vec2Model), or a shape mismatch is a ``ValueError`` naming the keys. Allowed:
+    ``IGNORED_HEADS`` (logged), and ``masked_spec_embed`` missing from the checkpoint where
+    its own config had no masking (so it never saved one) but the preset masks, or unused
+    where the preset masks nothing (logged).
+    """
+    model, info = model_class.from_pretrained(source, config=config, cache_dir=cache_dir,
+                                              output_loading_info=True)
+    mask = "masked_spec_embed"
+    missing = [k for k in info["missing_keys"] if not (k == mask and not _masks(checkpoint_config))]
+    unexpected = [k for k in info["unexpected_keys"]
+                  if not (k.startswith(IGNORED_HEADS) or k == mask and not _masks(config))]
+    problems = []
+    if missing:
+        problems.append(f"weights of the model missing from the checkpoint (transformers "
+                        f"would initialise them at random): {', '.join(sorted(missing))}")
+    if unexpected:
+        problems.append(f"checkpoint tensors the model has no place for (transformers would "
+                        f"drop them): {', '.join(sorted(unexpected))}")
+    if info["mismatched_keys"]:
+        problems.append(f"tensors of another shape: {info['mismatched_keys']}")
+    if problems:
+        raise ValueError(f"wav2vec2_source {source} does not load into {model_class.__name__} "
+                         f"(config.json model_type {config.model_type}): " + "; ".join(problems)
+                         + ". Is ssl_model_type right (auto reads config.json)?")
+    ignored = sorted(set(info["unexpected_keys"]) - set(unexpected))
+    if ignored:
+        logger.info("%s: loaded %s; ignored the checkpoint's tensors %s (heads, or the mask "
+                    "embedding of a model that does not mask)", source, model_class.__name__,
+                    ", ".join(ignored))
+    if set(info["missing_keys"]) - set(missing):
+        logger.info("%s: masked_spec_embed initialised at random (the checkpoint had no "
+                    "masking, the preset masks)", source)
+    return model
+
+
 def reset_module_parameters(module: torch.nn.Module) -> None:
     """``reset_parameters()`` of each submodule that has one, as the original's ``reset_model``.
 
@@ -141,7 +265,8 @@ def normalise_waveform(wavs: torch.Tensor, n_valid: torch.Tensor, eps: float = 1
 
 
 class Wav2vec2Embedder(torch.nn.Module):
-    """wav2vec2 + mean pooling over valid frames + dropout: forward(wavs, lens) -> [B, hidden]."""
+    """SSL backbone + mean pooling over valid frames (or ``backend``) + dropout:
+    forward(wavs, lens) -> [B, hidden] (or the backend's [B, D])."""
 
     padding_invariant = False
 
@@ -156,22 +281,31 @@ class Wav2vec2Embedder(torch.nn.Module):
         gradient_checkpointing: bool = True,
         dropout: float | None = None,
         cache_dir: str | None = None,
+        model_type: str = "auto",
+        pooling: str = "last",
+        backend: Callable[..., torch.nn.Module] | None = None,
     ):
         super().__init__()
         preset = _preset(regularisation)
         dropout = preset["final_dropout"] if dropout is None else dropout
         if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        config = Wav2Vec2Config.from_pretrained(source, cache_dir=cache_dir)
+        if pooling not in POOLINGS:
+            raise ValueError(f"ssl_pooling {pooling!r} is unknown; valid: {', '.join(POOLINGS)}")
+        model_class, config = backbone_config(source, model_type, cache_dir)
+        checkpoint_config = copy.deepcopy(config)
         for key, value in regularisation_config(regularisation,
                                                 regularisation_as_published).items():
+            # apply_spec_augment: read with getattr(config, ..., True) by every family
+            if key != "apply_spec_augment" and not hasattr(config, key):
+                raise ValueError(f"regularisation {regularisation!r} sets {key}, which a "
+                                 f"{config.model_type} model has not ({source})")
             setattr(config, key, value)
         if reset_weights and not reset_weights_as_published:
-            self.wav2vec2 = Wav2Vec2Model(config)
+            self.wav2vec2 = model_class(config)
         else:
-            self.wav2vec2 = Wav2Vec2Model.from_pretrained(
-                source, config=config, cache_dir=cache_dir
-            )
+            self.wav2vec2 = load_backbone(model_class, source, config, checkpoint_config,
+                                          cache_dir)
             if reset_weights:
                 reset_module_parameters(self.wav2vec2)
         if regularisation_as_published:
@@ -183,13 +317,20 @@ class Wav2vec2Embedder(torch.nn.Module):
             )
         self.feature_extractor_frozen = bool(completely_freeze_feature_extractor)
         if self.feature_extractor_frozen:
-            self.wav2vec2.freeze_feature_encoder()
+            # what Wav2Vec2Model.freeze_feature_encoder does (HubertModel has no such method)
+            self.wav2vec2.feature_extractor._freeze_parameters()
         self.source = str(source)
         self.regularisation = regularisation
         self.regularisation_as_published = bool(regularisation_as_published)
-        self.use_attention_mask = config.feat_extract_norm == "layer"
-        self.embedding_dim = config.hidden_size
-        self.dropout = torch.nn.Dropout(dropout)
+        # data2vec-audio's config has no feat_extract_norm: its CNN is layer-normed
+        self.use_attention_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
+        self.pooling = pooling
+        if pooling == "weighted_sum":  # the CNN projection's output + one per layer
+            self.layer_weights = torch.nn.Parameter(torch.zeros(config.num_hidden_layers + 1))
+        self.backend = None if backend is None else backend(input_size=config.hidden_size)
+        self.embedding_dim = config.hidden_size if backend is None else \
+            _embedding_dim(self.backend)
+        self.dropout = torch.nn.Dropout(dropout if backend is None else 0.0)
         self.backbone_frozen = False
         self.frozen_train_mode = False
 
@@ -228,10 +369,25 @@ class Wav2vec2Embedder(torch.nn.Module):
         if normalised:
             x = wavs.float() * mask
         attention_mask = mask.long() if self.use_attention_mask else None
+        weighted = self.pooling == "weighted_sum"
         grad = contextlib.nullcontext() if not self.backbone_frozen else torch.no_grad()
         with grad:
-            hidden = self.wav2vec2(x, attention_mask=attention_mask).last_hidden_state
+            out = self.wav2vec2(x, attention_mask=attention_mask, output_hidden_states=weighted)
+        # outside no_grad: the layer weights train while the backbone is frozen
+        hidden = self.weighted_hidden_states(out.hidden_states) if weighted else \
+            out.last_hidden_state
         frames = self.frame_lengths(n_valid).clamp(max=hidden.shape[1])
+        if self.backend is not None:
+            emb = self.backend(hidden, frames.to(hidden.dtype) / hidden.shape[1])
+            return self.dropout(emb.reshape(emb.shape[0], -1))  # ECAPA: [B, 1, D] -> [B, D]
         valid = torch.arange(hidden.shape[1], device=hidden.device)[None] < frames[:, None]
         pooled = (hidden * valid[:, :, None]).sum(1) / frames[:, None].to(hidden.dtype)
         return self.dropout(pooled)
+
+    def weighted_hidden_states(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Softmax(``layer_weights``)-weighted sum of the hidden states: [B, frames, hidden]."""
+        if len(hidden_states) != len(self.layer_weights):
+            raise ValueError(f"{len(hidden_states)} hidden states for "
+                             f"{len(self.layer_weights)} layer weights")
+        weights = torch.softmax(self.layer_weights, 0).to(hidden_states[0].dtype)
+        return torch.einsum("l,lbth->bth", weights, torch.stack(hidden_states))
