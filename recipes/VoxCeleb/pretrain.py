@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
+import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from lowres.data import loading as lowres_data
@@ -101,7 +102,8 @@ def main(argv):
                                               hparams["crop_seconds"], hparams["sample_rate"])
         brain.valid_loader = brain.make_dataloader(
             valid_set, sb.Stage.VALID, ckpt_prefix=None, batch_size=hparams["batch_size"]
-            // world_size, num_workers=hparams["num_workers"])
+            // world_size, num_workers=hparams["num_workers"],
+            generator=torch.Generator().manual_seed(hparams["seed"]))  # global RNG untouched
     hours = read_manifest(lists["train_audio"]).duration.sum() / 3600
     logger.info("pre-training on %d files (%.1f h) for %d steps of %d crops of %s s",
                 len(train_set), hours, hparams["max_steps"], hparams["batch_size"],

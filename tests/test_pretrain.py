@@ -1,0 +1,148 @@
+"""Self-supervised pre-training (recipes/VoxCeleb/pretrain.py, lowres.training.pretrain):
+the hub-layout checkpoint train.py loads, bad audio sources, and (slow) a run whose loss
+falls and that resumes after SIGKILL to the uninterrupted run's weights."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT
+from test_train_resume import ENV, checkpoints, ckpt_step, kill_once_past
+
+from lowres.io.lists import ListError, write_manifest
+
+PRETRAIN = ROOT / "recipes" / "VoxCeleb" / "pretrain.py"
+TINY = ROOT / "hparams" / "pretrain" / "wav2vec2_tiny.yaml"
+SMALL_CODEBOOK = {"num_codevectors_per_group": 8, "codevector_dim": 16,
+                  "proj_codevector_dim": 16, "num_negatives": 5}
+
+
+def tiny_pretraining(**kwargs):
+    from lowres.training.pretrain import Wav2vec2Pretraining
+
+    torch.manual_seed(0)
+    return Wav2vec2Pretraining(**{"source": "tiny", **SMALL_CODEBOOK, **kwargs})
+
+
+def test_pretrained_folder_loads_every_backbone_weight(tmp_path):
+    """OUT/pretrained is facebook/wav2vec2-base's layout: Wav2Vec2Model and train.py's
+    embedder (wav2vec2_source) get every backbone weight; continuing pre-training from it
+    gets the quantiser too."""
+    from transformers import Wav2Vec2Model
+
+    from lowres.models import Wav2vec2Embedder
+
+    model = tiny_pretraining()
+    folder = model.save_pretrained(tmp_path / "pretrained")
+    trained = model.model.wav2vec2.state_dict()
+    loaded, info = Wav2Vec2Model.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["mismatched_keys"] == []
+    assert loaded.state_dict().keys() == trained.keys()
+    assert all(torch.equal(v, trained[k]) for k, v in loaded.state_dict().items())
+    embedder = Wav2vec2Embedder(str(folder), gradient_checkpointing=False)
+    assert all(torch.equal(v, trained[k]) for k, v in embedder.wav2vec2.state_dict().items())
+
+    again = tiny_pretraining(source=str(folder))
+    full = model.model.state_dict()
+    assert all(torch.equal(v, full[k]) for k, v in again.model.state_dict().items())
+
+
+def test_objective_trains_on_one_batch():
+    """contrastive + 0.1 x diversity per masked frame, and a few Adam steps on one batch
+    (the same masks each time) lower it."""
+    from lowres.training.pretrain import numpy_seeded
+
+    model = tiny_pretraining(mask_time_prob=0.5, mask_time_length=2)
+    wavs = torch.randn(2, 16000)
+    lens = torch.tensor([1.0, 0.75])
+    out = model(wavs, lens)
+    assert 0 < out["masked"] <= 49 + 37  # valid frames only
+    assert torch.isclose(out["loss"], out["contrastive"] + 0.1 * out["diversity"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        torch.manual_seed(1)
+        with numpy_seeded(3):  # the same masks and negatives every step
+            loss = model(wavs, lens)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_bad_sources_name_the_path(tmp_path):
+    from lowres.data.unlabelled import unlabelled_listing
+
+    with pytest.raises(ListError, match=str(tmp_path / "nowhere")):
+        unlabelled_listing(tmp_path / "nowhere")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(ListError, match=f"no .wav files under {tmp_path / 'empty'}"):
+        unlabelled_listing(tmp_path / "empty")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ID,wav\na,a.wav\n")
+    with pytest.raises(ListError, match=f"{bad} lacks columns"):
+        unlabelled_listing(bad)
+    with pytest.raises(ValueError, match="model_source='nowhere'"):
+        tiny_pretraining(source="nowhere")
+
+
+def test_missing_audio_fails_before_training(tmp_path):
+    proc = subprocess.run([sys.executable, str(PRETRAIN), str(TINY),
+                           f"--train_audio={tmp_path / 'nowhere'}",
+                           f"--output_folder={tmp_path / 'run'}", "--device=cpu"],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"unlabelled audio not found: {tmp_path / 'nowhere'}" in proc.stderr
+
+
+def pretrain_args(corpus, valid_csv, out, *extra):
+    return [str(PRETRAIN), str(TINY), f"--train_audio={corpus / 'voxceleb1' / 'wav'}",
+            f"--valid_audio={valid_csv}", f"--output_folder={out}", "--device=cpu",
+            "--batch_size=4", "--crop_seconds=1.0", "--max_steps=24", "--val_interval=12",
+            "--log_interval=4", "--num_workers=0", "--noprogressbar",
+            "--ckpt_interval_minutes=0", "--ckpt_interval_steps=3", *extra]
+
+
+def run(args):
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def valid_losses(out):
+    return [float(line.split("valid loss: ")[1].split(",")[0])
+            for line in (Path(out) / "train_log.txt").read_text().splitlines()
+            if "valid loss" in line]
+
+
+@pytest.mark.slow
+def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpus, tmp_path):
+    """24 steps on the small corpus's 81 VoxCeleb1 wavs (a folder), validated on a manifest
+    of 8 of them with fixed masks at steps 0, 12 and 24."""
+    from transformers import Wav2Vec2ForPreTraining
+
+    wavs = sorted((synthetic_corpus / "voxceleb1" / "wav").rglob("*.wav"))[::10]
+    valid = tmp_path / "valid.csv"
+    write_manifest(valid, pd.DataFrame({
+        "ID": [w.stem + str(i) for i, w in enumerate(wavs)], "duration": 3.0,
+        "wav": [str(w) for w in wavs], "spk_id": "", "session": "", "gender": ""}))
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run(pretrain_args(synthetic_corpus, valid, ref))
+    losses = valid_losses(ref)
+    assert len(losses) == 3 and losses[2] < losses[0], losses
+
+    args = pretrain_args(synthetic_corpus, valid, killed)
+    kill_once_past(args, killed, 13, 22)  # past the step-12 validation
+    resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
+    assert 12 < resumed_from < 24
+    run(args)
+    log = (killed / "train_log.txt").read_text()
+    assert f"resumed_at_step: {resumed_from}" in log
+    assert valid_losses(killed)[-1] == losses[-1]
+    a = Wav2Vec2ForPreTraining.from_pretrained(ref / "pretrained").state_dict()
+    b = Wav2Vec2ForPreTraining.from_pretrained(killed / "pretrained").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
