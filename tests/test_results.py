@@ -191,7 +191,7 @@ def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=True)
     assert "best lr xvector_tiny_few: 3.16e-02" in out.stderr
     assert all("--lr=3.16e-02 " in line for line in out.stdout.splitlines()[:-1])
-    with pytest.raises(ValueError, match="steps grid"):
+    with pytest.raises(ValueError, match="steps and modern grids"):
         grids.expand("naive_lr", best_lr=best)
 
 

@@ -5,14 +5,18 @@
     python -m lowres.grid task GRID --index I [...]      # one run (what slurm/*.sbatch calls)
     python -m lowres.grid sbatch GRID [--parallel P] [--submit] [...]
 
-GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/grids.py), or demo
+GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/grids.py), modern (beyond
+the study: the recipe + augmentation, averaging, large margin, AS-norm; issue 13) or demo
 (`make demo`: each model on the three tiny subsets, CPU-sized; not a grid of the study).  The
 commands are run from the repository root; a relative --runs_root is taken
 relative to the current directory.  Extra overrides (``--set key=value``,
 ``--overrides file.yaml`` with flat ``key: value`` lines) are appended to every
 command and replace a grid value of the same key; run folders keep encoding the
 grid point.  Overrides for one model only: a ``MODEL:`` mapping in the file or
-``--set MODEL.key=value``.  A run is finished when OUT/eval/best/results.json exists.
+``--set MODEL.key=value``; for one stage of the modern grid only: a ``STAGE:`` mapping or
+``--set STAGE.key=value``.  A run is finished when OUT/eval/best/results.json exists; a
+run that starts from another (the modern grid's large-margin stage) waits for it locally,
+and under SLURM runs in a second array submitted after the first (``sbatch`` prints both).
 """
 
 from __future__ import annotations
@@ -35,15 +39,18 @@ from lowres.study.grids import (
     GPU_CLASS,
     LOCAL_GRIDS,
     MODELS,
+    MODERN_STAGES,
     REPO_ROOT,
     Run,
     expand,
     format_value,
+    is_finished,
     model_sections,
 )
 
 # The study's hydra.launcher.array_parallelism per grid (SEED.md); steps ran one at a time.
-DEFAULT_PARALLEL = {"naive_lr": 3, "detailed_lr": 3, "steps": 1, "ablation": 8}
+DEFAULT_PARALLEL = {"naive_lr": 3, "detailed_lr": 3, "steps": 1, "ablation": 8,
+                    "modern": 3}  # modern: not the study's
 DEFAULT_PARALLEL_MODEL = {("naive_lr", "wav2vec2"): 6}
 
 
@@ -56,11 +63,12 @@ def _override_text(value) -> str:
 def parse_overrides(sets: list[str] | None, files: list[str] | None
                     ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """Merge ``--overrides FILE`` (in order) and then ``--set key=value`` into
-    (overrides of every run, {model: overrides of that model's runs}).
+    (overrides of every run, {model or modern stage: overrides of its runs}).
 
-    In a file, a top-level ``<model>:`` mapping (xvector, ecapa, wav2vec2) holds that
-    model's overrides (lowres.study.grids.model_sections); on the command line
-    ``--set <model>.key=value`` does the same.
+    In a file, a top-level ``<model>:`` mapping (xvector, ecapa, wav2vec2) or ``<stage>:``
+    mapping (a stage of the modern grid) holds the overrides of that model's or stage's
+    runs (lowres.study.grids.model_sections); on the command line
+    ``--set <model>.key=value`` / ``--set <stage>.key=value`` does the same.
     """
     extra: dict[str, str] = {}
     per_model: dict[str, dict[str, str]] = {}
@@ -80,7 +88,7 @@ def parse_overrides(sets: list[str] | None, files: list[str] | None
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key = key.strip().lstrip("-")
         model, dot, model_key = key.partition(".")
-        if dot and model in MODELS:
+        if dot and (model in MODELS or model in MODERN_STAGES):
             per_model.setdefault(model, {})[model_key] = value
         else:
             extra[key] = value
@@ -100,8 +108,8 @@ def best_lr_arg(args) -> dict | None:
     """The steps grid's lr per cell from our own LR-grid runs (--best_lr_from)."""
     if not args.best_lr_from:
         return None
-    if args.grid != "steps":
-        raise SystemExit("--best_lr_from applies to the steps grid only")
+    if args.grid not in ("steps", "modern"):
+        raise SystemExit("--best_lr_from applies to the steps and modern grids only")
     from lowres.study.results import best_lrs, collect
 
     chosen = best_lrs(collect(args.best_lr_from), args.best_lr_test_set)
@@ -118,10 +126,12 @@ def best_lr_arg(args) -> dict | None:
 def select(args) -> list[Run]:
     extra, model_extra = parse_overrides(args.set, args.overrides)
     best_lr = best_lr_arg(args)
+    stage_extra = {k: model_extra.pop(k) for k in list(model_extra) if k in MODERN_STAGES}
     try:
         return expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
                       subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr,
-                      step_scale=args.step_scale, model_extra=model_extra)
+                      step_scale=args.step_scale, model_extra=model_extra,
+                      stage_extra=stage_extra, n_seeds=args.n_seeds)
     except ValueError as err:
         raise SystemExit(str(err)) from None
 
@@ -192,8 +202,26 @@ def cmd_run(args) -> int:
                 print(f"[{k}/{len(todo)}] FAILED ({why}) after {took:.0f} s ({n_ended}/"
                       f"{len(todo)} ended): {run.output_folder} (log: {log})", flush=True)
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        list(pool.map(one, todo))
+    # a run whose parent (init_from_run) is to run as well goes in a later wave
+    waves: list[list[Run]] = []
+    waiting = todo
+    while waiting:
+        pending = {_abs(run.output_folder) for run in waiting}
+        ready = [r for r in waiting if r.parent is None or _abs(r.parent) not in pending]
+        waiting = [r for r in waiting if r not in ready]
+        waves.append(ready)
+    for wave in waves:
+        broken = {_abs(run.output_folder) for run in failed}
+        runnable = []
+        for run in wave:
+            if run.parent is not None and _abs(run.parent) in broken:
+                failed.append(run)
+                print(f"[-/{len(todo)}] SKIPPED (its parent {run.parent} failed): "
+                      f"{run.output_folder}", flush=True)
+            else:
+                runnable.append(run)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(one, runnable))
     print(f"{args.grid}: {len(todo) - len(failed)} of {len(todo)} runs finished now, "
           f"{len(failed)} failed", flush=True)
     return 1 if failed else 0
@@ -241,6 +269,10 @@ def cmd_task(args) -> int:
     if finished(run):
         print(f"already finished, skipping: {run.output_folder}", flush=True)
         return 0
+    if run.parent is not None and not is_finished(_abs(run.parent)):
+        raise SystemExit(f"{run.output_folder} starts from {run.parent}, which is not finished "
+                         f"(no eval/best/results.json): run that first (`python -m lowres.grid "
+                         f"sbatch {args.grid}` submits it in an earlier array)")
     check_gpu_class(run)
     print(f"running {args.grid}[{args.index}]: {shlex.join(argv)}", flush=True)
     os.chdir(REPO_ROOT)
@@ -248,11 +280,11 @@ def cmd_task(args) -> int:
     return 1  # not reached
 
 
-def _passthrough(args) -> list[str]:
+def _passthrough(args, tags: list[str] | None = None) -> list[str]:
     out: list[str] = []
     for subset in args.subset or []:
         out += ["--subset", subset]
-    for tag in args.tag or []:
+    for tag in (args.tag or []) if tags is None else tags:
         out += ["--tag", tag]
     for file in args.overrides or []:
         out += ["--overrides", str(Path(file).resolve())]
@@ -261,6 +293,8 @@ def _passthrough(args) -> list[str]:
     out += ["--runs_root", str(_abs(runs_root_arg(args.runs_root)))]
     if args.step_scale:
         out += ["--step_scale", repr(args.step_scale)]
+    if args.n_seeds:
+        out += ["--n_seeds", str(args.n_seeds)]
     if args.best_lr_from:
         out += ["--best_lr_from", str(Path(args.best_lr_from).resolve()),
                 "--best_lr_test_set", args.best_lr_test_set]
@@ -277,32 +311,55 @@ def gpu_args(model: str) -> list[str]:
     return shlex.split(os.environ.get(f"LOWRES_SBATCH_{gpu_class}", ""))
 
 
+def _waves(runs: list[Run]) -> list[list[str] | None]:
+    """Tags of each array to submit in turn: [None] (one array, every tag) for a grid
+    without parents, else the tags without a parent run, then those starting from one."""
+    if all(run.parent is None for run in runs):
+        return [None]
+    first = list(dict.fromkeys(run.tag for run in runs if run.parent is None))
+    second = list(dict.fromkeys(run.tag for run in runs if run.parent is not None))
+    return [tags for tags in (first, second) if tags]
+
+
 def cmd_sbatch(args) -> int:
     if args.grid in LOCAL_GRIDS:
         raise SystemExit(f"{args.grid} runs locally only: python -m lowres.grid run {args.grid}")
     runs = select(args)
     script = f"slurm/{args.grid}.sbatch"
-    lines = []
+    log = REPO_ROOT / "slurm" / "logs" / "%x_%A_%a.log"
     for model in dict.fromkeys(run.model for run in runs):
-        n = sum(run.model == model for run in runs)
+        mine = [run for run in runs if run.model == model]
         parallel = args.parallel or DEFAULT_PARALLEL_MODEL.get(
             (args.grid, model), DEFAULT_PARALLEL.get(args.grid, 1))
-        log = REPO_ROOT / "slurm" / "logs" / "%x_%A_%a.log"
-        cmd = ["sbatch", f"--array=0-{n - 1}%{parallel}", f"--chdir={REPO_ROOT}",
-               f"--output={log}", *gpu_args(model), *args.sbatch_arg, script, model,
-               *_passthrough(args)]
-        lines.append((model, n, cmd))
-    for model, n, cmd in lines:
         cls = GPU_CLASS[model]
-        print(f"# {args.grid} / {model}: {n} runs, GPU class {cls} "
-              f"(sbatch args from $LOWRES_SBATCH_{cls})")
-        print(shlex.join(cmd))
-        if args.submit:
-            out = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-            sys.stdout.write(out.stdout)
-            sys.stderr.write(out.stderr)
-            if out.returncode:
-                return out.returncode
+        previous = None  # job id (submitting) or shell variable (printing) to wait for
+        waves = _waves(mine)
+        for wave, tags in enumerate(waves):
+            n = sum(tags is None or run.tag in tags for run in mine)
+            after = [f"--dependency=afterany:{previous}"] if previous else []
+            cmd = ["sbatch", *(["--parsable"] if len(waves) > 1 else []), *after,
+                   f"--array=0-{n - 1}%{parallel}", f"--chdir={REPO_ROOT}", f"--output={log}",
+                   *gpu_args(model), *args.sbatch_arg, script, model,
+                   *_passthrough(args, tags)]
+            what = f" (stage{'s' if len(tags or []) > 1 else ''} {', '.join(tags)})" if tags else ""
+            print(f"# {args.grid} / {model}: {n} runs{what}, GPU class {cls} "
+                  f"(sbatch args from $LOWRES_SBATCH_{cls})"
+                  + (", after the array above (each run starts from one of its runs)"
+                     if previous else ""))
+            variable = f"jid_{model}_{wave}"
+            line = shlex.join(cmd)
+            if after and not args.submit:  # a shell variable: unquoted
+                line = line.replace(shlex.quote(after[0]), after[0])
+            print(f"{variable}=$({line})" if wave < len(waves) - 1 else line)
+            if args.submit:
+                out = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+                sys.stdout.write(out.stdout)
+                sys.stderr.write(out.stderr)
+                if out.returncode:
+                    return out.returncode
+                previous = out.stdout.strip().split(";")[0]
+            else:
+                previous = f"${variable}"
     return 0
 
 
@@ -316,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", action="append", help="restrict to model(s): xvector, "
                        "ecapa, wav2vec2 (repeat or comma-separate; 'all' = no restriction)")
         p.add_argument("--subset", action="append", help="restrict to subset(s)")
-        p.add_argument("--tag", action="append", help="restrict to ablation variant(s)")
+        p.add_argument("--tag", action="append",
+                       help="restrict to ablation variant(s) or modern stage(s)")
         p.add_argument("--runs_root", default=os.environ.get("LOWRES_RUNS_ROOT", "runs"),
                        help="root of the run folders (default $LOWRES_RUNS_ROOT or ./runs)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -326,14 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="file of 'key: value' overrides for every run (repeatable); a "
                        "top-level 'MODEL:' mapping holds overrides of that model only")
         p.add_argument("--best_lr_from", metavar="RUNS_ROOT",
-                       help="steps grid: take each cell's lr from our own naive/detailed LR "
-                       "runs below RUNS_ROOT (lowest EER) instead of the study's")
+                       help="steps and modern grids: take each cell's lr from our own "
+                       "naive/detailed LR runs below RUNS_ROOT (lowest EER) instead of the study's")
         p.add_argument("--best_lr_test_set", default="original",
                        help="test set that picks the best lr (default original, as the study; "
                        "'val' = validation EER)")
         p.add_argument("--step_scale", type=float, metavar="F",
                        help="multiply every step count (max_steps, wav2vec2's num_frozen_steps, "
                        "one_cycle's half-cycle) by F, e.g. 0.001 for a CPU demo")
+        p.add_argument("--n_seeds", type=int, metavar="N",
+                       help="keep the first N seeds of each cell (steps, ablation, modern)")
         p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("list", help="print the train.py command lines and the count")

@@ -37,8 +37,9 @@ the original's default.
 Run folders encode the grid point like hparams/shared/base.yaml's default folder:
 ``RUNS_ROOT/<grid>/<model>_<subset>/lr<lr>[_steps<max_steps>_seed<seed>]``
 and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed<seed>``
-(tags as in SEED.md).  :func:`parse_run_path` reads them back.  No ``=`` anywhere:
-SpeechBrain splits ``--key=value`` arguments at every ``=``.
+(tags as in SEED.md); for the modern grid (not the study's, issue 13)
+``RUNS_ROOT/modern/<model>_<subset>/<stage>/lr<lr>_seed<seed>``.  :func:`parse_run_path`
+reads them back.  No ``=`` anywhere: SpeechBrain splits ``--key=value`` arguments at every ``=``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+
+import yaml
 
 __all__ = [
     "MODELS", "SUBSETS", "GRIDS", "LOCAL_GRIDS", "ALL_GRIDS", "GPU_CLASS", "ALL_TEST_SETS",
-    "DEMO_SUBSETS", "Run", "expand", "model_sections",
+    "DEMO_SUBSETS", "MODERN_STAGES", "Run", "expand", "model_sections", "stage_overrides",
     "format_value", "parse_run_path", "is_finished", "results_path", "REPO_ROOT",
 ]
 
@@ -219,8 +223,9 @@ class Run:
     point: tuple[tuple[str, str], ...]  # folder-name parts, in order (e.g. lr, steps, seed)
     overrides: dict = field(hash=False, compare=False)  # key -> value passed to train.py
     output_folder: Path = field(hash=False, compare=False)
-    tag: str | None = None  # ablation variant
+    tag: str | None = None  # ablation variant or modern stage
     experiment: str = ""  # hparams/<experiment>.yaml (default <model>_<subset>)
+    parent: Path | None = field(default=None, hash=False, compare=False)  # init_from_run
 
     @property
     def hparams_file(self) -> str:
@@ -297,12 +302,64 @@ def _ablation_points():
                 yield "wav2vec2", subset, (("seed", str(seed)),), overrides, tag
 
 
+# ---------------------------------------------------------------------------
+# modern (issue 13; beyond the study): how much of the modern toolbox still helps on ~50k
+# files. Per model x subset, at the steps grid's best lr and with its seeds, the recipe's
+# 50k steps, three runs: the study's recipe; + augmentation; + a large-margin stage from the
+# augmented run, tested with its last checkpoints averaged, without and with AS-norm
+# (its eval/averaged/results.json has both). The toolbox's four steps are read from these
+# runs by lowres.study.results (MODERN_STEPS). Each stage's values are override files in
+# hparams/overrides/ (also usable with any other grid or train.py); they replace the
+# common overrides of a grid command for that stage's runs (so a CPU-sized max_steps for
+# the first two stages leaves the large-margin stage its own), and a ``<stage>:`` mapping
+# in an overrides file (or --set <stage>.key=value) replaces them in turn.
+MODERN_STAGES: dict[str, tuple[tuple[str, ...], str | None]] = {  # tag -> (files, parent tag)
+    "study": ((), None),
+    "augment": (("augment",), None),
+    "large_margin": (("augment", "large_margin", "averaging", "as_norm"), "augment"),
+}
+OVERRIDES_FOLDER = REPO_ROOT / "hparams" / "overrides"
+
+
+@cache
+def _override_file(name: str) -> tuple[dict, dict[str, dict]]:
+    path = OVERRIDES_FOLDER / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected 'key: value' lines")
+    return model_sections(data)
+
+
+def stage_overrides(tag: str, model: str) -> dict:
+    """The values of modern stage `tag` for `model`'s runs, from its override files in order
+    (each file's top-level keys, then its ``<model>:`` section)."""
+    out: dict = {}
+    for name in MODERN_STAGES[tag][0]:
+        common, per_model = _override_file(name)
+        out.update(common)
+        out.update(per_model.get(model, {}))
+    return out
+
+
+def _modern_points(best_lr: Mapping[tuple[str, str], float] | None = None):
+    for model in MODELS:
+        for subset in SUBSETS:
+            lr, seeds = STEPS_CELLS[model][subset]
+            lr = (best_lr or {}).get((model, subset), lr)
+            for seed in seeds:
+                point = (("lr", format_value(lr)), ("seed", str(seed)))
+                for tag in MODERN_STAGES:
+                    yield model, subset, point, {"lr": lr, **NO_SCORE_NORM, "seed": seed}, tag
+
+
 GRIDS = {
     "naive_lr": _naive_points,
     "detailed_lr": _detailed_points,
     "steps": _steps_points,
     "ablation": _ablation_points,
+    "modern": _modern_points,
 }
+STUDY_GRIDS = ("naive_lr", "detailed_lr", "steps", "ablation")  # the study's own
 
 
 # ---------------------------------------------------------------------------
@@ -356,6 +413,8 @@ def expand(
     best_lr: Mapping[tuple[str, str], float] | None = None,
     step_scale: float | None = None,
     model_extra: Mapping[str, Mapping[str, object]] | None = None,
+    stage_extra: Mapping[str, Mapping[str, object]] | None = None,
+    n_seeds: int | None = None,
 ) -> list[Run]:
     """Expand `grid` into its runs, in a fixed order (the SLURM array index order).
 
@@ -371,19 +430,32 @@ def expand(
     freeze still covers the first LR cycle; `extra` still wins over the scaled values.
     `model_extra` maps a model to overrides for its runs only (applied after `extra`),
     e.g. a CPU-sized ECAPA width or each model's lr (see :func:`model_sections`).
+    In the modern grid, each stage's values (:func:`stage_overrides`, step counts scaled
+    by `step_scale`) come after those, then `stage_extra` (stage tag -> overrides); a
+    stage with a parent gets ``init_from_run`` = the parent stage's run folder.
+    `n_seeds` keeps the first N seeds of each cell (grids whose points have a seed).
     """
     if grid not in ALL_GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(ALL_GRIDS)}")
     want_models = _select(models, MODELS, "model")
     want_subsets = _select(subsets, SUBSETS, "subset")
-    want_tags = _select(tags, tuple(ABLATION_VARIANTS), "ablation tag")
+    want_tags = _select(tags, (*ABLATION_VARIANTS, *MODERN_STAGES), "tag")
     extra = dict(extra or {})
     model_extra = {m: dict(v) for m, v in (model_extra or {}).items()}
+    stage_extra = {t: dict(v) for t, v in (stage_extra or {}).items()}
     unknown = set(model_extra) - set(MODELS)
     if unknown:
         raise ValueError(f"per-model overrides for unknown model(s) {sorted(unknown)}")
-    every = [*extra.items(), *(kv for v in model_extra.values() for kv in v.items())]
-    reserved = {"output_folder"} & {key for key, _ in every}
+    if stage_extra and grid != "modern":
+        raise ValueError(f"per-stage overrides ({sorted(stage_extra)}) apply to the modern "
+                         f"grid, not to {grid}")
+    unknown = set(stage_extra) - set(MODERN_STAGES)
+    if unknown:
+        raise ValueError(f"per-stage overrides for unknown stage(s) {sorted(unknown)}; "
+                         f"stages: {', '.join(MODERN_STAGES)}")
+    every = [*extra.items(), *(kv for v in model_extra.values() for kv in v.items()),
+             *(kv for v in stage_extra.values() for kv in v.items())]
+    reserved = {"output_folder", "init_from_run"} & {key for key, _ in every}
     if reserved:
         raise ValueError(f"{sorted(reserved)} are set by the grid, not by extra overrides")
     if "=" in str(runs_root):
@@ -393,11 +465,21 @@ def expand(
         if "=" in f"{key}{format_value(value)}":
             raise ValueError(f"override {key}={value}: SpeechBrain cannot take '=' in a key "
                              "or value")
-    if best_lr and grid != "steps":
-        raise ValueError(f"best_lr applies to the steps grid, not to {grid}")
+    if best_lr and grid not in ("steps", "modern"):
+        raise ValueError(f"best_lr applies to the steps and modern grids, not to {grid}")
+    if n_seeds is not None and not (isinstance(n_seeds, int) and n_seeds >= 1):
+        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
     points = ALL_GRIDS[grid](best_lr) if best_lr else ALL_GRIDS[grid]()
     runs = []
+    seeds_seen: dict[tuple, list[str]] = {}
     for model, subset, point, overrides, tag in points:
+        seed = dict(point).get("seed")
+        if n_seeds and seed is not None:
+            seen = seeds_seen.setdefault((model, subset, tag, dict(point).get("steps")), [])
+            if seed not in seen:
+                seen.append(seed)
+            if seen.index(seed) >= n_seeds:
+                continue
         if want_models and model not in want_models:
             continue
         if want_subsets and subset not in want_subsets:
@@ -409,24 +491,37 @@ def expand(
             merged.update(scaled_steps(model, merged, step_scale))
         merged.update(extra)
         merged.update(model_extra.get(model, {}))
+        parent = None
+        if grid == "modern":
+            stage = stage_overrides(tag, model)
+            if step_scale and "max_steps" in stage:
+                stage["max_steps"] = scaled_steps(model, stage, step_scale)["max_steps"]
+            merged.update(stage)
+            merged.update(stage_extra.get(tag, {}))
+            parent_tag = MODERN_STAGES[tag][1]
+            if parent_tag:
+                parent = _folder(Path(runs_root), grid, model, subset, point, parent_tag)
+                merged["init_from_run"] = str(parent)
         folder = _folder(Path(runs_root), grid, model, subset, point, tag)
         experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
-        runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment))
+        runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment, parent))
     return runs
 
 
 def model_sections(overrides: Mapping[str, object]) -> tuple[dict, dict[str, dict]]:
-    """Split an overrides mapping into (every run, {model: its runs only}).
+    """Split an overrides mapping into (every run, {model or stage: its runs only}).
 
-    A top-level key named after a model (``xvector``, ``ecapa``, ``wav2vec2``) whose value
-    is a mapping holds that model's overrides; every other key applies to every run::
+    A top-level key named after a model (``xvector``, ``ecapa``, ``wav2vec2``) or a stage
+    of the modern grid (:data:`MODERN_STAGES`) whose value is a mapping holds that model's
+    or stage's overrides; every other key applies to every run::
 
         batch_size: 32          # every run
         ecapa: {lr: 5.0e-3, ecapa_channels: 128}
+        large_margin: {max_steps: 100}
     """
     common, per_model = {}, {}
     for key, value in overrides.items():
-        if key in MODELS and isinstance(value, Mapping):
+        if (key in MODELS or key in MODERN_STAGES) and isinstance(value, Mapping):
             per_model[key] = dict(value)
         else:
             common[key] = value
@@ -474,7 +569,7 @@ def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:
     elif cell_at == 0 and Path(runs_root).resolve().name in ALL_GRIDS:  # root = a grid's folder
         info["grid"] = Path(runs_root).resolve().name
     rest = parts[cell_at + 1:]
-    if len(rest) == 2 and rest[0] in ABLATION_VARIANTS:
+    if len(rest) == 2 and (rest[0] in ABLATION_VARIANTS or rest[0] in MODERN_STAGES):
         info["tag"] = rest[0]
     if rest:
         for key, value in _PART.findall(rest[-1]):

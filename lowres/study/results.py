@@ -17,6 +17,9 @@ diverged and unfinished runs; the figures (PNG and PDF):
   (naive and detailed LR grid together; VoxCeleb1-O by default),
 * ``steps.*``: EER vs max_steps, mean ± sd over seeds and every seed,
 * ``ablation.*``: the wav2vec2 ablation, bars = mean, dots = seeds.
+* ``modern.*`` (the modern grid, beyond the study): EER per step of the toolbox (the
+  study's recipe, + augmentation, + checkpoint averaging & large-margin stage, + AS-norm),
+  one panel per model, one line per subset, mean ± sd over seeds.
 * ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
   (``max_steps`` 0), one panel per test set.
 * ``det.*`` (only with ``--det [RUN ...]``): DET curves (probit axes) of the named runs,
@@ -48,6 +51,7 @@ from lowres.study.grids import (
 )
 
 __all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
+           "MODERN_STEPS", "modern_table", "plot_modern",
            "demo_cells", "demo_table", "demo_checks", "demo_section", "plot_demo", "plot_det",
            "main"]
 
@@ -165,6 +169,7 @@ def read_run(root: Path, folder: Path) -> dict:
         row[f"eer_pct_{test_set}"] = 100.0 * eer
         for metric in METRICS[1:]:
             row[f"{metric}_{test_set}"] = _float(metrics.get(metric))
+        row.update(as_norm_columns(test_set, metrics))
     verdict = data.get("diverged") if isinstance(data, dict) else None
     if verdict is not None:  # the evaluation's verdict (lowres.scoring.evaluation)
         row["diverged"] = bool(verdict)
@@ -180,11 +185,20 @@ def read_run(root: Path, folder: Path) -> dict:
     return row
 
 
+def as_norm_columns(test_set: str, metrics: dict, prefix: str = "") -> dict:
+    """``<prefix>as_norm_eer_pct_<test set>``: the EER after AS-norm, when tested with it."""
+    as_norm = metrics.get("as_norm")
+    if not isinstance(as_norm, dict):
+        return {}
+    return {f"{prefix}as_norm_eer_pct_{test_set}": 100.0 * _float(as_norm.get("eer"))}
+
+
 def stage_columns(folder: Path, hp: dict) -> dict:
     """Beyond the study (issue 13): ``parent_run``, the run a fine-tuning stage started
     from (its init_from_run, "" for a run from scratch); ``averaged``, "<by> <n>" when
     the run was also tested with averaged checkpoints (eval/averaged/results.json), and
-    those EERs as ``averaged_eer_pct_<test set>``."""
+    those EERs as ``averaged_eer_pct_<test set>`` (``averaged_as_norm_eer_pct_<test set>``
+    after AS-norm)."""
     row = {"parent_run": str(hp.get("init_from_run") or ""), "averaged": ""}
     try:
         data = json.loads((folder / "eval" / "averaged" / "results.json").read_text())
@@ -195,6 +209,7 @@ def stage_columns(folder: Path, hp: dict) -> dict:
         row["averaged"] = f"{info.get('by')} {info.get('n')}"
         for test_set, metrics in flatten_results(data).items():
             row[f"averaged_eer_pct_{test_set}"] = 100.0 * _float(metrics.get("eer"))
+            row.update(as_norm_columns(test_set, metrics, "averaged_"))
     return row
 
 
@@ -206,7 +221,8 @@ def collect(root: Path | str) -> pd.DataFrame:
     if frame.empty:
         return frame
     metric_cols = sorted(c for c in frame.columns if c.startswith(("eer_pct_",) + METRICS[1:]))
-    metric_cols += sorted(c for c in frame.columns if c.startswith("averaged_eer_pct_"))
+    metric_cols += sorted(c for c in frame.columns if c.startswith(
+        ("as_norm_eer_pct_", "averaged_eer_pct_", "averaged_as_norm_eer_pct_")))
     first = ["run", "grid", "model", "subset", "tag", *[k for k in HPARAM_KEYS
              if k not in ("model_name", "subset")], "status", "diverged", "parent_run",
              "averaged"]
@@ -334,6 +350,70 @@ def ablation_table(frame: pd.DataFrame, test_set: str) -> list[str]:
     return _table(["variant", *subsets], rows)
 
 
+# The modern grid's toolbox a step at a time: (label, stage run, EER column prefix). The
+# last two steps are the large-margin stage's averaged checkpoints without / with AS-norm.
+MODERN_STEPS = (
+    ("study recipe", "study", "eer_pct_"),
+    ("+ augmentation", "augment", "eer_pct_"),
+    ("+ averaging & large margin", "large_margin", "averaged_eer_pct_"),
+    ("+ AS-norm", "large_margin", "averaged_as_norm_eer_pct_"),
+)
+SUBSET_COLORS = {"full": "black", "tiny_few": "tab:purple", "tiny_many_low": "tab:red",
+                 "tiny_many_high": "tab:cyan"}
+
+
+def modern_stats(frame: pd.DataFrame, model: str, subset: str, test_set: str) -> list[dict]:
+    """seed_stats of each toolbox step (MODERN_STEPS) of one modern-grid cell."""
+    cell = frame[(frame["grid"] == "modern") & (frame["model"] == model)
+                 & (frame["subset"] == subset)]
+    return [seed_stats(cell[cell["tag"] == tag], f"{prefix}{test_set}")
+            for _, tag, prefix in MODERN_STEPS]
+
+
+def modern_table(frame: pd.DataFrame, test_set: str) -> list[str]:
+    """One row per model x subset, one column per toolbox step; the best step in bold."""
+    sub = frame[frame["grid"] == "modern"]
+    rows = []
+    for model in _order(sub["model"], MODELS):
+        for subset in _order(sub[sub["model"] == model]["subset"], SUBSETS):
+            stats = modern_stats(frame, model, subset, test_set)
+            means = [st["mean"] for st in stats if st["n"]]
+            best = min(means) if means else None
+            rows.append([MODEL_LABELS.get(model, model), subset] + [
+                _cell(st, bold=st["n"] > 0 and st["mean"] == best) for st in stats])
+    return _table(["model", "subset", *[label for label, _, _ in MODERN_STEPS]], rows)
+
+
+def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    """EER per toolbox step (x), one line per subset, one panel per model."""
+    sub = frame[frame["grid"] == "modern"]
+    if sub.empty:
+        return []
+    test = pick_test_set(sub, test_set)
+    plt = _plt()
+    models = _order(sub["model"], MODELS)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.0 * len(models), 3.4), squeeze=False,
+                             sharey=True)
+    xs = np.arange(len(MODERN_STEPS))
+    for ax, model in zip(axes[0], models, strict=True):
+        for subset in _order(sub[sub["model"] == model]["subset"], SUBSETS):
+            stats = modern_stats(frame, model, subset, test)
+            ok = [(x, st) for x, st in zip(xs, stats, strict=True) if st["n"]]
+            if not ok:
+                continue
+            ax.errorbar([x for x, _ in ok], [st["mean"] for _, st in ok],
+                        yerr=[0.0 if math.isnan(st["sd"]) else st["sd"] for _, st in ok],
+                        color=SUBSET_COLORS.get(subset), marker="o", capsize=3, label=subset)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([label for label, _, _ in MODERN_STEPS], rotation=25, ha="right",
+                           fontsize=8)
+        ax.set_title(MODEL_LABELS.get(model, model))
+        ax.grid(True, alpha=0.3)
+    _finish_panels(fig, axes, test, "mean ± sd over seeds; each step adds to the one before",
+                   note_y=-0.24)
+    return _save(fig, out, "modern")
+
+
 def demo_cells(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     """The demo grid's runs: (model, subset or "untrained") -> its row (max_steps 0 =
     the untrained model of lowres.study.demo).  Only finished runs."""
@@ -446,6 +526,14 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
         test = pick_test_set(frame[frame["grid"] == "ablation"], steps_test)
         lines += [f"## wav2vec2 ablation (EER %, {TEST_LABELS.get(test, test)})", ""]
         lines += ablation_table(frame, test) + [""]
+    if (frame["grid"] == "modern").any():
+        lines += ["## The modern toolbox on limited data (modern grid; not the study's)", "",
+                  "Each step adds to the one before: the study's recipe; + augmentation "
+                  "(MUSAN noise, music, babble, reverberation, speed perturbation); + a "
+                  "large-margin stage from the augmented run, its last checkpoints averaged; "
+                  "+ AS-norm of its scores.", ""]
+        for test in tests_with_results(frame[frame["grid"] == "modern"]):
+            lines += [f"### EER %, {TEST_LABELS[test]}", ""] + modern_table(frame, test) + [""]
     lines += demo_section(frame)
     other = frame[frame["grid"] == ""]
     eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]
@@ -551,7 +639,7 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
     return _save(fig, out, "lr")
 
 
-def _finish_panels(fig, axes, test: str, note: str) -> None:
+def _finish_panels(fig, axes, test: str, note: str, note_y: float = -0.1) -> None:
     """Y label, one legend above a row of panels (each label once), a note below."""
     axes[0][0].set_ylabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
     handles, labels = [], []
@@ -562,7 +650,7 @@ def _finish_panels(fig, axes, test: str, note: str) -> None:
                 labels.append(lab)
     fig.legend(handles, labels, loc="upper center", ncol=len(labels) + 1,
                bbox_to_anchor=(0.5, 1.08), frameon=False)
-    fig.text(0.5, -0.1, note, ha="center", fontsize=8)
+    fig.text(0.5, note_y, note, ha="center", fontsize=8)
 
 
 def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
@@ -780,8 +868,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default RUNS_ROOT/results)")
     parser.add_argument("--lr_test_set", help="test set of the LR tables/figure "
                         "(default original)")
-    parser.add_argument("--test_set", help="test set of the steps and ablation tables/figures "
-                        "(default hard, else original)")
+    parser.add_argument("--test_set", help="test set of the steps, ablation and modern "
+                        "tables/figures (default hard, else original)")
     parser.add_argument("--det", nargs="*", metavar="RUN",
                         help="also draw det.png/pdf: DET curves of these runs (folders below "
                         "RUNS_ROOT, as in results.csv; none named: every run with score files)")
@@ -798,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
         written += plot_lr(frame, out, args.lr_test_set)
         written += plot_steps(frame, out, args.test_set)
         written += plot_ablation(frame, out, args.test_set)
+        written += plot_modern(frame, out, args.test_set)
         written += plot_demo(frame, out)
     if args.det is not None:
         try:

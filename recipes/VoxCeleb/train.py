@@ -342,7 +342,7 @@ def check_hparams(values: dict, world_size: int) -> None:
             bad("regularisation", f"must be one of {', '.join(REGULARISATION_PRESETS)}")
     if values.get("precision") not in PRECISIONS:
         bad("precision", f"must be one of {', '.join(PRECISIONS)}")
-    for key in ("compile_embedder", "fused_optimizer"):
+    for key in ("compile_embedder", "fused_optimizer", "evaluate_last"):
         if not isinstance(values.get(key, False), bool):
             bad(key, "must be true or false")
     if values.get("compile_mode", "default") not in COMPILE_MODES:
@@ -526,8 +526,8 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
 
 
 def evaluate_after_training(hparams, device, debug_files=None):
-    """Hook: test the last, the averaged (average_checkpoints) and the best checkpoint
-    (lowres.scoring.evaluation, issues 4 and 13).
+    """Hook: test the last (unless evaluate_last is false), the averaged
+    (average_checkpoints) and the best checkpoint (lowres.scoring.evaluation, issues 4, 13).
 
     ``eval/best/results.json`` is written last: it marks the run as finished.  With
     ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
@@ -535,7 +535,9 @@ def evaluate_after_training(hparams, device, debug_files=None):
     from lowres.scoring.evaluation import evaluate_run
 
     # eval/best last; evaluate_run reads test_sets in every form a user types
-    for which in ("last", *(["averaged"] if hparams["average_checkpoints"] else []), "best"):
+    which_ones = (*(["last"] if hparams.get("evaluate_last", True) else []),
+                  *(["averaged"] if hparams["average_checkpoints"] else []), "best")
+    for which in which_ones:
         evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
                      debug_files=debug_files)
 
