@@ -58,9 +58,10 @@ def test_hub_layout_loads_every_backbone_weight(checkpoints, case):
     assert model.encoder.dropout.p == 0.1 and model.config.layerdrop == 0.1
     assert model.feature_projection.dropout.p == 0.1 and model.config.mask_time_prob == 0.5
     assert {layer.attention.dropout for layer in model.encoder.layers} == {0.1}
-    with torch.no_grad():
-        out = emb.eval()(0.3 * torch.randn(2, 16000), torch.tensor([1.0, 0.7]))
-    assert out.shape == (2, 128) and torch.isfinite(out).all()
+    for mode in (True, False):  # training: time and feature masking on (WavLM's needed a fix)
+        with torch.no_grad():
+            out = emb.train(mode)(0.3 * torch.randn(2, 16000), torch.tensor([1.0, 0.7]))
+        assert out.shape == (2, 128) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("family", ["hubert", "wavlm", "data2vec_audio"])

@@ -294,6 +294,9 @@ class Wav2vec2Embedder(torch.nn.Module):
             raise ValueError(f"ssl_pooling {pooling!r} is unknown; valid: {', '.join(POOLINGS)}")
         model_class, config = backbone_config(source, model_type, cache_dir)
         checkpoint_config = copy.deepcopy(config)
+        # WavLM's feature masking reads mask_feature_min_masks, which WavLMConfig lacks
+        # (transformers 4.57): wav2vec2's default, 0
+        config.mask_feature_min_masks = getattr(config, "mask_feature_min_masks", 0)
         for key, value in regularisation_config(regularisation,
                                                 regularisation_as_published).items():
             # apply_spec_augment: read with getattr(config, ..., True) by every family

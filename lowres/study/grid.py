@@ -22,6 +22,7 @@ and under SLURM runs in a second array submitted after the first (``sbatch`` pri
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -43,6 +44,7 @@ from lowres.study.grids import (
     REPO_ROOT,
     Run,
     expand,
+    expand_experiments,
     format_value,
     is_finished,
     model_sections,
@@ -127,8 +129,11 @@ def select(args) -> list[Run]:
     extra, model_extra = parse_overrides(args.set, args.overrides)
     best_lr = best_lr_arg(args)
     stage_extra = {k: model_extra.pop(k) for k in list(model_extra) if k in MODERN_STAGES}
+    # --experiment NAME: the grid's runs of hparams/NAME.yaml's model family and subset
+    grid_expand = functools.partial(expand_experiments, args.experiment) \
+        if args.experiment else expand
     try:
-        return expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
+        return grid_expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
                       subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr,
                       step_scale=args.step_scale, model_extra=model_extra,
                       stage_extra=stage_extra, n_seeds=args.n_seeds)
@@ -284,6 +289,8 @@ def _passthrough(args, tags: list[str] | None = None) -> list[str]:
     out: list[str] = []
     for subset in args.subset or []:
         out += ["--subset", subset]
+    for name in args.experiment or []:
+        out += ["--experiment", name]
     for tag in (args.tag or []) if tags is None else tags:
         out += ["--tag", tag]
     for file in args.overrides or []:
@@ -373,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", action="append", help="restrict to model(s): xvector, "
                        "ecapa, wav2vec2 (repeat or comma-separate; 'all' = no restriction)")
         p.add_argument("--subset", action="append", help="restrict to subset(s)")
+        p.add_argument("--experiment", action="append", metavar="NAME",
+                       help="LR grids: run hparams/NAME.yaml (any experiment file) at the grid "
+                       "points of its model_name and subset, in RUNS_ROOT/GRID/NAME/ (repeat or "
+                       "comma-separate)")
         p.add_argument("--tag", action="append",
                        help="restrict to ablation variant(s) or modern stage(s)")
         p.add_argument("--runs_root", default=os.environ.get("LOWRES_RUNS_ROOT", "runs"),

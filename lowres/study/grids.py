@@ -44,6 +44,7 @@ reads them back.  No ``=`` anywhere: SpeechBrain splits ``--key=value`` argument
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -505,6 +506,58 @@ def expand(
         folder = _folder(Path(runs_root), grid, model, subset, point, tag)
         experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
         runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment, parent))
+    return runs
+
+
+# ---------------------------------------------------------------------------
+# experiments beyond the study's cells: any hparams/<name>.yaml (e.g. wavlm_base_plus_tiny_few)
+# runs in the LR grids without code changes: the grid reads the file's model_name and subset
+# and gives it the grid points of that model family and subset.
+EXPERIMENT_GRIDS = ("naive_lr", "detailed_lr")
+# families of ours -> the study's model whose grid points, step scaling (num_frozen_steps),
+# per-model overrides and GPU class they take: ssl_ecapa is wav2vec2's backbone recipe
+GRID_FAMILY = {"ssl_ecapa": "wav2vec2"}
+
+
+def experiment_cell(name: str) -> tuple[str, str]:
+    """(model family in the grids, subset) of hparams/<name>.yaml, from its resolved
+    ``model_name`` and ``subset``."""
+    from lowres.io.hparams import plain_values
+
+    path = REPO_ROOT / "hparams" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"experiment {name!r}: no hparams file {path}")
+    values = plain_values(path)
+    model = GRID_FAMILY.get(values.get("model_name"), values.get("model_name"))
+    if model not in MODELS or values.get("subset") not in SUBSETS:
+        raise ValueError(f"experiment {name}: {path} has model_name "
+                         f"{values.get('model_name')!r} and subset {values.get('subset')!r}; "
+                         f"the grids know {', '.join((*MODELS, *GRID_FAMILY))} and "
+                         f"{', '.join(SUBSETS)}")
+    return model, values["subset"]
+
+
+def expand_experiments(experiments: Iterable[str], grid: str, runs_root: Path | str = "runs",
+                       **kwargs) -> list[Run]:
+    """The runs of LR grid `grid` for each experiment (hparams/<name>.yaml; comma-separated
+    names allowed): the grid's runs of the file's model family and subset (:func:`expand`
+    with `kwargs`), with the file as hparams file and RUNS_ROOT/<grid>/<name>/ as folder."""
+    if grid not in EXPERIMENT_GRIDS:
+        raise ValueError(f"experiments run in the LR grids ({', '.join(EXPERIMENT_GRIDS)}), "
+                         f"not in {grid}")
+    names = [n.strip() for item in experiments for n in str(item).split(",") if n.strip()]
+    want_models = _select(kwargs.pop("models", None), MODELS, "model")
+    want_subsets = _select(kwargs.pop("subsets", None), SUBSETS, "subset")
+    runs = []
+    for name in dict.fromkeys(names):
+        model, subset = experiment_cell(name)
+        if want_models and model not in want_models or want_subsets and subset not in \
+                want_subsets:
+            continue  # e.g. a SLURM array of one model's runs
+        for run in expand(grid, runs_root, models=[model], subsets=[subset], **kwargs):
+            cell_folder = Path(runs_root) / grid / run.cell
+            folder = Path(runs_root) / grid / name / run.output_folder.relative_to(cell_folder)
+            runs.append(dataclasses.replace(run, experiment=name, output_folder=folder))
     return runs
 
 

@@ -340,6 +340,13 @@ def check_hparams(values: dict, world_size: int) -> None:
 
         if values["regularisation"] not in REGULARISATION_PRESETS:
             bad("regularisation", f"must be one of {', '.join(REGULARISATION_PRESETS)}")
+    if "ssl_pooling" in values:
+        from lowres.models.wav2vec2 import POOLINGS, SSL_MODEL_CLASSES
+
+        if values["ssl_pooling"] not in POOLINGS:
+            bad("ssl_pooling", f"must be one of {', '.join(POOLINGS)}")
+        if values.get("ssl_model_type") not in ("auto", *SSL_MODEL_CLASSES):
+            bad("ssl_model_type", f"must be auto or one of {', '.join(SSL_MODEL_CLASSES)}")
     if values.get("precision") not in PRECISIONS:
         bad("precision", f"must be one of {', '.join(PRECISIONS)}")
     for key in ("compile_embedder", "fused_optimizer", "evaluate_last"):
@@ -379,7 +386,7 @@ def check_hparams(values: dict, world_size: int) -> None:
     shard_data.check_hparams(values)  # data_format, shard_folder
     if values["batch_size"] % world_size:
         bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
-    if values.get("model_name") == "wav2vec2" and values.get("wav2vec_initially_frozen"):
+    if values.get("wav2vec_initially_frozen"):  # the SSL families (wav2vec2, ssl_ecapa)
         n = values.get("num_frozen_steps")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             bad("num_frozen_steps", "must be a non-negative integer (or null: never unfreeze)")
