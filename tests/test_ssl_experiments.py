@@ -107,3 +107,15 @@ def test_trains_two_steps_with_a_tiny_checkpoint_of_its_family(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "step: 2, " in (out / "train_log.txt").read_text()  # 2 steps, then validated
     assert list((out / "save").glob("CKPT+*"))
+
+
+@pytest.mark.parametrize("key, value", [("ssl_pooling", "max"), ("ssl_model_type", "whisper")])
+def test_train_py_refuses_bad_ssl_keys_before_building(key, value):
+    from conftest import load_script
+
+    from lowres.io.hparams import HparamsError
+
+    train = load_script(ROOT / "recipes" / "VoxCeleb" / "train.py", "lowres_train_ssl")
+    values = plain_values(HPARAMS / "wav2vec2_tiny_few.yaml", {key: value})
+    with pytest.raises(HparamsError, match=f"{key}={value!r}"):
+        train.check_hparams(values, world_size=1)
