@@ -15,7 +15,13 @@ import yaml
 
 from lowres.study import grids
 from lowres.study.grids import expand
-from lowres.study.results import MODERN_STEPS, collect, modern_table, plot_modern
+from lowres.study.results import (
+    MODERN_STEPS,
+    collect,
+    modern_table,
+    plot_modern,
+    with_mean_columns,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ROOT / "hparams" / "overrides"
@@ -218,6 +224,7 @@ def test_results_read_each_toolbox_step_from_its_run(tmp_path):
     means = [float(c.strip("*").split(" ")[0]) for c in cells[2:]]
     assert means == pytest.approx([round(e, 2) for e in expected], abs=0.006)
     assert cells[-1].startswith("**") and cells[2].endswith("(3)")
+    assert modern_table(with_mean_columns(frame, ["original"]), "mean") == table
     lm = frame[frame["tag"] == "large_margin"]
     assert lm["parent_run"].str.contains("/augment/").all()
     assert (lm["averaged"] == "last 3").all()

@@ -370,6 +370,17 @@ def modern_stats(frame: pd.DataFrame, model: str, subset: str, test_set: str) ->
             for _, tag, prefix in MODERN_STEPS]
 
 
+def with_mean_columns(frame: pd.DataFrame, tests: list[str]) -> pd.DataFrame:
+    """`frame` plus ``<prefix>mean``: each toolbox step's EER averaged over `tests` (NaN
+    when one of them is missing), so that modern_table(frame, "mean") tabulates it."""
+    frame = frame.copy()
+    for prefix in dict.fromkeys(prefix for _, _, prefix in MODERN_STEPS):
+        cols = [f"{prefix}{t}" for t in tests]
+        if all(c in frame for c in cols):
+            frame[f"{prefix}mean"] = frame[cols].mean(axis=1, skipna=False)
+    return frame
+
+
 def modern_table(frame: pd.DataFrame, test_set: str) -> list[str]:
     """One row per model x subset, one column per toolbox step; the best step in bold."""
     sub = frame[frame["grid"] == "modern"]
@@ -532,8 +543,13 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
                   "(MUSAN noise, music, babble, reverberation, speed perturbation); + a "
                   "large-margin stage from the augmented run, its last checkpoints averaged; "
                   "+ AS-norm of its scores.", ""]
-        for test in tests_with_results(frame[frame["grid"] == "modern"]):
+        tests = tests_with_results(frame[frame["grid"] == "modern"])
+        for test in tests:
             lines += [f"### EER %, {TEST_LABELS[test]}", ""] + modern_table(frame, test) + [""]
+        if len(tests) > 1:
+            names = ", ".join(TEST_LABELS[t] for t in tests)
+            lines += [f"### EER %, mean of {names}", ""]
+            lines += modern_table(with_mean_columns(frame, tests), "mean") + [""]
     lines += demo_section(frame)
     other = frame[frame["grid"] == ""]
     eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]
