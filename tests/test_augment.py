@@ -1,5 +1,6 @@
 """Training-crop augmentation (lowres.data.augment): each kind changes the crops as
-configured, it is off by default, and every crop is a pure function of (seed, draw)."""
+configured, it is off by default, every crop is a pure function of (seed, draw), and the
+device side (augment_side: device) gives the loader side's crops."""
 
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import ROOT, load_script
+from speechbrain.dataio.batch import PaddedBatch
 
 from lowres.data import augment
 from lowres.data.loading import SAMPLE_RATE, speaker_encoder, train_dataset
 from lowres.io.hparams import HparamsError, plain_values
 from prepare.augment_sets import prepare_augment_sets
 from prepare.synthetic.augment_sets import generate_augment_sets
+from prepare.wav_stats import add_wav_stats
 
 CROP = 1.0
 FRAMES = int(CROP * SAMPLE_RATE)
@@ -79,6 +82,7 @@ def test_off_by_default():
     for cell in ("xvector_tiny_few", "ecapa_full", "wav2vec2_tiny_many_low"):
         values = plain_values(ROOT / "hparams" / f"{cell}.yaml", {"data_folder": "/data"})
         assert all(values[key] is False for key in OFF)  # every switch is in the yaml, off
+        assert values["augment_side"] == "loader"
         assert augment.augment_config(values) is None
         assert augment.from_hparams(values) is None
 
@@ -165,21 +169,66 @@ def test_speed_perturbed_speakers_as_new_classes(collections, speech_manifest, t
         == [int(p["spk_id_encoded"]) for p in plain]
 
 
-def test_crops_are_a_pure_function_of_seed_and_draw(collections, speech_manifest):
-    aug = augment.from_hparams(hparams(
-        collections, augment_noise=True, augment_music=True, augment_babble=True,
-        augment_reverb=True, augment_prob=0.8, augment_max=2, speed_perturb=True))
+EVERY = dict(augment_noise=True, augment_music=True, augment_babble=True, augment_reverb=True,
+             augment_prob=0.8, augment_max=2, speed_perturb=True)
+
+
+@pytest.mark.parametrize("side", augment.SIDES)
+def test_crops_are_a_pure_function_of_seed_and_draw(collections, speech_manifest, side):
+    aug = augment.from_hparams(hparams(collections, **EVERY, augment_side=side))
+    assert aug.on_device == (side == "device")
     torch.manual_seed(0)
     state = torch.get_rng_state()
     first = crops(speech_manifest, aug, range(8))
     assert torch.equal(torch.get_rng_state(), state)  # the training's RNG is left alone
     again = crops(speech_manifest, aug, [7, 3, 5, 0, 1, 2, 4, 6])  # another order
     by_draw = dict(zip([7, 3, 5, 0, 1, 2, 4, 6], again, strict=True))
-    for d, item in enumerate(first):
-        assert torch.equal(item["sig"], by_draw[d]["sig"])
+    keys = ("sig", *augment.PLAN_KEYS) if side == "device" else ("sig",)
+    for d, item in enumerate(first):  # device side: the crop and the draws it carries
+        assert all(torch.equal(item[k], by_draw[d][k]) for k in keys)
     other_seed = crops(speech_manifest, aug, range(8), seed=4)
     assert not all(torch.equal(a["sig"], b["sig"]) for a, b in zip(first, other_seed,
                                                                     strict=True))
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_device_side_gives_the_loader_sides_crops(collections, speech_manifest, tmp_path,
+                                                  normalise):
+    signals = {f"id{k}": sf.read(f, dtype="float32")[0]
+               for k, f in enumerate(pd.read_csv(speech_manifest).wav)}
+    signals["short"] = signals["id0"][: FRAMES // 2]  # shorter than the crop: padded rows
+    manifest = write_manifest(tmp_path, signals)
+    if normalise:
+        add_wav_stats(manifest)
+    values = hparams(collections, **EVERY)
+    loader_side = augment.from_hparams(values)
+    device_side = augment.from_hparams({**values, "augment_side": "device"})
+    draws = range(24)
+    expected = [train_dataset(manifest, None, CROP, 3, normalise=normalise,
+                              augment=loader_side)[(d % len(signals), d)]["sig"] for d in draws]
+    ds = train_dataset(manifest, None, CROP, 3, normalise=normalise, augment=device_side)
+    batch = PaddedBatch([ds[(d % len(signals), d)] for d in draws])
+    kinds = batch.augment_kind.data
+    enabled = device_side.config.enabled
+    assert set(kinds[:, 0].tolist()) == {-1, *range(len(enabled))}  # each kind, and none
+    assert bool((kinds[:, 1] >= 0).any())  # two augmentations on some crops
+    wavs, lens = batch.sig
+    state, before = torch.get_rng_state(), wavs.clone()
+    out = device_side.augment_batch(wavs, lens, batch)  # device="cpu": the device path
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(wavs, before)
+    for row, want in zip(out, expected, strict=True):
+        torch.testing.assert_close(row[:len(want)], want, rtol=1e-5, atol=1e-6)
+        assert not bool(row[len(want):].any())  # padding stays zero
+
+
+def test_speed_perturbation_stays_on_the_loader_side(collections, speech_manifest):
+    values = hparams(collections, speed_perturb=True, augment_side="device")
+    aug = augment.from_hparams(values)
+    assert not aug.on_device  # nothing for the device: the loader side's crops
+    on_loader = augment.from_hparams({**values, "augment_side": "loader"})
+    for a, b in zip(crops(speech_manifest, aug, range(3)),
+                    crops(speech_manifest, on_loader, range(3)), strict=True):
+        assert torch.equal(a["sig"], b["sig"]) and set(a) == set(b)
 
 
 def test_bad_settings_name_the_key(collections, tmp_path):
@@ -195,3 +244,4 @@ def test_bad_settings_name_the_key(collections, tmp_path):
     assert "music_snr_high" in error(augment_music=True, music_snr_low=10, music_snr_high=5)
     assert "speeds" in error(speed_perturb=True, speeds=[90, 90])
     assert "augment_prob" in error(augment_reverb=True, augment_prob=1.5)
+    assert "augment_side='gpu'" in error(augment_side="gpu")  # checked with augmentation off

@@ -24,13 +24,30 @@ draw)`` for that crop only (and restored after), and the collection files are pi
 with those generators instead of loaders, so an augmented crop is, like the crop itself
 (lowres.data.loading.crop_offset), a pure function of ``(seed, draw)``: a resumed run
 and a run with another number of loader workers see the same crops, and nothing extra is
-checkpointed. It runs on the CPU side, per item in the loader workers
-(benchmarks/augment_throughput.py measures what that costs against the models).
+checkpointed. By default (``augment_side: loader``) it runs on the CPU side, per item in
+the loader workers (benchmarks/augment_throughput.py measures what that costs against
+the models).
+
+``augment_side: device`` moves the signal processing of noise, music, babble and
+reverberation to the training device, batch-wise, after the batch is moved there and
+before the features (:meth:`CropAugment.augment_batch`, called by train.py's Brain).
+The loader still makes every draw, with the same seeded generators in the same order
+(:meth:`CropAugment.plan`: SpeechBrain's ``Augmenter`` over stand-ins that draw as
+``AddNoise`` / ``CollectionReverb`` do and note the draws instead of applying them), and
+passes them in the batch (:data:`PLAN_KEYS`: per crop the kinds in application order,
+their SNRs, the noise crops read, the impulse response), so a crop stays a pure function
+of ``(seed, draw)`` and equals the loader side's up to float rounding. The loader keeps
+reading the collection files; the device takes the mixing and the convolutions off it. With
+``input_normalisation: utterance`` the device also normalises, after augmenting (as the
+loader side normalises the augmented crop), with the file statistics in the batch
+(``wav_stats``).
 
 Speed perturbation comes first and keeps the crop's length: at speed ``s`` the crop reads
 ``crop * s / 100`` frames of the file (at the same seeded offset rule) and the
 perturbation brings them to ``crop`` frames (WeSpeaker likewise crops after perturbing),
 so batches and model cost are as without it; at 100 the crop is the unaugmented one.
+Speed perturbation changes how many frames a crop reads, so it stays on the loader side
+with ``augment_side: device`` too (the device side starts from the perturbed crop).
 ``speed_new_speakers`` (WeSpeaker, ESPnet): a speaker at the ``k``-th of ``speeds`` is
 another class, label ``speaker + k * n_speakers``; the classifier then has
 ``n_speakers * len(speeds)`` outputs (:func:`n_classes`).
@@ -51,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
+from speechbrain.processing.signal_processing import compute_amplitude, dB_to_amplitude, rescale
 
 from lowres.data.loading import SAMPLE_RATE, crop_offset, read_segment
 from lowres.io.hparams import HparamsError
@@ -62,6 +80,11 @@ CSV_KEYS = {"noise": "noise_csv", "music": "music_csv", "babble": "babble_csv",
             "reverb": "rir_csv"}
 #: A random stream of its own: augmentation draws never shift the crops' or the order's.
 _STREAM = 2_000_003
+SIDES = ("loader", "device")  # augment_side: where the signal processing runs
+#: What the loader passes the device side per crop (augment_side: device; see the module
+#: doc): kinds (index in ``enabled``, -1: none) in application order, their SNRs (dB),
+#: the noise crops (time x slot) and the impulse response (one zero for none).
+PLAN_KEYS = ("augment_kind", "augment_snr", "augment_noise", "augment_rir")
 PREPARE_HINT = ("python -m prepare.augment_sets --musan DIR/musan --rirs DIR/RIRS_NOISES "
                 "--save_folder {folder}")
 
@@ -79,6 +102,7 @@ class AugmentConfig:
     csv: tuple[tuple[str, str], ...] = ()  # (augmentation, prepared CSV)
     speeds: tuple[float, ...] = (100,)  # percent; (100,): no speed perturbation
     new_speakers: bool = False
+    side: str = "loader"  # of SIDES
 
 
 def n_classes(n_speakers: int, speed_perturb: bool, speeds: Sequence, new_speakers: bool) -> int:
@@ -113,6 +137,9 @@ def augment_config(values: dict) -> AugmentConfig | None:
             bad(key, f"must be an integer >= {low}")
         return v
 
+    side = values.get("augment_side", "loader")
+    if side not in SIDES:
+        bad("augment_side", f"must be one of {', '.join(SIDES)}")
     enabled = tuple(a for a in AUGMENTATIONS if flag(f"augment_{a}"))
     speed = flag("speed_perturb")
     new_speakers = flag("speed_new_speakers")
@@ -131,7 +158,7 @@ def augment_config(values: dict) -> AugmentConfig | None:
             bad("speeds", "must be a list of distinct positive speeds in percent, e.g. "
                 "[90, 100, 110]")
     if not enabled:
-        return AugmentConfig(speeds=tuple(speeds), new_speakers=new_speakers)
+        return AugmentConfig(speeds=tuple(speeds), new_speakers=new_speakers, side=side)
     prob = number("augment_prob")
     if not 0 <= prob <= 1:
         bad("augment_prob", "must be between 0 and 1")
@@ -160,7 +187,7 @@ def augment_config(values: dict) -> AugmentConfig | None:
                 f"{PREPARE_HINT.format(folder=folder)})")
         csv.append((a, path))
     return AugmentConfig(enabled, float(prob), low, high, tuple(snr), babble, tuple(csv),
-                         tuple(speeds), new_speakers)
+                         tuple(speeds), new_speakers, side)
 
 
 @contextmanager
@@ -243,30 +270,93 @@ class CollectionReverb(AddReverb):
         return self._rir[None, :, None].to(waveforms)
 
 
+class _PlannedNoise(torch.nn.Module):
+    """Device side: draws what ``AddNoise`` draws, in its order (the SNR, then the noise
+    crops), and notes them in ``plan`` instead of adding the noise."""
+
+    def __init__(self, code: int, snr_low: float, snr_high: float, noise_funct: NoiseCrops,
+                 plan: list):
+        super().__init__()
+        self.code, self.snr_low, self.snr_high = code, snr_low, snr_high
+        self.noise_funct, self.plan = noise_funct, plan
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        snr = torch.rand(len(waveforms), 1) * (self.snr_high - self.snr_low) + self.snr_low
+        self.plan.append((self.code, float(snr), self.noise_funct(waveforms)[0]))
+        return waveforms
+
+
+class _PlannedReverb(torch.nn.Module):
+    """Device side: draws the impulse response ``CollectionReverb`` would apply and notes
+    it in ``plan``."""
+
+    def __init__(self, code: int, collection: Collection, plan: list):
+        super().__init__()
+        self.code, self.collection, self.plan = code, collection, plan
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        self.plan.append((self.code, 0.0, self.collection.whole()))
+        return waveforms
+
+
+def _add_noise(x: torch.Tensor, frames: torch.Tensor, noise: torch.Tensor,
+               snr: torch.Tensor) -> torch.Tensor:
+    """``AddNoise.forward``'s mixture with each row's own ``snr`` (dB) and noise (RMS
+    amplitudes over the row's ``frames``)."""
+    clean_amplitude = compute_amplitude(x, frames, amp_type="rms")
+    noise_amplitude_factor = 1 / (dB_to_amplitude(snr) + 1)
+    new_noise_amplitude = noise_amplitude_factor * clean_amplitude
+    noise_amplitude = compute_amplitude(noise, frames, amp_type="rms")
+    return x * (1 - noise_amplitude_factor) + noise * (new_noise_amplitude
+                                                       / (noise_amplitude + 1e-14))
+
+
+def _reverb(x: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
+    """:class:`CollectionReverb` with each row's own impulse response (zero-padded rows):
+    linear FFT convolution aligned on the response's direct path (SpeechBrain's
+    ``reverberate``: its largest magnitude), the crop's average amplitude kept."""
+    frames = x.shape[1]
+    n = scipy.fft.next_fast_len(frames + rir.shape[1], real=True)
+    padded = F.pad(x, (0, n - frames))
+    direct = rir.abs().max(dim=1).indices
+    where = (torch.arange(rir.shape[1], device=x.device)[None] - direct[:, None]) % n
+    kernel = torch.zeros(len(x), n, dtype=x.dtype, device=x.device).scatter_(1, where, rir)
+    out = torch.fft.irfft(torch.fft.rfft(padded) * torch.fft.rfft(kernel), n=n)
+    level = compute_amplitude(padded, n, amp_type="avg")
+    return rescale(out, n, level, amp_type="avg")[:, :frames]
+
+
 class CropAugment:
     """The training crop of draw ``draw``, augmented as ``config`` says: a pure function
-    of ``(seed, draw)`` (lowres.data.loading.train_dataset calls :meth:`crop`)."""
+    of ``(seed, draw)`` (lowres.data.loading.train_dataset calls :meth:`crop`, or with
+    :attr:`on_device` :meth:`plan`, and the Brain :meth:`augment_batch`)."""
 
     def __init__(self, config: AugmentConfig):
         self.config = config
         self.perturbers = [None if s == 100 else SpeedPerturb(SAMPLE_RATE, speeds=[s])
                            for s in config.speeds]
         csv, snr = dict(config.csv), {k: (lo, hi) for k, lo, hi in config.snr}
-        modules = []
-        for name in config.enabled:
+        self._plan: list[tuple[int, float, torch.Tensor]] = []  # plan()'s notes of a crop
+        modules, planned = [], []
+        for code, name in enumerate(config.enabled):
             collection = Collection(csv[name])
             if name == "reverb":
                 modules.append(CollectionReverb(collection))
+                planned.append(_PlannedReverb(code, collection, self._plan))
             else:
                 count = config.babble_speakers if name == "babble" else (1, 1)
+                noise = NoiseCrops(collection, count)
                 modules.append(AddNoise(snr_low=snr[name][0], snr_high=snr[name][1],
-                                        noise_funct=NoiseCrops(collection, count)))
-        self.augmenter = None
+                                        noise_funct=noise))
+                planned.append(_PlannedNoise(code, *snr[name], noise, self._plan))
+        self.augmenter = self.planner = None
         if modules:
-            self.augmenter = Augmenter(
+            self.augmenter, self.planner = (Augmenter(
                 augment_prob=config.prob, min_augmentations=config.min_augmentations,
                 max_augmentations=config.max_augmentations, shuffle_augmentations=True,
-                augmentations=modules)
+                augmentations=m) for m in (modules, planned))
+        #: augment_side device with something to do there (speed perturbation stays here)
+        self.on_device = config.side == "device" and self.augmenter is not None
 
     def _draws(self, seed: int, draw: int) -> tuple[int, int]:
         """(speed index, seed of the crop's SpeechBrain draws) of a training draw."""
@@ -285,15 +375,72 @@ class CropAugment:
              read=read_segment) -> torch.Tensor:
         """The augmented crop (``crop_frames`` long, or shorter for a short file);
         ``read(path, start, frames)`` reads the utterance (the collections are files)."""
+        return self._crop(self.augmenter, path, num_frames, crop_frames, seed, draw, read)
+
+    def _crop(self, augmenter, path, num_frames, crop_frames, seed, draw, read):
         k, item_seed = self._draws(seed, draw)
         frames = int(round(crop_frames * self.config.speeds[k] / 100))
         sig = read(path, crop_offset(seed, draw, num_frames, frames), frames)
         with _seeded(item_seed):
             if self.perturbers[k] is not None:
                 sig = self.perturbers[k](sig[None])[0, :crop_frames]
-            if self.augmenter is not None:
-                sig = self.augmenter(sig[None], torch.ones(1))[0][0]
+            if augmenter is not None:
+                sig = augmenter(sig[None], torch.ones(1))[0][0]
         return sig
+
+    def plan(self, path: str, num_frames: int, crop_frames: int, seed: int, draw: int,
+             read=read_segment) -> tuple[torch.Tensor, ...]:
+        """Device side: the crop of :meth:`crop` before its noise and reverberation (speed-
+        perturbed, though) and what :meth:`crop` does to it, as :data:`PLAN_KEYS`' tensors
+        (the same draws: :meth:`augment_batch` then gives :meth:`crop`'s output)."""
+        self._plan.clear()
+        sig = self._crop(self.planner, path, num_frames, crop_frames, seed, draw, read)
+        slots = self.config.max_augmentations
+        kind, snr = torch.full((slots,), -1, dtype=torch.long), torch.zeros(slots)
+        noise, rir = torch.zeros(len(sig), slots), torch.zeros(1)
+        for j, (code, value, signal) in enumerate(self._plan):
+            kind[j], snr[j] = code, value
+            if self.config.enabled[code] == "reverb":
+                rir = signal
+            else:
+                noise[:, j] = signal
+        self._plan.clear()
+        return sig, kind, snr, noise, rir
+
+    def augment_batch(self, wavs: torch.Tensor, lens: torch.Tensor, batch) -> torch.Tensor:
+        """Device side: the batch's crops ``wavs`` (on the training device; ``lens``
+        relative) augmented as the batch's :data:`PLAN_KEYS` say, slot by slot, each kind
+        on all its rows at once; then normalised with ``batch.wav_stats`` (``mean``,
+        ``scale`` of lowres.data.loading.normalise_with) when the batch has them. Draws
+        nothing: the output is a function of the batch."""
+        device = wavs.device
+        with torch.autocast(device.type, enabled=False):
+            x = wavs.float()
+            frames = torch.round(lens.float() * x.shape[1])[:, None]
+            valid = torch.arange(x.shape[1], device=device)[None] < frames
+            kind = batch.augment_kind.data.cpu()  # rows chosen on the host: no device sync
+            snr = batch.augment_snr.data.to(device, non_blocking=True)
+            noise = batch.augment_noise.data.to(device, non_blocking=True)
+            rir = batch.augment_rir.data.to(device, non_blocking=True)
+            reverb = self.config.enabled.index("reverb") if "reverb" in self.config.enabled \
+                else -2
+            for j in range(kind.shape[1]):  # the j-th augmentation of each crop
+                additive = (kind[:, j] >= 0) & (kind[:, j] != reverb)
+                for rows, reverberate in ((additive, False), (kind[:, j] == reverb, True)):
+                    if not bool(rows.any()):
+                        continue
+                    index = rows.nonzero()[:, 0].to(device)
+                    if reverberate:  # the tail past a short crop's end cut off, as there
+                        out = _reverb(x[index], rir[index]) * valid[index]
+                    else:
+                        out = _add_noise(x[index], frames[index], noise[index, :, j],
+                                         snr[index, j, None])
+                    x = x.index_copy(0, index, out)
+            stats = getattr(batch, "wav_stats", None)
+            if stats is not None:  # utterance normalisation, after augmenting as the loader
+                mean, scale = stats.data.to(device, non_blocking=True).float().unbind(1)
+                x = (x - mean[:, None]) * scale[:, None] * valid
+        return x.to(wavs.dtype)
 
 
 def from_hparams(values: dict) -> CropAugment | None:

@@ -68,7 +68,12 @@ def read_segment(path: str, start: int, frames: int) -> torch.Tensor:
 def normalise_with(sig: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """``(sig - mean) / sqrt(std**2 + eps)``: zero mean, unit variance w.r.t. the file's
     own statistics (``mean``, ``std`` of the whole file), whatever part ``sig`` is."""
-    return (sig - mean) * (1.0 / math.sqrt(std * std + WAVEFORM_EPS))
+    return (sig - mean) * normalising_scale(std)
+
+
+def normalising_scale(std: float) -> float:
+    """The factor of :func:`normalise_with` for a file of standard deviation ``std``."""
+    return 1.0 / math.sqrt(std * std + WAVEFORM_EPS)
 
 
 def _items(csv_path, normalise: bool) -> dict[str, dict]:
@@ -101,11 +106,18 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
     """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw
     (``normalise``: with the file's statistics, see the module doc; ``augment``: the
     crop augmented, lowres.data.augment, before it is normalised; ``read``: reads
-    ``(wav, start, frames)``, :func:`read_segment` or from shards, lowres.data.shards)."""
+    ``(wav, start, frames)``, :func:`read_segment` or from shards, lowres.data.shards).
+    With ``augment.on_device`` (``augment_side: device``) the items hold the crop before
+    its augmentation and normalisation, the augmentation's draws (``PLAN_KEYS``) and
+    ``wav_stats`` (``normalise``: mean and :func:`normalising_scale`), which the Brain
+    applies on the device (``augment.augment_batch``)."""
     data = _items(csv_path, normalise)
     for item in data.values():
         item["draw"] = 0
     crop_frames = int(round(crop_seconds * sample_rate))
+    if augment is not None and augment.on_device:
+        return _planned_dataset(data, label_encoder, crop_frames, seed, sample_rate,
+                                normalise, augment, read)
 
     def crop(wav, duration, draw):
         num_frames = int(duration * sample_rate)
@@ -126,11 +138,38 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
             return crop(wav, duration, draw)
 
     dataset = DrawDataset(data, dynamic_items=[random_crop])
-    offset = None
-    if augment is not None and augment.config.new_speakers and label_encoder is not None:
-        def offset(draw):  # speed-perturbed speakers as new classes
-            return augment.class_offset(seed, draw, len(label_encoder))
-    return _with_labels(dataset, label_encoder, offset)
+    return _with_labels(dataset, label_encoder, _label_offset(augment, label_encoder, seed))
+
+
+def _label_offset(augment, label_encoder, seed):
+    """``offset(draw)`` of the label with speed-perturbed speakers as new classes, or None."""
+    if augment is None or not augment.config.new_speakers or label_encoder is None:
+        return None
+    return lambda draw: augment.class_offset(seed, draw, len(label_encoder))
+
+
+def _planned_dataset(data, label_encoder, crop_frames, seed, sample_rate, normalise, augment,
+                     read) -> DrawDataset:
+    """:func:`train_dataset` with ``augment_side: device`` (see there)."""
+    from lowres.data.augment import PLAN_KEYS
+
+    @takes("wav", "duration", "draw")
+    @provides("sig", *PLAN_KEYS)
+    def planned_crop(wav, duration, draw):
+        yield from augment.plan(wav, int(duration * sample_rate), crop_frames, seed, draw, read)
+
+    items, keys = [planned_crop], list(PLAN_KEYS)
+    if normalise:
+        @takes(*STATS_COLUMNS)
+        @provides("wav_stats")
+        def wav_stats(mean, std):
+            return torch.tensor([mean, normalising_scale(std)], dtype=torch.float64)
+
+        items.append(wav_stats)
+        keys.append("wav_stats")
+    dataset = DrawDataset(data, dynamic_items=items)
+    return _with_labels(dataset, label_encoder, _label_offset(augment, label_encoder, seed),
+                        keys)
 
 
 def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_seconds: float,
@@ -156,9 +195,10 @@ def valid_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
     return _with_labels(dataset, label_encoder)
 
 
-def _with_labels(dataset, label_encoder, offset=None):
-    """Output keys ``id, sig`` and the encoded speaker (plus ``offset(draw)``, if given)."""
-    keys = ["id", "sig"]
+def _with_labels(dataset, label_encoder, offset=None, extra_keys=()):
+    """Output keys ``id, sig``, ``extra_keys`` and the encoded speaker (plus
+    ``offset(draw)``, if given)."""
+    keys = ["id", "sig", *extra_keys]
     if label_encoder is not None:
         def encode(spk_id, draw=None):
             if spk_id not in label_encoder.lab2ind:
