@@ -272,6 +272,17 @@ def test_shard_datasets_hold_the_file_datasets_items_in_any_worker_split(manifes
     file_aug = loading.train_dataset(hparams["train_csv"], encoder, 0.25, 5, augment=augment)
     assert all(torch.equal(shard_aug[(i, d)]["sig"], file_aug[(i, d)]["sig"])
                for i in range(len(file_aug)) for d in (3, 8))
+    noise = tmp_path / "noise.wav"  # augment_side device: the same crops and draws
+    sf.write(noise, np.random.default_rng(0).uniform(-0.1, 0.1, 8000), 16000)
+    pd.DataFrame([{"ID": "n", "duration": 0.5, "wav": str(noise)}]).to_csv(
+        tmp_path / "noise.csv", index=False)
+    augment = from_hparams({"augment_noise": True, "noise_csv": str(tmp_path / "noise.csv"),
+                            "augment_prob": 1.0, "augment_min": 1, "augment_max": 1,
+                            "noise_snr_low": 0, "noise_snr_high": 5, "augment_side": "device"})
+    shard_aug, *_ = shard_data.datasets(hparams, encoder, normalise=False, augment=augment)
+    file_aug = loading.train_dataset(hparams["train_csv"], encoder, 0.25, 5, augment=augment)
+    assert all(torch.equal(shard_aug[(i, d)][k], file_aug[(i, d)][k])
+               for i in range(len(file_aug)) for d in (3, 8) for k in ("sig", "augment_noise"))
     file_valid = loading.valid_dataset(hparams["valid_csv"], encoder, 0.25)
     assert all(torch.equal(valid[i]["sig"], file_valid[i]["sig"]) for i in range(len(valid)))
 

@@ -102,10 +102,13 @@ class SpeakerBrain(sb.core.Brain):
     """Embedder -> cosine classifier -> AAM softmax; validation EER on the val trials."""
 
     input_normalised = False  # make_loaders: the data normalise the crops (utterance mode)
+    device_augment = None  # make_loaders: augment_side device's CropAugment.augment_batch
 
     def compute_forward(self, batch, stage):
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
+        if stage == sb.Stage.TRAIN and self.device_augment is not None:
+            wavs = self.device_augment(wavs, lens, batch)  # the loader's draws, applied here
         embedder = self.modules.embedder
         # utterance normalisation: the data normalised each crop with its file's statistics
         kwargs = {"normalised": True} if self.input_normalised else {}
@@ -496,6 +499,8 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
     augment = lowres_augment.from_hparams(hparams)  # None: as the study, no augmentation
     if augment is not None:
         logger.info("augmenting the training crops: %s", augment.config)
+        if augment.on_device:
+            brain.device_augment = augment.augment_batch
     sampler_class = lowres_data.StepBudgetSampler
     if hparams.get("data_format", "files") == "shards":  # the same items, read from shards
         train_set, valid_set, sampler_class = shard_data.datasets(hparams, encoder, normalise,
