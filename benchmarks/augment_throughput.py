@@ -11,8 +11,10 @@ espeak-ng) and random-noise training files of 4-12 s (benchmarks/train_throughpu
   babble / reverb at random, plus speed perturbation: the most a crop costs on average);
 * loader items/s with ``--workers`` workers, plain and ``all`` (CPU side: what train.py
   does, per item in the workers);
-* the GPU-side alternative: the same SpeechBrain modules applied to a whole batch on
-  ``--device`` in the training process (collection files read there), ms per batch;
+* ``augment_side: device``: the loader's draws for ``all`` applied to a whole batch on
+  ``--device`` in the training process (CropAugment.augment_batch, as train.py's Brain;
+  the loader still reads the collection files), ms per batch
+  (benchmarks/train_throughput.py --augment measures both sides against the models);
 * model utterances/s (train_throughput.Trainer: forward, AAM loss, backward, Adam) and
   the augmented loader's lead over each model (the goal: >= 5x).
 """
@@ -62,13 +64,13 @@ def loader(csv_path, encoder, batch, workers, steps, augment):
 
 
 def gpu_side_ms(augment, batch, device, repeats: int = 5) -> float:
-    """The augmenter on a whole batch on ``device`` (one draw for all, SpeechBrain's way)."""
+    """``augment_side: device``: the batch's draws applied to it on ``device``."""
     wavs, lens = batch.sig
     wavs, lens = wavs.to(device), lens.to(device)
-    augment.augmenter(wavs, lens)  # warm-up
+    augment.augment_batch(wavs, lens, batch)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
-        out, _ = augment.augmenter(wavs, lens)
+        augment.augment_batch(wavs, lens, batch)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
     return (time.perf_counter() - t0) / repeats * 1e3
@@ -112,10 +114,13 @@ def main(argv=None):
                                           augments["all"]), n)
         print(f"loader items/s ({args.workers} workers): plain {plain:.1f} | all (CPU side) "
               f"{augmented:.1f}")
-        batch = next(iter(loader(csv_path, encoder, args.batch, 0, 1, None)))
-        ms = gpu_side_ms(augments["all"], batch, args.device)
-        print(f"GPU-side alternative on {args.device}: {ms:.1f} ms per batch of {args.batch} "
+        on_device = lowres_augment.from_hparams(
+            {**augment_values(base, tmp / "csv", "all"), "augment_side": "device"})
+        ms = gpu_side_ms(on_device, next(iter(loader(csv_path, encoder, args.batch, 0, 1,
+                                                      on_device))), args.device)
+        print(f"augment_side device on {args.device}: {ms:.1f} ms per batch of {args.batch} "
               f"({args.batch / ms * 1e3:.0f} items/s, in the training process)")
+        batch = next(iter(loader(csv_path, encoder, args.batch, 0, 1, None)))
 
         print(f"{'model':10s} {'utt/s':>8s} {'plain/model':>12s} {'all/model':>10s}")
         for name in args.models:

@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py [--batch 16] [--steps 6] [--workers 2] [--base]
         [--models xvector ecapa wav2vec2] [--input_normalisation utterance|crop]
         [--compile [--compile_mode MODE]] [--fused] [--no_gradient_checkpointing]
+        [--augment loader device]
 
 Measures, at batch ``--batch`` x 2 s crops:
 
@@ -27,6 +28,17 @@ static shapes as SpeechBrain's Brain._compile), ``--fused`` is ``fused_optimizer
 fused kernel), ``--no_gradient_checkpointing`` is wav2vec2's ``gradient_checkpointing:
 false``. A compiled model compiles in its warm-up step, which is not timed.
 
+``--augment SIDE ...`` also measures the training-crop augmentation (lowres.data.augment)
+of the modern grid (hparams/overrides/augment.yaml: noise, music, babble or reverberation
+on a crop with probability ``augment_prob``, speed perturbation; speakers at other speeds
+are not made new classes here, which changes labels only) with ``augment_side`` SIDE:
+``loader`` (per crop in the loader workers) and / or ``device`` (the loader draws and
+reads, the model step applies them on ``--device``, timed within the step). It prints the
+augmented loader's items/s per side and, per model, the step rate with the device side's
+work in it, each side's loader/model (the augmented loader's lead) and full loop. The
+collections are random-noise files and decaying-noise impulse responses of 0.3-1 s (only
+I/O and compute matter), so no MUSAN / RIRS_NOISES nor espeak-ng is needed.
+
 Goals: our loader supplies at least 5x the utterances/s the model consumes (wav2vec2:
 the loader as it trains, i.e. normalising with the file statistics under ``utterance``),
 and our full loop is not slower than the stock one. The audio is random noise written as 16-bit
@@ -46,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+import yaml
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -54,8 +67,9 @@ from speechbrain.utils.data_pipeline import provides, takes
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lowres.data import augment as lowres_augment  # noqa: E402
 from lowres.data import loading as lowres_data  # noqa: E402
-from lowres.io.hparams import load_hparams  # noqa: E402
+from lowres.io.hparams import load_hparams, plain_values  # noqa: E402
 from lowres.io.lists import manifest_items, read_manifest  # noqa: E402
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
 from prepare.wav_stats import add_wav_stats  # noqa: E402
@@ -83,8 +97,51 @@ def write_corpus(folder: Path, n_files: int, n_speakers: int, seed: int = 0) -> 
     return path
 
 
-def our_loader(csv_path, encoder, batch, workers, steps, normalise=False):
-    ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0, normalise=normalise)
+def write_collections(folder: Path, n_files: int = 20, seed: int = 1) -> dict[str, str]:
+    """Random-noise stand-ins of the prepared MUSAN / RIRS_NOISES CSVs (prepare.augment_sets'
+    columns ID, duration, wav): the yaml's ``*_csv`` keys pointing at them."""
+    rng = np.random.default_rng(seed)
+    keys = {}
+    for name, key in (("noise", "noise_csv"), ("music", "music_csv"), ("speech", "babble_csv"),
+                      ("rirs", "rir_csv")):
+        rows = []
+        for i in range(n_files):
+            wav = folder / f"{name}_{i:03d}.wav"
+            if name == "rirs":  # a direct path, then an exponentially decaying tail
+                frames = int(rng.uniform(0.3, 1.0) * SR)
+                sig = rng.standard_normal(frames) * np.exp(-np.arange(frames) / (0.05 * SR))
+                sig[0] = 4.0
+                sig = sig / np.abs(sig).max() * 0.9
+            else:
+                sig = rng.standard_normal(int(rng.uniform(3, 10) * SR)) * 0.1
+            sf.write(wav, sig.astype(np.float32), SR, subtype="FLOAT")
+            rows.append({"ID": f"{name}-{i:03d}", "duration": round(len(sig) / SR, 4),
+                         "wav": str(wav)})
+        with open(folder / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        keys[key] = str(folder / f"{name}.csv")
+    return keys
+
+
+def augmentations(folder: Path, sides) -> dict[str, lowres_augment.CropAugment]:
+    """Per side, the modern grid's augmentation (hparams/overrides/augment.yaml over the
+    shared yaml) on the collections of :func:`write_collections`."""
+    if not sides:
+        return {}
+    folder.mkdir()
+    modern = yaml.safe_load((ROOT / "hparams" / "overrides" / "augment.yaml").read_text())
+    values = plain_values(ROOT / "hparams" / "xvector_tiny_few.yaml", {
+        "data_folder": "/data", **modern, **write_collections(folder),
+        "speed_new_speakers": False})  # new classes change the labels only
+    return {side: lowres_augment.from_hparams({**values, "augment_side": side})
+            for side in sides}
+
+
+def our_loader(csv_path, encoder, batch, workers, steps, normalise=False, augment=None):
+    ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0, normalise=normalise,
+                                   augment=augment)
     sampler = lowres_data.StepBudgetSampler(len(ds), [batch * steps], seed=0)
     return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
                                        num_workers=workers, collate_fn=PaddedBatch)
@@ -160,10 +217,13 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
         fp16_cuda = precision == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16_cuda)
+        self.device_augment = None  # augment_side device: CropAugment.augment_batch, timed
 
     def step(self, batch):
         wavs, lens = batch.sig
         wavs, lens = wavs.to(self.device), lens.to(self.device)
+        if self.device_augment is not None:  # as train.py's Brain, before the embedder
+            wavs = self.device_augment(wavs, lens, batch)
         with self.autocast:
             emb = self.forward(wavs, lens, **self.kwargs)
             logits = self.classifier(emb.unsqueeze(1)).float()
@@ -218,6 +278,8 @@ def main(argv=None):
     p.add_argument("--fused", action="store_true", help="Adam's fused kernel")
     p.add_argument("--no_gradient_checkpointing", action="store_true",
                    help="wav2vec2 without gradient checkpointing (more memory, less compute)")
+    p.add_argument("--augment", nargs="+", default=[], choices=lowres_augment.SIDES,
+                   help="also measure the modern grid's augmentation with these augment_side")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,6 +319,16 @@ def main(argv=None):
         print(f"one item (us, no DataLoader)  lowres {fetch[0]:6.0f} | + utterance "
               f"normalisation {fetch[1]:6.0f} | stock full read + crop {fetch[2]:6.0f} | "
               f"stock partial read {fetch[3]:6.0f}")
+        augments = augmentations(tmp / "collections", args.augment)
+        aug_rate = {(side, norm): loader_rate(our_loader(
+            csv_path, encoder, args.batch, args.workers, n_batches + 1, norm, aug), n_batches)
+            for side, aug in augments.items() for norm in (False, True)}
+        for side, aug in augments.items():
+            us = item_us(our_loader(csv_path, encoder, 1, 0, 1, augment=aug).dataset,
+                         lambda i: (i, i))
+            print(f"augmented (hparams/overrides/augment.yaml), augment_side {side}: loader "
+                  f"items/s {aug_rate[side, False]:8.1f} | + utterance normalisation "
+                  f"{aug_rate[side, True]:8.1f} | one item (us, no DataLoader) {us:6.0f}")
 
         models = [(m, f"hparams/{m}_tiny_few.yaml", None) for m in args.models]
         sources = {}
@@ -268,6 +340,10 @@ def main(argv=None):
         utterance = args.input_normalisation == "utterance"
         header = (f"{'model':14s} {'steps/s':>8s} {'utt/s':>8s} {'loader/model':>12s} "
                   f"{'loop ours':>10s} {'loop stock':>10s} {'peak GiB':>9s}")
+        if "device" in augments:  # the step with the device side's augmentation in it
+            header += f" {'steps/s aug device':>18s}"
+        for side in augments:
+            header += f" {f'aug {side}/model':>17s} {f'loop aug {side}':>16s}"
         print(header)
         for name, cell, _ in models:
             overrides = {"data_folder": str(tmp), "n_speakers": len(encoder)}
@@ -297,8 +373,25 @@ def main(argv=None):
                     stock_runs.append(loop_rate(trainer, stock_loader(
                         csv_path, encoder, args.batch, args.workers, False), steps))
                 loop_ours, loop_stock = max(ours_runs), max(stock_runs)
-            print(f"{name:14s} {rate:8.2f} {utt:8.1f} {supply / utt:11.1f}x "
-                  f"{loop_ours:10.2f} {loop_stock:10.2f} {peak:9.2f}", flush=True)
+            row = (f"{name:14s} {rate:8.2f} {utt:8.1f} {supply / utt:11.1f}x "
+                   f"{loop_ours:10.2f} {loop_stock:10.2f} {peak:9.2f}")
+            rates = {"loader": rate}
+            if "device" in augments:
+                trainer.device_augment = augments["device"].augment_batch
+                rates["device"] = model_rate(trainer, next(iter(our_loader(
+                    csv_path, encoder, args.batch, 0, 1, normalise, augments["device"]))), steps)
+                row += f" {rates['device']:18.2f}"
+            for side, aug in augments.items():
+                trainer.device_augment = aug.augment_batch if aug.on_device else None
+                loop = float("nan")
+                if not args.skip_loops:
+                    loop = max(loop_rate(trainer, our_loader(
+                        csv_path, encoder, args.batch, args.workers, steps + 1, normalise, aug),
+                        steps) for _ in range(2))
+                lead = aug_rate[side, normalise] / (rates[side] * args.batch)
+                row += f" {lead:16.1f}x {loop:16.2f}"
+            trainer.device_augment = None
+            print(row, flush=True)
             del trainer
 
 

@@ -90,6 +90,7 @@ def test_off_by_default():
 @pytest.mark.parametrize("args, message", [
     (["--augment_reverb=true", "--augment_folder=/nonexistent"], "rir_csv='/nonexistent/"),
     (["--speed_new_speakers=true"], "speed_new_speakers=True"),
+    (["--augment_side=gpu"], "augment_side='gpu'"),
 ])
 def test_train_py_checks_the_keys_before_training(args, message, tmp_path):
     train = load_script(ROOT / "recipes" / "VoxCeleb" / "train.py", "lowres_train")
