@@ -13,6 +13,9 @@ writes
     DIR/README.txt                                          (says: synthetic)
     DIR/musan/, DIR/RIRS_NOISES/  (--augment_sets) stand-ins for the augmentation
         collections, in their real layouts (prepare.synthetic.augment_sets)
+    DIR/unlabelled/<un0xxxx>/<session>/<nnnnn>.wav  (--unlabelled_speakers N) speech of N
+        further speakers, none of them a VoxCeleb1/2 speaker of the corpus, for
+        self-supervised pre-training (the stand-in for LibriSpeech; no labels are written)
 
 Speakers are random espeak-ng voices (prepare/synth_voices.py), sessions random
 recording channels (prepare/synth_channel.py), utterances 3-10 s cuts of a
@@ -66,6 +69,9 @@ PRESETS = {
 MIN_SESSIONS = 2
 MIN_SECONDS, MAX_SECONDS = 3.0, 10.0
 TRIALS_PER_FILE = 8
+# per unlabelled speaker: <= 3 sessions of <= 3 files, >= 4 files (~25 s of speech)
+UNLABELLED_SIZES = dict(max_sessions=3, max_utts=3, min_files=4)
+_STREAMS = {"vox1": 1, "vox2": 2, "unlabelled": 3}  # seed stream of each part's voices
 VOX1_HEADER = "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"
 VOX2_HEADER = "\ufeffVoxCeleb2 ID,VGGFace2 ID,Gender,Set"
 _ID_CHARS = string.ascii_letters + string.digits + "-_"
@@ -79,7 +85,7 @@ class Session:
 
 @dataclass
 class Speaker:
-    corpus: str  # "vox1" | "vox2"
+    corpus: str  # "vox1" | "vox2" | "unlabelled"
     index: int
     spk_id: str
     gender: str
@@ -163,9 +169,24 @@ def make_plan(sizes: dict, seed: int) -> list[Speaker]:
     return speakers
 
 
+def make_unlabelled_plan(n_speakers: int, seed: int) -> list[Speaker]:
+    """The unlabelled speakers: their own seed streams, so their voices are none of the
+    labelled corpus's and adding them leaves the VoxCeleb-shaped part unchanged."""
+    rng = np.random.default_rng([seed, 5])
+    speakers = []
+    for i in range(n_speakers):
+        spk = Speaker("unlabelled", i, f"un{i:05d}", "mf"[i % 2],
+                      str(rng.choice(NATIONALITIES)), "unlabelled", f"un{i:05d}")
+        spk.sessions = _make_sessions(rng, **UNLABELLED_SIZES)
+        speakers.append(spk)
+    return speakers
+
+
 def utterance_paths(out: Path, spk: Speaker, sess: Session) -> list[Path]:
     if spk.corpus == "vox2":
         base, ext = out / "voxceleb2" / "dev" / "aac", "m4a"
+    elif spk.corpus == "unlabelled":
+        base, ext = out / "unlabelled", "wav"
     else:
         base, ext = out / "voxceleb1" / "wav", "wav"
     return [base / spk.spk_id / sess.name / f"{k:05d}.{ext}"
@@ -173,12 +194,12 @@ def utterance_paths(out: Path, spk: Speaker, sess: Session) -> list[Path]:
 
 
 def _voice(spk: Speaker, seed: int):
-    rng = np.random.default_rng([seed, 1, 1 if spk.corpus == "vox1" else 2, spk.index])
+    rng = np.random.default_rng([seed, 1, _STREAMS[spk.corpus], spk.index])
     return random_voice(rng, spk.gender, spk.nationality)
 
 
 def _session_rng(spk: Speaker, s_index: int, seed: int) -> np.random.Generator:
-    return np.random.default_rng([seed, 2, 1 if spk.corpus == "vox1" else 2, spk.index, s_index])
+    return np.random.default_rng([seed, 2, _STREAMS[spk.corpus], spk.index, s_index])
 
 
 def generate_session(task) -> float:
@@ -288,21 +309,37 @@ def generate(out: Path, sizes: dict, seed: int = 0, jobs: int | None = None,
     Counts: speakers, files, hours, trials per list (as in README.txt) and
     `sessions_generated` (0 when a rerun found the corpus complete)."""
     out = Path(out)
+    _check_tools()
+    for folder in (out, out / "meta"):  # an interrupted write_meta's temporaries
+        remove_stale_temporaries(folder)
+    _check_config(out / "meta" / "synthetic_config.json",
+                  {"sizes": sizes, "seed": seed, "channel_strength": strength, "version": 1})
+    speakers = make_plan(sizes, seed)
+    done = synthesise(out, speakers, seed, strength, jobs, progress)
+    return {**write_meta(out, speakers, seed, strength), "sessions_generated": done}
+
+
+def _check_tools() -> None:
     missing = [tool for tool in ("espeak-ng", "sox", "ffmpeg") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"error: prepare.synthetic needs {', '.join(missing)} on PATH "
                          "(Debian packages espeak-ng sox ffmpeg; `make setup` installs them).")
-    config = {"sizes": sizes, "seed": seed, "channel_strength": strength, "version": 1}
-    config_file = out / "meta" / "synthetic_config.json"
-    for folder in (out, out / "meta"):  # an interrupted write_meta's temporaries
-        remove_stale_temporaries(folder)
+
+
+def _check_config(config_file: Path, config: dict) -> None:
+    """Write ``config`` on the first run; refuse a folder made with other options."""
     if config_file.exists():
         if json.loads(config_file.read_text()) != config:
-            raise SystemExit(f"error: {out} holds a synthetic corpus made with other options "
-                             f"({config_file}); use another --out or delete it.")
+            raise SystemExit(f"error: {config_file.parent.parent} holds a synthetic corpus "
+                             f"made with other options ({config_file}); use another --out "
+                             "or delete it.")
     else:
         write_text(config_file, json.dumps(config, indent=1) + "\n")
-    speakers = make_plan(sizes, seed)
+
+
+def synthesise(out: Path, speakers: list[Speaker], seed: int, strength: float,
+               jobs: int | None, progress: bool) -> int:
+    """Write every session of ``speakers`` not complete yet; returns how many it wrote."""
     tasks = [(out, spk, k, seed, strength)
              for spk in speakers for k, sess in enumerate(spk.sessions)
              if not all(p.exists() for p in utterance_paths(out, spk, sess))]
@@ -320,7 +357,31 @@ def generate(out: Path, sizes: dict, seed: int = 0, jobs: int | None = None,
                 bar.update(round(seconds))
     bar.close()
     shutil.rmtree(out / ".synthetic_tmp", ignore_errors=True)
-    return {**write_meta(out, speakers, seed, strength), "sessions_generated": len(tasks)}
+    return len(tasks)
+
+
+def generate_unlabelled(out: Path, n_speakers: int, seed: int = 0, jobs: int | None = None,
+                        strength: float = 1.0, progress: bool = True) -> dict:
+    """Generate (or complete) OUT/unlabelled: ``n_speakers`` speakers who are none of the
+    corpus's labelled ones, each through its own session channels; returns its counts."""
+    _check_tools()
+    folder = Path(out) / "unlabelled"
+    remove_stale_temporaries(folder)
+    _check_config(folder / "synthetic_config.json",
+                  {"speakers": n_speakers, "sizes": UNLABELLED_SIZES, "seed": seed,
+                   "channel_strength": strength, "version": 1})
+    speakers = make_unlabelled_plan(n_speakers, seed)
+    done = synthesise(Path(out), speakers, seed, strength, jobs, progress)
+    counts = {
+        "unlabelled_speakers": n_speakers,
+        "unlabelled_files": sum(len(x.durations) for s in speakers for x in s.sessions),
+        "unlabelled_hours": round(sum(sum(x.durations) for s in speakers
+                                      for x in s.sessions) / 3600, 3),
+    }
+    write_text(folder / "README.txt", NOTICE + "\n\nSpeech of speakers who are not in "
+               "voxceleb1/ or voxceleb2/, without labels, for self-supervised pre-training.\n"
+               + json.dumps(counts, indent=1) + "\n")
+    return {**counts, "unlabelled_sessions_generated": done}
 
 
 def sizes_from_args(args) -> dict:
@@ -370,10 +431,16 @@ def main(argv=None) -> None:
                         "RIRS_NOISES (OUT/RIRS_NOISES) in their real layouts, for training "
                         "with augmentation (python -m prepare.augment_sets prepares them); "
                         "the corpus is the same with or without it")
+    parser.add_argument("--unlabelled_speakers", type=int, default=0,
+                        help="also write OUT/unlabelled: speech of N more speakers, none of "
+                        "the corpus's, without labels (~25 s each), for self-supervised "
+                        "pre-training (recipes/VoxCeleb/pretrain.py); default 0")
     args = parser.parse_args(argv)
     sizes = sizes_from_args(args)
     if sizes["speakers"] < 2 or sizes["vox1_speakers"] < 2:
         parser.error("need at least 2 VoxCeleb2 and 2 VoxCeleb1 speakers")
+    if args.unlabelled_speakers < 0:
+        parser.error("--unlabelled_speakers must be >= 0")
     if sizes["sessions"] < MIN_SESSIONS or sizes["utterances"] < 1 or args.jobs < 1:
         parser.error(f"--sessions must be >= {MIN_SESSIONS}, --utterances and --jobs >= 1")
     print(f"NOTE: {NOTICE}", flush=True)
@@ -381,6 +448,9 @@ def main(argv=None) -> None:
     counts = generate(args.out, sizes, args.seed, args.jobs, args.channel_strength)
     if args.augment_sets:
         counts.update(generate_augment_sets(args.out, args.seed))
+    if args.unlabelled_speakers:
+        counts.update(generate_unlabelled(args.out, args.unlabelled_speakers, args.seed,
+                                          args.jobs, args.channel_strength))
     print(json.dumps({**counts, "seconds": round(time.time() - start, 1)}, indent=1))
     print(f"Synthetic corpus written to {args.out} (see {args.out / 'README.txt'}).")
 
