@@ -253,3 +253,25 @@ def test_killed_run_leaves_no_truncated_file_and_resumes(tmp_path):
     assert {**_hashes(out, "*.m4a"), **_hashes(out, "*.wav")} == reference
     assert _hashes(out / "meta", "*") == _hashes(ref / "meta", "*")
     assert not list(out.rglob(TMP_PREFIX + "*"))  # the killed session's were removed
+
+
+def test_unlabelled_speakers_are_new_voices_and_leave_the_corpus_alone(tmp_path):
+    """--unlabelled_speakers: wavs of speakers who are none of the corpus's (their own
+    voices), under OUT/unlabelled, without touching voxceleb1/2; a rerun with another
+    count is refused instead of mixing two plans."""
+    plain, out = tmp_path / "plain", tmp_path / "with"
+    synthetic.generate(plain, TINY, seed=3, jobs=1, progress=False)
+    synthetic.generate(out, TINY, seed=3, jobs=1, progress=False)
+    counts = synthetic.generate_unlabelled(out, 2, seed=3, jobs=1, progress=False)
+    assert counts["unlabelled_speakers"] == 2 and counts["unlabelled_files"] >= 8
+    wavs = sorted((out / "unlabelled").rglob("*.wav"))
+    assert len(wavs) == counts["unlabelled_files"]
+    assert {p.relative_to(out / "unlabelled").parts[0] for p in wavs} == {"un00000", "un00001"}
+    assert "SYNTHETIC" in (out / "unlabelled" / "README.txt").read_text()
+    voices = {synthetic._voice(s, 3) for s in synthetic.make_plan(TINY, 3)}
+    assert voices.isdisjoint(synthetic._voice(s, 3)
+                             for s in synthetic.make_unlabelled_plan(2, 3))
+    corpus = {k: v for k, v in _hashes(out, "*.wav").items() if "unlabelled" not in k}
+    assert corpus == _hashes(plain, "*.wav")
+    with pytest.raises(SystemExit, match="other options"):
+        synthetic.generate_unlabelled(out, 3, seed=3, jobs=1, progress=False)
