@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT
 from test_train_resume import ENV, checkpoints, ckpt_step, kill_once_past
 
+from lowres.io.hparams import HparamsError
 from lowres.io.lists import ListError, write_manifest
 
 PRETRAIN = ROOT / "recipes" / "VoxCeleb" / "pretrain.py"
@@ -146,3 +147,27 @@ def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpu
     a = Wav2Vec2ForPreTraining.from_pretrained(ref / "pretrained").state_dict()
     b = Wav2Vec2ForPreTraining.from_pretrained(killed / "pretrained").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cross_utterance_negatives_come_from_the_other_crops():
+    """cross_utterance_negatives k: the last k distractors of each frame are valid frames
+    of another crop of the batch, the others valid frames of its own crop (never itself)."""
+    import numpy as np
+
+    from lowres.training.pretrain import numpy_seeded, sample_negatives
+
+    valid = np.ones((3, 20), dtype=bool)
+    valid[2, 12:] = False  # a padded crop
+    with numpy_seeded(0):
+        neg = sample_negatives(valid, 6, cross=4)
+    assert neg.shape == (3, 20, 6)
+    for b in range(3):
+        for t in np.flatnonzero(valid[b]):
+            own, other = neg[b, t, :2], neg[b, t, 2:]
+            assert (own // 20 == b).all() and (own != b * 20 + t).all()
+            assert (other // 20 != b).all() and valid.reshape(-1)[other].all()
+    with numpy_seeded(0):
+        alone = sample_negatives(valid[:1], 6, cross=4)  # one crop: all from itself
+    assert (alone // 20 == 0).all()
+    with pytest.raises(HparamsError, match="cross_utterance_negatives=7"):
+        tiny_pretraining(num_negatives=6, cross_utterance_negatives=7)

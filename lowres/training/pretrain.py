@@ -99,7 +99,8 @@ class Wav2vec2Pretraining(torch.nn.Module):
                  mask_time_length: int = 10, mask_time_min_masks: int = 2,
                  max_gumbel_temperature: float = 2.0, min_gumbel_temperature: float = 0.5,
                  gumbel_temperature_decay: float = 0.999995,
-                 freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False):
+                 freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False,
+                 cross_utterance_negatives: int = 0):
         super().__init__()
         self.source = str(source)
         if self.source in RANDOM_STARTS:
@@ -137,6 +138,11 @@ class Wav2vec2Pretraining(torch.nn.Module):
         self.mask_time_prob, self.mask_time_length = float(mask_time_prob), int(mask_time_length)
         self.mask_time_min_masks = int(mask_time_min_masks)
         self.num_negatives = int(num_negatives)
+        self.cross_utterance_negatives = int(cross_utterance_negatives)
+        if not 0 <= self.cross_utterance_negatives <= self.num_negatives:
+            raise HparamsError(f"invalid hparam cross_utterance_negatives="
+                               f"{cross_utterance_negatives}: 0..num_negatives "
+                               f"({self.num_negatives})")
         self.gumbel = (float(max_gumbel_temperature), float(min_gumbel_temperature),
                        float(gumbel_temperature_decay))
         if freeze_feature_encoder:
@@ -163,8 +169,8 @@ class Wav2vec2Pretraining(torch.nn.Module):
         masked = _compute_mask_indices((len(wavs), length), self.mask_time_prob,
                                        self.mask_time_length, attention_mask=valid.long(),
                                        min_masks=self.mask_time_min_masks)
-        negatives = _sample_negative_indices((len(wavs), length), self.num_negatives,
-                                             mask_time_indices=valid.numpy())
+        negatives = sample_negatives(valid.numpy(), self.num_negatives,
+                                     self.cross_utterance_negatives)
         n_masked = int(masked.sum())
         out = self.model(x, attention_mask=mask.long() if self.use_attention_mask else None,
                          mask_time_indices=torch.from_numpy(masked).to(wavs.device),
@@ -182,6 +188,29 @@ class Wav2vec2Pretraining(torch.nn.Module):
         with atomic_folder(folder) as tmp:
             self.model.save_pretrained(tmp)
         return folder
+
+
+def sample_negatives(valid: np.ndarray, num_negatives: int, cross: int = 0) -> np.ndarray:
+    """Flat (batch x frame) indices of ``num_negatives`` distractors per frame: wav2vec
+    2.0's from the same utterance (transformers' ``_sample_negative_indices``), of which
+    the last ``cross`` come from the valid frames of the batch's other crops instead.
+
+    Within one crop speaker and channel are constant, so same-utterance distractors never
+    reward encoding them; distractors from other crops (CPC's mixed-speaker negatives, van
+    den Oord et al. 2018) do. A batch of one crop draws all of them within it."""
+    batch, length = valid.shape
+    cross = cross if batch > 1 else 0
+    within = _sample_negative_indices((batch, length), num_negatives - cross,
+                                      mask_time_indices=valid)
+    if not cross:
+        return within
+    flat = np.flatnonzero(valid)
+    owner = flat // length
+    out = np.zeros((batch, length, cross), dtype=np.int32)
+    for b in range(batch):
+        others = flat[owner != b]
+        out[b] = others[np.random.randint(0, len(others), size=(length, cross))]
+    return np.concatenate([within, out], axis=-1)
 
 
 class Stats:
