@@ -252,6 +252,14 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _files(speakers: list[Speaker]) -> int:
+    return sum(len(x.durations) for s in speakers for x in s.sessions)
+
+
+def _hours(speakers: list[Speaker]) -> float:
+    return round(sum(sum(x.durations) for s in speakers for x in s.sessions) / 3600, 3)
+
+
 def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -> dict:
     """Meta files, trial lists, speaker/session tables and the README; returns counts."""
     meta = out / "meta"
@@ -293,9 +301,7 @@ def write_meta(out: Path, speakers: list[Speaker], seed: int, strength: float) -
     write_text(meta / "synthetic_sessions.csv", session_table(speakers, seed, strength))
     counts = {
         "vox2_speakers": len(vox2), "vox1_speakers": len(vox1),
-        "vox2_files": sum(len(x.durations) for s in vox2 for x in s.sessions),
-        "vox1_files": sum(len(x.durations) for s in vox1 for x in s.sessions),
-        "vox2_hours": round(sum(sum(x.durations) for s in vox2 for x in s.sessions) / 3600, 3),
+        "vox2_files": _files(vox2), "vox1_files": _files(vox1), "vox2_hours": _hours(vox2),
         **{name: len(trials) for name, trials in lists.items()},
     }
     write_text(out / "README.txt", NOTICE + "\n\n" + json.dumps(counts, indent=1) + "\n")
@@ -374,9 +380,7 @@ def generate_unlabelled(out: Path, n_speakers: int, seed: int = 0, jobs: int | N
     done = synthesise(Path(out), speakers, seed, strength, jobs, progress)
     counts = {
         "unlabelled_speakers": n_speakers,
-        "unlabelled_files": sum(len(x.durations) for s in speakers for x in s.sessions),
-        "unlabelled_hours": round(sum(sum(x.durations) for s in speakers
-                                      for x in s.sessions) / 3600, 3),
+        "unlabelled_files": _files(speakers), "unlabelled_hours": _hours(speakers),
     }
     write_text(folder / "README.txt", NOTICE + "\n\nSpeech of speakers who are not in "
                "voxceleb1/ or voxceleb2/, without labels, for self-supervised pre-training.\n"
