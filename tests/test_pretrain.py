@@ -17,6 +17,7 @@ from lowres.io.lists import ListError, write_manifest
 
 PRETRAIN = ROOT / "recipes" / "VoxCeleb" / "pretrain.py"
 TINY = ROOT / "hparams" / "pretrain" / "wav2vec2_tiny.yaml"
+HUBERT_TINY = ROOT / "hparams" / "pretrain" / "hubert_tiny.yaml"
 SMALL_CODEBOOK = {"num_codevectors_per_group": 8, "codevector_dim": 16,
                   "proj_codevector_dim": 16, "num_negatives": 5}
 
@@ -100,8 +101,8 @@ def test_missing_audio_fails_before_training(tmp_path):
     assert f"unlabelled audio not found: {tmp_path / 'nowhere'}" in proc.stderr
 
 
-def pretrain_args(corpus, valid_csv, out, *extra):
-    return [str(PRETRAIN), str(TINY), f"--train_audio={corpus / 'voxceleb1' / 'wav'}",
+def pretrain_args(corpus, valid_csv, out, *extra, hparams=TINY):
+    return [str(PRETRAIN), str(hparams), f"--train_audio={corpus / 'voxceleb1' / 'wav'}",
             f"--valid_audio={valid_csv}", f"--output_folder={out}", "--device=cpu",
             "--batch_size=4", "--crop_seconds=1.0", "--max_steps=24", "--val_interval=12",
             "--log_interval=4", "--num_workers=0", "--noprogressbar",
@@ -121,22 +122,26 @@ def valid_losses(out):
 
 
 @pytest.mark.slow
-def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpus, tmp_path):
+@pytest.mark.parametrize("hparams", [TINY, HUBERT_TINY], ids=["contrastive", "masked_prediction"])
+def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpus, tmp_path,
+                                                                   hparams):
     """24 steps on the small corpus's 81 VoxCeleb1 wavs (a folder), validated on a manifest
-    of 8 of them with fixed masks at steps 0, 12 and 24."""
-    from transformers import Wav2Vec2ForPreTraining
+    of 8 of them with fixed masks at steps 0, 12 and 24, for either objective (the masked
+    prediction's k-means targets fitted on 40 crops, 20 clusters)."""
+    from transformers import Wav2Vec2ForPreTraining, Wav2Vec2Model
 
+    extra = ["--kmeans_crops=40", "--num_clusters=20"] if hparams == HUBERT_TINY else []
     wavs = sorted((synthetic_corpus / "voxceleb1" / "wav").rglob("*.wav"))[::10]
     valid = tmp_path / "valid.csv"
     write_manifest(valid, pd.DataFrame({
         "ID": [w.stem + str(i) for i, w in enumerate(wavs)], "duration": 3.0,
         "wav": [str(w) for w in wavs], "spk_id": "", "session": "", "gender": ""}))
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    run(pretrain_args(synthetic_corpus, valid, ref))
+    run(pretrain_args(synthetic_corpus, valid, ref, *extra, hparams=hparams))
     losses = valid_losses(ref)
     assert len(losses) == 3 and losses[2] < losses[0], losses
 
-    args = pretrain_args(synthetic_corpus, valid, killed)
+    args = pretrain_args(synthetic_corpus, valid, killed, *extra, hparams=hparams)
     kill_once_past(args, killed, 13, 22)  # past the step-12 validation
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     assert 12 < resumed_from < 24
@@ -144,8 +149,9 @@ def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpu
     log = (killed / "train_log.txt").read_text()
     assert f"resumed_at_step: {resumed_from}" in log
     assert valid_losses(killed)[-1] == losses[-1]
-    a = Wav2Vec2ForPreTraining.from_pretrained(ref / "pretrained").state_dict()
-    b = Wav2Vec2ForPreTraining.from_pretrained(killed / "pretrained").state_dict()
+    layout = Wav2Vec2ForPreTraining if hparams == TINY else Wav2Vec2Model  # + quantiser
+    a = layout.from_pretrained(ref / "pretrained").state_dict()
+    b = layout.from_pretrained(killed / "pretrained").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -214,16 +214,16 @@ def sample_negatives(valid: np.ndarray, num_negatives: int, cross: int = 0) -> n
 
 
 class Stats:
-    """Means of the objective's scalars over the batches seen since the last reset."""
-
-    KEYS = ("loss", "contrastive", "diversity", "perplexity")
+    """Means of the objective's scalars (every key of its output but the count of
+    ``masked`` frames) over the batches seen since the last reset."""
 
     def __init__(self):
-        self.sums, self.batches = dict.fromkeys(self.KEYS, 0.0), 0
+        self.sums, self.batches = {}, 0
 
     def add(self, out: dict) -> None:
-        for key in self.KEYS:
-            self.sums[key] += float(out[key])
+        for key, value in out.items():
+            if key != "masked":
+                self.sums[key] = self.sums.get(key, 0.0) + float(torch.as_tensor(value).detach())
         self.batches += 1
 
     def summary(self) -> dict:

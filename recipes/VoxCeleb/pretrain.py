@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Self-supervised pre-training of wav2vec2 on unlabelled audio (wav2vec 2.0's objective).
+"""Self-supervised pre-training of wav2vec2 on unlabelled audio.
 
     cd recipes/VoxCeleb
-    python pretrain.py hparams/pretrain/wav2vec2_tiny.yaml --train_audio DIR_OR_CSV \
+    python pretrain.py hparams/pretrain/hubert_tiny.yaml --train_audio DIR_OR_CSV \
         [--valid_audio DIR_OR_CSV] [--output_folder OUT] [--max_steps N] [--device cpu]
 
 ``train_audio`` is a manifest CSV (``ID, duration, wav``) or a folder scanned for ``*.wav``
@@ -14,13 +14,19 @@ a progress bar, and re-running the same command continues an interrupted run fro
 latest checkpoint (model, optimiser, scheduler, step, RNG states, data position) to the
 result of an uninterrupted one; ``torchrun --nproc_per_node N pretrain.py ...`` runs DDP.
 
+The objective is the yaml's ``model``: wav2vec 2.0's contrastive one
+(hparams/shared/pretrain_contrastive.yaml, e.g. hparams/pretrain/wav2vec2_tiny.yaml) or
+HuBERT's masked prediction of MFCC k-means clusters, fitted here before training
+(hparams/shared/pretrain_masked_prediction.yaml, e.g. hparams/pretrain/hubert_tiny.yaml).
 The result, ``OUT/pretrained`` (and with ``export_every_interval`` ``OUT/pretrained_step<N>``
 at every ``val_interval``), is a ``Wav2Vec2ForPreTraining`` checkpoint in the layout of
-facebook/wav2vec2-base, which fine-tunes as::
+facebook/wav2vec2-base (contrastive) or a bare ``Wav2Vec2Model`` (masked prediction), which
+fine-tunes as::
 
     python train.py hparams/wav2vec2_tiny_few.yaml --wav2vec2_source OUT/pretrained ...
 
-The objective and model live in lowres.training.pretrain; this file only wires them.
+The objectives live in lowres.training.pretrain and lowres.training.masked_prediction;
+this file only wires them.
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ def main(argv):
     schedule = lowres_data.training_schedule("steps", hparams["val_interval"], len(train_set),
                                              hparams["batch_size"], hparams["max_steps"])
 
+    model = hparams["modules"]["model"]
+    if hasattr(model, "fit_targets"):  # masked prediction: k-means of the audio's MFCCs
+        model.fit_targets(lowres_data.valid_dataset(lists["train_audio"], None,
+                                                    hparams["crop_seconds"],
+                                                    hparams["sample_rate"]))
     brain = PretrainBrain(modules=hparams["modules"],
                           opt_class=optimizer_class(hparams["opt_class"],
                                                     hparams["fused_optimizer"]),
