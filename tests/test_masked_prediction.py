@@ -60,9 +60,18 @@ def test_objective_trains_on_one_batch():
     model = masked_prediction(mask_time_prob=0.5, mask_time_length=2)
     model.fit_targets(crops(12))
     wavs, lens = torch.stack([c["sig"] for c in crops(2)]), torch.tensor([1.0, 0.75])
+    torch.manual_seed(1)  # the same dropout
     with numpy_seeded(3):
         out = model(wavs, lens)
     assert 0 < out["masked"] <= 49 + 37 and 0 <= out["accuracy"] <= 1
+    assert torch.isclose(out["loss"], out["masked_loss"]) and "unmasked_loss" not in out
+    model.unmasked_weight = 0.5  # HuBERT's pred_nomask_weight: the unmasked frames count too
+    torch.manual_seed(1)
+    with numpy_seeded(3):
+        both = model(wavs, lens)
+    assert torch.isclose(both["loss"], both["masked_loss"] + 0.5 * both["unmasked_loss"])
+    assert torch.isclose(both["masked_loss"], out["masked_loss"])
+    model.unmasked_weight = 0.0
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(5):
