@@ -4,6 +4,7 @@ that train.py's embedder loads whole."""
 
 import pytest
 import torch
+from test_pretrain import adam_losses_on_one_batch
 
 from lowres.io.hparams import HparamsError
 
@@ -72,15 +73,7 @@ def test_objective_trains_on_one_batch():
     assert torch.isclose(both["loss"], both["masked_loss"] + 0.5 * both["unmasked_loss"])
     assert torch.isclose(both["masked_loss"], out["masked_loss"])
     model.unmasked_weight = 0.0
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(5):
-        with numpy_seeded(3):
-            loss = model(wavs, lens)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses_on_one_batch(model, wavs, lens)
     assert losses[-1] < losses[0]
     assert model.wav2vec2.feature_extractor.conv_layers[0].conv.weight.grad is not None
 

@@ -55,25 +55,32 @@ def test_pretrained_folder_loads_every_backbone_weight(tmp_path):
 def test_objective_trains_on_one_batch():
     """contrastive + 0.1 x diversity per masked frame, and a few Adam steps on one batch
     (the same masks each time) lower it."""
-    from lowres.training.pretrain import numpy_seeded
-
     model = tiny_pretraining(mask_time_prob=0.5, mask_time_length=2)
     wavs = torch.randn(2, 16000)
     lens = torch.tensor([1.0, 0.75])
     out = model(wavs, lens)
     assert 0 < out["masked"] <= 49 + 37  # valid frames only
     assert torch.isclose(out["loss"], out["contrastive"] + 0.1 * out["diversity"])
+    losses = adam_losses_on_one_batch(model, wavs, lens)
+    assert losses[-1] < losses[0]
+
+
+def adam_losses_on_one_batch(model, wavs, lens, steps=5):
+    """An objective's loss over ``steps`` Adam steps on one batch, with the same masks,
+    negatives and dropout each step (numpy and torch seeded)."""
+    from lowres.training.pretrain import numpy_seeded
+
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(5):
+    for _ in range(steps):
         torch.manual_seed(1)
-        with numpy_seeded(3):  # the same masks and negatives every step
+        with numpy_seeded(3):
             loss = model(wavs, lens)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    return losses
 
 
 def test_bad_sources_name_the_path(tmp_path):
