@@ -11,15 +11,17 @@ frames' ids (HuBERT's ``pred_nomask_weight``; 0 in the paper, which found it bes
 each averaged over its frames.
 
 Why it is here next to wav2vec 2.0's contrastive objective: a distractor drawn from the
-same utterance never rewards encoding the speaker, but on a small multi-speaker corpus the
-MFCC clusters split by voice as much as by sound, so naming a masked frame's cluster needs
-the speaker's voice, read from the unmasked context. Measured on the synthetic corpus in
-recipes/VoxCeleb/README.md.
+same utterance never rewards encoding the speaker, whereas on a small multi-speaker corpus
+MFCC clusters may split by voice as well as by sound, so naming a masked frame's cluster
+could need the speaker's voice. The hypothesis, measured on the synthetic corpus (README):
+it learns from the first steps, but fine-tuned with the study's frozen CNN it starts no
+better than random weights.
 
 The centroids are fitted before training from the first ``kmeans_crops`` crops of the
 training audio in a seeded order (``fit_targets``; numpy's global generator untouched, so
 the masks of a resumed run stay the same) and are a buffer of the module, so they are
-saved in every checkpoint. The backbone is a ``Wav2Vec2Model`` and is saved in that
+saved in every checkpoint (a resumed run fits them again, the same seeded fit, and then
+loads the checkpoint's copy). The backbone is a ``Wav2Vec2Model`` and is saved in that
 (bare) layout, which train.py loads as ``wav2vec2_source``; the classifier is dropped, as
 HuBERT's released checkpoints drop theirs.
 """
@@ -33,11 +35,9 @@ import numpy as np
 import torch
 import torchaudio
 from transformers import Wav2Vec2Model
-from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from lowres.io.atomic import atomic_folder
 from lowres.io.hparams import HparamsError
-from lowres.models.features import valid_samples
 from lowres.models.wav2vec2 import normalise_waveform
 
 logger = logging.getLogger(__name__)
@@ -92,22 +92,19 @@ class MaskedPrediction(torch.nn.Module):
                  sample_rate: int = 16000,
                  freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False):
         super().__init__()
-        from lowres.training.pretrain import RANDOM_STARTS
+        from lowres.training.pretrain import RANDOM_STARTS, checkpoint_folder
 
         self.source = str(source)
         if self.source in RANDOM_STARTS:
             from lowres.models.tiny_wav2vec2 import wav2vec2_config
 
             self.wav2vec2 = Wav2Vec2Model(wav2vec2_config(self.source))
-        elif (Path(self.source) / "config.json").is_file():
+        else:
             from lowres.models.wav2vec2 import load_backbone
 
-            config = Wav2Vec2Model.config_class.from_pretrained(self.source)
-            self.wav2vec2 = load_backbone(Wav2Vec2Model, self.source, config, config)
-        else:
-            raise HparamsError(f"invalid hparam model_source={self.source!r}: neither "
-                               f"{' nor '.join(RANDOM_STARTS)} nor a folder with a "
-                               "config.json (a save_pretrained checkpoint)")
+            folder = checkpoint_folder(self.source)
+            config = Wav2Vec2Model.config_class.from_pretrained(folder)
+            self.wav2vec2 = load_backbone(Wav2Vec2Model, str(folder), config, config)
         config = self.wav2vec2.config
         if int(num_clusters) < 2:
             raise HparamsError(f"invalid hparam num_clusters={num_clusters}: at least 2")
@@ -156,17 +153,13 @@ class MaskedPrediction(torch.nn.Module):
         """Nothing depends on the step (the contrastive objective's Gumbel temperature does)."""
 
     def forward(self, wavs: torch.Tensor, lens: torch.Tensor | None = None) -> dict:
-        if lens is None:
-            lens = torch.ones(wavs.shape[0], device=wavs.device)
-        n_valid = valid_samples(lens, wavs.shape[1]).to(wavs.device)
-        x, mask = normalise_waveform(wavs.float(), n_valid)
-        frames = torch.as_tensor(self.wav2vec2._get_feat_extract_output_lengths(n_valid)).long()
-        length = int(self.wav2vec2._get_feat_extract_output_lengths(wavs.shape[1]))
-        valid = (torch.arange(length, device=wavs.device)[None] < frames[:, None].to(wavs.device))
-        masked = _compute_mask_indices((len(wavs), length), self.mask_time_prob,
-                                       self.mask_time_length, attention_mask=valid.long().cpu(),
-                                       min_masks=self.mask_time_min_masks)
+        from lowres.training.pretrain import masked_input
+
+        x, mask, valid, masked = masked_input(self.wav2vec2, wavs, lens, self.mask_time_prob,
+                                              self.mask_time_length, self.mask_time_min_masks)
+        valid = valid.to(wavs.device)
         masked = torch.from_numpy(masked).to(wavs.device) & valid
+        length = valid.shape[1]
         with torch.no_grad():
             labels = torch.cdist(self.targets(x, length), self.centroids[None]).argmin(-1)
         hidden = self.wav2vec2(x, attention_mask=mask.long() if self.use_attention_mask

@@ -113,11 +113,7 @@ class Wav2vec2Pretraining(torch.nn.Module):
                            "proj_codevector_dim": int(proj_codevector_dim)})
             self.model = Wav2Vec2ForPreTraining(config)
         else:
-            folder = Path(self.source)
-            if not (folder / "config.json").is_file():
-                raise HparamsError(f"invalid hparam model_source={self.source!r}: neither "
-                                   f"{' nor '.join(RANDOM_STARTS)} nor a folder with a "
-                                   "config.json (a save_pretrained checkpoint)")
+            folder = checkpoint_folder(self.source)
             self.model, info = Wav2Vec2ForPreTraining.from_pretrained(
                 folder, output_loading_info=True)
             backbone = [k for k in info["missing_keys"] if k.startswith("wav2vec2.")]
@@ -158,17 +154,9 @@ class Wav2vec2Pretraining(torch.nn.Module):
         self.model.set_gumbel_temperature(max(high * decay ** step, low))
 
     def forward(self, wavs: torch.Tensor, lens: torch.Tensor | None = None) -> dict:
-        if lens is None:
-            lens = torch.ones(wavs.shape[0], device=wavs.device)
-        n_valid = valid_samples(lens, wavs.shape[1]).to(wavs.device)
-        x, mask = normalise_waveform(wavs.float(), n_valid)
-        w2v = self.model.wav2vec2
-        frames = torch.as_tensor(w2v._get_feat_extract_output_lengths(n_valid)).long()
-        length = int(w2v._get_feat_extract_output_lengths(wavs.shape[1]))
-        valid = (torch.arange(length, device=wavs.device)[None] < frames[:, None]).cpu()
-        masked = _compute_mask_indices((len(wavs), length), self.mask_time_prob,
-                                       self.mask_time_length, attention_mask=valid.long(),
-                                       min_masks=self.mask_time_min_masks)
+        x, mask, valid, masked = masked_input(self.model.wav2vec2, wavs, lens,
+                                              self.mask_time_prob, self.mask_time_length,
+                                              self.mask_time_min_masks)
         negatives = sample_negatives(valid.numpy(), self.num_negatives,
                                      self.cross_utterance_negatives)
         n_masked = int(masked.sum())
@@ -188,6 +176,33 @@ class Wav2vec2Pretraining(torch.nn.Module):
         with atomic_folder(folder) as tmp:
             self.model.save_pretrained(tmp)
         return folder
+
+
+def checkpoint_folder(source: str) -> Path:
+    """``model_source`` as a save_pretrained folder, or the HparamsError naming it."""
+    if not (Path(source) / "config.json").is_file():
+        raise HparamsError(f"invalid hparam model_source={source!r}: neither "
+                           f"{' nor '.join(RANDOM_STARTS)} nor a folder with a "
+                           "config.json (a save_pretrained checkpoint)")
+    return Path(source)
+
+
+def masked_input(w2v, wavs: torch.Tensor, lens: torch.Tensor | None, mask_time_prob: float,
+                 mask_time_length: int, mask_time_min_masks: int):
+    """What both objectives feed the backbone ``w2v``: the crops normalised each on its own
+    (as the fine-tuning embedder does), their valid-sample mask, the valid CNN frames
+    ([B, frames] bool, on the CPU) and wav2vec 2.0's span mask over those frames (numpy
+    bool, drawn from numpy's global generator by ``_compute_mask_indices``)."""
+    if lens is None:
+        lens = torch.ones(wavs.shape[0], device=wavs.device)
+    n_valid = valid_samples(lens, wavs.shape[1]).to(wavs.device)
+    x, mask = normalise_waveform(wavs.float(), n_valid)
+    frames = torch.as_tensor(w2v._get_feat_extract_output_lengths(n_valid)).long()
+    length = int(w2v._get_feat_extract_output_lengths(wavs.shape[1]))
+    valid = (torch.arange(length, device=wavs.device)[None] < frames[:, None]).cpu()
+    masked = _compute_mask_indices((len(wavs), length), mask_time_prob, mask_time_length,
+                                   attention_mask=valid.long(), min_masks=mask_time_min_masks)
+    return x, mask, valid, masked
 
 
 def sample_negatives(valid: np.ndarray, num_negatives: int, cross: int = 0) -> np.ndarray:
