@@ -18,6 +18,7 @@ from lowres.io.lists import ListError, write_manifest
 PRETRAIN = ROOT / "recipes" / "VoxCeleb" / "pretrain.py"
 TINY = ROOT / "hparams" / "pretrain" / "wav2vec2_tiny.yaml"
 HUBERT_TINY = ROOT / "hparams" / "pretrain" / "hubert_tiny.yaml"
+UTTERANCE_TINY = ROOT / "hparams" / "pretrain" / "utterance_tiny.yaml"
 SMALL_CODEBOOK = {"num_codevectors_per_group": 8, "codevector_dim": 16,
                   "proj_codevector_dim": 16, "num_negatives": 5}
 
@@ -129,12 +130,14 @@ def valid_losses(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hparams", [TINY, HUBERT_TINY], ids=["contrastive", "masked_prediction"])
+@pytest.mark.parametrize("hparams", [TINY, HUBERT_TINY, UTTERANCE_TINY],
+                         ids=["contrastive", "masked_prediction", "utterance_contrastive"])
 def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpus, tmp_path,
                                                                    hparams):
     """24 steps on the small corpus's 81 VoxCeleb1 wavs (a folder), validated on a manifest
-    of 8 of them with fixed masks at steps 0, 12 and 24, for either objective (the masked
-    prediction's k-means targets fitted on 40 crops, 20 clusters)."""
+    of 8 of them with fixed masks at steps 0, 12 and 24, for each objective (the masked
+    prediction's k-means targets fitted on 40 crops, 20 clusters; the utterance-level one's
+    random channels drawn from torch's generator)."""
     from transformers import Wav2Vec2ForPreTraining, Wav2Vec2Model
 
     extra = ["--kmeans_crops=40", "--num_clusters=20"] if hparams == HUBERT_TINY else []

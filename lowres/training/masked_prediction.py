@@ -34,9 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
-from transformers import Wav2Vec2Model
 
-from lowres.io.atomic import atomic_folder
 from lowres.io.hparams import HparamsError
 from lowres.models.wav2vec2 import normalise_waveform
 
@@ -92,19 +90,10 @@ class MaskedPrediction(torch.nn.Module):
                  sample_rate: int = 16000,
                  freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False):
         super().__init__()
-        from lowres.training.pretrain import RANDOM_STARTS, checkpoint_folder
+        from lowres.training.pretrain import bare_backbone
 
         self.source = str(source)
-        if self.source in RANDOM_STARTS:
-            from lowres.models.tiny_wav2vec2 import wav2vec2_config
-
-            self.wav2vec2 = Wav2Vec2Model(wav2vec2_config(self.source))
-        else:
-            from lowres.models.wav2vec2 import load_backbone
-
-            folder = checkpoint_folder(self.source)
-            config = Wav2Vec2Model.config_class.from_pretrained(folder)
-            self.wav2vec2 = load_backbone(Wav2Vec2Model, str(folder), config, config)
+        self.wav2vec2 = bare_backbone(self.source)
         config = self.wav2vec2.config
         if int(num_clusters) < 2:
             raise HparamsError(f"invalid hparam num_clusters={num_clusters}: at least 2")
@@ -180,9 +169,8 @@ class MaskedPrediction(torch.nn.Module):
         return {"loss": loss, **out}
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """The backbone as a bare ``Wav2Vec2Model`` (config.json + model.safetensors), which
-        train.py loads as ``wav2vec2_source``; written atomically."""
-        folder = Path(folder)
-        with atomic_folder(folder) as tmp:
-            self.wav2vec2.save_pretrained(tmp)
-        return folder
+        """The backbone as a bare ``Wav2Vec2Model``: what train.py fine-tunes; the head is
+        dropped."""
+        from lowres.training.pretrain import save_backbone
+
+        return save_backbone(self.wav2vec2, folder)

@@ -25,8 +25,8 @@ attention mask, as there (transformers' guidance).
 
 The masks and negatives come from numpy's global generator (transformers' helpers), which
 the run's RngState checkpoints, so a resumed run draws the same ones as an uninterrupted
-run. Validation (when ``valid_audio`` is set) draws them from a fixed seed, so the
-validation loss of two steps compares the same task.
+run. Validation (when ``valid_audio`` is set) draws them, and torch's random draws, from a
+fixed seed, so the validation loss of two steps compares the same task.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
-from transformers import Wav2Vec2ForPreTraining
+from transformers import Wav2Vec2ForPreTraining, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import (
     _compute_mask_indices,
     _sample_negative_indices,
@@ -187,6 +187,29 @@ def checkpoint_folder(source: str) -> Path:
     return Path(source)
 
 
+def bare_backbone(source: str) -> Wav2Vec2Model:
+    """The ``Wav2Vec2Model`` an objective trains: random weights of a RANDOM_STARTS size,
+    or every backbone weight of a save_pretrained folder (HparamsError naming it)."""
+    if source in RANDOM_STARTS:
+        from lowres.models.tiny_wav2vec2 import wav2vec2_config
+
+        return Wav2Vec2Model(wav2vec2_config(source))
+    from lowres.models.wav2vec2 import load_backbone
+
+    folder = checkpoint_folder(source)
+    config = Wav2Vec2Model.config_class.from_pretrained(folder)
+    return load_backbone(Wav2Vec2Model, str(folder), config, config)
+
+
+def save_backbone(w2v: Wav2Vec2Model, folder: str | Path) -> Path:
+    """``w2v`` as a bare ``Wav2Vec2Model`` folder (config.json + model.safetensors), which
+    train.py loads as ``wav2vec2_source``; written atomically (the folder is replaced whole)."""
+    folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        w2v.save_pretrained(tmp)
+    return folder
+
+
 def masked_input(w2v, wavs: torch.Tensor, lens: torch.Tensor | None, mask_time_prob: float,
                  mask_time_length: int, mask_time_min_masks: int):
     """What both objectives feed the backbone ``w2v``: the crops normalised each on its own
@@ -228,6 +251,10 @@ def sample_negatives(valid: np.ndarray, num_negatives: int, cross: int = 0) -> n
     return np.concatenate([within, out], axis=-1)
 
 
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
 class Stats:
     """Means of the objective's scalars (every key of its output but the count of
     ``masked`` frames) over the batches seen since the last reset."""
@@ -257,8 +284,10 @@ class PretrainBrain(sb.core.Brain):
         wavs, lens = wavs.to(self.device), lens.to(self.device)
         if stage == sb.Stage.TRAIN:
             return self.modules.model(wavs, lens)
-        with numpy_seeded(VALID_MASK_SEED + self.valid_batch):
-            self.valid_batch += 1
+        seed = VALID_MASK_SEED + self.valid_batch
+        self.valid_batch += 1
+        with numpy_seeded(seed), torch.random.fork_rng(devices=_cuda_devices(wavs.device)):
+            torch.manual_seed(seed)  # torch's draws too (the utterance objective's channels)
             return self.modules.model(wavs, lens)
 
     def compute_objectives(self, out, batch, stage):
