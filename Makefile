@@ -40,7 +40,7 @@ lint: setup
 demo: setup
 	$(PY) -m lowres.demo
 
-# Remove what `make demo` made (corpus, random wav2vec2, runs, results): the next demo
+# Remove what `make demo` made (corpus, random and pre-trained wav2vec2, runs, results): the next demo
 # starts from scratch.
 clean-demo:
-	rm -rf data/synthetic_demo data/wav2vec2_random_tiny runs/demo results/demo
+	rm -rf data/synthetic_demo data/wav2vec2_random_tiny runs/demo runs/pretrain/demo results/demo

@@ -16,40 +16,56 @@ import pytest
 from test_results import fabricate
 
 from lowres.study import demo
-from lowres.study.grids import DEMO_SUBSETS, MODELS, expand, parse_run_path
+from lowres.study.grids import DEMO_STARTS, DEMO_SUBSETS, MODELS, expand, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_DEMO = ROOT / "hparams" / "overrides" / "cpu_demo.yaml"
 
 
 def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
-    """cpu_demo.yaml's keys (common and per model) exist in every demo run's hparams file."""
+    """cpu_demo.yaml's keys (common, per model and per wav2vec2 start) exist in every demo
+    run's hparams file, and each start gets its own checkpoint and freezing."""
     import speechbrain as sb
 
     from lowres.io.hparams import plain_values
     from lowres.study.grid import parse_overrides
 
-    extra, per_model = parse_overrides(["wav2vec2.wav2vec2_source=/w2v", "seed=5"],
+    extra, per_model = parse_overrides(["random_init.wav2vec2_source=/w2v",
+                                        "pretrained.wav2vec2_source=/pre", "seed=5"],
                                        [str(CPU_DEMO)])
-    assert set(per_model) == set(MODELS) and "lr" in per_model["ecapa"]
-    assert per_model["wav2vec2"]["wav2vec2_source"] == "/w2v" and extra["seed"] == "5"
+    assert set(per_model) == {*MODELS, *DEMO_STARTS} and "lr" in per_model["ecapa"]
+    assert per_model["random_init"]["wav2vec2_source"] == "/w2v" and extra["seed"] == "5"
     runs = expand("demo", tmp_path, extra=extra, model_extra=per_model)
-    assert [(r.model, r.subset) for r in runs] == [(m, s) for m in MODELS for s in DEMO_SUBSETS]
+    assert [(r.model, r.subset, r.tag) for r in runs] == [
+        (m, s, t) for m in MODELS for s in DEMO_SUBSETS
+        for t in (DEMO_STARTS if m == "wav2vec2" else (None,))]
     for run in runs:
-        assert run.output_folder == tmp_path / "demo" / f"{run.model}_{run.subset}" / "trained"
+        cell = tmp_path / "demo" / f"{run.model}_{run.subset}"
+        assert run.output_folder == (cell / run.tag if run.tag else cell) / "trained"
         info = parse_run_path(tmp_path, run.output_folder)
-        assert (info["grid"], info["model"], info["subset"]) == ("demo", run.model, run.subset)
+        assert (info["grid"], info["model"], info["subset"], info["tag"]) == (
+            "demo", run.model, run.subset, run.tag)
         assert parse_run_path(tmp_path / "demo", run.output_folder)["grid"] == "demo"
         assert ("ecapa_channels" in run.overrides) == (run.model == "ecapa")
-        assert ("wav2vec2_source" in run.overrides) == (run.model == "wav2vec2")
         _, _, overrides = sb.parse_arguments(run.argv()[2:])
         values = plain_values(ROOT / run.hparams_file, overrides)  # unknown key -> error
-        own = {**extra, **per_model[run.model]}  # a model's own value wins
+        own = {**extra, **per_model[run.model], **per_model.get(run.tag, {})}
         assert values["max_steps"] == int(own["max_steps"])
         assert values["lr"] == float(own["lr"])
         assert values["test_sets"] == ["original", "extended", "hard"]
+        if run.model == "wav2vec2":  # random weights trained whole; the study's recipe
+            pre = run.tag == "pretrained"
+            assert values["wav2vec2_source"] == ("/pre" if pre else "/w2v")
+            assert values["reset_weights"] is not pre
+            assert values["completely_freeze_feature_extractor"] is pre
+            assert values["wav2vec_initially_frozen"] is pre
+    # the starts' sections are the demo's: the modern grid leaves them out
+    modern = expand("modern", tmp_path, models=["wav2vec2"], subsets=["tiny_few"],
+                    extra=extra, model_extra=per_model, n_seeds=1)
+    assert all("wav2vec2_source" not in r.overrides for r in modern)
     with pytest.raises(ValueError, match="unknown model"):
         expand("demo", tmp_path, model_extra={"resnet": {"lr": 1}})
+
 
 def printed_table(out: str, test: str = "VoxCeleb1-O") -> dict[str, list[str]]:
     """The demo's printed table for one test set: model label -> its cells (untrained,
@@ -70,34 +86,41 @@ def section(markdown: str) -> str:
 
 
 def test_demo_prints_results_md_demo_section_and_its_checks(tmp_path, capsys):
-    """The table and checks the demo prints are results.md's, read from the run folders."""
+    """The table and checks the demo prints are results.md's, read from the run folders:
+    a row per model and wav2vec2 start, the pre-trained vs random-init comparison per
+    subset and the study's tiny_few ordering."""
     root = tmp_path / "runs"
     eers = {  # VoxCeleb1-O EER %; fabricate() gives E 1.5x and H 2x
-        "xvector": {"untrained": 40.0, "tiny_few": 20.0, "tiny_many_low": 25.0,
-                    "tiny_many_high": 15.0},
-        "ecapa": {"untrained": 20.0, "tiny_few": 15.0, "tiny_many_low": 12.0,
-                  "tiny_many_high": 22.0},
-        "wav2vec2": {"untrained": 45.0, "tiny_few": 30.0, "tiny_many_low": 40.0,
-                     "tiny_many_high": None},  # not finished yet
+        ("xvector", None): {"untrained": 40.0, "tiny_few": 20.0, "tiny_many_low": 25.0,
+                            "tiny_many_high": 15.0},
+        ("ecapa", None): {"untrained": 20.0, "tiny_few": 15.0, "tiny_many_low": 12.0,
+                          "tiny_many_high": 22.0},
+        ("wav2vec2", "random_init"): {"untrained": 45.0, "tiny_few": 30.0,
+                                      "tiny_many_low": 40.0, "tiny_many_high": 35.0},
+        ("wav2vec2", "pretrained"): {"untrained": 42.0, "tiny_few": 14.0,
+                                     "tiny_many_low": 41.0,
+                                     "tiny_many_high": None},  # not finished yet
     }
+    labels = {("xvector", None): "x-vector", ("ecapa", None): "ECAPA-TDNN",
+              ("wav2vec2", "random_init"): "wav2vec2 (random init)",
+              ("wav2vec2", "pretrained"): "wav2vec2 (pre-trained)"}
     for run in expand("demo", root):
-        if run.model == "wav2vec2":
-            run = dataclasses.replace(run, overrides={**run.overrides, "reset_weights": True})
-        fabricate(run, eers[run.model][run.subset])
+        key = (run.model, run.tag)
+        fabricate(run, eers[key][run.subset])
         if run.subset == "tiny_few":
             untrained = dataclasses.replace(
                 run, overrides={**run.overrides, "max_steps": 0},
-                output_folder=demo.untrained_folder(root, run.model))
-            fabricate(untrained, eers[run.model]["untrained"])
+                output_folder=demo.untrained_folder(root, run.model, run.tag))
+            fabricate(untrained, eers[key]["untrained"])
     demo.results(root, tmp_path / "out")
     out = capsys.readouterr().out
     results_md = (tmp_path / "out" / "results.md").read_text()
     assert section(results_md) in out
     for test, factor in (("VoxCeleb1-O", 1.0), ("VoxCeleb1-E", 1.5), ("VoxCeleb1-H", 2.0)):
         rows = printed_table(out, test)
-        assert list(rows) == ["x-vector", "ECAPA-TDNN", "wav2vec2 (random init)"]
-        for label, model in zip(rows, MODELS, strict=True):
-            cells = [eers[model][c] for c in ("untrained", *DEMO_SUBSETS)]
+        assert list(rows) == list(labels.values())
+        for key, label in labels.items():
+            cells = [eers[key][c] for c in ("untrained", *DEMO_SUBSETS)]
             assert rows[label] == ["—" if e is None else f"{factor * e:.2f} / 0.400"
                                    for e in cells]
     checks = section(results_md).split("### VoxCeleb1-E")[0]
@@ -107,15 +130,34 @@ def test_demo_prints_results_md_demo_section_and_its_checks(tmp_path, capsys):
     assert ("- ECAPA-TDNN: untrained 20.00, trained 12.00-22.00 (NOT every subset below "
             "untrained, by -2.00 points at least); tiny_many_high NOT better than "
             "tiny_many_low") in checks
-    assert "- wav2vec2 (random init): incomplete" in checks
+    assert "- wav2vec2 (pre-trained): incomplete" in checks
+    assert "- pre-trained vs random-init wav2vec2: incomplete" in checks
+    assert ("- tiny_few: pre-trained wav2vec2 14.00 better than x-vector 20.00 / "
+            "ECAPA-TDNN 15.00 (the study: wav2vec2 best)") in checks
+    # once every cell is in: pre-trained wins on two subsets of three -> NOT
+    fabricate(next(r for r in expand("demo", root, tags=["pretrained"])
+                   if r.subset == "tiny_many_high"), 20.0)
+    checks = section(_markdown(root, tmp_path))
+    assert ("- pre-trained wav2vec2 NOT better than random init on every subset: tiny_few "
+            "14.00 vs 30.00, tiny_many_low 41.00 vs 40.00, tiny_many_high 20.00 vs 35.00"
+            ) in checks
+
+
+def _markdown(root: Path, tmp: Path) -> str:
+    demo.results(root, tmp / "again")
+    return (tmp / "again" / "results.md").read_text()
 
 
 # The demo's corpus (preset default: 40 test speakers, enough trials to tell trained from
-# untrained) with fewer steps than hparams/overrides/cpu_demo.yaml. The small preset is too
-# small for the random-init wav2vec2 (16 training speakers: at chance after 200 steps).
+# untrained; 200 unlabelled speakers) with fewer steps than hparams/overrides/cpu_demo.yaml
+# and half the pre-training. The small preset is too small for the random-init wav2vec2
+# (16 training speakers: at chance after 200 steps).
 REDUCED = ["--set", "max_steps=100", "--set", "val_interval=50",
            "--set", "wav2vec2.max_steps=400", "--set", "wav2vec2.val_interval=200",
+           "--set", "pretrained.num_frozen_steps=100",
+           "--pretrain=--max_steps", "--pretrain=300",
            "--prepare_option", "val_trials_tiny=200"]
+ROWS = [("xvector", None), ("ecapa", None), *(("wav2vec2", t) for t in DEMO_STARTS)]
 
 
 def run_demo(tmp: Path, *extra: str) -> str:
@@ -132,45 +174,58 @@ def run_demo(tmp: Path, *extra: str) -> str:
     return proc.stdout
 
 
-def eer(tmp: Path, model: str, column: str, test: str = "original") -> float:
-    folder = tmp / "runs" / "demo" / (f"{model}_tiny_few/untrained" if column == "untrained"
-                                      else f"{model}_{column}/trained")
+def eer(tmp: Path, row: tuple, column: str, test: str = "original") -> float:
+    model, start = row
+    cell = tmp / "runs" / "demo" / f"{model}_{'tiny_few' if column == 'untrained' else column}"
+    folder = (cell / start if start else cell) / ("untrained" if column == "untrained"
+                                                  else "trained")
     data = json.loads((folder / "eval" / "best" / "results.json").read_text())
     return data["test_sets"][test]["eer"]
 
 
 @pytest.mark.slow
-def test_reduced_demo_table_complete_and_trained_beats_untrained(tmp_path):
+def test_reduced_demo_table_complete_trained_beats_untrained_pretrained_beats_random(tmp_path):
     out = run_demo(tmp_path)
-    # 9 trained cells + 3 untrained, each evaluated on O, E and H
-    for model in MODELS:
+    # 12 trained cells + 4 untrained, each evaluated on O, E and H
+    for row in ROWS:
         for column in ("untrained", *DEMO_SUBSETS):
             for test in ("original", "extended", "hard"):
-                assert 0 <= eer(tmp_path, model, column, test) <= 1
+                assert 0 <= eer(tmp_path, row, column, test) <= 1
     # the printed table has every cell, and its numbers are the runs' own
     rows = printed_table(out)
-    assert len(rows) == 3 and "wav2vec2 (random init)" in rows
-    for model, cells in zip(MODELS, rows.values(), strict=True):
+    assert list(rows) == ["x-vector", "ECAPA-TDNN", "wav2vec2 (random init)",
+                          "wav2vec2 (pre-trained)"]
+    for row, cells in zip(ROWS, rows.values(), strict=True):
         assert "—" not in cells
         printed = [float(c.split("/")[0]) for c in cells]
-        measured = [100 * eer(tmp_path, model, c) for c in ("untrained", *DEMO_SUBSETS)]
+        measured = [100 * eer(tmp_path, row, c) for c in ("untrained", *DEMO_SUBSETS)]
         assert printed == pytest.approx(measured, abs=0.006)
-    # training helps: each model's mean trained EER (subsets x O/E/H) is below its
+    # training helps: each row's mean trained EER (subsets x O/E/H) is below its
     # untrained EER (mean over O/E/H); single cells of so short a run may not be.
     tests = ("original", "extended", "hard")
-    for model in MODELS:
-        trained = [eer(tmp_path, model, s, t) for s in DEMO_SUBSETS for t in tests]
-        untrained = [eer(tmp_path, model, "untrained", t) for t in tests]
-        assert sum(trained) / len(trained) < sum(untrained) / len(untrained), model
-    assert not math.isnan(eer(tmp_path, "ecapa", "tiny_many_high", "hard"))
-    # the corpus was made at the demo's channel strength (lowres.study.demo stage 1)
+
+    def mean(row, columns):
+        values = [eer(tmp_path, row, c, t) for c in columns for t in tests]
+        return sum(values) / len(values)
+
+    for row in ROWS:
+        assert mean(row, DEMO_SUBSETS) < mean(row, ["untrained"]), row
+    # the study's claim: pre-training without labels helps (mean of subsets x O/E/H)
+    assert mean(("wav2vec2", "pretrained"), DEMO_SUBSETS) \
+        < mean(("wav2vec2", "random_init"), DEMO_SUBSETS)
+    assert (tmp_path / "runs" / "pretrain" / "demo" / "pretrained" / "config.json").is_file()
+    assert not math.isnan(eer(tmp_path, ("ecapa", None), "tiny_many_high", "hard"))
+    # the corpus was made at the demo's channel strength (lowres.study.demo stage 1), with
+    # the unlabelled speakers
     config = json.loads((tmp_path / "corpus" / "meta" / "synthetic_config.json").read_text())
     assert config["channel_strength"] == demo.build_parser().get_default("channel_strength")
+    assert (tmp_path / "corpus" / "unlabelled").is_dir()
     results = tmp_path / "results"
     for name in ("results.csv", "results.md", "demo.png", "demo.pdf"):
         assert (results / name).is_file(), name
     assert "## Demo" in (results / "results.md").read_text()
     # a rerun reuses everything: nothing trained again
     again = run_demo(tmp_path)
-    assert "9 finished (skipped), 0 to run" in again
-    assert again.count("untrained already evaluated") == 3
+    assert "12 finished (skipped), 0 to run" in again
+    assert again.count("untrained already evaluated") == 4
+    assert "pre-trained wav2vec2 already there" in again

@@ -3,14 +3,15 @@
     python -m lowres.demo [--data_folder data/synthetic_demo] [--channel_strength 0.7]
         [--runs_root runs]
         [--out results/demo] [--overrides hparams/overrides/cpu_demo.yaml] [--set K=V ...]
-        [--stages corpus,prepare,wav2vec2,untrained,train,results]
+        [--stages corpus,prepare,wav2vec2,pretrain,untrained,train,results]
 
 Stages (each skips what an earlier run finished, so rerunning continues or only
 reprints the table):
 
 1. ``corpus``: the synthetic VoxCeleb-shaped corpus (``python -m prepare.synthetic``,
    preset ``default``: 100 VoxCeleb2-style training speakers, 40 VoxCeleb1-style
-   test speakers) in DATA, with session channels at 0.7 of the corpus default strength.
+   test speakers, and 200 unlabelled speakers disjoint from both, ~80 min of speech, for
+   pre-training) in DATA, with session channels at 0.7 of the corpus default strength.
    At full strength the recording channel of a session says more than the synthetic
    voice: a randomly initialised wav2vec2 then learns to recognise sessions (same-session
    EER ~10 %) and stays at chance on the cross-session test trials, as the study's
@@ -21,15 +22,21 @@ reprints the table):
    ``--val_fraction``) in DATA/manifests_demo.
 3. ``wav2vec2``: a small RANDOMLY INITIALISED wav2vec2 (``lowres.models.tiny_wav2vec2``; 2 layers,
    width 128) in DATA/wav2vec2_random_tiny.  It is not facebook/wav2vec2-base: the demo
-   needs no network and no GPU, so its wav2vec2 runs measure the recipe, not
-   self-supervised pre-training.
-4. ``untrained``: each architecture at its random initialisation (the recipe's seed,
-   ``max_steps`` 0) evaluated like a trained run, in RUNS/demo/<model>_tiny_few/untrained.
-5. ``train``: ``python -m lowres.grid run demo`` (lowres/grids.py): x-vector, ECAPA-TDNN
-   and wav2vec2 on tiny_few, tiny_many_low and tiny_many_high with the CPU-sized
-   overrides of hparams/overrides/cpu_demo.yaml (the one place for them); train.py
-   evaluates each run on the O/E/H trials after training.
-6. ``results``: ``python -m lowres.results RUNS/demo --out OUT`` (results.csv,
+   needs no network and no GPU.
+4. ``pretrain``: the same architecture pre-trained WITHOUT LABELS on DATA/unlabelled
+   (``recipes/VoxCeleb/pretrain.py hparams/pretrain/utterance_tiny.yaml``: two halves of a
+   crop find each other, lowres.training.utterance_contrastive) in RUNS/pretrain/demo; its
+   ``pretrained`` folder is the ``pretrained`` start of the demo's wav2vec2.
+5. ``untrained``: each architecture at its initialisation (the recipe's seed, ``max_steps``
+   0; for the pre-trained wav2vec2, its pre-training without labels) evaluated like a
+   trained run, in RUNS/demo/<model>_tiny_few[/<start>]/untrained.
+6. ``train``: ``python -m lowres.grid run demo --jobs 2`` (lowres/grids.py; two runs at once,
+   one thread each): x-vector, ECAPA-TDNN and wav2vec2 from both starts (random init,
+   trained whole; pre-trained, fine-tuned with the study's frozen-CNN recipe) on tiny_few,
+   tiny_many_low and tiny_many_high with the CPU-sized overrides of
+   hparams/overrides/cpu_demo.yaml (the one place for them); train.py evaluates each run
+   on the O/E/H trials after training.
+7. ``results``: ``python -m lowres.results RUNS/demo --out OUT`` (results.csv,
    results.md, figures), then results.md's demo section as it stands in the file: per
    test set the table (model x subset next to the untrained model) and its checks.
 
@@ -52,8 +59,14 @@ import yaml
 from lowres.study import results as lowres_results
 from lowres.study.grids import DEMO_SUBSETS, REPO_ROOT, expand, is_finished
 
-STAGES = ("corpus", "prepare", "wav2vec2", "untrained", "train", "results")
+STAGES = ("corpus", "prepare", "wav2vec2", "pretrain", "untrained", "train", "results")
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
+PRETRAIN_HPARAMS = "hparams/pretrain/utterance_tiny.yaml"  # CPU-sized: its own values
+# Seconds each stage took from scratch in `time make demo` on the 2-core machine of the
+# README's figures (2 jobs), for the ETA printed before and after each stage; a stage
+# finished by an earlier run takes seconds instead.
+STAGE_SECONDS = {"corpus": 110, "prepare": 20, "wav2vec2": 1, "pretrain": 330,
+                 "untrained": 60, "train": 1000, "results": 20}
 
 
 def say(text: str) -> None:
@@ -63,6 +76,14 @@ def say(text: str) -> None:
 def stage_header(n: int, name: str, what: str) -> float:
     say(f"\n=== [{n}/{len(STAGES)}] {name}: {what}")
     return time.monotonic()
+
+
+def eta(stages: list[str], started: float) -> str:
+    """The time left if ``stages`` take what they took in the README's measurement."""
+    left = sum(STAGE_SECONDS[s] for s in stages)
+    end = time.strftime("%H:%M", time.localtime(time.time() + left))
+    return (f"demo so far {time.monotonic() - started:.0f} s; at most about {left / 60:.0f} "
+            f"min left, ~{end} (the README's 2-core figures; finished work is skipped)")
 
 
 def run_cli(args: list[str]) -> None:
@@ -75,10 +96,11 @@ def run_cli(args: list[str]) -> None:
 
 # ---------------------------------------------------------------------------- stages
 def make_corpus(data: Path, preset: str, seed: int, channel_strength: float,
-                jobs: int) -> None:
+                unlabelled_speakers: int, jobs: int) -> None:
     # resumable: a complete corpus is only checked (its sessions exist), not remade
     run_cli(["-m", "prepare.synthetic", "--out", data, "--preset", preset, "--seed", seed,
-             "--channel_strength", channel_strength, "--jobs", jobs])
+             "--channel_strength", channel_strength, "--unlabelled_speakers",
+             unlabelled_speakers, "--jobs", jobs])
 
 
 def prepare(data: Path, manifests: Path, jobs: int, options: dict) -> None:
@@ -98,12 +120,24 @@ def write_random_wav2vec2(folder: Path) -> None:
         "transformer layers, width 128), NOT the pre-trained facebook/wav2vec2-base")
 
 
+def pretrain(data: Path, folder: Path, options: list[str]) -> Path:
+    """Pre-train the demo's wav2vec2 on DATA/unlabelled (resumable: a rerun continues the
+    run's checkpoint; a finished one is kept) and return its ``pretrained`` folder."""
+    model = folder / "pretrained"
+    if (model / "config.json").is_file():
+        say(f"pre-trained wav2vec2 already there: {model}")
+        return model
+    run_cli(["recipes/VoxCeleb/pretrain.py", PRETRAIN_HPARAMS, "--train_audio",
+             data / "unlabelled", "--output_folder", folder, "--device", "cpu", *options])
+    return model
+
+
 def _yaml_value(text: str):
     return yaml.safe_load(text) if isinstance(text, str) else text
 
 
-def untrained_folder(runs_root: Path, model: str) -> Path:
-    return runs_root / "demo" / f"{model}_tiny_few" / "untrained"
+def untrained_folder(runs_root: Path, model: str, tag: str | None = None) -> Path:
+    return runs_root / "demo" / f"{model}_tiny_few" / (tag or "") / "untrained"
 
 
 def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
@@ -200,10 +234,13 @@ def _abs(path: Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def train(runs_root: Path, overrides_files: list[str], sets: list[str]) -> None:
+def train(runs_root: Path, overrides_files: list[str], sets: list[str], jobs: int) -> None:
     from lowres.study.grid import parse_overrides
 
-    grid_args = ["-m", "lowres.grid", "run", "demo", "--runs_root", runs_root]
+    # two runs at once with one thread each use two cores better than one run with two
+    # (a batch of 32 one-second crops is too small to split well)
+    grid_args = ["-m", "lowres.grid", "run", "demo", "--runs_root", runs_root,
+                 "--jobs", jobs]
     for file in overrides_files:
         grid_args += ["--overrides", file]
     for item in sets:
@@ -211,7 +248,8 @@ def train(runs_root: Path, overrides_files: list[str], sets: list[str]) -> None:
     extra, per_model = parse_overrides(sets, overrides_files)
     runs = expand("demo", runs_root, extra=extra, model_extra=per_model)
     say(f"{len(runs)} runs, {sum(is_finished(_abs(r.output_folder)) for r in runs)} already "
-        f"finished; each run's log: {runs_root}/demo/<model>_<subset>/trained/grid_run.log")
+        f"finished; each run's log: {runs_root}/demo/<model>_<subset>[/<start>]/trained/"
+        "grid_run.log")
     if all("max_steps" in run.overrides for run in runs):
         with TrainProgress(runs):
             run_cli(grid_args)
@@ -241,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="manifests (default DATA_FOLDER/manifests_demo)")
     p.add_argument("--wav2vec2_folder", type=Path,
                    help="random wav2vec2 (default DATA_FOLDER/../wav2vec2_random_tiny)")
+    p.add_argument("--unlabelled_speakers", type=int, default=200,
+                   help="unlabelled speakers of the corpus, for pre-training (default 200)")
+    p.add_argument("--pretrain", action="append", default=[], metavar="--KEY VALUE",
+                   help=f"an option of pretrain.py after {PRETRAIN_HPARAMS}, e.g. "
+                   "--pretrain=--max_steps --pretrain=300")
     p.add_argument("--preset", default="default", help="prepare.synthetic preset")
     p.add_argument("--corpus_seed", type=int, default=0)
     p.add_argument("--channel_strength", type=float, default=0.7,
@@ -265,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "subsets enough validation trials)")
     p.add_argument("--prepare_option", action="append", default=[], metavar="KEY=VALUE",
                    help="more prepare.voxceleb options, e.g. val_trials_tiny=500")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes for the corpus and the manifests, and training runs at "
+                   "a time (default: the CPU count)")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {','.join(STAGES)} (default all)")
     return p
@@ -283,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs_root.resolve()
     out = args.out.resolve()
     overrides = [str(_abs(Path(f))) for f in (args.overrides or [DEFAULT_OVERRIDES])]
+    pretrain_folder = runs_root / "pretrain" / "demo"
     sets = [f"manifest_folder={manifests}", f"data_folder={data}",
-            f"wav2vec2.wav2vec2_source={w2v}", *args.set]
+            f"random_init.wav2vec2_source={w2v}",
+            f"pretrained.wav2vec2_source={pretrain_folder / 'pretrained'}", *args.set]
     options = {key: getattr(args, key) for key in (
         "few_speakers_per_gender", "many_files_per_speaker", "low_max_files_per_session",
         "val_fraction")}
@@ -294,19 +341,27 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     say(f"lowres demo: corpus {data}, runs {runs_root / 'demo'}, results {out}\n"
         f"CPU-sized settings: {', '.join(overrides)} (+ {', '.join(args.set) or 'no --set'})")
+    todo = [s for s in STAGES if s in stages]
+    say("ETA: " + eta(todo, started))
     for n, name in enumerate(STAGES, 1):
         if name not in stages:
             continue
+        todo.remove(name)
         if name == "corpus":
             t = stage_header(n, name, f"SYNTHETIC VoxCeleb-shaped corpus, preset {args.preset}, "
                              f"channel strength {args.channel_strength}")
-            make_corpus(data, args.preset, args.corpus_seed, args.channel_strength, args.jobs)
+            make_corpus(data, args.preset, args.corpus_seed, args.channel_strength,
+                        args.unlabelled_speakers, args.jobs)
         elif name == "prepare":
             t = stage_header(n, name, "manifests, tiny subsets, validation and test trials")
             prepare(data, manifests, args.jobs, options)
         elif name == "wav2vec2":
             t = stage_header(n, name, "local wav2vec2 (random initialisation)")
             write_random_wav2vec2(w2v)
+        elif name == "pretrain":
+            t = stage_header(n, name, "the same wav2vec2 pre-trained WITHOUT LABELS on the "
+                             "corpus's unlabelled speakers")
+            pretrain(data, pretrain_folder, args.pretrain)
         elif name == "untrained":
             t = stage_header(n, name, "each architecture at its random initialisation")
             from lowres.study.grid import parse_overrides
@@ -314,21 +369,20 @@ def main(argv: list[str] | None = None) -> int:
             extra, per_model = parse_overrides(sets, overrides)
             for run in expand("demo", runs_root, subsets=["tiny_few"], extra=extra,
                               model_extra=per_model):
-                folder = untrained_folder(runs_root, run.model)
+                folder = untrained_folder(runs_root, run.model, run.tag)
                 if is_finished(folder):
                     say(f"{run.model}: untrained already evaluated ({folder})")
                     continue
                 # the tiny_few run's settings (test sets, seed, model sizes), no training
                 evaluate_untrained(run.model, folder, run.overrides)
         elif name == "train":
-            t = stage_header(n, name, "train + evaluate x-vector, ECAPA-TDNN, wav2vec2 on the "
-                             "three tiny subsets")
-            train(runs_root, overrides, sets)
+            t = stage_header(n, name, "train + evaluate x-vector, ECAPA-TDNN, wav2vec2 (random "
+                             "init; pre-trained) on the three tiny subsets")
+            train(runs_root, overrides, sets, args.jobs)
         else:
             t = stage_header(n, name, "table and figures")
             results(runs_root, out)
-        say(f"--- {name} took {time.monotonic() - t:.0f} s "
-            f"(demo so far {time.monotonic() - started:.0f} s)")
+        say(f"--- {name} took {time.monotonic() - t:.0f} s ({eta(todo, started)})")
     say(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -40,8 +40,8 @@ from lowres.study.grids import (
     GPU_CLASS,
     LOCAL_GRIDS,
     MODELS,
-    MODERN_STAGES,
     REPO_ROOT,
+    SECTION_TAGS,
     Run,
     expand,
     expand_experiments,
@@ -90,7 +90,7 @@ def parse_overrides(sets: list[str] | None, files: list[str] | None
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key = key.strip().lstrip("-")
         model, dot, model_key = key.partition(".")
-        if dot and (model in MODELS or model in MODERN_STAGES):
+        if dot and (model in MODELS or model in SECTION_TAGS):
             per_model.setdefault(model, {})[model_key] = value
         else:
             extra[key] = value
@@ -128,7 +128,6 @@ def best_lr_arg(args) -> dict | None:
 def select(args) -> list[Run]:
     extra, model_extra = parse_overrides(args.set, args.overrides)
     best_lr = best_lr_arg(args)
-    stage_extra = {k: model_extra.pop(k) for k in list(model_extra) if k in MODERN_STAGES}
     # --experiment NAME: the grid's runs of hparams/NAME.yaml's model family and subset
     grid_expand = functools.partial(expand_experiments, args.experiment) \
         if args.experiment else expand
@@ -136,7 +135,7 @@ def select(args) -> list[Run]:
         return grid_expand(args.grid, runs_root_arg(args.runs_root), models=args.model,
                       subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr,
                       step_scale=args.step_scale, model_extra=model_extra,
-                      stage_extra=stage_extra, n_seeds=args.n_seeds)
+                      n_seeds=args.n_seeds)
     except ValueError as err:
         raise SystemExit(str(err)) from None
 

@@ -57,7 +57,8 @@ import yaml
 
 __all__ = [
     "MODELS", "SUBSETS", "GRIDS", "LOCAL_GRIDS", "ALL_GRIDS", "GPU_CLASS", "ALL_TEST_SETS",
-    "DEMO_SUBSETS", "MODERN_STAGES", "Run", "expand", "model_sections", "stage_overrides",
+    "DEMO_SUBSETS", "DEMO_STARTS", "MODERN_STAGES", "SECTION_TAGS", "Run", "expand",
+    "model_sections", "stage_overrides",
     "format_value", "parse_run_path", "is_finished", "results_path", "REPO_ROOT",
 ]
 
@@ -372,15 +373,27 @@ STUDY_GRIDS = ("naive_lr", "detailed_lr", "steps", "ablation")  # the study's ow
 DEMO_SUBSETS = ("tiny_few", "tiny_many_low", "tiny_many_high")
 
 
+# The demo's wav2vec2 starts twice (tags, folder RUNS_ROOT/demo/wav2vec2_<subset>/<tag>/trained):
+# from random weights, trained whole (as the demo always ran it), and from the demo's own
+# self-supervised pre-training on unlabelled speakers (lowres.study.demo's pretrain stage),
+# fine-tuned with the study's recipe (CNN frozen, first cycle frozen). A `<tag>:` mapping
+# in an overrides file (cpu_demo.yaml) holds each start's values.
+DEMO_STARTS = ("random_init", "pretrained")
+
+
 def _demo_points():
     for model in MODELS:
         for subset in DEMO_SUBSETS:
-            yield model, subset, (("", "trained"),), {}, None
+            for tag in DEMO_STARTS if model == "wav2vec2" else (None,):
+                yield model, subset, (("", "trained"),), {}, tag
 
 
 # Grids run locally only (no slurm/<grid>.sbatch, not in the study's counts).
 LOCAL_GRIDS = {"demo": _demo_points}
 ALL_GRIDS = {**GRIDS, **LOCAL_GRIDS}
+# the tags whose `<tag>:` sections of an overrides file apply to a grid's runs of that tag
+GRID_SECTIONS = {"modern": tuple(MODERN_STAGES), "demo": DEMO_STARTS}
+SECTION_TAGS = (*MODERN_STAGES, *DEMO_STARTS)
 
 
 def _folder(runs_root: Path, grid: str, model: str, subset: str, point, tag) -> Path:
@@ -430,30 +443,41 @@ def expand(
     one_cycle schedule, its half-cycle, so 25k/50k/100k/400k stay distinct and the
     freeze still covers the first LR cycle; `extra` still wins over the scaled values.
     `model_extra` maps a model to overrides for its runs only (applied after `extra`),
-    e.g. a CPU-sized ECAPA width or each model's lr (see :func:`model_sections`).
+    e.g. a CPU-sized ECAPA width or each model's lr (see :func:`model_sections`); its
+    entries named after a tag of :data:`GRID_SECTIONS` join `stage_extra` in this grid and
+    are left out of the others.
     In the modern grid, each stage's values (:func:`stage_overrides`, step counts scaled
     by `step_scale`) come after those, then `stage_extra` (stage tag -> overrides); a
-    stage with a parent gets ``init_from_run`` = the parent stage's run folder.
+    stage with a parent gets ``init_from_run`` = the parent stage's run folder. In the
+    demo grid, `stage_extra` holds each wav2vec2 start's (:data:`DEMO_STARTS`).
     `n_seeds` keeps the first N seeds of each cell (grids whose points have a seed).
     """
     if grid not in ALL_GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(ALL_GRIDS)}")
     want_models = _select(models, MODELS, "model")
     want_subsets = _select(subsets, SUBSETS, "subset")
-    want_tags = _select(tags, (*ABLATION_VARIANTS, *MODERN_STAGES), "tag")
+    want_tags = _select(tags, (*ABLATION_VARIANTS, *SECTION_TAGS), "tag")
     extra = dict(extra or {})
     model_extra = {m: dict(v) for m, v in (model_extra or {}).items()}
     stage_extra = {t: dict(v) for t, v in (stage_extra or {}).items()}
+    # `<tag>:` sections of an overrides file (parse_overrides puts them beside the models')
+    # apply to this grid's runs of that tag; another grid's (cpu_demo.yaml's `pretrained:`
+    # in the modern grid) are left out
+    for tag in SECTION_TAGS:
+        section = model_extra.pop(tag, None)
+        if section is not None and tag in GRID_SECTIONS.get(grid, ()):
+            stage_extra[tag] = {**section, **stage_extra.get(tag, {})}
     unknown = set(model_extra) - set(MODELS)
     if unknown:
         raise ValueError(f"per-model overrides for unknown model(s) {sorted(unknown)}")
-    if stage_extra and grid != "modern":
-        raise ValueError(f"per-stage overrides ({sorted(stage_extra)}) apply to the modern "
-                         f"grid, not to {grid}")
-    unknown = set(stage_extra) - set(MODERN_STAGES)
+    if stage_extra and grid not in GRID_SECTIONS:
+        raise ValueError(f"per-stage overrides ({sorted(stage_extra)}) apply to the "
+                         f"{' and '.join(GRID_SECTIONS)} grids, not to {grid}")
+    unknown = set(stage_extra) - set(SECTION_TAGS)
     if unknown:
         raise ValueError(f"per-stage overrides for unknown stage(s) {sorted(unknown)}; "
-                         f"stages: {', '.join(MODERN_STAGES)}")
+                         f"stages: {', '.join(SECTION_TAGS)}")
+    stage_extra = {t: v for t, v in stage_extra.items() if t in GRID_SECTIONS.get(grid, ())}
     every = [*extra.items(), *(kv for v in model_extra.values() for kv in v.items()),
              *(kv for v in stage_extra.values() for kv in v.items())]
     reserved = {"output_folder", "init_from_run"} & {key for key, _ in every}
@@ -503,6 +527,8 @@ def expand(
             if parent_tag:
                 parent = _folder(Path(runs_root), grid, model, subset, point, parent_tag)
                 merged["init_from_run"] = str(parent)
+        elif tag in stage_extra:  # the demo's wav2vec2 starts
+            merged.update(stage_extra[tag])
         folder = _folder(Path(runs_root), grid, model, subset, point, tag)
         experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
         runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment, parent))
@@ -564,8 +590,9 @@ def expand_experiments(experiments: Iterable[str], grid: str, runs_root: Path | 
 def model_sections(overrides: Mapping[str, object]) -> tuple[dict, dict[str, dict]]:
     """Split an overrides mapping into (every run, {model or stage: its runs only}).
 
-    A top-level key named after a model (``xvector``, ``ecapa``, ``wav2vec2``) or a stage
-    of the modern grid (:data:`MODERN_STAGES`) whose value is a mapping holds that model's
+    A top-level key named after a model (``xvector``, ``ecapa``, ``wav2vec2``), a stage
+    of the modern grid (:data:`MODERN_STAGES`) or a start of the demo's wav2vec2
+    (:data:`DEMO_STARTS`) whose value is a mapping holds that model's
     or stage's overrides; every other key applies to every run::
 
         batch_size: 32          # every run
@@ -574,7 +601,7 @@ def model_sections(overrides: Mapping[str, object]) -> tuple[dict, dict[str, dic
     """
     common, per_model = {}, {}
     for key, value in overrides.items():
-        if (key in MODELS or key in MODERN_STAGES) and isinstance(value, Mapping):
+        if (key in MODELS or key in SECTION_TAGS) and isinstance(value, Mapping):
             per_model[key] = dict(value)
         else:
             common[key] = value
@@ -622,7 +649,7 @@ def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:
     elif cell_at == 0 and Path(runs_root).resolve().name in ALL_GRIDS:  # root = a grid's folder
         info["grid"] = Path(runs_root).resolve().name
     rest = parts[cell_at + 1:]
-    if len(rest) == 2 and (rest[0] in ABLATION_VARIANTS or rest[0] in MODERN_STAGES):
+    if len(rest) == 2 and (rest[0] in ABLATION_VARIANTS or rest[0] in SECTION_TAGS):
         info["tag"] = rest[0]
     if rest:
         for key, value in _PART.findall(rest[-1]):

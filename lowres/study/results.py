@@ -44,6 +44,7 @@ import pandas as pd
 from lowres.study.grids import (
     ABLATION_LABELS,
     ABLATION_VARIANTS,
+    DEMO_STARTS,
     DEMO_SUBSETS,
     MODELS,
     SUBSETS,
@@ -425,38 +426,54 @@ def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> 
     return _save(fig, out, "modern")
 
 
-def demo_cells(frame: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
-    """The demo grid's runs: (model, subset or "untrained") -> its row (max_steps 0 =
-    the untrained model of lowres.study.demo).  Only finished runs."""
+def demo_cells(frame: pd.DataFrame) -> dict[tuple[tuple[str, str], str], pd.Series]:
+    """The demo grid's runs: ((model, start), subset or "untrained") -> its row; start is
+    the wav2vec2 run's tag (DEMO_STARTS) or "" (max_steps 0 = the untrained model of
+    lowres.study.demo).  Only finished runs."""
     sub = frame[(frame["grid"] == "demo") & (frame["status"] == "finished")]
     cells = {}
     for _, row in sub.iterrows():
         untrained = _float(row.get("max_steps")) == 0
-        cells[row["model"], "untrained" if untrained else row["subset"]] = row
+        key = (row["model"], row.get("tag") or "")
+        cells[key, "untrained" if untrained else row["subset"]] = row
     return cells
 
 
 DEMO_COLUMNS = ("untrained", *DEMO_SUBSETS)
+START_LABELS = {"random_init": "random init", "pretrained": "pre-trained"}
 
 
-def demo_label(model: str, cells: dict[tuple[str, str], pd.Series], sep: str = " ") -> str:
-    """A model's name in the demo's table, checks and figure; its random-init wav2vec2
-    (``reset_weights``) is named as such, so nobody takes it for the pre-trained one."""
+def demo_rows(cells: dict) -> list[tuple[str, str]]:
+    """The table's rows in the study's model order, each model's starts in DEMO_STARTS order."""
+    keys = {key for key, _ in cells}
+    order = {start: i for i, start in enumerate(("", *DEMO_STARTS))}
+    return sorted(keys, key=lambda k: (MODELS.index(k[0]) if k[0] in MODELS else len(MODELS),
+                                       k[0], order.get(k[1], len(order))))
+
+
+def demo_label(key: tuple[str, str], cells: dict, sep: str = " ") -> str:
+    """A row's name in the demo's table, checks and figure: its wav2vec2 start, or
+    "(random init)" for an untagged random-init run (``reset_weights``), so nobody takes a
+    random-init wav2vec2 for a pre-trained one."""
+    model, start = key
+    name = MODEL_LABELS.get(model, model)
+    if start:
+        return f"{name}{sep}({START_LABELS.get(start, start)})"
     random_init = any(str(r.get("reset_weights")).lower() == "true"
-                      for (m, _), r in cells.items() if m == model)
-    return MODEL_LABELS.get(model, model) + (f"{sep}(random init)" if random_init else "")
+                      for (k, _), r in cells.items() if k == key)
+    return name + (f"{sep}(random init)" if random_init else "")
 
 
 def demo_table(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
     """Markdown rows (columns padded, so the table also reads in a terminal): one per
-    model; EER % and minDCF (p_target 0.05; 0.01 needs far more trials than the demo's)
-    untrained and per subset."""
+    model and start; EER % and minDCF (p_target 0.05; 0.01 needs far more trials than
+    the demo's) untrained and per subset."""
     cells = demo_cells(frame)
     rows = []
-    for model in _order([m for m, _ in cells], MODELS):
-        row = [demo_label(model, cells)]
+    for key in demo_rows(cells):
+        row = [demo_label(key, cells)]
         for col in DEMO_COLUMNS:
-            r = cells.get((model, col))
+            r = cells.get((key, col))
             eer = _float(r.get(f"eer_pct_{test_set}")) if r is not None else math.nan
             dcf = _float(r.get(f"min_dcf_0.05_{test_set}")) if r is not None else math.nan
             row.append("—" if math.isnan(eer) else f"{eer:.2f} / {dcf:.3f}"
@@ -470,17 +487,23 @@ def demo_table(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
     return lines
 
 
+def _eers(cells: dict, key: tuple[str, str], col: str, columns=DEMO_COLUMNS) -> dict:
+    return {c: _float(cells[key, c].get(col)) if (key, c) in cells else math.nan
+            for c in columns}
+
+
 def demo_checks(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
-    """Per model, what the demo is meant to show, as measured on `test_set`: every subset
+    """What the demo is meant to show, as measured on `test_set`: per row, every subset
     trains below the untrained model's EER, and tiny_many_high beats tiny_many_low (the
-    study's ordering); "incomplete" while a cell has no EER."""
+    study's ordering); then the pre-trained wav2vec2 against its random-init counterpart
+    on each subset (the study's main claim) and against x-vector and ECAPA-TDNN on
+    tiny_few (the study's ordering); "incomplete" while a cell has no EER."""
     cells = demo_cells(frame)
     col = f"eer_pct_{test_set}"
     out = []
-    for model in _order([m for m, _ in cells], MODELS):
-        label = demo_label(model, cells)
-        eers = {c: _float(cells[model, c].get(col)) if (model, c) in cells else math.nan
-                for c in DEMO_COLUMNS}
+    for key in demo_rows(cells):
+        label = demo_label(key, cells)
+        eers = _eers(cells, key, col)
         if any(math.isnan(v) for v in eers.values()):
             out.append(f"{label}: incomplete")
             continue
@@ -494,6 +517,26 @@ def demo_checks(frame: pd.DataFrame, test_set: str = "original") -> list[str]:
         out.append(f"{label}: untrained {base:.2f}, trained {min(eers.values()):.2f}-"
                    f"{worst:.2f} ({below}, by {base - worst:.2f} points at least); "
                    f"tiny_many_high {high} tiny_many_low; order: {order}")
+    keys = demo_rows(cells)
+    pre, rand = ("wav2vec2", "pretrained"), ("wav2vec2", "random_init")
+    if pre in keys and rand in keys:
+        a, b = _eers(cells, pre, col, DEMO_SUBSETS), _eers(cells, rand, col, DEMO_SUBSETS)
+        if any(math.isnan(v) for v in (*a.values(), *b.values())):
+            out.append("pre-trained vs random-init wav2vec2: incomplete")
+        else:
+            better = all(a[s] < b[s] for s in DEMO_SUBSETS)
+            out.append(f"pre-trained wav2vec2 {'better' if better else 'NOT better'} than "
+                       "random init on every subset: "
+                       + ", ".join(f"{s} {a[s]:.2f} vs {b[s]:.2f}" for s in DEMO_SUBSETS))
+        others = [k for k in keys if k[0] in ("xvector", "ecapa") and (k, "tiny_few") in cells]
+        few = _float(cells[pre, "tiny_few"].get(col)) if (pre, "tiny_few") in cells else math.nan
+        if others and not math.isnan(few):
+            rivals = {demo_label(k, cells): _float(cells[k, "tiny_few"].get(col)) for k in others}
+            best = all(few < v for v in rivals.values())
+            out.append(f"tiny_few: pre-trained wav2vec2 {few:.2f} "
+                       f"{'better than' if best else 'NOT better than'} "
+                       + " / ".join(f"{n} {v:.2f}" for n, v in rivals.items())
+                       + " (the study: wav2vec2 best)")
     return out
 
 
@@ -776,15 +819,16 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
 
 
 def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Bars: EER per model (groups) x subset (colours), the untrained model in grey."""
+    """Bars: EER per model and start (groups) x subset (colours), the untrained model in
+    grey."""
     cells = demo_cells(frame)
     if not cells:
         return []
     tests = tests_with_results(frame)
-    models = _order([m for m, _ in cells], MODELS)
+    models = demo_rows(cells)
     plt = _plt()
-    fig, axes = plt.subplots(1, len(tests), figsize=(4.2 * len(tests), 3.4), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(1, len(tests), figsize=(1.4 * len(models) * len(tests), 3.4),
+                             squeeze=False, sharey=True)
     colors = {"untrained": "tab:gray", "tiny_few": "tab:purple",
               "tiny_many_low": "tab:red", "tiny_many_high": "tab:cyan"}
     width = 0.8 / len(DEMO_COLUMNS)
