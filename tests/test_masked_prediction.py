@@ -4,7 +4,7 @@ that train.py's embedder loads whole."""
 
 import pytest
 import torch
-from test_pretrain import adam_losses_on_one_batch
+from test_pretrain import adam_losses_on_one_batch, assert_saved_backbone_loads_whole
 
 from lowres.io.hparams import HparamsError
 
@@ -79,15 +79,7 @@ def test_objective_trains_on_one_batch():
 
 
 def test_saved_backbone_loads_whole_into_the_embedder(tmp_path):
-    from lowres.models import Wav2vec2Embedder
-
-    model = masked_prediction()
-    folder = model.save_pretrained(tmp_path / "pretrained")
-    saved = model.wav2vec2.state_dict()
-    embedder = Wav2vec2Embedder(str(folder), gradient_checkpointing=False)
-    assert embedder.wav2vec2.state_dict().keys() == saved.keys()
-    assert all(torch.equal(v, saved[k]) for k, v in embedder.wav2vec2.state_dict().items())
-    again = masked_prediction(source=str(folder))
-    assert all(torch.equal(v, saved[k]) for k, v in again.wav2vec2.state_dict().items())
+    assert_saved_backbone_loads_whole(masked_prediction(), tmp_path / "pretrained",
+                                      masked_prediction)
     with pytest.raises(HparamsError, match="model_source='nowhere'"):
         masked_prediction(source="nowhere")

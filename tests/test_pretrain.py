@@ -84,6 +84,20 @@ def adam_losses_on_one_batch(model, wavs, lens, steps=5):
     return losses
 
 
+def assert_saved_backbone_loads_whole(model, folder, build):
+    """``model.save_pretrained(folder)`` gives every backbone weight to train.py's embedder
+    and to ``build(source=folder)`` (continued pre-training)."""
+    from lowres.models import Wav2vec2Embedder
+
+    folder = model.save_pretrained(folder)
+    saved = model.wav2vec2.state_dict()
+    embedder = Wav2vec2Embedder(str(folder), gradient_checkpointing=False)
+    assert embedder.wav2vec2.state_dict().keys() == saved.keys()
+    assert all(torch.equal(v, saved[k]) for k, v in embedder.wav2vec2.state_dict().items())
+    again = build(source=str(folder))
+    assert all(torch.equal(v, saved[k]) for k, v in again.wav2vec2.state_dict().items())
+
+
 def test_bad_sources_name_the_path(tmp_path):
     from lowres.data.unlabelled import unlabelled_listing
 
