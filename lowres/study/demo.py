@@ -65,8 +65,8 @@ PRETRAIN_HPARAMS = "hparams/pretrain/utterance_tiny.yaml"  # CPU-sized: its own 
 # Seconds each stage took from scratch in `time make demo` on the 2-core machine of the
 # README's figures (2 jobs), for the ETA printed before and after each stage; a stage
 # finished by an earlier run takes seconds instead.
-STAGE_SECONDS = {"corpus": 110, "prepare": 20, "wav2vec2": 1, "pretrain": 330,
-                 "untrained": 60, "train": 1000, "results": 20}
+STAGE_SECONDS = {"corpus": 87, "prepare": 7, "wav2vec2": 4, "pretrain": 238,
+                 "untrained": 30, "train": 838, "results": 2}
 
 
 def say(text: str) -> None:
