@@ -30,10 +30,11 @@ reprints the table):
 5. ``untrained``: each architecture at its initialisation (the recipe's seed, ``max_steps``
    0; for the pre-trained wav2vec2, its pre-training without labels) evaluated like a
    trained run, in RUNS/demo/<model>_tiny_few[/<start>]/untrained.
-6. ``train``: ``python -m lowres.grid run demo --jobs 2`` (lowres/grids.py; two runs at once,
-   one thread each): x-vector, ECAPA-TDNN and wav2vec2 from both starts (random init,
-   trained whole; pre-trained, fine-tuned with the study's frozen-CNN recipe) on tiny_few,
-   tiny_many_low and tiny_many_high with the CPU-sized overrides of
+6. ``train``: ``python -m lowres.grid run demo --jobs N`` (lowres/grids.py; N runs at once,
+   ``--jobs``, by default the CPU count, each with one thread): x-vector, ECAPA-TDNN and
+   wav2vec2 from both starts (random init, trained whole; pre-trained, fine-tuned with the
+   study's frozen-CNN recipe) on tiny_few, tiny_many_low and tiny_many_high with the
+   CPU-sized overrides of
    hparams/overrides/cpu_demo.yaml (the one place for them); train.py evaluates each run
    on the O/E/H trials after training.
 7. ``results``: ``python -m lowres.results RUNS/demo --out OUT`` (results.csv,
