@@ -48,20 +48,15 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 
 from lowres.io.atomic import atomic_folder
 from lowres.io.hparams import HparamsError
-from lowres.io.tensor_files import use_safe_recovery
 from lowres.models.features import valid_samples
 from lowres.models.wav2vec2 import normalise_waveform
 from lowres.training.runs import (
-    COMPLETE,
     PRECISIONS,
-    CompleteMarker,
-    RngState,
+    ResumableBrain,
     progress_description,
-    remove_incomplete_checkpoints,
     unwrap,
-    wrap_cpu_ddp,
 )
-from lowres.training.schedules import SCHEDULES, build_lr_scheduler
+from lowres.training.schedules import SCHEDULES
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +269,7 @@ class Stats:
         return {k: round(v / self.batches, 4) for k, v in self.sums.items()}
 
 
-class PretrainBrain(sb.core.Brain):
+class PretrainBrain(ResumableBrain):
     """Pre-training on SpeechBrain's Brain: a step budget cut into stretches
     (lowres.data.loading.training_schedule), a checkpoint (and the validation loss, with
     ``valid_audio``) after each, resumable exactly as train.py's runs."""
@@ -346,35 +341,6 @@ class PretrainBrain(sb.core.Brain):
                 and self.optimizer_step < self.hparams.max_steps:
             unwrap(self.modules.model).save_pretrained(
                 Path(self.hparams.output_folder) / f"pretrained_step{self.optimizer_step}")
-
-    def init_optimizers(self):
-        super().init_optimizers()
-        h = self.hparams
-        self.lr_scheduler = build_lr_scheduler(
-            self.optimizer, h.lr_schedule, h.lr, h.max_steps, base_lr=h.base_lr,
-            final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps)
-        self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
-        self.checkpointer.add_recoverable("rng", RngState())
-        # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
-        self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
-        use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
-
-    def _wrap_distributed(self):
-        if not wrap_cpu_ddp(self):  # on CPU (gloo): plain DDP, no SyncBatchNorm
-            super()._wrap_distributed()
-
-    def on_fit_start(self):
-        remove_incomplete_checkpoints(self.checkpointer)
-        super().on_fit_start()  # ... and recovers the latest (complete) checkpoint, if any
-        if self.checkpointer.find_checkpoint() is None:
-            if self.valid_loader is not None:
-                logger.info("Validation before training (step 0)")
-                self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
-                                and if_main_process())
-        else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"resumed_at_step": self.optimizer_step,
-                            "epoch": self.hparams.epoch_counter.current})
 
 
 def check_hparams(values: dict, world_size: int) -> None:

@@ -4,6 +4,9 @@
   :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
   checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
 - The run folder's record: :func:`record_run` (resolved ``hyperparams.yaml``, ``command.txt``).
+- :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
+  checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU and
+  validates a fresh run at step 0.
 - :func:`effective_precision` (``--precision`` over the yaml, fp16 -> fp32 on CPU),
   :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
   :func:`progress_description` (step, loss and lr on the progress bar) and :func:`unwrap`.
@@ -23,14 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
 from lowres.io.hparams import HparamsError, resolved_yaml
-from lowres.io.tensor_files import load_tensors
+from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.evaluation import precision_on
+from lowres.training.schedules import build_lr_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +149,48 @@ def wrap_cpu_ddp(brain) -> bool:
             brain.modules[name] = torch.nn.parallel.DistributedDataParallel(
                 module, find_unused_parameters=brain.find_unused_parameters)
     return True
+
+
+class ResumableBrain(sb.core.Brain):
+    """A ``Brain`` whose runs resume exactly after a kill: the hparams' LR schedule
+    (``lr_schedule``, ``lr``, ``max_steps``, ...), :class:`RngState` and, saved last,
+    :class:`CompleteMarker` in every checkpoint; torch files read weights-only; a checkpoint
+    cut short removed before SpeechBrain recovers the latest; plain DDP on CPU. A run that
+    starts from nothing calls :meth:`on_fresh_start` (the step-0 validation), one that
+    resumes logs its step."""
+
+    def init_optimizers(self):
+        super().init_optimizers()
+        h = self.hparams
+        self.lr_scheduler = build_lr_scheduler(
+            self.optimizer, h.lr_schedule, h.lr, h.max_steps, base_lr=h.base_lr,
+            final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps)
+        self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
+        self.checkpointer.add_recoverable("rng", RngState())
+        # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
+        self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
+        use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
+
+    def _wrap_distributed(self):
+        if not wrap_cpu_ddp(self):  # on CPU (gloo): plain DDP, no SyncBatchNorm
+            super()._wrap_distributed()
+
+    def on_fit_start(self):
+        remove_incomplete_checkpoints(self.checkpointer)
+        super().on_fit_start()  # ... and recovers the latest (complete) checkpoint, if any
+        if self.checkpointer.find_checkpoint() is None:
+            self.on_fresh_start()
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"resumed_at_step": self.optimizer_step,
+                            "epoch": self.hparams.epoch_counter.current})
+
+    def on_fresh_start(self) -> None:
+        """Before the first step of a run with no checkpoint: the validation at step 0."""
+        if getattr(self, "valid_loader", None) is not None:
+            logger.info("Validation before training (step 0)")
+            self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
+                            and if_main_process())
 
 
 def record_run(out: Path, hparams_file, overrides: dict, world_size: int) -> None:

@@ -63,7 +63,7 @@ from lowres.io.hparams import (
     plain_values,
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
-from lowres.io.tensor_files import UnsafeFileError, use_safe_recovery
+from lowres.io.tensor_files import UnsafeFileError
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
     DIVERGED_FILE,
@@ -76,20 +76,16 @@ from lowres.scoring.evaluation import (
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.runs import (
-    COMPLETE,
     PRECISIONS,
-    CompleteMarker,
-    RngState,
+    ResumableBrain,
     effective_precision,
     optimizer_class,
     progress_description,
     record_run,
-    remove_incomplete_checkpoints,
     step_budget_loader,
     unwrap,
-    wrap_cpu_ddp,
 )
-from lowres.training.schedules import SCHEDULES, build_lr_scheduler
+from lowres.training.schedules import SCHEDULES
 from prepare.errors import PrepareError
 
 logger = logging.getLogger(__name__)
@@ -98,7 +94,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 WANDB_MODES = ("offline", "online")  # offline: written under OUTPUT/wandb, no network
 
 
-class SpeakerBrain(sb.core.Brain):
+class SpeakerBrain(ResumableBrain):
     """Embedder -> cosine classifier -> AAM softmax; validation EER on the val trials."""
 
     input_normalised = False  # make_loaders: the data normalise the crops (utterance mode)
@@ -218,44 +214,19 @@ class SpeakerBrain(sb.core.Brain):
                            f"last validation (nonfinite_patience {self.nonfinite_patience})"
                            ) from err
 
-    def init_optimizers(self):
-        super().init_optimizers()
-        h = self.hparams
-        self.lr_scheduler = build_lr_scheduler(
-            self.optimizer, h.lr_schedule, h.lr, h.max_steps, base_lr=h.base_lr,
-            final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps)
-        self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
-        self.checkpointer.add_recoverable("rng", RngState())
-        # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
-        self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
-        use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
-
-    def _wrap_distributed(self):
-        if not wrap_cpu_ddp(self):  # on CPU (gloo): plain DDP, no SyncBatchNorm
-            super()._wrap_distributed()
-
     @property
     def keep(self) -> int:
         """Latest and best checkpoints kept: average_checkpoints of each when averaging."""
         return max(1, self.hparams.average_checkpoints)
 
-    def on_fit_start(self):
-        remove_incomplete_checkpoints(self.checkpointer)
-        super().on_fit_start()  # ... and recovers the latest (complete) checkpoint, if any
-        if self.checkpointer.find_checkpoint() is None:
-            if self.hparams.init_from_run:  # a fine-tuning stage starts from its parent
-                ckpt = load_parent(self.hparams.init_from_run,
-                                   {"embedder": self.hparams.embedder,
-                                    "classifier": self.hparams.classifier})
-                self.hparams.train_logger.log_stats(stats_meta={
-                    "init_from_run": self.hparams.init_from_run, "checkpoint": ckpt.path.name})
-            logger.info("Validation before training (step 0)")
-            self._fit_valid(self.valid_loader, epoch=0, enable=not self.noprogressbar
-                            and if_main_process())
-        else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"resumed_at_step": self.optimizer_step,
-                            "epoch": self.hparams.epoch_counter.current})
+    def on_fresh_start(self):
+        if self.hparams.init_from_run:  # a fine-tuning stage starts from its parent
+            ckpt = load_parent(self.hparams.init_from_run,
+                               {"embedder": self.hparams.embedder,
+                                "classifier": self.hparams.classifier})
+            self.hparams.train_logger.log_stats(stats_meta={
+                "init_from_run": self.hparams.init_from_run, "checkpoint": ckpt.path.name})
+        super().on_fresh_start()
 
 
 def parent_checkpoint(parent: str | os.PathLike, output_folder: str | os.PathLike | None = None):
