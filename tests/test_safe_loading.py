@@ -7,13 +7,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script
 from speechbrain.utils.checkpoints import Checkpointer
 from tiny_run import make_run
 
 from lowres.export.__main__ import main as export_main
 from lowres.io.tensor_files import UnsafeFileError, use_safe_recovery
 from lowres.scoring.evaluation import load_checkpoint, load_run_hparams, training_cohort
+from lowres.training.runs import RngState
 
 
 class Payload:
@@ -59,10 +59,9 @@ def test_training_resume_and_cohort_cache_are_refused(tmp_path, marker):
     with pytest.raises(UnsafeFileError, match="model.ckpt: refused"):
         checkpointer.recover_if_possible()
     # ... its RNG state ...
-    train = load_script(ROOT / "recipes" / "VoxCeleb" / "train.py", "train_safe_loading")
     plant(tmp_path / "rng.ckpt", marker)
     with pytest.raises(UnsafeFileError, match="rng.ckpt: refused"):
-        train.RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
+        RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
     # ... and the evaluation's AS-norm cohort cache
     plant(tmp_path / "cohort.pt", marker)
     with pytest.raises(UnsafeFileError, match="cohort.pt: refused"):
@@ -70,17 +69,16 @@ def test_training_resume_and_cohort_cache_are_refused(tmp_path, marker):
 
 
 def test_rng_state_is_tensors_only_and_restores_exactly(tmp_path):
-    train = load_script(ROOT / "recipes" / "VoxCeleb" / "train.py", "train_rng_state")
     random.seed(3)
     np.random.seed(4)
     np.random.normal()  # numpy then holds a cached gaussian
-    train.RngState()._save(tmp_path / "rng.ckpt")
+    RngState()._save(tmp_path / "rng.ckpt")
     torch.load(tmp_path / "rng.ckpt", weights_only=True)
     expected = random.random(), np.random.normal(), torch.rand(1)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    train.RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
+    RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
     assert (random.random(), np.random.normal(), torch.rand(1)) == expected
 
 
@@ -98,7 +96,6 @@ def test_exported_folder_with_a_payload_is_refused_by_speechbrain(tmp_path, mark
 
 def test_rng_state_of_an_earlier_run_still_resumes(tmp_path):
     """rng.ckpt as lowres wrote it before (python's and numpy's states as they return them)."""
-    train = load_script(ROOT / "recipes" / "VoxCeleb" / "train.py", "train_old_rng_state")
     random.seed(5)
     np.random.seed(6)
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
@@ -106,5 +103,5 @@ def test_rng_state_of_an_earlier_run_still_resumes(tmp_path):
     expected = random.random(), np.random.normal(), torch.rand(1)
     random.seed(0)
     np.random.seed(0)
-    train.RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
+    RngState()._load(tmp_path / "rng.ckpt", end_of_epoch=False)
     assert (random.random(), np.random.normal(), torch.rand(1)) == expected

@@ -203,3 +203,25 @@ def test_missing_manifests_are_prepared_first(synthetic_corpus, tmp_path):
     assert saved["manifest_folder"] == str(manifests) and saved["max_steps"] == 2
     assert (out / "command.txt").read_text().count("train.py") == 1
     assert (out / "env.log").is_file()
+
+
+def test_checkpoints_a_kill_cut_short_are_removed_even_with_an_empty_ckpt_yaml(tmp_path):
+    """A kill while SpeechBrain writes CKPT.yaml (first) leaves it empty, which its
+    find_checkpoints cannot read; such a folder and one without complete.ckpt go, a
+    complete checkpoint stays and is the one recovered."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from lowres.training.runs import COMPLETE, CompleteMarker, remove_incomplete_checkpoints
+
+    layer = torch.nn.Linear(2, 2)
+    checkpointer = Checkpointer(tmp_path, {"layer": layer, COMPLETE: CompleteMarker()})
+    good = checkpointer.save_checkpoint(meta={"step": 3}).path
+    empty_yaml = tmp_path / "CKPT+2099-01-01+00-00-00+00"
+    empty_yaml.mkdir()
+    (empty_yaml / "CKPT.yaml").write_text("")
+    no_marker = tmp_path / "CKPT+2099-01-02+00-00-00+00"
+    no_marker.mkdir()
+    (no_marker / "CKPT.yaml").write_text("end-of-epoch: true\nstep: 5\nunixtime: 4.0e9\n")
+    remove_incomplete_checkpoints(checkpointer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]
+    assert checkpointer.find_checkpoint().meta["step"] == 3

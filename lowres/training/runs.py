@@ -28,7 +28,12 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
-from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
@@ -57,12 +62,15 @@ class CompleteMarker:
 
 
 def remove_incomplete_checkpoints(checkpointer) -> None:
-    """Delete checkpoints whose saving was interrupted (SpeechBrain writes CKPT.yaml first)."""
-    if if_main_process():
-        for ckpt in checkpointer.find_checkpoints():
-            if not (ckpt.path / f"{COMPLETE}.ckpt").is_file():
-                logger.warning("removing the incomplete checkpoint %s", ckpt.path)
-                shutil.rmtree(ckpt.path)
+    """Delete checkpoints whose saving was interrupted: no ``complete.ckpt``, which is
+    written last. The folders are listed directly, not with SpeechBrain's
+    ``find_checkpoints``, which fails on a CKPT.yaml a kill left empty (it is written first)."""
+    folder = Path(checkpointer.checkpoints_dir)
+    if if_main_process() and folder.is_dir():
+        for path in sorted(folder.glob(f"{CKPT_PREFIX}*")):
+            if path.is_dir() and not (path / f"{COMPLETE}.ckpt").is_file():
+                logger.warning("removing the incomplete checkpoint %s", path)
+                shutil.rmtree(path)
     ddp_barrier()
 
 
