@@ -241,6 +241,22 @@ def load_backbone(model_class: type[PreTrainedModel], source: str, config: Pretr
     return model
 
 
+def prepare_backbone(backbone: PreTrainedModel, freeze_cnn: bool,
+                     gradient_checkpointing: bool) -> bool:
+    """Set up a backbone as its yaml keys ask (fine-tuning and every pre-training objective):
+    non-reentrant gradient checkpointing of its layers, its CNN frozen (what
+    ``Wav2Vec2Model.freeze_feature_encoder`` does; HubertModel has no such method). True if it
+    takes an attention mask: a layer-norm CNN (data2vec-audio's config has no
+    ``feat_extract_norm``: its CNN is layer-normed); a group-norm one must not see padding
+    masked, as in fairseq."""
+    if gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    if freeze_cnn:
+        backbone.feature_extractor._freeze_parameters()
+    return getattr(backbone.config, "feat_extract_norm", "layer") == "layer"
+
+
 def reset_module_parameters(module: torch.nn.Module) -> None:
     """``reset_parameters()`` of each submodule that has one, as the original's ``reset_model``.
 
@@ -314,19 +330,12 @@ class Wav2vec2Embedder(torch.nn.Module):
         if regularisation_as_published:
             # the one place the preset's hidden_dropout reached (the layers kept the config's)
             self.wav2vec2.encoder.dropout.p = preset["hidden_dropout"]
-        if gradient_checkpointing:
-            self.wav2vec2.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
         self.feature_extractor_frozen = bool(completely_freeze_feature_extractor)
-        if self.feature_extractor_frozen:
-            # what Wav2Vec2Model.freeze_feature_encoder does (HubertModel has no such method)
-            self.wav2vec2.feature_extractor._freeze_parameters()
+        self.use_attention_mask = prepare_backbone(self.wav2vec2, self.feature_extractor_frozen,
+                                                   gradient_checkpointing)
         self.source = str(source)
         self.regularisation = regularisation
         self.regularisation_as_published = bool(regularisation_as_published)
-        # data2vec-audio's config has no feat_extract_norm: its CNN is layer-normed
-        self.use_attention_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
         self.pooling = pooling
         if pooling == "weighted_sum":  # the CNN projection's output + one per layer
             self.layer_weights = torch.nn.Parameter(torch.zeros(config.num_hidden_layers + 1))

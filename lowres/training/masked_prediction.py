@@ -36,7 +36,7 @@ import torch
 import torchaudio
 
 from lowres.io.hparams import HparamsError
-from lowres.models.wav2vec2 import normalise_waveform
+from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +107,8 @@ class MaskedPrediction(torch.nn.Module):
                                   _receptive_field(config.conv_kernel, config.conv_stride))
         self.register_buffer("centroids", torch.zeros(self.num_clusters, 39))
         self.classifier = torch.nn.Linear(config.hidden_size, self.num_clusters)
-        if freeze_feature_encoder:
-            self.wav2vec2.freeze_feature_encoder()
-        if gradient_checkpointing:
-            self.wav2vec2.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.use_attention_mask = config.feat_extract_norm == "layer"
+        self.use_attention_mask = prepare_backbone(self.wav2vec2, freeze_feature_encoder,
+                                                    gradient_checkpointing)
 
     @torch.no_grad()
     def fit_targets(self, dataset) -> None:

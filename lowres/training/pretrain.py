@@ -49,7 +49,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 from lowres.io.atomic import atomic_folder
 from lowres.io.hparams import HparamsError
 from lowres.models.features import valid_samples
-from lowres.models.wav2vec2 import normalise_waveform
+from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 from lowres.training.runs import (
     PRECISIONS,
     ResumableBrain,
@@ -136,12 +136,8 @@ class Wav2vec2Pretraining(torch.nn.Module):
                                f"({self.num_negatives})")
         self.gumbel = (float(max_gumbel_temperature), float(min_gumbel_temperature),
                        float(gumbel_temperature_decay))
-        if freeze_feature_encoder:
-            self.model.freeze_feature_encoder()
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.use_attention_mask = self.model.config.feat_extract_norm == "layer"
+        self.use_attention_mask = prepare_backbone(self.model.wav2vec2, freeze_feature_encoder,
+                                                    gradient_checkpointing)
 
     def set_step(self, step: int) -> None:
         """The quantiser's Gumbel temperature at optimiser step ``step``."""

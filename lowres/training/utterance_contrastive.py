@@ -33,6 +33,7 @@ from speechbrain.augment.time_domain import AddNoise
 
 from lowres.io.hparams import HparamsError
 from lowres.models.features import valid_samples
+from lowres.models.wav2vec2 import prepare_backbone
 
 
 class RandomChannel(torch.nn.Module):
@@ -127,12 +128,8 @@ class UtteranceContrastive(torch.nn.Module):
         self.projection = torch.nn.Sequential(
             torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
             torch.nn.Linear(hidden, int(projection_dim)))
-        if freeze_feature_encoder:
-            self.wav2vec2.freeze_feature_encoder()
-        if gradient_checkpointing:
-            self.wav2vec2.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.use_attention_mask = self.wav2vec2.config.feat_extract_norm == "layer"
+        self.use_attention_mask = prepare_backbone(self.wav2vec2, freeze_feature_encoder,
+                                                    gradient_checkpointing)
 
     def set_step(self, step: int) -> None:
         """Nothing depends on the step (the contrastive objective's Gumbel temperature does)."""
