@@ -123,13 +123,15 @@ def write_random_wav2vec2(folder: Path) -> None:
 
 def pretrain(data: Path, folder: Path, options: list[str]) -> Path:
     """Pre-train the demo's wav2vec2 on DATA/unlabelled (resumable: a rerun continues the
-    run's checkpoint; a finished one is kept) and return its ``pretrained`` folder."""
+    run's checkpoint; a finished one is kept) and return its ``pretrained`` folder. The
+    device is SpeechBrain's choice, as for the demo's training runs (a GPU if there is one;
+    ``--pretrain=--device --pretrain=cpu`` says otherwise)."""
     model = folder / "pretrained"
     if (model / "config.json").is_file():
         say(f"pre-trained wav2vec2 already there: {model}")
         return model
     run_cli(["recipes/VoxCeleb/pretrain.py", PRETRAIN_HPARAMS, "--train_audio",
-             data / "unlabelled", "--output_folder", folder, "--device", "cpu", *options])
+             data / "unlabelled", "--output_folder", folder, *options])
     return model
 
 

@@ -53,7 +53,6 @@ from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 from lowres.training.runs import (
     PRECISIONS,
     ResumableBrain,
-    progress_description,
     unwrap,
 )
 from lowres.training.schedules import SCHEDULES
@@ -296,17 +295,6 @@ class PretrainBrain(ResumableBrain):
 
     def on_fit_batch_start(self, batch, should_step):
         unwrap(self.modules.model).set_step(self.optimizer_step)
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if not should_step:
-            return
-        self.lr_scheduler.step()
-        step, lr = self.optimizer_step, self.optimizer.param_groups[0]["lr"]
-        progress_description(f"step {step} loss {loss.item():.3f} lr {lr:.2e}")
-        if step % self.hparams.log_interval == 0 and self.log_stats.batches:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"step": step, "lr": lr}, train_stats=self.log_stats.summary())
-            self.log_stats = Stats()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:

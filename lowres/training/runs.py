@@ -3,17 +3,19 @@
 - Exact resume: :class:`RngState` (python, numpy, torch, CUDA generators) and
   :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
   checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
-- The run folder's record: :func:`record_run` (resolved ``hyperparams.yaml``, ``command.txt``).
+- A recipe's start: :func:`parse_recipe_args` (SpeechBrain's command line, the DDP group),
+  :func:`effective_precision` and :func:`start_run` (the run folder with its record,
+  :func:`record_run`: resolved ``hyperparams.yaml``, ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
   checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU and
   validates a fresh run at step 0.
-- :func:`effective_precision` (``--precision`` over the yaml, fp16 -> fp32 on CPU),
-  :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
+- :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
   :func:`progress_description` (step, loss and lr on the progress bar) and :func:`unwrap`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -37,7 +39,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
-from lowres.io.hparams import HparamsError, resolved_yaml
+from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, resolved_yaml
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.evaluation import precision_on
 from lowres.training.schedules import build_lr_scheduler
@@ -127,11 +129,39 @@ def progress_description(text: str) -> None:
             bar.set_description(text, refresh=False)
 
 
-def effective_precision(hparams_precision: str, run_opts, device: str) -> tuple[str, str]:
-    """The training precision on ``device`` (``--precision`` wins over the yaml), and a note."""
+def parse_recipe_args(argv: list[str]) -> tuple[str, object, dict, int]:
+    """SpeechBrain's command line of a recipe script: the yaml, the run options, the
+    ``--key value`` overrides (a dict) and the DDP world size, after joining the DDP group
+    that torchrun set up (a no-op for one process)."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    sb.utils.distributed.ddp_init_group(run_opts)
+    return hparams_file, run_opts, overrides_dict(overrides), world_size
+
+
+def effective_precision(hparams_precision: str, run_opts) -> tuple[object, str, str]:
+    """The run options with the training precision the run's device can use
+    (``--precision`` wins over the yaml; fp16 becomes fp32 on CPU), that precision, and a
+    note saying what changed (empty if nothing did)."""
     precision = run_opts.precision if "precision" in run_opts.overridden_args \
         else hparams_precision
-    return precision_on(precision, device, key="precision")
+    device = run_opts.device or sb.utils.distributed.infer_device()
+    precision, note = precision_on(precision, device, key="precision")
+    run_opts = dataclasses.replace(run_opts, precision=precision,
+                                   overridden_args=run_opts.overridden_args | {"precision"})
+    return run_opts, precision, note
+
+
+def start_run(hparams_file, overrides: dict, world_size: int, note: str = "") -> dict:
+    """The built hparams of a run whose folder (``output_folder``) now exists with its
+    record (:func:`record_run`) and SpeechBrain's log; ``note`` is logged as a warning."""
+    hparams = load_hparams(hparams_file, overrides)
+    out = Path(hparams["output_folder"])
+    sb.create_experiment_directory(experiment_directory=str(out))
+    if note:
+        logger.warning(note)
+    record_run(out, hparams_file, overrides, world_size)
+    return hparams
 
 
 def optimizer_class(opt_class, fused: bool):
@@ -165,7 +195,8 @@ class ResumableBrain(sb.core.Brain):
     :class:`CompleteMarker` in every checkpoint; torch files read weights-only; a checkpoint
     cut short removed before SpeechBrain recovers the latest; plain DDP on CPU. A run that
     starts from nothing calls :meth:`on_fresh_start` (the step-0 validation), one that
-    resumes logs its step."""
+    resumes logs its step. After each optimiser step the LR schedule steps and the training
+    means are logged every ``log_interval`` steps (:meth:`log_train`)."""
 
     def init_optimizers(self):
         super().init_optimizers()
@@ -192,6 +223,24 @@ class ResumableBrain(sb.core.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"resumed_at_step": self.optimizer_step,
                             "epoch": self.hparams.epoch_counter.current})
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """After an optimiser step: the LR schedule's step, step, loss and lr on the progress
+        bar and, every ``log_interval`` steps, the means of ``self.log_stats`` (any object
+        with ``batches`` and ``summary()``) since the last such log, which then restarts."""
+        if not should_step:
+            return
+        self.lr_scheduler.step()
+        step, lr = self.optimizer_step, self.optimizer.param_groups[0]["lr"]
+        progress_description(f"step {step} loss {loss.item():.3f} lr {lr:.2e}")
+        if step % self.hparams.log_interval == 0 and self.log_stats.batches:
+            self.log_train(step, lr, self.log_stats.summary())
+            self.log_stats = type(self.log_stats)()
+
+    def log_train(self, step: int, lr: float, stats: dict) -> None:
+        """Log the training means of the last ``log_interval`` steps (train_log.txt)."""
+        self.hparams.train_logger.log_stats(stats_meta={"step": step, "lr": lr},
+                                            train_stats=stats)
 
     def on_fresh_start(self) -> None:
         """Before the first step of a run with no checkpoint: the validation at step 0."""

@@ -31,9 +31,7 @@ this file only wires them.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -43,14 +41,15 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from lowres.data import loading as lowres_data
 from lowres.data.unlabelled import check_source, run_manifest
-from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
+from lowres.io.hparams import HparamsError, plain_values
 from lowres.io.lists import ListError, read_manifest
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.training.pretrain import PretrainBrain, check_hparams
 from lowres.training.runs import (
     effective_precision,
     optimizer_class,
-    record_run,
+    parse_recipe_args,
+    start_run,
     step_budget_loader,
 )
 from prepare.errors import PrepareError
@@ -70,25 +69,12 @@ def list_audio(values: dict) -> dict[str, Path]:
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    sb.utils.distributed.ddp_init_group(run_opts)
-
+    hparams_file, run_opts, overrides, world_size = parse_recipe_args(argv)
     values = plain_values(hparams_file, overrides)
     check_hparams(values, world_size)
     check_source(values.get("train_audio"), "train_audio")
-    device = run_opts.device or sb.utils.distributed.infer_device()
-    precision, note = effective_precision(values["precision"], run_opts, device)
-    run_opts = dataclasses.replace(run_opts, precision=precision,
-                                   overridden_args=run_opts.overridden_args | {"precision"})
-    overrides = {**overrides_dict(overrides), "precision": precision}
-
-    hparams = load_hparams(hparams_file, overrides)
-    out = Path(hparams["output_folder"])
-    sb.create_experiment_directory(experiment_directory=str(out))
-    if note:
-        logger.warning(note)
-    record_run(out, hparams_file, overrides, world_size)
+    run_opts, precision, note = effective_precision(values["precision"], run_opts)
+    hparams = start_run(hparams_file, {**overrides, "precision": precision}, world_size, note)
     lists = list_audio(values)
     train_set = lowres_data.train_dataset(lists["train_audio"], None, hparams["crop_seconds"],
                                           hparams["seed"], hparams["sample_rate"])

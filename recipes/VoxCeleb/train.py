@@ -58,8 +58,6 @@ from lowres.data import loading as lowres_data
 from lowres.data import shards as shard_data
 from lowres.io.hparams import (
     HparamsError,
-    load_hparams,
-    overrides_dict,
     plain_values,
 )
 from lowres.io.lists import ListError, read_manifest, read_trials
@@ -80,8 +78,8 @@ from lowres.training.runs import (
     ResumableBrain,
     effective_precision,
     optimizer_class,
-    progress_description,
-    record_run,
+    parse_recipe_args,
+    start_run,
     step_budget_loader,
     unwrap,
 )
@@ -142,18 +140,9 @@ class SpeakerBrain(ResumableBrain):
                                   train_mode=h.frozen_backbone_as_published
                                   and h.epoch_counter.current > 1)
 
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if not should_step:
-            return
-        self.lr_scheduler.step()
-        step, lr = self.optimizer_step, self.optimizer.param_groups[0]["lr"]
-        progress_description(f"step {step} loss {loss.item():.3f} lr {lr:.2e}")
-        if step % self.hparams.log_interval == 0 and self.log_stats.count:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"step": step, "lr": lr}, train_stats=self.log_stats.summary())
-            self.track(step, {"lr": lr, **{f"train/{k}": v
-                                           for k, v in self.log_stats.summary().items()}})
-            self.log_stats = RunningStats()
+    def log_train(self, step, lr, stats):
+        super().log_train(step, lr, stats)
+        self.track(step, {"lr": lr, **{f"train/{k}": v for k, v in stats.items()}})
 
     tensorboard = None  # main(): SpeechBrain's TensorboardLogger when the yaml turns it on
     wandb = None  # main(): SpeechBrain's WandBLogger when the yaml turns it on
@@ -545,10 +534,7 @@ def wandb_logger(hparams, config: dict):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    sb.utils.distributed.ddp_init_group(run_opts)
-
+    hparams_file, run_opts, overrides, world_size = parse_recipe_args(argv)
     values = plain_values(hparams_file, overrides)
     check_hparams(values, world_size)
     run_opts = compile_run_opts(values, run_opts)  # and checks --compile_mode
@@ -563,19 +549,10 @@ def main(argv):
         logger.info("n_speakers=%s in the yaml, %d in %s: using %d", values["n_speakers"],
                     n_speakers, values["train_csv"], n_speakers)
         extra["n_speakers"] = n_speakers
-    device = run_opts.device or sb.utils.distributed.infer_device()
-    precision, note = effective_precision(values["precision"], run_opts, device)
-    run_opts = dataclasses.replace(run_opts, precision=precision,
-                                   overridden_args=run_opts.overridden_args | {"precision"})
-    extra["precision"] = precision
-    overrides = {**overrides_dict(overrides), **extra}
-
-    hparams = load_hparams(hparams_file, overrides)
+    run_opts, extra["precision"], note = effective_precision(values["precision"], run_opts)
+    overrides = {**overrides, **extra}
+    hparams = start_run(hparams_file, overrides, world_size, note)
     out = Path(hparams["output_folder"])
-    sb.create_experiment_directory(experiment_directory=str(out))
-    if note:
-        logger.warning(note)
-    record_run(out, hparams_file, overrides, world_size)
 
     opt_class = optimizer_class(hparams["opt_class"], hparams["fused_optimizer"])
     brain = SpeakerBrain(modules=hparams["modules"], opt_class=opt_class,
