@@ -166,8 +166,7 @@ def run_demo(tmp: Path, *extra: str) -> str:
            "--wav2vec2_folder", str(tmp / "w2v"), "--runs_root", str(tmp / "runs"),
            "--out", str(tmp / "results"), "--jobs", "2", *REDUCED,
            *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode:
         pytest.fail(f"lowres.study.demo failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
                     f"{proc.stderr[-5000:]}")
