@@ -25,12 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lowres.io.lists import read_manifest  # noqa: E402
+from lowres.io.lists import read_manifest, test_set_files  # noqa: E402
 from lowres.scoring.embeddings import extract_embeddings  # noqa: E402
 from lowres.scoring.evaluation import (  # noqa: E402
     load_checkpoint,
     load_run_hparams,
-    test_set_files,
 )
 from lowres.scoring.metrics import eer  # noqa: E402
 

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lowres.io.audio import load_audio  # noqa: E402
 from lowres.io.lists import read_manifest, read_trials  # noqa: E402
 from lowres.models.wav2vec2 import normalise_waveform  # noqa: E402
-from lowres.scoring.embeddings import load_audio  # noqa: E402
 from lowres.scoring.metrics import eer  # noqa: E402
 from lowres.scoring.trials import score_trials  # noqa: E402
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lowres.io.atomic import atomic_path, write_json
-from lowres.io.lists import MANIFEST_COLUMNS, read_trials, write_manifest
+from lowres.io.lists import MANIFEST_COLUMNS, read_trials, test_set_files, write_manifest
 from prepare.errors import PrepareError
 from prepare.listing import read_durations, split_ids
 
@@ -106,14 +106,15 @@ def test_manifest(trials: pd.DataFrame, trial_file: Path, vox1_wav: Path,
     return df[list(MANIFEST_COLUMNS)]
 
 
-def write_test_set(out: Path, name: str, trial_file: Path, vox1_wav: Path,
+def write_test_set(manifest_folder: Path, name: str, trial_file: Path, vox1_wav: Path,
                    genders: dict[str, str], jobs: int = 1,
                    known: dict[str, float] | None = None) -> None:
-    """``out/<name>.csv`` and ``out/<name>_trials.txt`` (a copy of ``trial_file``)."""
+    """Test set ``name``'s manifest and trial list (a copy of ``trial_file``) where training
+    and evaluation look for them (lowres.io.lists.test_set_files)."""
     trials = read_trials(trial_file)
-    write_manifest(out / f"{name}.csv",
-                   test_manifest(trials, trial_file, vox1_wav, genders, jobs, known))
-    with atomic_path(out / f"{name}_trials.txt") as tmp:
+    csv, trials_copy = test_set_files(manifest_folder, name)
+    write_manifest(csv, test_manifest(trials, trial_file, vox1_wav, genders, jobs, known))
+    with atomic_path(trials_copy) as tmp:
         shutil.copyfile(trial_file, tmp)
 
 

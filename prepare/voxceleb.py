@@ -293,7 +293,7 @@ def prepare_test_sets(save: Path, files: dict[str, Path], vox1_wav: Path, meta: 
         if genders is None:
             genders = gender_map(vox1_meta)
         marker.unlink(missing_ok=True)
-        manifests.write_test_set(out, t, f, vox1_wav, genders, jobs, known)
+        manifests.write_test_set(save, t, f, vox1_wav, genders, jobs, known)
         mark_done(marker, params)
         log.info("test %s: %s", t, f.name)
 

@@ -8,7 +8,7 @@ the loader several times its crop reads, so the statistics are computed once: th
 stage adds the columns ``wav_mean`` and ``wav_std`` (mean and population standard
 deviation, in float64, of the file's float32 samples as soundfile reads them for the
 crops) to each manifest, which the training data then apply to its crops
-(lowres.data.loading.normalise_with). The x-vector and ECAPA recipes never need them.
+(lowres.data.crops.normalise_with). The x-vector and ECAPA recipes never need them.
 
 Resumable and atomic: files are read in chunks (``--jobs`` threads; libsndfile and
 numpy release the GIL) and each finished chunk is stored at once, atomically, in

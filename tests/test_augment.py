@@ -13,7 +13,8 @@ from conftest import ROOT, load_script
 from speechbrain.dataio.batch import PaddedBatch
 
 from lowres.data import augment
-from lowres.data.loading import SAMPLE_RATE, speaker_encoder, train_dataset
+from lowres.data.loading import speaker_encoder, train_dataset
+from lowres.io.audio import SAMPLE_RATE
 from lowres.io.hparams import HparamsError, plain_values
 from prepare.augment_sets import prepare_augment_sets
 from prepare.synthetic.augment_sets import generate_augment_sets

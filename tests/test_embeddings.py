@@ -5,7 +5,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from lowres.scoring.embeddings import extract_embeddings, load_audio, make_batches
+from lowres.io.audio import load_audio
+from lowres.scoring.embeddings import extract_embeddings, make_batches
 
 torch.set_num_threads(1)
 

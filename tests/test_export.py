@@ -23,9 +23,9 @@ from speechbrain.utils.checkpoints import Checkpointer
 from lowres.export.__main__ import main as export_main
 from lowres.export.run import corpus_found, is_synthetic
 from lowres.io.atomic import write_json
+from lowres.io.audio import load_audio
 from lowres.io.hparams import load_hparams, resolved_yaml
 from lowres.io.lists import write_manifest
-from lowres.scoring.embeddings import load_audio
 from lowres.scoring.inference import SpeakerVerifier
 from lowres.scoring.verify import main as verify_main
 

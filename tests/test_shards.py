@@ -17,6 +17,7 @@ import torch
 from lowres.data import loading
 from lowres.data import shards as shard_data
 from lowres.data.staging import stage
+from lowres.io.audio import load_audio, read_segment
 from lowres.io.lists import ListError, write_manifest
 from prepare import shards as writer
 
@@ -155,16 +156,14 @@ def test_interrupted_write_resumes_and_leaves_nothing_half_written(manifests, tm
 
 
 def test_shard_audio_reads_what_the_files_hold(manifests, tmp_path):
-    from lowres.scoring.embeddings import load_audio
-
     write(manifests, tmp_path / "S")
     audio = shard_data.ShardAudio([tmp_path / "S" / "sub" / "train", tmp_path / "S" / "test"])
     for csv in (manifests / "sub" / "train.csv", manifests / "test" / "original.csv"):
         for wav in pd.read_csv(csv).wav:
             assert torch.equal(audio.read_segment(wav, 1000, 3000),
-                               loading.read_segment(wav, 1000, 3000))
+                               read_segment(wav, 1000, 3000))
             assert torch.equal(audio.read_segment(wav, 0, 10**6),
-                               loading.read_segment(wav, 0, 10**6))
+                               read_segment(wav, 0, 10**6))
             assert torch.equal(audio.load_audio(wav), load_audio(wav))
     audio.check_covers(manifests / "sub" / "train.csv")
     train = pd.read_csv(manifests / "sub" / "train.csv")

@@ -7,7 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from lowres.data import crops
 from lowres.data import loading as data
+from lowres.io import audio
 from lowres.io.lists import ListError, read_manifest
 
 SR = 16000
@@ -42,16 +44,16 @@ def test_training_crop_is_seeded_read_from_disk_and_exact(manifest, tmp_path, mo
         reads.append(kw)
         return real_read(path, **kw)
 
-    monkeypatch.setattr(data.sf, "read", spy)
+    monkeypatch.setattr(audio.sf, "read", spy)
     item = ds[(1, 123)]
     assert reads[-1]["stop"] - reads[-1]["start"] == 2 * SR  # only the crop is decoded
     full, _ = real_read(ds.data[ds.data_ids[1]]["wav"], dtype="float32")
-    start = data.crop_offset(7, 123, len(full), 2 * SR)
+    start = crops.crop_offset(7, 123, len(full), 2 * SR)
     assert torch.equal(item["sig"], torch.from_numpy(full[start:start + 2 * SR]))
     assert torch.equal(ds[(1, 123)]["sig"], item["sig"])  # same (seed, draw): same crop
-    starts = {data.crop_offset(7, d, len(full), 2 * SR) for d in range(50)}
+    starts = {crops.crop_offset(7, d, len(full), 2 * SR) for d in range(50)}
     assert len(starts) > 40 and min(starts) >= 0 and max(starts) <= len(full) - 2 * SR
-    assert data.crop_offset(8, 123, len(full), 2 * SR) != start
+    assert crops.crop_offset(8, 123, len(full), 2 * SR) != start
     assert item["spk_id_encoded"].tolist() == [enc.lab2ind["id0001"]]
 
 
@@ -236,6 +238,6 @@ def test_whole_file_normalised_either_way_is_the_same(manifest):
     add_wav_stats(manifest)
     row = read_manifest(manifest).iloc[0]
     full = torch.from_numpy(sf.read(row.wav, dtype="float32")[0])
-    by_stats = data.normalise_with(full, row.wav_mean, row.wav_std)
+    by_stats = crops.normalise_with(full, row.wav_mean, row.wav_std)
     by_embedder, _ = normalise_waveform(full[None], torch.tensor([full.numel()]))
     torch.testing.assert_close(by_stats, by_embedder[0], rtol=1e-5, atol=1e-5)

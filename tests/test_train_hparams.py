@@ -189,7 +189,7 @@ def test_list_keys_take_what_a_user_types(typed):
     (a bug): every form is read the same way by train.py, eval.py and the evaluation."""
     import speechbrain as sb
 
-    from lowres.scoring.evaluation import test_set_names
+    from lowres.io.lists import test_set_names
 
     train = train_module()
     want = ["original"] if typed == "original" else ["original", "hard"]

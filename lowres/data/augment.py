@@ -22,7 +22,7 @@ their collections through shuffled loaders whose position is state. Here each cr
 augmented with the CPU torch generator and python's ``random`` seeded from ``(seed,
 draw)`` for that crop only (and restored after), and the collection files are picked
 with those generators instead of loaders, so an augmented crop is, like the crop itself
-(lowres.data.loading.crop_offset), a pure function of ``(seed, draw)``: a resumed run
+(lowres.data.crops.crop_offset), a pure function of ``(seed, draw)``: a resumed run
 and a run with another number of loader workers see the same crops, and nothing extra is
 checkpointed. By default (``augment_side: loader``) it runs on the CPU side, per item in
 the loader workers (benchmarks/augment_throughput.py measures what that costs against
@@ -70,7 +70,8 @@ from speechbrain.augment.augmenter import Augmenter
 from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
 from speechbrain.processing.signal_processing import compute_amplitude, dB_to_amplitude, rescale
 
-from lowres.data.loading import SAMPLE_RATE, crop_offset, read_segment
+from lowres.data.crops import crop_offset
+from lowres.io.audio import SAMPLE_RATE, read_segment
 from lowres.io.hparams import HparamsError
 from lowres.io.lists import read_manifest
 
@@ -411,7 +412,7 @@ class CropAugment:
         """Device side: the batch's crops ``wavs`` (on the training device; ``lens``
         relative) augmented as the batch's :data:`PLAN_KEYS` say, slot by slot, each kind
         on all its rows at once; then normalised with ``batch.wav_stats`` (``mean``,
-        ``scale`` of lowres.data.loading.normalise_with) when the batch has them. Draws
+        ``scale`` of lowres.data.crops.normalise_with) when the batch has them. Draws
         nothing: the output is a function of the batch."""
         device = wavs.device
         with torch.autocast(device.type, enabled=False):

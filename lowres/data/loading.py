@@ -1,9 +1,10 @@
 """Training and validation data over the prepared manifests (STUDY.md §3, §7).
 
 One training item is one random ``crop_seconds`` crop of an utterance, read from disk
-with ``soundfile`` start/stop, so only the crop is decoded. Which crop is taken is a
-pure function of ``(seed, draw)``, where ``draw`` is the position of the item in the
-run's stream of training items (step ``s`` holds draws ``[(s - 1) * batch, s * batch)``).
+with ``soundfile`` start/stop, so only the crop is decoded (lowres.io.audio). Which crop
+is taken is a pure function of ``(seed, draw)`` (lowres.data.crops), where ``draw`` is the
+position of the item in the run's stream of training items (step ``s`` holds draws
+``[(s - 1) * batch, s * batch)``).
 The order of that stream is a pure function of ``(seed, pass)`` as well
 (:class:`StepBudgetSampler`), so a run resumed from a checkpoint at any step sees
 exactly the items, and the crops, of an uninterrupted run.
@@ -27,53 +28,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile as sf
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 
+from lowres.data.augment import PLAN_KEYS, CropAugment
+from lowres.data.crops import crop_offset, normalise_with, normalising_scale
+from lowres.io.audio import SAMPLE_RATE, read_segment
 from lowres.io.lists import STATS_COLUMNS, ListError, manifest_items, read_manifest
 
-if TYPE_CHECKING:
-    from lowres.data.augment import CropAugment
-
-SAMPLE_RATE = 16000
 VAL_SCHEDULES = ("pass", "steps")
 INPUT_NORMALISATIONS = ("utterance", "crop")  # wav2vec2: per file (as published) | per crop
-#: As lowres.models.wav2vec2.normalise_waveform, so that a whole file normalised here
-#: equals the file normalised by the embedder (tests/test_train_data.py checks it).
-WAVEFORM_EPS = 1e-7
-
-
-def crop_offset(seed: int, draw: int, num_frames: int, crop_frames: int) -> int:
-    """Start frame of the crop for training draw ``draw`` (uniform, deterministic)."""
-    room = num_frames - crop_frames
-    if room <= 0:
-        return 0
-    return int(np.random.default_rng((int(seed), int(draw))).integers(0, room + 1))
-
-
-def read_segment(path: str, start: int, frames: int) -> torch.Tensor:
-    """Frames ``[start, start + frames)`` of a mono file as float32 (shorter at the end)."""
-    sig, _ = sf.read(path, start=start, stop=start + frames, dtype="float32", always_2d=False)
-    if sig.ndim > 1:  # keep the first channel of an unexpected multi-channel file
-        sig = sig[:, 0]
-    return torch.from_numpy(np.ascontiguousarray(sig))
-
-
-def normalise_with(sig: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """``(sig - mean) / sqrt(std**2 + eps)``: zero mean, unit variance w.r.t. the file's
-    own statistics (``mean``, ``std`` of the whole file), whatever part ``sig`` is."""
-    return (sig - mean) * normalising_scale(std)
-
-
-def normalising_scale(std: float) -> float:
-    """The factor of :func:`normalise_with` for a file of standard deviation ``std``."""
-    return 1.0 / math.sqrt(std * std + WAVEFORM_EPS)
 
 
 def _items(csv_path, normalise: bool) -> dict[str, dict]:
@@ -106,11 +74,12 @@ def train_dataset(csv_path, label_encoder: CategoricalEncoder | None, crop_secon
     """Training items ``id, sig, spk_id_encoded``: one seeded random crop per draw
     (``normalise``: with the file's statistics, see the module doc; ``augment``: the
     crop augmented, lowres.data.augment, before it is normalised; ``read``: reads
-    ``(wav, start, frames)``, :func:`read_segment` or from shards, lowres.data.shards).
-    With ``augment.on_device`` (``augment_side: device``) the items hold the crop before
-    its augmentation and normalisation, the augmentation's draws (``PLAN_KEYS``) and
-    ``wav_stats`` (``normalise``: mean and :func:`normalising_scale`), which the Brain
-    applies on the device (``augment.augment_batch``)."""
+    ``(wav, start, frames)``, :func:`lowres.io.audio.read_segment` or from shards,
+    lowres.data.shards). With ``augment.on_device`` (``augment_side: device``) the items
+    hold the crop before its augmentation and normalisation, the augmentation's draws
+    (``PLAN_KEYS``) and ``wav_stats`` (``normalise``: mean and
+    :func:`lowres.data.crops.normalising_scale`), which the Brain applies on the device
+    (``augment.augment_batch``)."""
     data = _items(csv_path, normalise)
     for item in data.values():
         item["draw"] = 0
@@ -151,8 +120,6 @@ def _label_offset(augment, label_encoder, seed):
 def _planned_dataset(data, label_encoder, crop_frames, seed, sample_rate, normalise, augment,
                      read) -> DrawDataset:
     """:func:`train_dataset` with ``augment_side: device`` (see there)."""
-    from lowres.data.augment import PLAN_KEYS
-
     @takes("wav", "duration", "draw")
     @provides("sig", *PLAN_KEYS)
     def planned_crop(wav, duration, draw):

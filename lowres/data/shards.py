@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 from lowres.io.atomic import read_json
+from lowres.io.audio import read_audio, read_segment
 from lowres.io.hparams import HparamsError
-from lowres.io.lists import ListError, read_manifest
+from lowres.io.lists import ListError, read_manifest, test_set_files, test_set_names
 
 from . import loading
 
@@ -175,13 +176,11 @@ class ShardAudio:
         return _Slice(self._fd(number), offset, size)
 
     def read_segment(self, wav: str, start: int, frames: int) -> torch.Tensor:
-        """:func:`lowres.data.loading.read_segment` of the file in its shard (the crop only)."""
-        return loading.read_segment(self.open(wav), start, frames)
+        """:func:`lowres.io.audio.read_segment` of the file in its shard (the crop only)."""
+        return read_segment(self.open(wav), start, frames)
 
     def load_audio(self, wav: str) -> torch.Tensor:
-        """The whole utterance, as :func:`lowres.scoring.embeddings.load_audio` reads a file."""
-        from lowres.scoring.embeddings import read_audio
-
+        """The whole utterance, as :func:`lowres.io.audio.load_audio` reads a file."""
         return read_audio(self.open(wav), name=f"{wav} (in {self.paths[self._where[wav][0]]})")
 
     def check_covers(self, manifest: str | os.PathLike, exactly: Path | None = None) -> None:
@@ -290,7 +289,5 @@ def eval_audio(hparams: dict) -> ShardAudio | None:
 
 def check_test_shards(hparams: dict, audio: ShardAudio) -> None:
     """The test sets of ``hparams`` are in ``audio`` (ListError naming a missing file)."""
-    from lowres.scoring.evaluation import test_set_files, test_set_names
-
     for name in test_set_names(hparams["test_sets"]):
         audio.check_covers(test_set_files(hparams["manifest_folder"], name)[0])

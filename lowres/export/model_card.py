@@ -13,6 +13,7 @@ import speechbrain
 import torch
 
 from lowres.export.run import RunForExport
+from lowres.io.lists import TEST_SET_LABELS
 
 __all__ = ["CITATION", "model_card"]
 
@@ -30,7 +31,6 @@ _ARCHITECTURE = {
     "ecapa": "ECAPA-TDNN (SpeechBrain `ECAPA_TDNN`) on 80 MFCCs",
     "wav2vec2": "wav2vec2 (transformers `Wav2Vec2Model`) with mean pooling of its last layer",
 }
-_TEST_NAMES = {"original": "VoxCeleb1-O", "extended": "VoxCeleb1-E", "hard": "VoxCeleb1-H"}
 _OPERATIONAL = {"num_workers", "log_interval", "ckpt_interval_minutes", "prepare_options",
                 "find_unused_parameters", "evaluate_after_training"}
 
@@ -123,9 +123,10 @@ def _results(run: RunForExport) -> list[str]:
     tests = res.get("test_sets") or {}
     calibrated = any("cllr" in e for e in tests.values())
     rows = []
-    order = [*(n for n in _TEST_NAMES if n in tests), *(n for n in tests if n not in _TEST_NAMES)]
+    order = [*(n for n in TEST_SET_LABELS if n in tests),
+             *(n for n in tests if n not in TEST_SET_LABELS)]
     for name, entry in ((n, tests[n]) for n in order):
-        label = _TEST_NAMES.get(name, name)
+        label = TEST_SET_LABELS.get(name, name)
         rows.append(_row(label, "raw cosine", entry, calibrated))
         if entry.get("as_norm"):
             norm = entry["as_norm"]

@@ -11,6 +11,9 @@ all three go through here, so a bad file fails the same way everywhere:
 - Trial list: one trial per line, ``label path1 path2``, label 1 = same speaker; the
   paths are relative to the audio root (``id10270/x6uYqmx31kE/00001.wav``) and a
   trial's ids are the paths without ``.wav``, which is how manifests name files.
+- A prepared manifest folder holds VoxCeleb1's test sets (:data:`TEST_SETS`) as
+  ``test/<name>.csv`` and ``test/<name>_trials.txt`` (:func:`test_set_files`), which
+  prepare.voxceleb writes and training and evaluation read.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from pathlib import Path
 import pandas as pd
 
 from lowres.io.atomic import atomic_path
+from lowres.io.hparams import name_list
 
 MANIFEST_COLUMNS = ("ID", "duration", "wav", "spk_id", "session", "gender")
 STATS_COLUMNS = ("wav_mean", "wav_std")  # optional, kept by write_manifest when present
 TRIAL_COLUMNS = ("label", "path1", "path2")
+#: VoxCeleb1's trial lists (O, E, H) by their names in a manifest folder's ``test/``
+TEST_SETS = ("original", "extended", "hard")
+TEST_SET_LABELS = {"original": "VoxCeleb1-O", "extended": "VoxCeleb1-E", "hard": "VoxCeleb1-H"}
 
 
 class ListError(ValueError):
@@ -105,3 +112,16 @@ def write_trials(path: str | os.PathLike, trials: pd.DataFrame) -> None:
     """Write ``label path1 path2`` lines atomically."""
     with atomic_path(path) as tmp:
         trials[list(TRIAL_COLUMNS)].to_csv(tmp, sep=" ", header=False, index=False)
+
+
+def test_set_files(manifest_folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Manifest CSV and trial list of test set ``name`` in a prepared manifest folder
+    (``test/<name>.csv``, ``test/<name>_trials.txt``)."""
+    folder = Path(manifest_folder) / "test"
+    return folder / f"{name}.csv", folder / f"{name}_trials.txt"
+
+
+def test_set_names(value) -> list[str]:
+    """A ``test_sets`` hparam as typed (``original``, ``original,hard``, ``[original, hard]``)
+    -> names of :data:`TEST_SETS`."""
+    return name_list(value, "test_sets", TEST_SETS)

@@ -13,7 +13,7 @@ paths are relative to the current folder (as in Kaldi); Kaldi pipe commands
 Audio: any format, sample rate and channel count that soundfile reads; channels are
 averaged to mono and the signal resampled to 16 kHz by torchaudio's windowed-sinc
 ``resample`` (its defaults), the reader of the evaluation
-(:func:`lowres.scoring.embeddings.load_audio`).  Whole files, batched by length (longest
+(:func:`lowres.io.audio.load_audio`).  Whole files, batched by length (longest
 first) with a progress bar, under the run's best (or last) checkpoint
 (:meth:`lowres.scoring.inference.SpeakerVerifier.from_run`).
 

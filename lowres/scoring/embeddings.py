@@ -9,9 +9,8 @@ e.g. wav2vec2 whose group-norm CNN normalises over the whole padded signal)
 only get files of exactly equal length batched together, i.e. no padding.
 An embedder without the attribute is treated as not padding-invariant.
 
-Audio is read with soundfile; multi-channel files are averaged to mono and
-files not at 16 kHz are resampled to 16 kHz (torchaudio), see
-:func:`load_audio`.
+Audio is read by :func:`lowres.io.audio.load_audio` (multi-channel files averaged
+to mono, other rates resampled to 16 kHz) unless the caller passes its own reader.
 """
 
 from __future__ import annotations
@@ -20,53 +19,12 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
-__all__ = ["SAMPLE_RATE", "load_audio", "read_audio", "audio_num_samples", "make_batches",
-           "extract_embeddings"]
+from lowres.io.audio import SAMPLE_RATE, audio_num_samples, load_audio
 
-SAMPLE_RATE = 16000
-
-
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Read an audio file as a float32 mono tensor ``[T]`` at ``sample_rate``.
-
-    Multi-channel audio is averaged; other sample rates are resampled with
-    ``torchaudio.functional.resample``.  Missing or unreadable files raise
-    ``FileNotFoundError`` / ``RuntimeError`` naming the path.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"audio file not found: {path}")
-    return read_audio(path, sample_rate, name=path)
-
-
-def read_audio(source, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> torch.Tensor:
-    """:func:`load_audio`'s decoding of a path or an open file (e.g. a wav inside a shard,
-    lowres.data.shards); errors name ``name``."""
-    name = name or os.fspath(source)
-    try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as err:
-        raise RuntimeError(f"cannot read audio file {name}: {err}") from err
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
-    if wav.numel() == 0:
-        raise RuntimeError(f"audio file is empty: {name}")
-    if sr != sample_rate:
-        import torchaudio.functional as taf
-
-        wav = taf.resample(wav, sr, sample_rate)
-    return wav.contiguous()
-
-
-def audio_num_samples(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> int:
-    """Length in samples at ``sample_rate`` from the file header (no decoding)."""
-    info = sf.info(os.fspath(path))
-    if info.samplerate == sample_rate:
-        return int(info.frames)
-    return int(round(info.frames * sample_rate / info.samplerate))
+__all__ = ["make_batches", "extract_embeddings"]
 
 
 def make_batches(

@@ -107,29 +107,27 @@ from speechbrain.utils.checkpoints import (
 )
 
 from lowres.io.atomic import atomic_path, read_json, write_json
-from lowres.io.hparams import HparamsError, name_list
-from lowres.io.lists import read_manifest, read_trials
+from lowres.io.audio import SAMPLE_RATE
+from lowres.io.hparams import HparamsError
+from lowres.io.lists import TEST_SETS, read_manifest, read_trials, test_set_files, test_set_names
 from lowres.io.tensor_files import load_tensors, safe_recovery
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
-from lowres.scoring.embeddings import SAMPLE_RATE, extract_embeddings
+from lowres.scoring.embeddings import extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
 from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEST_SETS", "TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoint",
-           "load_run_hparams", "results_path", "check_values", "test_set_names", "precision_on",
+__all__ = ["TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoint",
+           "load_run_hparams", "results_path", "check_values", "precision_on",
            "test_autocast", "mark_diverged", "read_diverged", "load_averaged",
            "eval_folder", "read_scores", "summary", "trial_metrics",
            "training_cohort", "write_scores"]
 
-TEST_SETS = ("original", "extended", "hard")
 CHECKPOINTS = ("best", "last", "averaged")
 AVERAGE_BY = ("last", "best")
 DEFAULT_TOP_K = 300
-
-
 TEST_PRECISIONS = ("fp16", "fp32")
 DIVERGED_FILE = "diverged.json"
 
@@ -139,11 +137,6 @@ class EvaluationError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- hparams
-
-
-def test_set_names(value) -> list[str]:
-    """``test_sets`` as typed (``original``, ``original,hard``, ``[original, hard]``) -> names."""
-    return name_list(value, "test_sets", TEST_SETS)
 
 
 def check_values(values: Mapping) -> None:
@@ -222,12 +215,6 @@ def eval_folder(output_folder: str | os.PathLike, checkpoint: str) -> Path:
 def results_path(output_folder: str | os.PathLike, checkpoint: str = "best") -> Path:
     """``<output_folder>/eval/<checkpoint>/results.json`` (its existence marks a finished run)."""
     return eval_folder(output_folder, checkpoint) / "results.json"
-
-
-def test_set_files(manifest_folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
-    """Manifest CSV and trial list of test set ``name``."""
-    folder = Path(manifest_folder) / "test"
-    return folder / f"{name}.csv", folder / f"{name}_trials.txt"
 
 
 # ---------------------------------------------------------------------------- run folder

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
+from lowres.io.audio import SAMPLE_RATE, load_audio
 from lowres.scoring.calibration import Calibration, bayes_threshold
-from lowres.scoring.embeddings import SAMPLE_RATE, load_audio
 
 __all__ = ["SpeakerVerifier", "RunError"]
 

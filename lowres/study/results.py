@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lowres.io.lists import TEST_SET_LABELS
 from lowres.study.grids import (
     ABLATION_LABELS,
     ABLATION_VARIANTS,
@@ -66,7 +67,6 @@ HPARAM_KEYS = (
 METRICS = ("eer", "min_dcf_0.01", "min_dcf_0.05", "n_trials")
 MODEL_LABELS = {"xvector": "x-vector", "ecapa": "ECAPA-TDNN", "wav2vec2": "wav2vec2"}
 MODEL_COLORS = {"xvector": "tab:blue", "ecapa": "tab:orange", "wav2vec2": "tab:green"}
-TEST_LABELS = {"original": "VoxCeleb1-O", "extended": "VoxCeleb1-E", "hard": "VoxCeleb1-H"}
 _SCALAR = re.compile(r"^([A-Za-z_][\w.]*):[ \t]*([^\n#!&*][^\n#]*?)?[ \t]*(?:#.*)?$", re.M)
 _NAN_LOSS = re.compile(r"loss[^:=\n]*[:=]\s*[-+]?(nan|inf)\b", re.I)
 
@@ -244,7 +244,7 @@ def pick_test_set(frame: pd.DataFrame, preferred: str | None, fallback=("hard", 
 
 def tests_with_results(frame: pd.DataFrame) -> list[str]:
     """The VoxCeleb1 test sets (in O, E, H order) with at least one EER in `frame`."""
-    return [t for t in TEST_LABELS if f"eer_pct_{t}" in frame
+    return [t for t in TEST_SET_LABELS if f"eer_pct_{t}" in frame
             and frame[f"eer_pct_{t}"].notna().any()]
 
 
@@ -549,7 +549,7 @@ def demo_section(frame: pd.DataFrame) -> list[str]:
     lines = ["## Demo: trained on each tiny subset vs untrained (EER % / minDCF at "
              "p_target 0.05)", ""]
     for test in tests_with_results(demo):
-        lines += [f"### {TEST_LABELS[test]}", "", *demo_table(demo, test), "",
+        lines += [f"### {TEST_SET_LABELS[test]}", "", *demo_table(demo, test), "",
                   "Checks (EER %, lower is better):", "",
                   *[f"- {line}" for line in demo_checks(demo, test)], ""]
     return lines
@@ -570,15 +570,15 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
     for grid, title in (("naive_lr", "Naive LR grid"), ("detailed_lr", "Detailed LR grid")):
         if (frame["grid"] == grid).any():
             test = pick_test_set(frame[frame["grid"] == grid], lr_test, ("original",))
-            lines += [f"## {title} (EER %, {TEST_LABELS.get(test, test)})", ""]
+            lines += [f"## {title} (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
             lines += lr_table(frame, grid, test) + [""]
     if (frame["grid"] == "steps").any():
         test = pick_test_set(frame[frame["grid"] == "steps"], steps_test)
-        lines += [f"## Steps (EER %, {TEST_LABELS.get(test, test)})", ""]
+        lines += [f"## Steps (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
         lines += steps_table(frame, test) + [""]
     if (frame["grid"] == "ablation").any():
         test = pick_test_set(frame[frame["grid"] == "ablation"], steps_test)
-        lines += [f"## wav2vec2 ablation (EER %, {TEST_LABELS.get(test, test)})", ""]
+        lines += [f"## wav2vec2 ablation (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
         lines += ablation_table(frame, test) + [""]
     if (frame["grid"] == "modern").any():
         lines += ["## The modern toolbox on limited data (modern grid; not the study's)", "",
@@ -588,9 +588,9 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
                   "+ AS-norm of its scores.", ""]
         tests = tests_with_results(frame[frame["grid"] == "modern"])
         for test in tests:
-            lines += [f"### EER %, {TEST_LABELS[test]}", ""] + modern_table(frame, test) + [""]
+            lines += [f"### EER %, {TEST_SET_LABELS[test]}", ""] + modern_table(frame, test) + [""]
         if len(tests) > 1:
-            names = ", ".join(TEST_LABELS[t] for t in tests)
+            names = ", ".join(TEST_SET_LABELS[t] for t in tests)
             lines += [f"### EER %, mean of {names}", ""]
             lines += modern_table(with_mean_columns(frame, tests), "mean") + [""]
     lines += demo_section(frame)
@@ -700,7 +700,7 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
 
 def _finish_panels(fig, axes, test: str, note: str, note_y: float = -0.1) -> None:
     """Y label, one legend above a row of panels (each label once), a note below."""
-    axes[0][0].set_ylabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
+    axes[0][0].set_ylabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
     handles, labels = [], []
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -801,7 +801,7 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
         ax.set_yticks(ys)
         ax.set_yticklabels([ABLATION_LABELS.get(t, t) for t in tags])
         ax.set_title(f"wav2vec2, {subset}")
-        ax.set_xlabel(f"EER (%) on {TEST_LABELS.get(test, test)}")
+        ax.set_xlabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
         ax.grid(True, axis="x", alpha=0.3)
         if pending:
             right = ax.get_xlim()[1]
@@ -844,7 +844,7 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
                    hatch="//" if col == "untrained" else None, edgecolor="white")
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels([demo_label(m, cells, sep="\n") for m in models])
-        ax.set_title(TEST_LABELS[test])
+        ax.set_title(TEST_SET_LABELS[test])
         ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].set_ylabel("EER (%)")
@@ -893,7 +893,7 @@ def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]
     if not found:
         return []
     names = {t for _, _, sets in found for t in sets}
-    tests = [t for t in TEST_LABELS if t in names] + sorted(names - set(TEST_LABELS))
+    tests = [t for t in TEST_SET_LABELS if t in names] + sorted(names - set(TEST_SET_LABELS))
     plt = _plt()
     fig, axes = plt.subplots(1, len(tests), figsize=(4.6 * len(tests), 4.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -915,7 +915,7 @@ def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]
         set_det_axes(ax, *det_limits(smallest, worst))
         for s, y, style in curves:
             plot_det_curve(ax, s, y, linewidth=1.2, **style)
-        ax.set_title(TEST_LABELS.get(test, test))
+        ax.set_title(TEST_SET_LABELS.get(test, test))
         ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     return _save(fig, out, "det")

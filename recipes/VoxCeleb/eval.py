@@ -34,16 +34,14 @@ from pathlib import Path
 import speechbrain as sb
 
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict
-from lowres.io.lists import ListError
+from lowres.io.lists import TEST_SETS, ListError, test_set_names
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.evaluation import (
     CHECKPOINTS,
-    TEST_SETS,
     EvaluationError,
     evaluate_run,
     load_run_hparams,
     summary,
-    test_set_names,
 )
 
 logger = logging.getLogger(__name__)

@@ -56,11 +56,8 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from lowres.data import augment as lowres_augment
 from lowres.data import loading as lowres_data
 from lowres.data import shards as shard_data
-from lowres.io.hparams import (
-    HparamsError,
-    plain_values,
-)
-from lowres.io.lists import ListError, read_manifest, read_trials
+from lowres.io.hparams import HparamsError, plain_values
+from lowres.io.lists import ListError, read_manifest, read_trials, test_set_files, test_set_names
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
@@ -68,8 +65,6 @@ from lowres.scoring.evaluation import (
     check_values,
     mark_diverged,
     read_diverged,
-    test_set_files,
-    test_set_names,
 )
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
