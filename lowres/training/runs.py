@@ -152,7 +152,7 @@ def effective_precision(hparams_precision: str, run_opts) -> tuple[object, str, 
     return run_opts, precision, note
 
 
-def start_run(hparams_file, overrides: dict, world_size: int, note: str = "") -> dict:
+def start_run(hparams_file: str, overrides: dict, world_size: int, note: str = "") -> dict:
     """The built hparams of a run whose folder (``output_folder``) now exists with its
     record (:func:`record_run`) and SpeechBrain's log; ``note`` is logged as a warning."""
     hparams = load_hparams(hparams_file, overrides)
