@@ -242,6 +242,17 @@ def pick_test_set(frame: pd.DataFrame, preferred: str | None, fallback=("hard", 
     return sets[0] if sets else None
 
 
+def _grid_rows(frame: pd.DataFrame, grids: tuple[str, ...], test_set: str | None,
+               fallback=("hard", "original")) -> tuple[pd.DataFrame, str, str] | None:
+    """The rows of these grids, the test set their table or figure shows and its EER column;
+    None when the grids have no runs."""
+    sub = frame[frame["grid"].isin(grids)]
+    if sub.empty:
+        return None
+    test = pick_test_set(sub, test_set, fallback)
+    return sub, test, f"eer_pct_{test}"
+
+
 def tests_with_results(frame: pd.DataFrame) -> list[str]:
     """The VoxCeleb1 test sets (in O, E, H order) with at least one EER in `frame`."""
     return [t for t in TEST_SET_LABELS if f"eer_pct_{t}" in frame
@@ -398,10 +409,10 @@ def modern_table(frame: pd.DataFrame, test_set: str) -> list[str]:
 
 def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
     """EER per toolbox step (x), one line per subset, one panel per model."""
-    sub = frame[frame["grid"] == "modern"]
-    if sub.empty:
+    rows = _grid_rows(frame, ("modern",), test_set)
+    if rows is None:
         return []
-    test = pick_test_set(sub, test_set)
+    sub, test, _ = rows
     plt = _plt()
     models = _order(sub["model"], MODELS)
     fig, axes = plt.subplots(1, len(models), figsize=(4.0 * len(models), 3.4), squeeze=False,
@@ -568,18 +579,16 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
               "'div.'). EER in %, best checkpoint; mean ± sd over seeds, (n) = seeds with "
               "results.", ""]
     for grid, title in (("naive_lr", "Naive LR grid"), ("detailed_lr", "Detailed LR grid")):
-        if (frame["grid"] == grid).any():
-            test = pick_test_set(frame[frame["grid"] == grid], lr_test, ("original",))
+        if rows := _grid_rows(frame, (grid,), lr_test, ("original",)):
+            test = rows[1]
             lines += [f"## {title} (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
             lines += lr_table(frame, grid, test) + [""]
-    if (frame["grid"] == "steps").any():
-        test = pick_test_set(frame[frame["grid"] == "steps"], steps_test)
-        lines += [f"## Steps (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
-        lines += steps_table(frame, test) + [""]
-    if (frame["grid"] == "ablation").any():
-        test = pick_test_set(frame[frame["grid"] == "ablation"], steps_test)
-        lines += [f"## wav2vec2 ablation (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
-        lines += ablation_table(frame, test) + [""]
+    for grid, title, table in (("steps", "Steps", steps_table),
+                               ("ablation", "wav2vec2 ablation", ablation_table)):
+        if rows := _grid_rows(frame, (grid,), steps_test):
+            test = rows[1]
+            lines += [f"## {title} (EER %, {TEST_SET_LABELS.get(test, test)})", ""]
+            lines += table(frame, test) + [""]
     if (frame["grid"] == "modern").any():
         lines += ["## The modern toolbox on limited data (modern grid; not the study's)", "",
                   "Each step adds to the one before: the study's recipe; + augmentation "
@@ -644,23 +653,29 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _diverged_marks(ax, xs, ys, label_done: list) -> None:
-    """Red crosses for diverged runs: at their EER, or at the top of the panel."""
-    if not len(xs):
+def _diverged_eers(group: pd.DataFrame, col: str) -> list[float]:
+    """The EERs of the group's diverged runs, NaN for those that have none."""
+    div = group[group["diverged"]]
+    return list(div.get(col, pd.Series(math.nan, div.index)))
+
+
+def _diverged_marks(ax, positions, eers, label_done: list, eer_axis: str = "y") -> None:
+    """Red crosses for diverged runs: at their EER, or at the far end of the EER axis."""
+    if not len(positions):
         return
-    top = ax.get_ylim()[1]
-    ys = [top if (y is None or math.isnan(y)) else y for y in ys]
+    end = (ax.get_ylim() if eer_axis == "y" else ax.get_xlim())[1]
+    eers = [end if (e is None or math.isnan(e)) else e for e in eers]
+    xs, ys = (positions, eers) if eer_axis == "y" else (eers, positions)
     label = None if label_done else "diverged"
     ax.scatter(xs, ys, marker="x", color="red", s=50, zorder=5, label=label, clip_on=False)
     label_done.append(True)
 
 
 def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
-    sub = frame[frame["grid"].isin(["naive_lr", "detailed_lr"])]
-    if sub.empty:
+    rows = _grid_rows(frame, ("naive_lr", "detailed_lr"), test_set, ("original",))
+    if rows is None:
         return []
-    test = pick_test_set(sub, test_set, ("original",))
-    col = f"eer_pct_{test}"
+    sub, test, col = rows
     plt = _plt()
     subsets = _order(sub["subset"], SUBSETS)
     fig, axes = plt.subplots(1, len(subsets), figsize=(3.6 * len(subsets), 3.4), squeeze=False,
@@ -676,9 +691,7 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
                 stats = seed_stats(group, col)
                 if stats["n"]:
                     points.append((lr, stats["mean"], group["grid"].iloc[0]))
-                if stats["diverged"]:
-                    div = group[group["diverged"]]
-                    pending += [(lr, v) for v in div.get(col, pd.Series(math.nan, div.index))]
+                pending += [(lr, v) for v in _diverged_eers(group, col)]
             if not points:
                 continue
             lrs, eers, kinds = zip(*sorted(points), strict=True)
@@ -713,11 +726,10 @@ def _finish_panels(fig, axes, test: str, note: str, note_y: float = -0.1) -> Non
 
 
 def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
-    sub = frame[frame["grid"] == "steps"]
-    if sub.empty:
+    rows = _grid_rows(frame, ("steps",), test_set)
+    if rows is None:
         return []
-    test = pick_test_set(sub, test_set)
-    col = f"eer_pct_{test}"
+    sub, test, col = rows
     plt = _plt()
     subsets = _order(sub["subset"], SUBSETS)
     fig, axes = plt.subplots(1, len(subsets), figsize=(3.6 * len(subsets), 3.4), squeeze=False,
@@ -745,9 +757,7 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
                     xs.append(steps * shift)
                     means.append(stats["mean"])
                     sds.append(0.0 if math.isnan(stats["sd"]) else stats["sd"])
-                div = group[group["diverged"]]
-                pending += [(steps * shift, v)
-                            for v in div.get(col, pd.Series(math.nan, div.index))]
+                pending += [(steps * shift, v) for v in _diverged_eers(group, col)]
             if xs:
                 ax.errorbar(xs, means, yerr=sds, color=color, marker="o", capsize=3,
                             label=MODEL_LABELS.get(model, model))
@@ -765,11 +775,10 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
 
 
 def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
-    sub = frame[frame["grid"] == "ablation"]
-    if sub.empty:
+    rows = _grid_rows(frame, ("ablation",), test_set)
+    if rows is None:
         return []
-    test = pick_test_set(sub, test_set)
-    col = f"eer_pct_{test}"
+    sub, test, col = rows
     plt = _plt()
     subsets = _order(sub["subset"], SUBSETS)
     tags = _order(sub["tag"], tuple(ABLATION_VARIANTS))
@@ -794,8 +803,7 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
             if col in done and len(done):
                 jitter = rng.uniform(-0.15, 0.15, len(done))
                 ax.scatter(done[col], y + jitter, s=14, color="black", zorder=3)
-            div = group[group["diverged"]]
-            pending += [(v, y) for v in div.get(col, pd.Series(math.nan, div.index))]
+            pending += [(y, v) for v in _diverged_eers(group, col)]
         if baseline is not None:
             ax.axvline(baseline, color="tab:gray", linestyle="--", linewidth=1)
         ax.set_yticks(ys)
@@ -804,12 +812,8 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
         ax.set_xlabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
         ax.grid(True, axis="x", alpha=0.3)
         if pending:
-            right = ax.get_xlim()[1]
-            xs = [right if math.isnan(v) else v for v, _ in pending]
-            label = None if div_label else "diverged"
-            ax.scatter(xs, [y for _, y in pending], marker="x", color="red", s=50, zorder=5,
-                       label=label, clip_on=False)
-            div_label.append(True)
+            _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label,
+                            eer_axis="x")
         if ax.get_legend_handles_labels()[1]:
             ax.legend(loc="lower right", fontsize=8)
     fig.text(0.5, -0.02, "bars: mean over seeds; dots: single seeds; dashed: baseline",
