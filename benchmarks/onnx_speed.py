@@ -34,6 +34,7 @@ from lowres.export.onnx import (  # noqa: E402
     onnx_session,
     write_onnx,
 )
+from lowres.io.audio import SAMPLE_RATE  # noqa: E402
 from lowres.io.hparams import load_hparams  # noqa: E402
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
 
@@ -89,7 +90,7 @@ def main() -> None:
             session = onnx_session(path, args.threads)
             for batch in args.batch:
                 for seconds in args.seconds:
-                    wavs = 0.1 * torch.randn(batch, int(seconds * 16000), generator=gen)
+                    wavs = 0.1 * torch.randn(batch, int(seconds * SAMPLE_RATE), generator=gen)
                     lens = torch.ones(batch)
                     with torch.no_grad():
                         ours = embedder(wavs, lens)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lowres.io import lists
+from lowres.io.audio import SAMPLE_RATE
 from prepare import manifests
 from prepare.split import split_validation
 from prepare.subsets import (
@@ -171,10 +172,10 @@ def main() -> None:
 
         wavs = out / "wavs"
         wavs.mkdir()
-        x = np.zeros(16000 * 3, dtype=np.int16)
+        x = np.zeros(SAMPLE_RATE * 3, dtype=np.int16)
         paths = [str(wavs / f"{i}.wav") for i in range(args.headers)]
         for p_ in paths:
-            sf.write(p_, x, 16000, subtype="PCM_16")
+            sf.write(p_, x, SAMPLE_RATE, subtype="PCM_16")
         t = time.perf_counter()
         read_durations(paths, args.jobs)
         dt = time.perf_counter() - t

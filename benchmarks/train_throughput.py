@@ -69,12 +69,12 @@ sys.path.insert(0, str(ROOT))
 
 from lowres.data import augment as lowres_augment  # noqa: E402
 from lowres.data import loading as lowres_data  # noqa: E402
+from lowres.io.audio import SAMPLE_RATE as SR  # noqa: E402
 from lowres.io.hparams import load_hparams, plain_values  # noqa: E402
 from lowres.io.lists import manifest_items, read_manifest  # noqa: E402
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
 from prepare.wav_stats import add_wav_stats  # noqa: E402
 
-SR = 16000
 CROP = 2.0
 
 

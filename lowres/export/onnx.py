@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from lowres.export.run import ExportError, RunForExport, family_of, load_run
+from lowres.io.audio import SAMPLE_RATE
 
 __all__ = ["ONNX_TOLERANCE", "OPSET", "export_onnx", "exportable_embedder", "onnx_embed",
            "onnx_session", "write_onnx"]
@@ -105,7 +106,7 @@ def exportable_embedder(embedder: torch.nn.Module) -> torch.nn.Module:
 
 def write_onnx(module: torch.nn.Module, path: str | os.PathLike, seconds: float = 2.0) -> None:
     """Trace ``module`` (one waveform input) to ``path`` with dynamic batch and length."""
-    example = torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0))
+    example = torch.randn(1, int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), warnings.catch_warnings():
         # tracer notes on shape arithmetic; check_onnx tests other lengths and batch sizes
         warnings.simplefilter("ignore")
@@ -141,7 +142,7 @@ def check_onnx(run: RunForExport, path: Path) -> float:
     worst = 0.0
     for i, seconds in enumerate(CHECK_SECONDS):
         batch = 2 if i == len(CHECK_SECONDS) - 1 else 1
-        wavs = 0.1 * torch.randn(batch, int(seconds * 16000), generator=gen)
+        wavs = 0.1 * torch.randn(batch, int(seconds * SAMPLE_RATE), generator=gen)
         ours = run.embedder(wavs, torch.ones(batch))
         worst = max(worst, float((onnx_embed(session, wavs) - ours).abs().max()))
     if not worst <= ONNX_TOLERANCE:

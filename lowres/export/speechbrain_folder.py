@@ -52,6 +52,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.tag import Tag
 
 from lowres.export.run import ExportError, RunForExport, load_run
+from lowres.io.audio import SAMPLE_RATE
 
 __all__ = ["EXPORT_MARK", "TOLERANCE", "export_speechbrain_folder", "speechbrain_yaml"]
 
@@ -240,7 +241,7 @@ def speechbrain_yaml(run: RunForExport) -> str:
     """The hyperparams.yaml of the exported folder."""
     threshold = ((run.results or {}).get("validation") or {}).get("eer_threshold")
     doc = CommentedMap()
-    doc["sample_rate"] = int(run.hparams.get("sample_rate", 16000))
+    doc["sample_rate"] = int(run.hparams.get("sample_rate", SAMPLE_RATE))
     doc["eer_threshold"] = threshold
     doc.update(_wav2vec2_nodes(run) if run.family == "wav2vec2" else _mfcc_nodes(run))
     doc["classifier"] = _classifier_node(run)
@@ -294,7 +295,7 @@ def _write_weights(run: RunForExport, folder: Path) -> None:
 # ---------------------------------------------------------------------------- self-check
 
 
-def check_waveforms(sample_rate: int = 16000) -> list[torch.Tensor]:
+def check_waveforms(sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
     """Deterministic test signals (noise with a harmonic tone) of a few lengths."""
     gen = torch.Generator().manual_seed(0)
     out = []
@@ -315,7 +316,7 @@ def check_folder(run: RunForExport, folder: Path) -> float:
         model = EncoderClassifier.from_hparams(source=str(folder), savedir=cache,
                                                run_opts={"device": "cpu"})
         worst = 0.0
-        for wav in check_waveforms(int(run.hparams.get("sample_rate", 16000))):
+        for wav in check_waveforms(int(run.hparams.get("sample_rate", SAMPLE_RATE))):
             ours = run.embedder(wav[None], torch.ones(1))
             theirs = model.encode_batch(wav[None]).reshape(1, -1)
             logits_ours = run.classifier(ours[:, None]).reshape(1, -1)

@@ -26,6 +26,8 @@ from speechbrain.processing.features import (
     spectral_magnitude,
 )
 
+from lowres.io.audio import SAMPLE_RATE
+
 
 def valid_samples(lens: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Absolute number of valid samples per utterance from SpeechBrain relative lengths."""
@@ -66,7 +68,7 @@ class MfccFrontend(torch.nn.Module):
         win_length_ms: float = 25,
         hop_length_ms: float = 12.5,
         spec_augment: bool = True,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         top_db: float = 80.0,
         time_masks: tuple[int, int] = (5, 10),
         time_mask_max_frames: int = 10,

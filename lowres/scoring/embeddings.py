@@ -31,7 +31,7 @@ def make_batches(
     lengths: Sequence[int],
     padding_invariant: bool,
     batch_size: int = 16,
-    max_batch_samples: int = 16000 * 400,
+    max_batch_samples: int = SAMPLE_RATE * 400,
 ) -> list[list[int]]:
     """Group file indices into batches, longest files first.
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from lowres.io.audio import SAMPLE_RATE
 from lowres.io.hparams import HparamsError
 from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 
@@ -87,7 +88,7 @@ class MaskedPrediction(torch.nn.Module):
     def __init__(self, source: str = "tiny", num_clusters: int = 100, kmeans_crops: int = 500,
                  kmeans_seed: int = 0, mask_time_prob: float = 0.65, mask_time_length: int = 10,
                  mask_time_min_masks: int = 2, unmasked_weight: float = 0.0,
-                 sample_rate: int = 16000,
+                 sample_rate: int = SAMPLE_RATE,
                  freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False):
         super().__init__()
         from lowres.training.pretrain import bare_backbone

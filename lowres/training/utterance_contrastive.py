@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from speechbrain.augment.time_domain import AddNoise
 
+from lowres.io.audio import SAMPLE_RATE
 from lowres.io.hparams import HparamsError
 from lowres.models.features import valid_samples
 from lowres.models.wav2vec2 import prepare_backbone
@@ -43,7 +44,7 @@ class RandomChannel(torch.nn.Module):
     domain) and white noise at an SNR uniform in [``snr_low``, ``snr_high``] dB
     (SpeechBrain's ``AddNoise``). ``eq_db`` 0 and ``snr_low`` None turn either off."""
 
-    def __init__(self, sample_rate: int = 16000, eq_db: float = 6.0, eq_points: int = 6,
+    def __init__(self, sample_rate: int = SAMPLE_RATE, eq_db: float = 6.0, eq_points: int = 6,
                  snr_low: float | None = 5.0, snr_high: float = 30.0):
         super().__init__()
         self.sample_rate, self.eq_db, self.eq_points = sample_rate, float(eq_db), int(eq_points)
@@ -111,7 +112,7 @@ class UtteranceContrastive(torch.nn.Module):
                  projection_dim: int = 128, mask_time_prob: float = 0.2,
                  mask_time_length: int = 10, mask_time_min_masks: int = 0,
                  eq_db: float = 6.0, snr_low: float | None = 5.0, snr_high: float = 30.0,
-                 sample_rate: int = 16000, freeze_feature_encoder: bool = False,
+                 sample_rate: int = SAMPLE_RATE, freeze_feature_encoder: bool = False,
                  gradient_checkpointing: bool = False):
         super().__init__()
         from lowres.training.pretrain import bare_backbone
