@@ -34,9 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lowres.scoring.metrics import eer  # noqa: E402
+from prepare.convert import SAMPLE_RATE  # noqa: E402
 from prepare.synthetic.corpus import PRESETS, generate  # noqa: E402
-
-SAMPLE_RATE = 16000
 
 
 def mel_filterbank(n_fft: int = 512, n_mels: int = 40) -> np.ndarray:

@@ -48,9 +48,10 @@ from tqdm import tqdm
 from lowres.io.atomic import remove_stale_temporaries, write_text
 from lowres.io.corpus_notice import NOTICE
 from lowres.io.lists import TRIAL_COLUMNS, write_trials
+from prepare.convert import SAMPLE_RATE
 from prepare.synthetic.augment_sets import generate_augment_sets
 from prepare.synthetic.channel import apply_channel, random_channel
-from prepare.synthetic.io import SAMPLE_RATE, write_m4as, write_wavs
+from prepare.synthetic.io import write_m4as, write_wavs
 from prepare.synthetic.trials import TrialSpeaker, make_trials, same_gender_and_nationality
 from prepare.synthetic.voices import NATIONALITIES, random_voice, speak_for
 

@@ -16,8 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from lowres.io.atomic import atomic_path, atomic_paths
-
-SAMPLE_RATE = 16000
+from prepare.convert import SAMPLE_RATE
 
 
 def write_wavs(paths: Sequence[Path], segments: Sequence[np.ndarray]) -> None:
