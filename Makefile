@@ -26,8 +26,9 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+# --durations: the slowest tests, so that CI's log shows where its time goes.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
