@@ -26,12 +26,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+# TEST_JOBS pytest-xdist workers (most tests run one single-threaded subprocess at a time);
 # --durations: the slowest tests, so that CI's log shows where its time goes.
+TEST_JOBS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=20 tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal --durations=20 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal -m "not slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,7 @@ exercises the commands a user runs.
 """
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# `make test` runs the suite in pytest-xdist workers: each takes its share of the cores
+# (set before any test imports torch; subprocesses inherit it) rather than all of them.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(
+        1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first, so that with several workers (``--dist worksteal``) the longest
+    ones start at once and the short ones fill the other workers' time."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 # Subset budgets scaled to the "small" synthetic preset (see prepare/synthetic.py).
 SMALL_PREPARE_ARGS = [
