@@ -413,10 +413,8 @@ def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> 
     if rows is None:
         return []
     sub, test, _ = rows
-    plt = _plt()
     models = _order(sub["model"], MODELS)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.0 * len(models), 3.4), squeeze=False,
-                             sharey=True)
+    fig, axes = _panel_row(len(models), 4.0)
     xs = np.arange(len(MODERN_STEPS))
     for ax, model in zip(axes[0], models, strict=True):
         for subset in _order(sub[sub["model"] == model]["subset"], SUBSETS):
@@ -645,6 +643,11 @@ def _plt():
     return plt
 
 
+def _panel_row(n: int, width: float, height: float = 3.4):
+    """A figure of ``n`` panels side by side (``width`` inches each) sharing the y axis."""
+    return _plt().subplots(1, n, figsize=(width * n, height), squeeze=False, sharey=True)
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
@@ -676,10 +679,8 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
     if rows is None:
         return []
     sub, test, col = rows
-    plt = _plt()
     subsets = _order(sub["subset"], SUBSETS)
-    fig, axes = plt.subplots(1, len(subsets), figsize=(3.6 * len(subsets), 3.4), squeeze=False,
-                             sharey=True)
+    fig, axes = _panel_row(len(subsets), 3.6)
     div_label: list = []
     for ax, subset in zip(axes[0], subsets, strict=True):
         cell = sub[sub["subset"] == subset]
@@ -730,10 +731,8 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
     if rows is None:
         return []
     sub, test, col = rows
-    plt = _plt()
     subsets = _order(sub["subset"], SUBSETS)
-    fig, axes = plt.subplots(1, len(subsets), figsize=(3.6 * len(subsets), 3.4), squeeze=False,
-                             sharey=True)
+    fig, axes = _panel_row(len(subsets), 3.6)
     models = _order(sub["model"], MODELS)
     div_label: list = []
     all_steps = sorted(int(s) for s in sub["max_steps"].dropna().unique())
@@ -779,11 +778,9 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
     if rows is None:
         return []
     sub, test, col = rows
-    plt = _plt()
     subsets = _order(sub["subset"], SUBSETS)
     tags = _order(sub["tag"], tuple(ABLATION_VARIANTS))
-    fig, axes = plt.subplots(1, len(subsets), figsize=(4.2 * len(subsets), 0.32 * len(tags) + 1.6),
-                             squeeze=False, sharey=True)
+    fig, axes = _panel_row(len(subsets), 4.2, 0.32 * len(tags) + 1.6)
     div_label: list = []
     rng = np.random.default_rng(0)
     for ax, subset in zip(axes[0], subsets, strict=True):
@@ -830,9 +827,7 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
         return []
     tests = tests_with_results(frame)
     models = demo_rows(cells)
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(tests), figsize=(1.4 * len(models) * len(tests), 3.4),
-                             squeeze=False, sharey=True)
+    fig, axes = _panel_row(len(tests), 1.4 * len(models))
     colors = {"untrained": "tab:gray", "tiny_few": "tab:purple",
               "tiny_many_low": "tab:red", "tiny_many_high": "tab:cyan"}
     width = 0.8 / len(DEMO_COLUMNS)
