@@ -22,9 +22,10 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first, so that with several workers (``--dist worksteal``) the longest
-    ones start at once and the short ones fill the other workers' time."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest test, then the slow ones, first: with several workers (``--dist
+    worksteal``) the critical path starts at once and the short tests fill the others."""
+    items.sort(key=lambda item: (item.get_closest_marker("longest") is None,
+                                 item.get_closest_marker("slow") is None))
 
 # Subset budgets scaled to the "small" synthetic preset (see prepare/synthetic.py).
 SMALL_PREPARE_ARGS = [

@@ -183,6 +183,7 @@ def eer(tmp: Path, row: tuple, column: str, test: str = "original") -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.longest  # ~35 min of make test's ~40 under two workers: started first
 def test_reduced_demo_table_complete_trained_beats_untrained_pretrained_beats_random(tmp_path):
     out = run_demo(tmp_path)
     # 12 trained cells + 4 untrained, each evaluated on O, E and H
