@@ -29,11 +29,12 @@ $(VENV)/.installed: requirements.txt
 # TEST_JOBS pytest-xdist workers (most tests run one single-threaded subprocess at a time);
 # --durations: the slowest tests, so that CI's log shows where its time goes.
 TEST_JOBS ?= 2
+PYTEST = $(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 test: setup
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal --durations=20 tests
+	$(PYTEST) --durations=20 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -662,12 +662,15 @@ def _diverged_eers(group: pd.DataFrame, col: str) -> list[float]:
     return list(div.get(col, pd.Series(math.nan, div.index)))
 
 
-def _diverged_marks(ax, positions, eers, label_done: list, eer_axis: str = "y") -> None:
-    """Red crosses for diverged runs: at their EER, or at the far end of the EER axis."""
-    if not len(positions):
+def _diverged_marks(ax, pending: list[tuple[float, float]], label_done: list,
+                    eer_axis: str = "y") -> None:
+    """Red crosses for diverged runs, given as (position, EER) pairs: at their EER, or at
+    the far end of the EER axis where they have none."""
+    if not pending:
         return
     end = (ax.get_ylim() if eer_axis == "y" else ax.get_xlim())[1]
-    eers = [end if (e is None or math.isnan(e)) else e for e in eers]
+    positions = [p for p, _ in pending]
+    eers = [end if (e is None or math.isnan(e)) else e for _, e in pending]
     xs, ys = (positions, eers) if eer_axis == "y" else (eers, positions)
     label = None if label_done else "diverged"
     ax.scatter(xs, ys, marker="x", color="red", s=50, zorder=5, label=label, clip_on=False)
@@ -706,8 +709,7 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
         ax.set_title(subset)
         ax.set_xlabel("learning rate")
         ax.grid(True, which="major", alpha=0.3)
-        if pending:
-            _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label)
+        _diverged_marks(ax, pending, div_label)
     _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid")
     return _save(fig, out, "lr")
 
@@ -767,8 +769,7 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
         ax.set_title(subset)
         ax.set_xlabel("max_steps")
         ax.grid(True, alpha=0.3)
-        if pending:
-            _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label)
+        _diverged_marks(ax, pending, div_label)
     _finish_panels(fig, axes, test, "mean ± sd over seeds; dots: single seeds")
     return _save(fig, out, "steps")
 
@@ -808,9 +809,7 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
         ax.set_title(f"wav2vec2, {subset}")
         ax.set_xlabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
         ax.grid(True, axis="x", alpha=0.3)
-        if pending:
-            _diverged_marks(ax, [p[0] for p in pending], [p[1] for p in pending], div_label,
-                            eer_axis="x")
+        _diverged_marks(ax, pending, div_label, eer_axis="x")
         if ax.get_legend_handles_labels()[1]:
             ax.legend(loc="lower right", fontsize=8)
     fig.text(0.5, -0.02, "bars: mean over seeds; dots: single seeds; dashed: baseline",
