@@ -168,7 +168,7 @@ def main() -> None:
     if args.headers:
         import soundfile as sf
 
-        from prepare.listing import read_durations
+        from lowres.io.audio_headers import read_durations
 
         wavs = out / "wavs"
         wavs.mkdir()

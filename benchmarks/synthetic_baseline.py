@@ -33,8 +33,8 @@ from scipy.linalg import eigh
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lowres.io.audio_headers import SAMPLE_RATE  # noqa: E402
 from lowres.scoring.metrics import eer  # noqa: E402
-from prepare.convert import SAMPLE_RATE  # noqa: E402
 from prepare.synthetic.corpus import PRESETS, generate  # noqa: E402
 
 

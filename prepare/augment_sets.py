@@ -34,8 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from lowres.io.atomic import atomic_path
-from prepare.errors import PrepareError
-from prepare.listing import read_durations
+from lowres.io.audio_headers import read_durations
+from prepare.errors import USER_ERRORS, PrepareError
 
 MUSAN_KINDS = ("noise", "music", "speech")
 RIR_SETS = {
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     sets = args.rir_sets.replace(",", " ").split()
     try:
         counts = prepare_augment_sets(args.save_folder, args.musan, args.rirs, sets, args.jobs)
-    except PrepareError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, rows in counts.items():

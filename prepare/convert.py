@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from lowres.io.atomic import folder_lock
+from lowres.io.audio_headers import SAMPLE_RATE
+from lowres.io.progress import progress
 from prepare.errors import PrepareError
-from prepare.progress import progress
 
 PARTIAL = ".partial"
-SAMPLE_RATE = 16000  # of every prepared file; data prep stays torch-free, so not lowres.io.audio's
 BATCH = 32
 OUTPUT_ARGS = ["-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-f", "wav"]
 FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]

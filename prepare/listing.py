@@ -3,73 +3,23 @@
 One row per file: ``ID`` (``spk/session/utt``), ``spk_id``, ``session``, ``utt``,
 ``duration`` (seconds, from the wav header: no file is decoded), ``gender``
 and ``wav`` (absolute path).  Headers are read in parallel threads
-(libsndfile releases the GIL).  A file that is unreadable, not mono or not
-16 kHz stops the stage with a :class:`PrepareError` naming it.
+(lowres.io.audio_headers).  A file that is unreadable, not mono or not 16 kHz stops
+the stage with an ``AudioFileError`` naming it.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from lowres.io.atomic import atomic_path, read_json, write_json
-from prepare.convert import SAMPLE_RATE, find_audio
+from lowres.io.audio_headers import read_durations
+from prepare.convert import find_audio
 from prepare.errors import PrepareError
-from prepare.progress import progress
 
 COLUMNS = ["ID", "spk_id", "session", "utt", "duration", "gender", "wav"]
-CHUNK = 2000
-
-
-def _header_chunk(paths: list[str], mono: bool = True) -> tuple[np.ndarray, list[str]]:
-    """Durations of ``paths`` from their headers, plus a message per bad file."""
-    out = np.full(len(paths), np.nan)
-    bad = []
-    for i, p in enumerate(paths):
-        try:
-            info = sf.info(p)
-        except Exception as e:  # libsndfile raises RuntimeError/LibsndfileError
-            bad.append(f"{p}: unreadable audio ({str(e).strip() or type(e).__name__})")
-            continue
-        if info.samplerate != SAMPLE_RATE:
-            bad.append(f"{p}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}")
-        elif mono and info.channels != 1:
-            bad.append(f"{p}: {info.channels} channels, expected mono")
-        elif info.frames <= 0:
-            bad.append(f"{p}: no samples")
-        else:
-            out[i] = info.frames / info.samplerate
-    return out, bad
-
-
-def read_durations(paths: list[str], jobs: int = 1, desc: str = "read wav headers",
-                   mono: bool = True) -> np.ndarray:
-    """Durations in seconds of 16 kHz mono wavs (``mono=False``: any channel count), read
-    from headers in parallel.
-
-    Raises :class:`PrepareError` listing (the first few) bad files.
-    """
-    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    durations, bad = [], []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        bar = progress(total=len(paths), desc=desc, unit="file")
-        for d, b in pool.map(partial(_header_chunk, mono=mono), chunks):
-            durations.append(d)
-            bad.extend(b)
-            bar.update(len(d))
-        bar.close()
-    if bad:
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise PrepareError(
-            f"{len(bad)} bad audio file(s): " + "; ".join(bad[:5]) + more
-        )
-    return np.concatenate(durations) if durations else np.zeros(0)
 
 
 def split_ids(ids: pd.Series) -> pd.DataFrame:

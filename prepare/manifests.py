@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from lowres.io.atomic import atomic_path, write_json
+from lowres.io.audio_headers import read_durations
 from lowres.io.lists import MANIFEST_COLUMNS, read_trials, test_set_files, write_manifest
 from prepare.errors import PrepareError
-from prepare.listing import read_durations, split_ids
+from prepare.listing import split_ids
 
 TEST_LISTS = {"original": "veri_test2.txt", "extended": "list_test_all2.txt",
               "hard": "list_test_hard2.txt"}

@@ -55,10 +55,10 @@ from lowres.io.atomic import (
     remove_stale_temporaries,
     write_json,
 )
-from lowres.io.lists import ListError, read_manifest
-from prepare.errors import PrepareError
+from lowres.io.lists import read_manifest
+from lowres.io.progress import progress
+from prepare.errors import USER_ERRORS, PrepareError
 from prepare.manifests import TEST_LISTS
-from prepare.progress import progress
 
 log = logging.getLogger("prepare.shards")
 
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     try:
         done = write_shards(args.manifest_folder, args.out, args.subsets, args.test_sets,
                             args.shard_size, args.seed)
-    except (PrepareError, ListError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     total = sum(index["samples"] for index in done.values())

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from lowres.io.atomic import atomic_path
-from prepare.errors import PrepareError
+from prepare.errors import USER_ERRORS, PrepareError
 
 REPO = "nikvaessen/w2v2-speaker-few-samples"
 COMMIT = "405c8a0eced91abb88e76209933cb1d85266c4cd"
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         written = get_lists(args.out, args.source)
-    except PrepareError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     kept = len(SHA256) - len(written)

@@ -50,10 +50,9 @@ from lowres.io.atomic import (
     remove_stale_temporaries,
     stage_done,
 )
-from lowres.io.lists import ListError
 from prepare import manifests, study_lists
 from prepare.convert import convert_voxceleb2
-from prepare.errors import PrepareError, PrepareWarning
+from prepare.errors import USER_ERRORS, PrepareError, PrepareWarning
 from prepare.listing import load_or_build_listing
 from prepare.meta import gender_map
 from prepare.split import split_validation
@@ -463,7 +462,7 @@ def main(argv=None) -> int:
     data, save = args.pop("data_folder"), args.pop("save_folder")
     try:
         prepare_voxceleb(data, save, **args)
-    except (PrepareError, ListError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

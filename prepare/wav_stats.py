@@ -36,8 +36,8 @@ import soundfile as sf
 
 from lowres.io.atomic import atomic_path, folder_lock, remove_stale_temporaries
 from lowres.io.lists import STATS_COLUMNS, ListError, read_manifest, write_manifest
-from prepare.errors import PrepareError
-from prepare.progress import progress
+from lowres.io.progress import progress
+from prepare.errors import USER_ERRORS, PrepareError
 
 CACHE = ".wav_stats"
 CHUNK = 500
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         changed = add_wav_stats_all(args.manifests, args.jobs)
-    except PrepareError as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for m in args.manifests:

@@ -15,7 +15,7 @@ import soundfile as sf
 from conftest import ROOT, run_module
 
 from prepare.augment_sets import prepare_augment_sets
-from prepare.errors import PrepareError
+from prepare.errors import USER_ERRORS
 from prepare.synthetic import corpus as synthetic
 from prepare.synthetic.augment_sets import generate_augment_sets
 
@@ -94,7 +94,7 @@ def test_prepare_writes_speechbrain_csvs_with_durations(corpus, tmp_path):
 
 def test_wrong_folders_are_clear_errors(corpus, tmp_path):
     def error(**kwargs) -> str:
-        with pytest.raises(PrepareError) as err:
+        with pytest.raises(USER_ERRORS) as err:
             prepare_augment_sets(tmp_path / "out", **kwargs)
         return str(err.value)
 

@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 from conftest import ROOT
 from test_train_resume import ENV, checkpoints, ckpt_step, kill_once_past
 
+from lowres.io.audio_headers import AudioFileError
 from lowres.io.hparams import HparamsError
 from lowres.io.lists import ListError, write_manifest
 
@@ -110,6 +113,10 @@ def test_bad_sources_name_the_path(tmp_path):
     bad.write_text("ID,wav\na,a.wav\n")
     with pytest.raises(ListError, match=f"{bad} lacks columns"):
         unlabelled_listing(bad)
+    narrowband = tmp_path / "empty" / "sub" / "8k.wav"  # a folder with a wrong-rate file
+    sf.write(narrowband, np.zeros(800, dtype="float32"), 8000)
+    with pytest.raises(AudioFileError, match=f"{narrowband}: sample rate 8000 Hz"):
+        unlabelled_listing(tmp_path / "empty")
     with pytest.raises(ValueError, match="model_source='nowhere'"):
         tiny_pretraining(source="nowhere")
 

@@ -4,7 +4,7 @@ The source is either a manifest CSV (``ID, duration, wav`` at least, as lowres.i
 reads; e.g. a prepared VoxCeleb2 subset whose speaker labels are simply not used) or a
 folder scanned recursively for ``*.wav`` (e.g. LibriSpeech converted to wav, or the
 synthetic corpus's unlabelled speakers), whose IDs are the paths relative to the folder
-without ``.wav`` and whose durations come from the wav headers (prepare.listing).
+without ``.wav`` and whose durations come from the wav headers (lowres.io.audio_headers).
 
 A run freezes its list: :func:`run_manifest` writes the listing into the run folder once
 (through lowres.io.lists, atomically) and a resumed run reads that file, so its items (and
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowres.io.audio_headers import read_durations
 from lowres.io.lists import MANIFEST_COLUMNS, ListError, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ def unlabelled_listing(source: str | os.PathLike, key: str = "train_audio", jobs
         wavs = sorted(path.rglob("*.wav"))
         if not wavs:
             raise ListError(f"{key}: no .wav files under {path}")
-        from prepare.listing import read_durations  # header reads in threads; bad files named
-
         df = pd.DataFrame({
             "ID": [w.relative_to(path).with_suffix("").as_posix() for w in wavs],
             "duration": read_durations([str(w) for w in wavs], jobs=jobs,

@@ -1,1 +1,2 @@
-"""File formats shared by data preparation, training and evaluation (one reader each)."""
+"""File formats shared by data preparation, training and evaluation (one reader each), and
+their progress bars."""

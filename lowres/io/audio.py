@@ -8,7 +8,8 @@ inference embed, and the crop that training reads.
   the crop is decoded), its first channel; the training crops of the prepared 16 kHz mono
   corpus and the augmentation collections' impulse responses, whose channels are separate
   microphones (averaging them would blur the response).
-- :func:`audio_num_samples`: the length from the header, without decoding.
+- :func:`audio_num_samples` and ``SAMPLE_RATE``: from lowres.io.audio_headers, the
+  torch-free header reader that data preparation shares.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-__all__ = ["SAMPLE_RATE", "load_audio", "read_audio", "read_segment", "audio_num_samples"]
+from lowres.io.audio_headers import SAMPLE_RATE, audio_num_samples
 
-SAMPLE_RATE = 16000
+__all__ = ["SAMPLE_RATE", "load_audio", "read_audio", "read_segment", "audio_num_samples"]
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -53,14 +54,6 @@ def read_audio(source, sample_rate: int = SAMPLE_RATE, name: str | None = None) 
 
         wav = taf.resample(wav, sr, sample_rate)
     return wav.contiguous()
-
-
-def audio_num_samples(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> int:
-    """Length in samples at ``sample_rate`` from the file header (no decoding)."""
-    info = sf.info(os.fspath(path))
-    if info.samplerate == sample_rate:
-        return int(info.frames)
-    return int(round(info.frames * sample_rate / info.samplerate))
 
 
 def read_segment(path, start: int, frames: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lowres.io.atomic import remove_stale_temporaries, write_text
-from prepare.convert import SAMPLE_RATE
+from lowres.io.audio_headers import SAMPLE_RATE
 from prepare.synthetic.channel import make_noise, room_impulse_response
 from prepare.synthetic.io import write_wavs
 from prepare.synthetic.voices import NATIONALITIES, random_voice, speak_for

@@ -25,7 +25,7 @@ import soundfile as sf
 from scipy import fft as sfft
 from scipy.signal import fftconvolve
 
-from prepare.convert import SAMPLE_RATE
+from lowres.io.audio_headers import SAMPLE_RATE
 
 CODECS = ("none", "gsm", "ulaw", "mp3", "opus")
 NOISES = ("white", "pink", "brown", "hum", "babble")

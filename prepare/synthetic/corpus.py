@@ -36,19 +36,18 @@ import multiprocessing as mp
 import os
 import shutil
 import string
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from lowres.io.atomic import remove_stale_temporaries, write_text
+from lowres.io.audio_headers import SAMPLE_RATE
 from lowres.io.corpus_notice import NOTICE
 from lowres.io.lists import TRIAL_COLUMNS, write_trials
-from prepare.convert import SAMPLE_RATE
+from lowres.io.progress import progress as progress_bar
 from prepare.synthetic.augment_sets import generate_augment_sets
 from prepare.synthetic.channel import apply_channel, random_channel
 from prepare.synthetic.io import write_m4as, write_wavs
@@ -353,8 +352,8 @@ def synthesise(out: Path, speakers: list[Speaker], seed: int, strength: float,
     tasks.sort(key=lambda t: -sum(t[1].sessions[t[2]].durations))  # long first: balance
     jobs = jobs or os.cpu_count() or 1
     total = sum(sum(t[1].sessions[t[2]].durations) for t in tasks)
-    bar = tqdm(total=round(total), unit="s audio", disable=not progress, file=sys.stderr,
-               desc=f"synthesising {len(tasks)} sessions")
+    bar = progress_bar(total=round(total), unit="s audio", disable=not progress,
+                       desc=f"synthesising {len(tasks)} sessions")
     if jobs == 1:
         for task in tasks:
             bar.update(round(generate_session(task)))

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from lowres.io.atomic import atomic_path, atomic_paths
-from prepare.convert import SAMPLE_RATE
+from lowres.io.audio_headers import SAMPLE_RATE
 
 
 def write_wavs(paths: Sequence[Path], segments: Sequence[np.ndarray]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from prepare.convert import SAMPLE_RATE
+from lowres.io.audio_headers import SAMPLE_RATE
 from prepare.synthetic.text import random_text
 
 # Accents (espeak-ng English language voices) for the nationalities the corpus uses.

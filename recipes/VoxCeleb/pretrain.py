@@ -42,7 +42,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from lowres.data import loading as lowres_data
 from lowres.data.unlabelled import check_source, run_manifest
 from lowres.io.hparams import HparamsError, plain_values
-from lowres.io.lists import ListError, read_manifest
+from lowres.io.lists import read_manifest
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.training.pretrain import PretrainBrain, check_hparams
 from lowres.training.runs import (
@@ -52,7 +52,7 @@ from lowres.training.runs import (
     start_run,
     step_budget_loader,
 )
-from prepare.errors import PrepareError
+from prepare.errors import USER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,6 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, ListError, PrepareError, UnsafeFileError) as err:
+    except (HparamsError, UnsafeFileError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

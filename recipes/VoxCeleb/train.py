@@ -57,7 +57,7 @@ from lowres.data import augment as lowres_augment
 from lowres.data import loading as lowres_data
 from lowres.data import shards as shard_data
 from lowres.io.hparams import HparamsError, plain_values
-from lowres.io.lists import ListError, read_manifest, read_trials, test_set_files, test_set_names
+from lowres.io.lists import read_manifest, read_trials, test_set_files, test_set_names
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.scoring.evaluation import (
@@ -79,7 +79,7 @@ from lowres.training.runs import (
     unwrap,
 )
 from lowres.training.schedules import SCHEDULES
-from prepare.errors import PrepareError
+from prepare.errors import USER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -593,6 +593,6 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (HparamsError, ListError, PrepareError, UnsafeFileError) as err:
+    except (HparamsError, UnsafeFileError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
