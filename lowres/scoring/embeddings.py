@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from lowres.io.audio import SAMPLE_RATE, audio_num_samples, load_audio
+from lowres.io.progress import progress as progress_bar
 
 __all__ = ["make_batches", "extract_embeddings"]
 
@@ -151,8 +151,8 @@ def extract_embeddings(
     embedder.eval()
     out: torch.Tensor | None = None
     desc = progress if isinstance(progress, str) else "embeddings"
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc=desc, unit="file",
-               disable=not progress)
+    bar = progress_bar(total=len(paths), initial=len(paths) - len(todo), desc=desc,
+                       unit="file", disable=not progress)
     try:
         with torch.no_grad():
             for idx, wavs, lens, failed in loader:
