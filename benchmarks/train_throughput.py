@@ -48,7 +48,6 @@ wav files of 4-12 s (VoxCeleb2 averages ~8 s), so only I/O and compute are measu
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 import sys
 import tempfile
@@ -56,6 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 import torch
 import yaml
@@ -71,8 +71,9 @@ from lowres.data import augment as lowres_augment  # noqa: E402
 from lowres.data import loading as lowres_data  # noqa: E402
 from lowres.io.audio import SAMPLE_RATE as SR  # noqa: E402
 from lowres.io.hparams import load_hparams, plain_values  # noqa: E402
-from lowres.io.lists import manifest_items, read_manifest  # noqa: E402
+from lowres.io.lists import manifest_items, read_manifest, write_manifest  # noqa: E402
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
+from prepare.augment_sets import collection_frame  # noqa: E402
 from prepare.wav_stats import add_wav_stats  # noqa: E402
 
 CROP = 2.0
@@ -90,23 +91,20 @@ def write_corpus(folder: Path, n_files: int, n_speakers: int, seed: int = 0) -> 
         rows.append({"ID": f"{spk}/s{i}/{i:05d}", "duration": round(seconds, 3), "wav": str(wav),
                      "spk_id": spk, "session": f"s{i}", "gender": "m"})
     path = folder / "train.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(path, pd.DataFrame(rows))
     return path
 
 
 def write_collections(folder: Path, n_files: int = 20, seed: int = 1) -> dict[str, str]:
-    """Random-noise stand-ins of the prepared MUSAN / RIRS_NOISES CSVs (prepare.augment_sets'
-    columns ID, duration, wav): the yaml's ``*_csv`` keys pointing at them."""
+    """Random-noise stand-ins of the prepared MUSAN / RIRS_NOISES CSVs (written by
+    prepare.augment_sets' own code): the yaml's ``*_csv`` keys pointing at them."""
     rng = np.random.default_rng(seed)
     keys = {}
     for name, key in (("noise", "noise_csv"), ("music", "music_csv"), ("speech", "babble_csv"),
                       ("rirs", "rir_csv")):
-        rows = []
+        files = []
         for i in range(n_files):
-            wav = folder / f"{name}_{i:03d}.wav"
+            wav = folder / f"{name}-{i:03d}.wav"
             if name == "rirs":  # a direct path, then an exponentially decaying tail
                 frames = int(rng.uniform(0.3, 1.0) * SR)
                 sig = rng.standard_normal(frames) * np.exp(-np.arange(frames) / (0.05 * SR))
@@ -115,12 +113,9 @@ def write_collections(folder: Path, n_files: int = 20, seed: int = 1) -> dict[st
             else:
                 sig = rng.standard_normal(int(rng.uniform(3, 10) * SR)) * 0.1
             sf.write(wav, sig.astype(np.float32), SR, subtype="FLOAT")
-            rows.append({"ID": f"{name}-{i:03d}", "duration": round(len(sig) / SR, 4),
-                         "wav": str(wav)})
-        with open(folder / f"{name}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+            files.append(wav)
+        frame = collection_frame(folder, files, mono=name != "rirs", desc=f"{name} headers")
+        frame.to_csv(folder / f"{name}.csv", index=False)
         keys[key] = str(folder / f"{name}.csv")
     return keys
 

@@ -1,8 +1,7 @@
 """lowres.data.loading: seeded on-disk crops, the step-budget sampler, trials and labels."""
 
-import csv
-
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
@@ -10,7 +9,7 @@ import torch
 from lowres.data import crops
 from lowres.data import loading as data
 from lowres.io import audio
-from lowres.io.lists import ListError, read_manifest
+from lowres.io.lists import ListError, read_manifest, write_manifest
 
 SR = 16000
 
@@ -27,10 +26,7 @@ def manifest(tmp_path):
         rows.append({"ID": f"{spk}/s{i}/0000{i}", "duration": seconds, "wav": str(wav),
                      "spk_id": spk, "session": f"s{i}", "gender": "m"})
     path = tmp_path / "train.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(path, pd.DataFrame(rows))
     return path
 
 
