@@ -67,6 +67,24 @@ def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
         expand("demo", tmp_path, model_extra={"resnet": {"lr": 1}})
 
 
+def test_training_bar_counts_logged_steps_and_prints_rarely_into_a_log(tmp_path, capsys):
+    """The demo's bar over all runs counts the steps in each run's train_log.txt (a finished
+    run whole, at most max_steps each) and, written into a log (`make demo > log`), prints
+    only at its 30 s interval: not a line per 5-s poll."""
+    runs = expand("demo", tmp_path, extra={"max_steps": "300"}, models=["xvector"])
+    finished, running, _ = (Path(r.output_folder) for r in runs)
+    (finished / "eval" / "best").mkdir(parents=True)
+    (finished / "eval" / "best" / "results.json").write_text("{}")
+    running.mkdir(parents=True)
+    with demo.TrainProgress(runs) as bar:
+        for step in range(0, 420, 20):  # each poll sees more steps (past max_steps at the end)
+            (running / "train_log.txt").write_text(f"epoch: 1, step: {step}, lr: 1e-3\n")
+            bar._advance()
+    states = [s for s in capsys.readouterr().out.split("\r") if "demo training" in s]
+    assert "600/900" in states[-1]
+    assert len(states) <= 3  # the start, the end (and at most one 30-s refresh)
+
+
 def printed_table(out: str, test: str = "VoxCeleb1-O") -> dict[str, list[str]]:
     """The demo's printed table for one test set: model label -> its cells (untrained,
     then DEMO_SUBSETS), each "EER % / minDCF" or "—"."""

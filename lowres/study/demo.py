@@ -57,6 +57,7 @@ from pathlib import Path
 
 import yaml
 
+from lowres.io.progress import progress
 from lowres.study import results as lowres_results
 from lowres.study.grids import DEMO_SUBSETS, REPO_ROOT, expand, is_finished
 
@@ -195,11 +196,9 @@ class TrainProgress:
     _STEP = re.compile(r"step: (\d+)")
 
     def __init__(self, runs):
-        from tqdm import tqdm
-
         self.runs = [(run, int(_yaml_value(run.overrides["max_steps"]))) for run in runs]
-        self.bar = tqdm(total=sum(n for _, n in self.runs), desc="demo training (all runs)",
-                        unit="step", file=sys.stdout, dynamic_ncols=True)
+        self.bar = progress(total=sum(n for _, n in self.runs), unit="step", file=sys.stdout,
+                            desc="demo training (all runs)")
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -216,10 +215,13 @@ class TrainProgress:
                 total += min(max(steps, default=0), max_steps)
         return total
 
+    def _advance(self) -> None:
+        # update(), not refresh(): the bar prints at its own interval (every 30 s in a log)
+        self.bar.update(max(self._done_steps() - self.bar.n, 0))
+
     def _loop(self) -> None:
         while not self.stop.wait(5):
-            self.bar.n = self._done_steps()
-            self.bar.refresh()
+            self._advance()
 
     def __enter__(self):
         self.thread.start()
@@ -228,7 +230,7 @@ class TrainProgress:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-        self.bar.n = self._done_steps()
+        self._advance()
         self.bar.close()
 
 
