@@ -16,7 +16,14 @@ import pytest
 from test_results import fabricate
 
 from lowres.study import demo
-from lowres.study.grids import DEMO_STARTS, DEMO_SUBSETS, MODELS, expand, parse_run_path
+from lowres.study.grids import (
+    DEMO_STARTS,
+    DEMO_SUBSETS,
+    MODELS,
+    expand,
+    parse_run_path,
+    results_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_DEMO = ROOT / "hparams" / "overrides" / "cpu_demo.yaml"
@@ -73,8 +80,8 @@ def test_training_bar_counts_logged_steps_and_prints_rarely_into_a_log(tmp_path,
     only at its 30 s interval: not a line per 5-s poll."""
     runs = expand("demo", tmp_path, extra={"max_steps": "300"}, models=["xvector"])
     finished, running, _ = (Path(r.output_folder) for r in runs)
-    (finished / "eval" / "best").mkdir(parents=True)
-    (finished / "eval" / "best" / "results.json").write_text("{}")
+    results_path(finished).parent.mkdir(parents=True)
+    results_path(finished).write_text("{}")  # the marker of a finished run
     running.mkdir(parents=True)
     with demo.TrainProgress(runs) as bar:
         for step in range(0, 420, 20):  # each poll sees more steps (past max_steps at the end)
