@@ -35,7 +35,7 @@ import pandas as pd
 import soundfile as sf
 
 from lowres.io.atomic import atomic_path, folder_lock, remove_stale_temporaries
-from lowres.io.lists import STATS_COLUMNS, ListError, read_manifest, write_manifest
+from lowres.io.lists import STATS_COLUMNS, read_manifest, write_manifest
 from lowres.io.progress import progress
 from prepare.errors import USER_ERRORS, PrepareError
 
@@ -87,14 +87,12 @@ def has_stats(df: pd.DataFrame) -> bool:
 def add_wav_stats(manifest: str | os.PathLike, jobs: int = 1) -> bool:
     """Add ``wav_mean`` / ``wav_std`` to ``manifest`` (see the module doc).
 
-    Returns False when it had them already.  Raises PrepareError naming an unreadable
-    audio file or a manifest that cannot be rewritten.
+    Returns False when it had them already.  Raises ListError for a malformed manifest
+    and PrepareError naming an unreadable audio file or a manifest that cannot be
+    rewritten: both are in USER_ERRORS, which every caller reports as is.
     """
     manifest = Path(manifest)
-    try:
-        df = read_manifest(manifest)
-    except ListError as err:
-        raise PrepareError(str(err)) from err
+    df = read_manifest(manifest)
     if has_stats(df):
         return False
     cache = manifest.parent / CACHE

@@ -205,6 +205,18 @@ def test_statistics_stage_resumes_after_a_crash(manifest, monkeypatch):
     assert wav_stats.has_stats(read_manifest(manifest))
 
 
+def test_statistics_command_names_a_malformed_manifest(manifest, capsys):
+    from prepare import wav_stats
+
+    broken = manifest.parent / "broken.csv"
+    broken.write_text(manifest.read_text().replace("wav", "path", 1))  # no wav column
+    before = broken.read_text()
+    assert wav_stats.main([str(broken), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(broken) in err and "'wav'" in err, err
+    assert broken.read_text() == before
+
+
 def test_utterance_normalised_crops(manifest, tmp_path):
     from prepare.wav_stats import add_wav_stats
 
