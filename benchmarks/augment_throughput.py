@@ -56,13 +56,6 @@ def augment_values(base: dict, csv: Path, kind: str) -> dict:
     return values
 
 
-def loader(csv_path, encoder, batch, workers, steps, augment):
-    ds = lowres_data.train_dataset(csv_path, encoder, tt.CROP, seed=0, augment=augment)
-    sampler = lowres_data.StepBudgetSampler(len(ds), [batch * steps], seed=0)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
-                                       num_workers=workers, collate_fn=tt.PaddedBatch)
-
-
 def gpu_side_ms(augment, batch, device, repeats: int = 5) -> float:
     """``augment_side: device``: the batch's draws applied to it on ``device``."""
     wavs, lens = batch.sig
@@ -103,24 +96,25 @@ def main(argv=None):
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a loader worker
-        fetch = {k: tt.item_us(loader(csv_path, encoder, 1, 0, 1, augments.get(k)).dataset,
+        fetch = {k: tt.item_us(tt.our_loader(csv_path, encoder, 1, 0, 1,
+                                             augment=augments.get(k)).dataset,
                                lambda i: (i, i), n=args.items) for k in ("plain", *KINDS)}
         torch.set_num_threads(threads)
         print("one item (us, one core): " + " | ".join(f"{k} {v:.0f}" for k, v in fetch.items()))
 
         n = args.loader_batches
-        plain = tt.loader_rate(loader(csv_path, encoder, args.batch, args.workers, n + 1, None), n)
-        augmented = tt.loader_rate(loader(csv_path, encoder, args.batch, args.workers, n + 1,
-                                          augments["all"]), n)
+        plain = tt.loader_rate(tt.our_loader(csv_path, encoder, args.batch, args.workers, n), n)
+        augmented = tt.loader_rate(tt.our_loader(csv_path, encoder, args.batch, args.workers, n,
+                                                 augment=augments["all"]), n)
         print(f"loader items/s ({args.workers} workers): plain {plain:.1f} | all (CPU side) "
               f"{augmented:.1f}")
         on_device = lowres_augment.from_hparams(
             {**augment_values(base, tmp / "csv", "all"), "augment_side": "device"})
-        ms = gpu_side_ms(on_device, next(iter(loader(csv_path, encoder, args.batch, 0, 1,
-                                                      on_device))), args.device)
+        ms = gpu_side_ms(on_device, next(iter(tt.our_loader(
+            csv_path, encoder, args.batch, 0, 1, augment=on_device))), args.device)
         print(f"augment_side device on {args.device}: {ms:.1f} ms per batch of {args.batch} "
               f"({args.batch / ms * 1e3:.0f} items/s, in the training process)")
-        batch = next(iter(loader(csv_path, encoder, args.batch, 0, 1, None)))
+        batch = next(iter(tt.our_loader(csv_path, encoder, args.batch, 0, 1)))
 
         print(f"{'model':10s} {'utt/s':>8s} {'plain/model':>12s} {'all/model':>10s}")
         for name in args.models:

@@ -77,6 +77,7 @@ from prepare.augment_sets import collection_frame  # noqa: E402
 from prepare.wav_stats import add_wav_stats  # noqa: E402
 
 CROP = 2.0
+PREFETCH = 2  # DataLoader's default prefetch_factor, named: the timings skip its burst
 
 
 def write_corpus(folder: Path, n_files: int, n_speakers: int, seed: int = 0) -> Path:
@@ -134,16 +135,32 @@ def augmentations(folder: Path, sides) -> dict[str, lowres_augment.CropAugment]:
             for side in sides}
 
 
+def startup_batches(workers: int) -> int:
+    """Batches a DataLoader has ready or in flight when its first one arrives: each worker
+    prepares ``PREFETCH`` at once. Timed, they measure that start-up burst, whose rate
+    grows with the workers, not the rate the loader keeps up; the timings skip them."""
+    return workers * PREFETCH
+
+
+def batches_needed(steps: int, workers: int) -> int:
+    """A timed run's batches: the first (worker start-up), the burst, then ``steps``."""
+    return 1 + startup_batches(workers) + steps
+
+
 def our_loader(csv_path, encoder, batch, workers, steps, normalise=False, augment=None):
+    """lowres.data.loading's training loader with enough batches to time ``steps``."""
     ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0, normalise=normalise,
                                    augment=augment)
-    sampler = lowres_data.StepBudgetSampler(len(ds), [batch * steps], seed=0)
+    sampler = lowres_data.StepBudgetSampler(
+        len(ds), [batch * batches_needed(steps, workers)], seed=0)
     return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
-                                       num_workers=workers, collate_fn=PaddedBatch)
+                                       num_workers=workers, collate_fn=PaddedBatch,
+                                       prefetch_factor=PREFETCH if workers else None)
 
 
-def stock_loader(csv_path, encoder, batch, workers, partial: bool):
-    """SpeechBrain VoxCeleb recipe style: random crop in the audio pipeline."""
+def stock_loader(csv_path, encoder, batch, workers, partial: bool, steps: int = 1):
+    """SpeechBrain VoxCeleb recipe style: random crop in the audio pipeline, shuffled
+    epochs (as many as timing ``steps`` needs)."""
     data = manifest_items(read_manifest(csv_path))
     crop = int(CROP * SR)
 
@@ -164,13 +181,18 @@ def stock_loader(csv_path, encoder, batch, workers, partial: bool):
 
     ds = DynamicItemDataset(data, dynamic_items=[audio_pipeline, label_pipeline],
                             output_keys=["id", "sig", "spk_id_encoded"])
-    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True,
-                                       num_workers=workers, collate_fn=PaddedBatch)
+    sampler = torch.utils.data.RandomSampler(
+        ds, num_samples=batch * batches_needed(steps, workers))
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
+                                       num_workers=workers, collate_fn=PaddedBatch,
+                                       prefetch_factor=PREFETCH if workers else None)
 
 
 def loader_rate(loader, max_batches):
+    """Items/s the loader keeps up, after its start-up and burst (startup_batches)."""
     it = iter(loader)
-    next(it)  # worker start-up
+    for _ in range(1 + startup_batches(loader.num_workers)):
+        next(it)
     t0, n = time.perf_counter(), 0
     for i, batch in enumerate(it):
         n += len(batch.id)
@@ -240,8 +262,11 @@ def model_rate(trainer, batch, steps):
 
 
 def loop_rate(trainer, loader, steps):
+    """Steps/s of the model fed by the loader, after the steps that use up the loader's
+    start-up burst (startup_batches): then a slower loader holds the model back."""
     it = iter(loader)
-    trainer.step(next(it))  # warm-up (and worker start-up)
+    for _ in range(1 + startup_batches(loader.num_workers)):  # warm-up, worker start-up
+        trainer.step(next(it))
     t0, n = time.perf_counter(), 0
     for batch in it:
         trainer.step(batch)
@@ -293,14 +318,14 @@ def main(argv=None):
         stats_s = time.perf_counter() - t0
         encoder = lowres_data.speaker_encoder(csv_path, tmp / "labels.txt")
         n_batches = args.loader_batches
-        ours = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers, n_batches + 1),
+        ours = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers, n_batches),
                            n_batches)
         ours_norm = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers,
-                                           n_batches + 1, normalise=True), n_batches)
-        stock_full = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, False),
-                                 n_batches)
-        stock_part = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, True),
-                                 n_batches)
+                                           n_batches, normalise=True), n_batches)
+        stock_full = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, False,
+                                              n_batches), n_batches)
+        stock_part = loader_rate(stock_loader(csv_path, encoder, args.batch, args.workers, True,
+                                              n_batches), n_batches)
         print(f"wav statistics (prepare.wav_stats) of {args.files} files: {stats_s:.1f} s, "
               f"{args.files / stats_s:.0f} files/s with {max(1, args.workers)} threads")
         print(f"loader items/s   lowres.data.loading {ours:8.1f} | + utterance normalisation "
@@ -316,7 +341,7 @@ def main(argv=None):
               f"stock partial read {fetch[3]:6.0f}")
         augments = augmentations(tmp / "collections", args.augment)
         aug_rate = {(side, norm): loader_rate(our_loader(
-            csv_path, encoder, args.batch, args.workers, n_batches + 1, norm, aug), n_batches)
+            csv_path, encoder, args.batch, args.workers, n_batches, norm, aug), n_batches)
             for side, aug in augments.items() for norm in (False, True)}
         for side, aug in augments.items():
             us = item_us(our_loader(csv_path, encoder, 1, 0, 1, augment=aug).dataset,
@@ -363,10 +388,9 @@ def main(argv=None):
                 ours_runs, stock_runs = [], []
                 for _ in range(2):
                     ours_runs.append(loop_rate(trainer, our_loader(
-                        csv_path, encoder, args.batch, args.workers, steps + 1, normalise),
-                        steps))
+                        csv_path, encoder, args.batch, args.workers, steps, normalise), steps))
                     stock_runs.append(loop_rate(trainer, stock_loader(
-                        csv_path, encoder, args.batch, args.workers, False), steps))
+                        csv_path, encoder, args.batch, args.workers, False, steps), steps))
                 loop_ours, loop_stock = max(ours_runs), max(stock_runs)
             row = (f"{name:14s} {rate:8.2f} {utt:8.1f} {supply / utt:11.1f}x "
                    f"{loop_ours:10.2f} {loop_stock:10.2f} {peak:9.2f}")
@@ -381,7 +405,7 @@ def main(argv=None):
                 loop = float("nan")
                 if not args.skip_loops:
                     loop = max(loop_rate(trainer, our_loader(
-                        csv_path, encoder, args.batch, args.workers, steps + 1, normalise, aug),
+                        csv_path, encoder, args.batch, args.workers, steps, normalise, aug),
                         steps) for _ in range(2))
                 lead = aug_rate[side, normalise] / (rates[side] * args.batch)
                 row += f" {lead:16.1f}x {loop:16.2f}"
