@@ -135,16 +135,18 @@ def augmentations(folder: Path, sides) -> dict[str, lowres_augment.CropAugment]:
             for side in sides}
 
 
-def startup_batches(workers: int) -> int:
-    """Batches a DataLoader has ready or in flight when its first one arrives: each worker
-    prepares ``PREFETCH`` at once. Timed, they measure that start-up burst, whose rate
-    grows with the workers, not the rate the loader keeps up; the timings skip them."""
-    return workers * PREFETCH
+def untimed_batches(workers: int) -> int:
+    """Batches the timings skip: the first (worker start-up) and the ``PREFETCH`` per worker
+    made at once with it. Timed, that burst's rate grows with the workers, not with the
+    rate the loader keeps up."""
+    return 1 + workers * PREFETCH
 
 
-def batches_needed(steps: int, workers: int) -> int:
-    """A timed run's batches: the first (worker start-up), the burst, then ``steps``."""
-    return 1 + startup_batches(workers) + steps
+def timed_loader(ds, sampler, batch: int, workers: int):
+    """The benchmark's DataLoader over ``ds``: padded batches, ``PREFETCH`` per worker."""
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
+                                       num_workers=workers, collate_fn=PaddedBatch,
+                                       prefetch_factor=PREFETCH if workers else None)
 
 
 def our_loader(csv_path, encoder, batch, workers, steps, normalise=False, augment=None):
@@ -152,10 +154,8 @@ def our_loader(csv_path, encoder, batch, workers, steps, normalise=False, augmen
     ds = lowres_data.train_dataset(csv_path, encoder, CROP, seed=0, normalise=normalise,
                                    augment=augment)
     sampler = lowres_data.StepBudgetSampler(
-        len(ds), [batch * batches_needed(steps, workers)], seed=0)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
-                                       num_workers=workers, collate_fn=PaddedBatch,
-                                       prefetch_factor=PREFETCH if workers else None)
+        len(ds), [batch * (untimed_batches(workers) + steps)], seed=0)
+    return timed_loader(ds, sampler, batch, workers)
 
 
 def stock_loader(csv_path, encoder, batch, workers, partial: bool, steps: int = 1):
@@ -182,16 +182,14 @@ def stock_loader(csv_path, encoder, batch, workers, partial: bool, steps: int = 
     ds = DynamicItemDataset(data, dynamic_items=[audio_pipeline, label_pipeline],
                             output_keys=["id", "sig", "spk_id_encoded"])
     sampler = torch.utils.data.RandomSampler(
-        ds, num_samples=batch * batches_needed(steps, workers))
-    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
-                                       num_workers=workers, collate_fn=PaddedBatch,
-                                       prefetch_factor=PREFETCH if workers else None)
+        ds, num_samples=batch * (untimed_batches(workers) + steps))
+    return timed_loader(ds, sampler, batch, workers)
 
 
 def loader_rate(loader, max_batches):
-    """Items/s the loader keeps up, after its start-up and burst (startup_batches)."""
+    """Items/s the loader keeps up, after its start-up and burst (untimed_batches)."""
     it = iter(loader)
-    for _ in range(1 + startup_batches(loader.num_workers)):
+    for _ in range(untimed_batches(loader.num_workers)):
         next(it)
     t0, n = time.perf_counter(), 0
     for i, batch in enumerate(it):
@@ -263,9 +261,9 @@ def model_rate(trainer, batch, steps):
 
 def loop_rate(trainer, loader, steps):
     """Steps/s of the model fed by the loader, after the steps that use up the loader's
-    start-up burst (startup_batches): then a slower loader holds the model back."""
+    start-up burst (untimed_batches): then a slower loader holds the model back."""
     it = iter(loader)
-    for _ in range(1 + startup_batches(loader.num_workers)):  # warm-up, worker start-up
+    for _ in range(untimed_batches(loader.num_workers)):  # warm-up, worker start-up
         trainer.step(next(it))
     t0, n = time.perf_counter(), 0
     for batch in it:
