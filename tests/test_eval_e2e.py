@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TEST_SEED
 
 from lowres.scoring.evaluation import read_scores
 
@@ -37,7 +38,8 @@ def trained_run(prepared_manifests, tmp_path_factory):
          "--max_steps=100", "--val_interval=50", "--val_schedule=steps", "--num_workers=0",
          "--lr=0.005",
          "--lr_schedule=constant", "--noprogressbar", "--evaluate_after_training=true",
-         "--test_sets=[original, extended, hard]"])
+         "--test_sets=[original, extended, hard]",
+         *([f"--seed={TEST_SEED}"] if TEST_SEED else [])])
     return out
 
 
