@@ -15,6 +15,7 @@ from test_train_resume import (
 )
 
 from lowres.io.lists import read_manifest
+from lowres.io.run_folder import train_log_path
 from prepare.augment_sets import prepare_augment_sets
 from prepare.synthetic.augment_sets import generate_augment_sets
 
@@ -39,7 +40,7 @@ def test_killed_augmented_run_resumes_to_the_uninterrupted_one(prepared_manifest
     kill_once_past(args, killed, 10, 20)
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     run_train(args)
-    assert f"resumed_at_step: {resumed_from}" in (killed / "train_log.txt").read_text()
+    assert f"resumed_at_step: {resumed_from}" in train_log_path(killed).read_text()
     assert "augmenting the training crops" in (killed / "log.txt").read_text()
     ref_weights, ref_meta = final_state(ref)
     weights, meta = final_state(killed)

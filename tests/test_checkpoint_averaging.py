@@ -1,7 +1,6 @@
 """Checkpoint averaging (issue 13): the averaged embedder is the mean of the chosen
 checkpoints' weights, results.json names them, and it is off by default."""
 
-import json
 
 import pytest
 import torch
@@ -9,13 +8,18 @@ from speechbrain.utils.checkpoints import Checkpointer
 from test_evaluation import fake_run  # noqa: F401  (the fixture)
 
 from lowres.io.hparams import HparamsError
+from lowres.io.run_folder import (
+    hyperparams_path,
+    read_results,
+    save_folder,
+    write_results,
+)
 from lowres.scoring.evaluation import (
     EvaluationError,
     check_values,
     checkpoints_to_average,
     evaluate_run,
     load_averaged,
-    results_path,
 )
 
 
@@ -23,7 +27,7 @@ def bn_run(tmp_path, eers):
     """A Linear + BatchNorm module saved once per val_eer (step 10, 20, ...) with
     different weights and BatchNorm counters; returns (module, checkpointer, states)."""
     module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    ckpt = Checkpointer(tmp_path / "save", {"embedder": module})
+    ckpt = Checkpointer(save_folder(tmp_path), {"embedder": module})
     states = []
     for i, val_eer in enumerate(eers):
         with torch.no_grad():
@@ -60,7 +64,7 @@ def test_results_json_names_the_averaged_checkpoints(fake_run):  # noqa: F811
     res = evaluate_run(dict(hparams, average_checkpoints=2), "averaged", test_sets="original",
                        device="cpu", validation=False)
     torch.testing.assert_close(hparams["embedder"].proj.weight, (best_weight + last_weight) / 2)
-    assert json.loads(results_path(hparams["output_folder"], "averaged").read_text()) == res
+    assert read_results(hparams["output_folder"], "averaged") == res
     assert res["checkpoint"]["which"] == "averaged"
     assert res["averaged"]["by"] == "last" and res["averaged"]["n"] == 2
     assert [c["meta"]["step"] for c in res["averaged"]["checkpoints"]] == [10, 20]
@@ -80,15 +84,14 @@ def test_results_columns_name_parent_and_averaging(tmp_path):
 
     def run(name, hp, averaged=None):
         folder = tmp_path / "runs" / name
-        (folder / "eval" / "best").mkdir(parents=True)
-        (folder / "hyperparams.yaml").write_text(f"model_name: ecapa\nsubset: tiny_few\n{hp}")
+        folder.mkdir(parents=True)
+        hyperparams_path(folder).write_text(f"model_name: ecapa\nsubset: tiny_few\n{hp}")
         sets = {"test_sets": {"original": {"eer": 0.1, "n_trials": 4}}, "diverged": False}
-        (folder / "eval" / "best" / "results.json").write_text(json.dumps(sets))
+        write_results(folder, "best", sets)
         if averaged:
-            (folder / "eval" / "averaged").mkdir()
-            (folder / "eval" / "averaged" / "results.json").write_text(json.dumps(
-                {**sets, "test_sets": {"original": {"eer": 0.08, "n_trials": 4}},
-                 "averaged": averaged}))
+            write_results(folder, "averaged", {
+                **sets, "test_sets": {"original": {"eer": 0.08, "n_trials": 4}},
+                "averaged": averaged})
 
     run("a", "init_from_run: null\n")
     run("b", "init_from_run: /runs/a\n", {"by": "best", "n": 3, "checkpoints": []})

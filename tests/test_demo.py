@@ -16,6 +16,7 @@ import pytest
 from conftest import TEST_SEED
 from test_results import fabricate
 
+from lowres.io.run_folder import read_results, train_log_path, write_results
 from lowres.study import demo
 from lowres.study.grids import (
     DEMO_STARTS,
@@ -23,7 +24,6 @@ from lowres.study.grids import (
     MODELS,
     expand,
     parse_run_path,
-    results_path,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +81,11 @@ def test_training_bar_counts_logged_steps_and_prints_rarely_into_a_log(tmp_path,
     only at its 30 s interval: not a line per 5-s poll."""
     runs = expand("demo", tmp_path, extra={"max_steps": "300"}, models=["xvector"])
     finished, running, _ = (Path(r.output_folder) for r in runs)
-    results_path(finished).parent.mkdir(parents=True)
-    results_path(finished).write_text("{}")  # the marker of a finished run
+    write_results(finished, "best", {})  # the marker of a finished run
     running.mkdir(parents=True)
     with demo.TrainProgress(runs) as bar:
         for step in range(0, 420, 20):  # each poll sees more steps (past max_steps at the end)
-            (running / "train_log.txt").write_text(f"epoch: 1, step: {step}, lr: 1e-3\n")
+            train_log_path(running).write_text(f"epoch: 1, step: {step}, lr: 1e-3\n")
             bar._advance()
     states = [s for s in capsys.readouterr().out.split("\r") if "demo training" in s]
     assert "600/900" in states[-1]
@@ -206,7 +205,7 @@ def eer(tmp: Path, row: tuple, column: str, test: str = "original") -> float:
     cell = tmp / "runs" / "demo" / f"{model}_{'tiny_few' if column == 'untrained' else column}"
     folder = (cell / start if start else cell) / ("untrained" if column == "untrained"
                                                   else "trained")
-    data = json.loads((folder / "eval" / "best" / "results.json").read_text())
+    data = read_results(folder, "best")
     return data["test_sets"][test]["eer"]
 
 

@@ -1,12 +1,12 @@
 """DET curves: probit coordinates of lowres.scoring.det and ``lowres.results --det``."""
 
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import ndtri
 
+from lowres.io.run_folder import eval_folder, scores_name, write_results
 from lowres.scoring.det import det_curve, det_limits, plot_det_curve, set_det_axes
 from lowres.scoring.evaluation import write_scores
 from lowres.scoring.metrics import operating_points
@@ -53,25 +53,24 @@ def test_det_limits():
 
 def fake_run(root, name, d, as_norm=False):
     """A run folder with eval/best/results.json and score files (original, hard)."""
-    folder = root / name / "eval" / "best"
-    folder.mkdir(parents=True)
+    folder = eval_folder(root / name, "best")
     sets = {}
     for k, test in enumerate(("original", "hard")):
         s, y = gaussian(500, d - k / 2, seed=int(10 * d) + k)
         trials = pd.DataFrame({"label": y, "path1": "a.wav", "path2": "b.wav"})
-        write_scores(folder / f"scores_{test}.txt", trials, s)
-        sets[test] = {"eer": 0.1, "n_trials": len(y), "scores": f"scores_{test}.txt"}
+        write_scores(folder / scores_name(test), trials, s)
+        sets[test] = {"eer": 0.1, "n_trials": len(y), "scores": scores_name(test)}
         if as_norm:
-            write_scores(folder / f"scores_{test}_as_norm.txt", trials, s * 1.1)
-            sets[test]["as_norm"] = {"eer": 0.1, "scores": f"scores_{test}_as_norm.txt"}
-    (folder / "results.json").write_text(json.dumps({"test_sets": sets}))
+            write_scores(folder / scores_name(test, as_norm=True), trials, s * 1.1)
+            sets[test]["as_norm"] = {"eer": 0.1, "scores": scores_name(test, as_norm=True)}
+    write_results(root / name, "best", {"test_sets": sets})
 
 
 def test_results_cli_draws_det_curves_of_runs(tmp_path):
     root = tmp_path / "runs"
     fake_run(root, "grid/xvector", 2.0)
     fake_run(root, "grid/ecapa", 3.0, as_norm=True)
-    (root / "grid" / "unfinished" / "eval").mkdir(parents=True)
+    eval_folder(root / "grid" / "unfinished", "best").mkdir(parents=True)
     out = tmp_path / "out"
     assert results.main([str(root), "--out", str(out)]) == 0
     assert not (out / "det.png").exists()  # only when asked for

@@ -1,7 +1,6 @@
 """End to end on the small synthetic corpus: train.py (evaluating after training), eval.py
 with AS-norm, and verifying recordings with the trained run (STUDY.md §4)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import TEST_SEED
 
+from lowres.io.run_folder import COHORT, eval_folder, read_results, scores_name
 from lowres.scoring.evaluation import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,28 +45,28 @@ def trained_run(prepared_manifests, tmp_path_factory):
 
 def test_training_ends_with_results_for_best_and_last(trained_run):
     for which in ("last", "best"):
-        res = json.loads((trained_run / "eval" / which / "results.json").read_text())
+        res = read_results(trained_run, which)
         assert res["checkpoint"]["which"] == which
         assert set(res["test_sets"]) == set(SETS)
         assert isinstance(res["validation"]["eer_threshold"], float)
         for entry in res["test_sets"].values():
-            assert entry["n_trials"] == len(read_scores(trained_run / "eval" / which
+            assert entry["n_trials"] == len(read_scores(eval_folder(trained_run, which)
                                                         / entry["scores"]))
             assert "as_norm" not in entry  # post_process_scores is off by default
-    best = json.loads((trained_run / "eval" / "best" / "results.json").read_text())
+    best = read_results(trained_run, "best")
     eers = {name: best["test_sets"][name]["eer"] for name in SETS}
     # A trained model: clearly better than chance on every list.
     assert eers["original"] < 0.35 and eers["extended"] < 0.4 and eers["hard"] < 0.45, eers
 
 
 def test_eval_cli_with_as_norm(trained_run):
-    before = json.loads((trained_run / "eval" / "best" / "results.json").read_text())
+    before = read_results(trained_run, "best")
     proc = run(["eval.py", "hparams/xvector_tiny_few.yaml", f"--output_folder={trained_run}",
                 "--device=cpu", "--test_sets", "original,hard", "--post_process_scores=true"])
     assert "original: EER" in proc.stdout and "AS-norm EER" in proc.stdout
-    res = json.loads((trained_run / "eval" / "best" / "results.json").read_text())
+    res = read_results(trained_run, "best")
     assert set(res["test_sets"]) == {"original", "hard"}
-    assert (trained_run / "eval" / "best" / "cohort.pt").is_file()
+    assert (eval_folder(trained_run, "best") / COHORT).is_file()
     for name in ("original", "hard"):
         entry = res["test_sets"][name]
         # Same checkpoint, deterministic embeddings: the same raw-cosine figures as after training.
@@ -81,7 +81,7 @@ def test_verify_same_speaker_scores_higher(trained_run, synthetic_corpus):
     v = SpeakerVerifier.from_run(trained_run)
     assert v.threshold is not None
     wav = synthetic_corpus / "voxceleb1" / "wav"
-    scores = read_scores(trained_run / "eval" / "best" / "scores_original.txt")
+    scores = read_scores(eval_folder(trained_run, "best") / scores_name("original"))
     picked = pd_sample(scores[scores.label == 1], 8), pd_sample(scores[scores.label == 0], 8)
     best = scores.set_index(["path1", "path2"]).score
     means = []

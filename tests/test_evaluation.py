@@ -11,7 +11,8 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
 from lowres.io.lists import ListError
-from lowres.scoring.evaluation import EvaluationError, evaluate_run, read_scores, results_path
+from lowres.io.run_folder import COHORT, mark_diverged, read_results, results_path, save_folder
+from lowres.scoring.evaluation import EvaluationError, evaluate_run, read_scores
 
 torch.set_num_threads(1)
 
@@ -78,7 +79,7 @@ def fake_run(tmp_path):
     write_trials(manifests / "sub" / "val_trials.txt", train_rows[:9])
 
     embedder = SpectrumEmbedder()
-    checkpointer = Checkpointer(out / "save", {"embedder": embedder})
+    checkpointer = Checkpointer(save_folder(out), {"embedder": embedder})
     checkpointer.save_checkpoint(meta={"val_eer": 0.05, "step": 10})  # best: identity map
     best_weight = embedder.proj.weight.detach().clone()
     with torch.no_grad():
@@ -131,7 +132,7 @@ def test_results_schema_and_score_files(fake_run):
             assert set(scores.label) <= {0, 1} and scores.path1.str.endswith(".wav").all()
     # Distinct synthetic voices and an identity map: clearly better than chance.
     assert res["test_sets"]["extended"]["eer"] < 0.2
-    assert (path.parent / "cohort.pt").is_file()
+    assert (path.parent / COHORT).is_file()
 
 
 def test_last_checkpoint_and_cohort_cache(fake_run):
@@ -144,7 +145,7 @@ def test_last_checkpoint_and_cohort_cache(fake_run):
     # No validation trials, no calibration: min Cllr only.
     assert "calibration" not in res and "cllr" not in res["test_sets"]["original"]
     assert "min_cllr" in res["test_sets"]["original"]
-    cohort = results_path(hparams["output_folder"], "last").parent / "cohort.pt"
+    cohort = results_path(hparams["output_folder"], "last").parent / COHORT
     mtime = cohort.stat().st_mtime_ns
     again = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)
     assert cohort.stat().st_mtime_ns == mtime  # cached cohort reused
@@ -230,7 +231,7 @@ def test_fp16_on_cpu_is_tested_in_fp32(fake_run):
 def test_diverged_runs_are_reported_as_diverged(fake_run, tmp_path):
     """Never the untrained model's EER: no finite validation -> no best; non-finite
     embeddings -> nothing to test; train.py's record is carried into results.json."""
-    from lowres.scoring.evaluation import mark_diverged, summary
+    from lowres.scoring.evaluation import summary
 
     hparams, _, _, _ = fake_run
     run = dict(hparams, output_folder=str(tmp_path / "nan"))
@@ -242,7 +243,7 @@ def test_diverged_runs_are_reported_as_diverged(fake_run, tmp_path):
     best = evaluate_run(run, "best", device="cpu")
     assert best["test_sets"] == {} and best["checkpoint"]["name"] is None
     assert best["diverged"] == {"step": 5, "reason": "no validation of training had a finite EER"}
-    assert json.loads(results_path(run["output_folder"], "best").read_text()) == best
+    assert read_results(run["output_folder"]) == best
     last = evaluate_run(run, "last", device="cpu")
     assert last["test_sets"] == {} and last["checkpoint"]["meta"]["step"] == 5
     assert last["diverged"]["reason"] == "24 of 24 embeddings are not finite"

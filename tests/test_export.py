@@ -26,6 +26,7 @@ from lowres.io.atomic import write_json
 from lowres.io.audio import load_audio
 from lowres.io.hparams import load_hparams, resolved_yaml
 from lowres.io.lists import write_manifest
+from lowres.io.run_folder import hyperparams_path, label_encoder_path, save_folder, write_results
 from lowres.scoring.inference import SpeakerVerifier
 from lowres.scoring.verify import main as verify_main
 
@@ -77,23 +78,23 @@ def make_run(root, family):
 
         overrides["wav2vec2_source"] = str(save_tiny_wav2vec2(root / "w2v"))
     out.mkdir()
-    (out / "hyperparams.yaml").write_text(resolved_yaml(HPARAMS / cell, overrides))
-    hparams = load_hparams(out / "hyperparams.yaml")
+    hyperparams_path(out).write_text(resolved_yaml(HPARAMS / cell, overrides))
+    hparams = load_hparams(hyperparams_path(out))
     gen = torch.Generator().manual_seed(0)
     for name, buf in hparams["embedder"].named_buffers():  # trained-looking batch norms
         if name.endswith("running_mean"):
             buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
         elif name.endswith("running_var"):
             buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
-    Checkpointer(out / "save", {"embedder": hparams["embedder"],
+    Checkpointer(save_folder(out), {"embedder": hparams["embedder"],
                                 "classifier": hparams["classifier"]}
                  ).save_checkpoint(meta={"val_eer": 0.125, "step": 40})
     encoder = CategoricalEncoder()
     encoder.update_from_iterable(SPEAKERS)
-    encoder.save(out / "save" / "label_encoder.txt")
+    encoder.save(label_encoder_path(out))
     metrics = {"n_trials": 10, "eer": 0.2, "eer_threshold": 0.3, "min_dcf_0.01": 0.61,
                "min_dcf_0.05": 0.55, "min_cllr": 0.7, "cllr": 0.8, "act_dcf_0.05": 0.66}
-    write_json(out / "eval" / "best" / "results.json", {
+    write_results(out, "best", {
         "checkpoint": {"which": "best", "meta": {"val_eer": 0.125, "step": 40}},
         "calibration": {"scale": 9.5, "offset": -3.25, "prior": 0.5},
         "validation": {"n_trials": 6, "eer": 0.125, "eer_threshold": THRESHOLD},
@@ -155,8 +156,8 @@ def test_speechbrain_loads_the_folder_without_lowres(exported, tmp_path, capsys)
     torch.testing.assert_close(torch.tensor(got["pair"]), torch.stack([ea, crop]), atol=1e-4,
                                rtol=0)
     # classify_batch: cosine to each training speaker, decoded to the run's labels
-    classifier = load_hparams(run / "hyperparams.yaml")["classifier"]
-    Checkpointer(run / "save", {"classifier": classifier}).recover_if_possible()
+    classifier = load_hparams(hyperparams_path(run))["classifier"]
+    Checkpointer(save_folder(run), {"classifier": classifier}).recover_if_possible()
     logits = classifier(eb[None, None]).flatten()
     torch.testing.assert_close(torch.tensor(got["probs"]), logits, atol=1e-4, rtol=0)
     assert got["index"] == int(logits.argmax()) and got["labels"] == [SPEAKERS[got["index"]]]

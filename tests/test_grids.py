@@ -1,7 +1,6 @@
 """Grid definitions (lowres/grids.py) against the study's commands, and the local runner."""
 
 import itertools
-import json
 import re
 import shlex
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lowres.io.run_folder import read_results, write_results
 from lowres.study import grids
 from lowres.study.grids import ALL_TEST_SETS, expand, format_value, parse_run_path
 
@@ -243,15 +243,15 @@ def test_list_cli_prints_commands_and_count(tmp_path):
 
 
 FAKE_TRAIN = textwrap.dedent("""\
-    import json, os, sys
+    import os, sys
     from pathlib import Path
+    from lowres.io.run_folder import write_results
     out = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--output_folder=")))
     with open(os.environ["CALLS"], "a") as f:
         f.write(" ".join(sys.argv[1:]) + "\\n")
     if "--lr=1.0e-02" in sys.argv:
         sys.exit(3)  # one run fails
-    (out / "eval" / "best").mkdir(parents=True, exist_ok=True)
-    (out / "eval" / "best" / "results.json").write_text(json.dumps({"original": {"eer": 0.1}}))
+    write_results(out, "best", {"original": {"eer": 0.1}})
 """)
 
 
@@ -263,8 +263,7 @@ def test_local_runner_skips_finished_runs(tmp_path):
     env = {**__import__("os").environ, "LOWRES_TRAIN_SCRIPT": str(fake), "CALLS": str(calls)}
     runs = expand("naive_lr", runs_root=runs_root, models=["xvector"], subsets=["tiny_few"])
     for done in runs[:2]:  # two runs finished before
-        grids.results_path(done.output_folder).parent.mkdir(parents=True)
-        grids.results_path(done.output_folder).write_text("{}")
+        write_results(done.output_folder, "best", {})
     cmd = [sys.executable, "-m", "lowres.grid", "run", "naive_lr", "--model", "xvector",
            "--subset", "tiny_few", "--runs_root", str(runs_root), "--jobs", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -275,7 +274,7 @@ def test_local_runner_skips_finished_runs(tmp_path):
     assert sorted(line.split("--lr=")[1][:7] for line in called) == [
         "1.0e-02", "1.0e-03", "1.0e-04", "1.0e-05"]
     assert all(r.finished() for r in runs[:5]) and not runs[5].finished()
-    assert json.loads(grids.results_path(runs[3].output_folder).read_text())
+    assert read_results(runs[3].output_folder)
     # second pass: only the failed run is tried again
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert "5 finished (skipped), 1 to run" in proc.stdout

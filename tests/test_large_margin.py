@@ -17,6 +17,7 @@ from test_train_resume import (
 )
 
 from lowres.io.hparams import HparamsError, plain_values
+from lowres.io.run_folder import hyperparams_path, train_log_path
 
 STAGE = ["--val_schedule=steps", "--margin=0.5", "--lr_schedule=constant"]
 
@@ -55,9 +56,9 @@ def test_stage_starts_from_the_parent_and_resumes(prepared_manifests, tmp_path):
     kill_once_past(args, child, 3, 12)  # kill once a checkpoint of the stage exists
     resumed_from = max(ckpt_step(c) for c in checkpoints(child))
     run_train(args)
-    log = (child / "train_log.txt").read_text()
+    log = train_log_path(child).read_text()
     assert f"resumed_at_step: {resumed_from}" in log
     assert log.count("init_from_run") == 1  # the resumed stage kept its own weights
     _, meta = final_state(child)
     assert meta["step"] == 16
-    assert plain_values(child / "hyperparams.yaml")["init_from_run"] == str(parent)
+    assert plain_values(hyperparams_path(child))["init_from_run"] == str(parent)

@@ -1,7 +1,6 @@
 """The modern grid (issue 13): the study's recipe, + augmentation, + averaging and a
 large-margin stage, + AS-norm; its runs, command lines, dependencies and results table."""
 
-import json
 import os
 import shlex
 import subprocess
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from lowres.io.run_folder import hyperparams_path, write_results
 from lowres.study import grids
 from lowres.study.grids import expand
 from lowres.study.results import (
@@ -117,18 +117,18 @@ def test_cli_stage_sections_seeds_and_resolved_commands(tmp_path):
 
 
 FAKE_TRAIN = textwrap.dedent("""\
-    import json, os, sys
+    import os, sys
     from pathlib import Path
+    from lowres.io.run_folder import is_finished, write_results
     args = dict(a[2:].split("=", 1) for a in sys.argv[2:] if a.startswith("--"))
     out = Path(args["output_folder"])
     with open(os.environ["CALLS"], "a") as f:
         f.write(out.parent.name + "\\n")
     if "init_from_run" in args:  # a stage starts from a finished parent
-        assert (Path(args["init_from_run"]) / "eval/best/results.json").is_file()
+        assert is_finished(args["init_from_run"])
     if out.parent.name == os.environ.get("FAIL_TAG"):
         sys.exit(3)
-    (out / "eval" / "best").mkdir(parents=True, exist_ok=True)
-    (out / "eval" / "best" / "results.json").write_text(json.dumps({"original": {"eer": 0.1}}))
+    write_results(out, "best", {"original": {"eer": 0.1}})
 """)
 
 
@@ -196,8 +196,7 @@ def _results(folder: Path, eer: float, which: str = "best", as_norm: float | Non
     data = {"test_sets": {"original": entry}}
     if which == "averaged":
         data["averaged"] = {"by": "last", "n": 3}
-    (folder / "eval" / which).mkdir(parents=True, exist_ok=True)
-    (folder / "eval" / which / "results.json").write_text(json.dumps(data))
+    write_results(folder, which, data)
 
 
 def test_results_read_each_toolbox_step_from_its_run(tmp_path):
@@ -207,7 +206,7 @@ def test_results_read_each_toolbox_step_from_its_run(tmp_path):
         run.output_folder.mkdir(parents=True)
         seed = run.overrides["seed"] % 7 / 1000  # a spread over seeds
         if run.tag == "large_margin":
-            (run.output_folder / "hyperparams.yaml").write_text(
+            hyperparams_path(run.output_folder).write_text(
                 f"init_from_run: {run.parent}\n")
             _results(run.output_folder, 0.22 + seed, as_norm=0.21 + seed)
             _results(run.output_folder, 0.20 + seed, "averaged", as_norm=0.18 + seed)

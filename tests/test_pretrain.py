@@ -4,7 +4,6 @@ falls and that resumes after SIGKILL to the uninterrupted run's weights."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ from test_train_resume import ENV, checkpoints, ckpt_step, kill_once_past
 from lowres.io.audio_headers import AudioFileError
 from lowres.io.hparams import HparamsError
 from lowres.io.lists import ListError, write_manifest
+from lowres.io.run_folder import train_log_path
 
 PRETRAIN = ROOT / "recipes" / "VoxCeleb" / "pretrain.py"
 TINY = ROOT / "hparams" / "pretrain" / "wav2vec2_tiny.yaml"
@@ -146,7 +146,7 @@ def run(args):
 
 def valid_losses(out):
     return [float(line.split("valid loss: ")[1].split(",")[0])
-            for line in (Path(out) / "train_log.txt").read_text().splitlines()
+            for line in train_log_path(out).read_text().splitlines()
             if "valid loss" in line]
 
 
@@ -177,7 +177,7 @@ def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpu
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     assert 12 < resumed_from < 24
     run(args)
-    log = (killed / "train_log.txt").read_text()
+    log = train_log_path(killed).read_text()
     assert f"resumed_at_step: {resumed_from}" in log
     assert valid_losses(killed)[-1] == losses[-1]
     layout = Wav2Vec2ForPreTraining if hparams == TINY else Wav2Vec2Model  # + quantiser

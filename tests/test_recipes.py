@@ -2,7 +2,6 @@
 every hparams file is in it, and its debug commands (SpeechBrain's ``--debug``) run."""
 
 import csv
-import json
 import os
 import shlex
 import subprocess
@@ -10,6 +9,8 @@ import sys
 
 import pytest
 from conftest import ROOT
+
+from lowres.io.run_folder import eval_folder, read_results
 
 RECIPE = ROOT / "recipes" / "VoxCeleb"
 ROWS = list(csv.DictReader((RECIPE / "recipes.csv").open(encoding="utf-8")))
@@ -47,11 +48,11 @@ def test_debug_commands_run(cell, synthetic_corpus, prepared_manifests, tiny_wav
                               cwd=RECIPE, capture_output=True, text=True, env=ENV, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         assert "debug mode: scoring only the" in proc.stdout + proc.stderr
-        results = json.loads((out / "eval" / "debug" / "best" / "results.json").read_text())
+        results = read_results(out, "debug/best")
         scored, total = results["debug"]["trials_scored"]["original"]
         assert 0 < scored == results["test_sets"]["original"]["n_trials"] <= total
         # a debug run never leaves results where a finished run's are
-        assert not (out / "eval" / "best").exists()
+        assert not eval_folder(out, "best").exists()
 
 
 def test_debug_scoring_is_explicit():

@@ -1,6 +1,5 @@
 """lowres.study.results on fabricated run folders: the table, the Markdown and the figures."""
 
-import json
 import math
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lowres.io.run_folder import hyperparams_path, read_results, train_log_path, write_results
 from lowres.study import grids, results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,21 +25,19 @@ def fabricate(run: grids.Run, eer: float | None, diverged: bool = False,
              "    frontend: !ref <frontend>", "opt_class: !name:torch.optim.Adam",
              "    lr: 0.001"]
     lines += [f"{k}: {grids.format_value(v)}" for k, v in hp.items()]
-    (folder / "hyperparams.yaml").write_text("\n".join(lines) + "\n")
+    hyperparams_path(folder).write_text("\n".join(lines) + "\n")
     loss = "nan" if diverged else "1.23"
-    (folder / "train_log.txt").write_text(
+    train_log_path(folder).write_text(
         "epoch: 1, lr: 1.00e-03, steps: 100 - train loss: 5.1 - valid loss: 4.0, valid_eer: 0.3\n"
         f"epoch: 2, lr: 1.00e-03, steps: 200 - train loss: {loss} - valid loss: {loss}\n")
     if eer is None:
         return
-    best = folder / "eval" / "best"
-    best.mkdir(parents=True, exist_ok=True)
     sets = {t: {"n_trials": 100, "eer": eer / 100 * (1 + 0.5 * i), "eer_threshold": 0.3,
                 "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.4, "scores": f"scores_{t}.txt"}
             for i, t in enumerate(test_sets)}
     data = {"checkpoint": {"meta": {"step": 12, "val_eer": 0.2}, "which": "best"},
             "test_sets": sets, "validation": {"eer": 0.2, "n_trials": 30}}
-    (best / "results.json").write_text(json.dumps(data))
+    write_results(folder, "best", data)
 
 
 @pytest.fixture()
@@ -72,7 +70,7 @@ def runs_root(tmp_path):
     # a run outside the grid layout
     other = root / "manual" / "my_try"
     other.mkdir(parents=True)
-    (other / "train_log.txt").write_text("epoch: 1 - train loss: 3.0\n")
+    train_log_path(other).write_text("epoch: 1 - train loss: 3.0\n")
     return root
 
 
@@ -158,7 +156,7 @@ def test_flatten_results_formats():
 
 
 def test_nan_loss_detection(tmp_path):
-    log = tmp_path / "train_log.txt"
+    log = train_log_path(tmp_path)
     log.write_text("epoch: 3 - train loss: 2.5e-01 - valid loss: 0.3\n")
     assert not results.diverged_in_log(log)
     log.write_text("epoch: 3 - train loss: NaN\n")
@@ -201,19 +199,16 @@ def test_diverged_is_the_verdict_of_results_json(tmp_path):
     root = tmp_path / "runs"
     a, b, c = grids.expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"])[:3]
     fabricate(a, None, diverged=True)  # NaN loss, then: nothing to test
-    best = a.output_folder / "eval" / "best"
-    best.mkdir(parents=True)
-    (best / "results.json").write_text(json.dumps({
+    write_results(a.output_folder, "best", {
         "checkpoint": {"which": "best", "name": None, "meta": None}, "test_sets": {},
-        "diverged": {"step": 40, "reason": "no validation of training had a finite EER"}}))
+        "diverged": {"step": 40, "reason": "no validation of training had a finite EER"}})
     fabricate(b, 12.0, diverged=True)  # a NaN loss line, but the evaluation's verdict: fine
-    data = json.loads((b.output_folder / "eval" / "best" / "results.json").read_text())
-    (b.output_folder / "eval" / "best" / "results.json").write_text(
-        json.dumps({**data, "diverged": False}))
+    data = read_results(b.output_folder, "best")
+    write_results(b.output_folder, "best", {**data, "diverged": False})
     fabricate(c, 20.0)  # diverged late: its best validation is tested, and it is marked
-    data = json.loads((c.output_folder / "eval" / "best" / "results.json").read_text())
-    (c.output_folder / "eval" / "best" / "results.json").write_text(
-        json.dumps({**data, "diverged": {"step": 900, "reason": "the loss was not finite"}}))
+    data = read_results(c.output_folder, "best")
+    write_results(c.output_folder, "best",
+                  {**data, "diverged": {"step": 900, "reason": "the loss was not finite"}})
     frame = results.collect(root).set_index("lr")
     assert frame.loc[1e-7, "status"] == "finished" and frame.loc[1e-7, "diverged"]
     assert math.isnan(frame.loc[1e-7, "eer_pct_original"])  # no EER at all

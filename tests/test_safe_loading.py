@@ -11,6 +11,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from tiny_run import make_run
 
 from lowres.export.__main__ import main as export_main
+from lowres.io.run_folder import save_folder
 from lowres.io.tensor_files import UnsafeFileError, use_safe_recovery
 from lowres.scoring.evaluation import load_checkpoint, load_run_hparams, training_cohort
 from lowres.training.runs import RngState
@@ -39,7 +40,7 @@ def marker(tmp_path):
 
 def test_run_checkpoint_with_a_payload_is_refused(tmp_path, marker, capsys):
     run = make_run(tmp_path / "run")
-    ckpt = next((run / "save").glob("CKPT+*"))
+    ckpt = next(save_folder(run).glob("CKPT+*"))
     plant(ckpt / "embedder.ckpt", marker)
     with pytest.raises(UnsafeFileError, match="embedder.ckpt: refused"):
         load_checkpoint(load_run_hparams(run), "best")
@@ -52,7 +53,7 @@ def test_run_checkpoint_with_a_payload_is_refused(tmp_path, marker, capsys):
 def test_training_resume_and_cohort_cache_are_refused(tmp_path, marker):
     # every torch file train.py's checkpointer recovers (modules, optimiser, scheduler) ...
     model = torch.nn.Linear(1, 1)
-    checkpointer = Checkpointer(tmp_path / "save", {"model": model})
+    checkpointer = Checkpointer(save_folder(tmp_path), {"model": model})
     ckpt = checkpointer.save_checkpoint()
     plant(ckpt.paramfiles["model"], marker)
     use_safe_recovery(checkpointer)

@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKE_TRAIN = textwrap.dedent("""\
     import sys
     from pathlib import Path
+    from lowres.io.run_folder import write_results
     args = dict(a[2:].split("=", 1) for a in sys.argv[2:] if a.startswith("--"))
     staged = Path(args["shard_folder"])
     assert (staged / "tiny_few" / "train" / "index.json").is_file(), staged
     out = Path(args["output_folder"])
-    (out / "eval" / "best").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "read_from").write_text(str(staged))
-    (out / "eval" / "best" / "results.json").write_text("{}")
+    write_results(out, "best", {})
 """)
 
 

@@ -1,7 +1,6 @@
 """recipes/VoxCeleb/train.py with data_format shards: trains, validates and tests from the
 shards alone (the wav files deleted), and a SIGKILLed run resumes to the same result."""
 
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from test_train_resume import (
     train_args,
 )
 
+from lowres.io.run_folder import read_results, train_log_path
 from prepare.shards import write_shards
 
 
@@ -48,7 +48,7 @@ def shards_only(prepared_manifests, tmp_path_factory):
 def validations(out) -> dict[int, str]:
     """step -> validation EER logged in train_log.txt (the last one when logged twice)."""
     found = {}
-    for line in (out / "train_log.txt").read_text().splitlines():
+    for line in train_log_path(out).read_text().splitlines():
         match = re.search(r"step: (\d+),.*valid EER%: (\S+)", line)
         if match:
             found[int(match.group(1))] = match.group(2)
@@ -61,14 +61,14 @@ def test_shard_run_resumes_exactly_and_needs_no_wav_files(shards_only, tmp_path)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     extra = ("--data_format=shards", f"--shard_folder={shard_folder}")
     run_train(train_args(manifests, ref, *extra, "--evaluate_after_training=true"))
-    results = json.loads((ref / "eval" / "best" / "results.json").read_text())
+    results = read_results(ref, "best")
     assert set(results["test_sets"]) == {"original", "extended", "hard"}  # tested from shards
 
     args = train_args(manifests, killed, *extra)
     kill_once_past(args, killed, 10, 20)  # past the first validation
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
     run_train(args)
-    assert f"resumed_at_step: {resumed_from}" in (killed / "train_log.txt").read_text()
+    assert f"resumed_at_step: {resumed_from}" in train_log_path(killed).read_text()
     ref_weights, ref_meta = final_state(ref)
     weights, meta = final_state(killed)
     assert meta["step"] == ref_meta["step"] == 24

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lowres.io.run_folder import write_results
 from lowres.study import grids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,7 @@ def test_sbatch_helper_prints_array_per_model(monkeypatch):
 FAKE_TRAIN = textwrap.dedent("""\
     import os, sys, time
     from pathlib import Path
+    from lowres.io.run_folder import write_results
     out = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--output_folder=")))
     out.mkdir(parents=True, exist_ok=True)
     (out / "started").write_text(str(os.getpid()))
@@ -102,8 +104,7 @@ FAKE_TRAIN = textwrap.dedent("""\
         if stop.exists():
             break
         time.sleep(0.05)
-    (out / "eval" / "best").mkdir(parents=True, exist_ok=True)
-    (out / "eval" / "best" / "results.json").write_text("{}")
+    write_results(out, "best", {})
 """)
 
 
@@ -157,8 +158,7 @@ def test_finished_run_is_skipped_on_resubmission(tmp_path):
     env = _fake_env(tmp_path)
     runs_root = tmp_path / "runs"
     run = grids.expand("naive_lr", runs_root=runs_root, models=["ecapa"])[2]
-    grids.results_path(run.output_folder).parent.mkdir(parents=True)
-    grids.results_path(run.output_folder).write_text("{}")
+    write_results(run.output_folder, "best", {})
     proc = subprocess.run(["bash", str(ROOT / "slurm/naive_lr.sbatch"), "ecapa", "--runs_root",
                            str(runs_root)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)

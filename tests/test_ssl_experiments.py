@@ -14,6 +14,7 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from transformers import HubertModel, WavLMModel
 
 from lowres.io.hparams import load_hparams, plain_values
+from lowres.io.run_folder import save_folder, train_log_path
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 from lowres.study import grid as grid_cli
 from lowres.study.grids import NAIVE_LRS, expand, expand_experiments, format_value
@@ -105,8 +106,8 @@ def test_trains_two_steps_with_a_tiny_checkpoint_of_its_family(
                            *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "step: 2, " in (out / "train_log.txt").read_text()  # 2 steps, then validated
-    assert list((out / "save").glob("CKPT+*"))
+    assert "step: 2, " in train_log_path(out).read_text()  # 2 steps, then validated
+    assert list(save_folder(out).glob("CKPT+*"))
 
 
 @pytest.mark.parametrize("key, value", [("ssl_pooling", "max"), ("ssl_model_type", "whisper")])

@@ -10,6 +10,7 @@ from lowres.data import crops
 from lowres.data import loading as data
 from lowres.io import audio
 from lowres.io.lists import ListError, read_manifest, write_manifest
+from lowres.io.run_folder import label_encoder_path
 
 SR = 16000
 
@@ -31,7 +32,7 @@ def manifest(tmp_path):
 
 
 def test_training_crop_is_seeded_read_from_disk_and_exact(manifest, tmp_path, monkeypatch):
-    enc = data.speaker_encoder(manifest, tmp_path / "save" / "label_encoder.txt")
+    enc = data.speaker_encoder(manifest, label_encoder_path(tmp_path))
     ds = data.train_dataset(manifest, enc, crop_seconds=2.0, seed=7)
     reads = []
     real_read = sf.read
@@ -73,7 +74,7 @@ def test_validation_uses_the_first_crop(manifest, tmp_path):
 
 
 def test_label_encoder_is_saved_and_reloaded(manifest, tmp_path):
-    path = tmp_path / "save" / "label_encoder.txt"
+    path = label_encoder_path(tmp_path)
     enc = data.speaker_encoder(manifest, path)
     assert path.is_file() and len(enc) == 3
     assert [enc.lab2ind[s] for s in ("id0001", "id0002", "id0003")] == [0, 1, 2]

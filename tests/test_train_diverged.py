@@ -2,7 +2,6 @@
 untrained model (issue 10): before, its non-finite loss stopped train.py with a traceback,
 and a run that had survived would have tested the step-0 (untrained) checkpoint."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from lowres.io.run_folder import read_diverged, read_results
 from lowres.study import results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +41,11 @@ def test_a_diverging_run_is_reported_as_diverged(prepared_manifests, tmp_path):
          "--noprogressbar", "--ckpt_interval_minutes=0", "--test_sets", "original"],
         capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    diverged = json.loads((out / "diverged.json").read_text())
+    diverged = read_diverged(out)
     assert diverged["step"] == 3 and "not finite" in diverged["reason"]
-    best = json.loads((out / "eval" / "best" / "results.json").read_text())
+    best = read_results(out, "best")
     assert best["diverged"] == diverged and best["test_sets"] == {}
-    last = json.loads((out / "eval" / "last" / "results.json").read_text())
+    last = read_results(out, "last")
     assert last["test_sets"] == {} and "not finite" in last["diverged"]["reason"]
     row = results.collect(tmp_path / "runs").iloc[0]
     assert row["status"] == "finished" and row["diverged"]

@@ -1,6 +1,5 @@
 """Kill-and-resume and DDP runs of recipes/VoxCeleb/train.py on the small synthetic corpus."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from lowres.io.run_folder import (
+    command_path,
+    hyperparams_path,
+    read_results,
+    results_path,
+    save_folder,
+    train_log_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "VoxCeleb" / "train.py"
@@ -57,7 +65,7 @@ def run_train(args, timeout=300):
 
 def checkpoints(out):
     """Completely written checkpoints (train.py saves complete.ckpt last)."""
-    save = Path(out) / "save"
+    save = save_folder(out)
     return sorted(p for p in save.glob("CKPT+*") if (p / "complete.ckpt").is_file())
 
 
@@ -92,7 +100,7 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
     steps 8 and 19 (8 batches into the second pass), not at max_steps 24."""
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     run_train(train_args(prepared_manifests, ref))
-    log = (ref / "train_log.txt").read_text()
+    log = train_log_path(ref).read_text()
     validated = [line.split(",")[1].strip() for line in log.splitlines() if "valid" in line]
     assert validated == ["step: 0", "step: 8", "step: 19"], log
     assert "epoch: 3, step: 24" in log
@@ -114,7 +122,7 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
 
     run_train(args)
     assert not broken.exists()
-    log = (killed / "train_log.txt").read_text()
+    log = train_log_path(killed).read_text()
     assert f"resumed_at_step: {resumed_from}" in log
     assert log.count("epoch: 0,") == 1  # step-0 validation ran once, not again on resume
     ref_weights, ref_meta = final_state(ref)
@@ -142,12 +150,12 @@ def test_ddp_two_processes_gloo(prepared_manifests, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     weights, meta = final_state(out)
     assert meta["step"] == 4
-    log = (out / "train_log.txt").read_text()
+    log = train_log_path(out).read_text()
     assert "epoch: 2, step: 4" in log
     # evaluation hook (rank 0 only): the run is finished
-    results = json.loads((out / "eval" / "best" / "results.json").read_text())
+    results = read_results(out, "best")
     assert results["checkpoint"]["meta"]["step"] in (2, 4)  # step 0 is never a candidate
-    assert (out / "eval" / "last" / "results.json").is_file()
+    assert results_path(out, "last").is_file()
 
 
 @pytest.mark.slow
@@ -199,9 +207,9 @@ def test_missing_manifests_are_prepared_first(synthetic_corpus, tmp_path):
     assert meta["step"] == 2
     from lowres.io.hparams import plain_values
 
-    saved = plain_values(out / "hyperparams.yaml")  # the run's resolved, standalone hparams
+    saved = plain_values(hyperparams_path(out))  # the run's resolved, standalone hparams
     assert saved["manifest_folder"] == str(manifests) and saved["max_steps"] == 2
-    assert (out / "command.txt").read_text().count("train.py") == 1
+    assert command_path(out).read_text().count("train.py") == 1
     assert (out / "env.log").is_file()
 
 

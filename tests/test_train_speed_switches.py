@@ -13,6 +13,7 @@ from test_train_hparams import HPARAMS, TRAIN
 from torch._dynamo.eval_frame import OptimizedModule
 
 from lowres.io.hparams import HparamsError, load_hparams, plain_values
+from lowres.io.run_folder import train_log_path
 
 CELL = HPARAMS / "xvector_tiny_few.yaml"
 
@@ -64,7 +65,7 @@ def test_bad_values_refused_before_training(train, args, message, tmp_path):
         train.main([str(CELL), f"--output_folder={tmp_path}", "--data_folder=/nonexistent",
                     *args])
     assert message in str(err.value)
-    assert not (tmp_path / "train_log.txt").exists()
+    assert not train_log_path(tmp_path).exists()
 
 
 def test_fused_optimizer_reaches_adam_and_steps_as_the_default(train):

@@ -1,12 +1,12 @@
 """A hand-made run folder (no training): a tiny random x-vector, one checkpoint, and
 optionally eval/best/results.json, as train.py would leave them for lowres's commands."""
 
-import json
 from pathlib import Path
 
 import torch
 
 from lowres.io.hparams import load_hparams
+from lowres.io.run_folder import hyperparams_path, write_results
 
 HPARAMS = """\
 output_folder: {out}
@@ -31,11 +31,10 @@ def make_run(out: Path, results: dict | None = None, seed: int = 0) -> Path:
     """Write the run folder ``out`` (weights drawn with ``seed``); ``results`` becomes its
     eval/best/results.json."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "hyperparams.yaml").write_text(HPARAMS.format(out=out))
+    hyperparams_path(out).write_text(HPARAMS.format(out=out))
     torch.manual_seed(seed)
-    hparams = load_hparams(out / "hyperparams.yaml")
+    hparams = load_hparams(hyperparams_path(out))
     hparams["checkpointer"].save_checkpoint(meta={"val_eer": 0.1, "step": 1})
     if results is not None:
-        (out / "eval" / "best").mkdir(parents=True)
-        (out / "eval" / "best" / "results.json").write_text(json.dumps(results))
+        write_results(out, "best", results)
     return out

@@ -45,9 +45,10 @@ def _num(x) -> str:
 
 def _hyperparameters(run: RunForExport) -> list[str]:
     from lowres.io.hparams import plain_values
+    from lowres.io.run_folder import hyperparams_path
 
     rows = []
-    for key, value in plain_values(run.folder / "hyperparams.yaml").items():
+    for key, value in plain_values(hyperparams_path(run.folder)).items():
         if key in _OPERATIONAL or value is None or isinstance(value, dict) or (
                 isinstance(value, str) and "/" in value):
             continue

@@ -18,6 +18,7 @@ import torch
 
 from lowres.io.atomic import read_json
 from lowres.io.corpus_notice import synthetic_notice
+from lowres.io.run_folder import hyperparams_path, label_encoder_path, read_results
 from lowres.io.tensor_files import UnsafeFileError, load_tensors
 
 __all__ = ["ExportError", "RunForExport", "corpus_found", "family_of", "is_synthetic",
@@ -120,7 +121,6 @@ def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
         EvaluationError,
         load_checkpoint,
         load_run_hparams,
-        results_path,
     )
 
     if checkpoint not in CHECKPOINTS:
@@ -141,7 +141,7 @@ def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
     hparams["classifier"].load_state_dict(_load_state(ckpt.paramfiles["classifier"]))
     hparams["embedder"].eval()
     hparams["classifier"].eval()
-    label_encoder = folder / "save" / "label_encoder.txt"
+    label_encoder = label_encoder_path(folder)
     if not label_encoder.is_file():
         raise ExportError(f"{label_encoder} not found: the training speakers' labels are "
                           "needed for classify_batch")
@@ -152,7 +152,7 @@ def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
         folder=folder, checkpoint=checkpoint, hparams=hparams, ckpt=ckpt,
         embedder=hparams["embedder"], classifier=hparams["classifier"],
         family=family_of(hparams["embedder"]), label_encoder=label_encoder,
-        results=read_json(results_path(folder, checkpoint)), stats=stats,
+        results=read_results(folder, checkpoint), stats=stats,
         synthetic_notice=is_synthetic(hparams), corpus_found=corpus_found(hparams),
-        yaml_text=(folder / "hyperparams.yaml").read_text(encoding="utf-8"),
+        yaml_text=hyperparams_path(folder).read_text(encoding="utf-8"),
     )

@@ -22,29 +22,7 @@
 5. writes per-trial score files and, last, ``results.json`` into
    ``<output_folder>/eval/<checkpoint>/``, every file atomically.
 
-``results.json`` (EERs are fractions: 0.05 = 5 %)::
-
-    {
-      "checkpoint": {"which": "best", "name": "CKPT+...", "meta": {"val_eer": .., "step": ..}},
-      "validation": {"n_trials": .., "eer": .., "eer_threshold": ..},   # whole utterances
-      "calibration": {"scale": .., "offset": .., "prior": 0.5,   # llr = scale * score + offset
-                      "trained_on": "validation", "n_trials": ..,
-                      "as_norm": {"scale": .., "offset": ..}},   # if post_process_scores
-      "test_sets": {
-        "original": {"n_trials": .., "eer": .., "eer_threshold": ..,
-                     "min_dcf_0.01": .., "min_dcf_0.05": .., "min_cllr": ..,
-                     "cllr": .., "act_dcf_0.01": .., "act_dcf_0.05": ..,  # if calibrated
-                     "scores": "scores_original.txt",
-                     "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
-                                 "top_k": 300, "cohort_size": ..,
-                                 "cohort_max_files_per_speaker": null}},  # if post_process_scores
-        ...
-      },
-      "embedding_seconds": .., "files_embedded": .., "manifest_folder": "..",
-      "test_precision": "fp16",   # what the embeddings ran in (fp16 autocast needs a GPU)
-      "diverged": false,          # or {"step": .., "reason": ".."}, see below
-      "reused_from": "last"    # only when best and last are one checkpoint (results copied)
-    }
+``results.json`` and the folder's other files: :mod:`lowres.io.run_folder`.
 
 ``checkpoint="averaged"`` (with ``average_checkpoints: N`` > 0; issue 13) tests the
 mean of the embedder weights of the run's last N checkpoints of training, or its N of
@@ -54,21 +32,9 @@ lowest val_eer (``average_checkpoints_by: last | best``), written to
 of them.  Floating-point tensors are averaged; integer buffers (BatchNorm's
 num_batches_tracked) are the newest checkpoint's.
 
-A run that diverged is marked, never reported as the untrained model: ``diverged``
-holds train.py's record (``<output_folder>/diverged.json``: training stopped at a
-non-finite loss) when there is one; when no validation of training had a finite EER
-(no ``best``) or a checkpoint's embeddings are not finite, results.json has
-``"test_sets": {}`` and ``diverged`` says why (no EER at all: lowres.results marks the
-run "div.").
-
-A threshold that is not finite (only for degenerate score lists) is written as null.
-Without the validation trials (``validation=False``) there is no calibration: the test
-sets then have min Cllr but no Cllr / actual DCF.  Cllr is in bits (1: a system that
-always says LLR 0); act_dcf is normalised like min_dcf, so act_dcf - min_dcf is what the
-calibration loses at that prior.
-Score files hold one trial per line: ``label score path1 path2`` (paths as in
-the official list).  The validation EER threshold is what ``lowres.scoring.verify``
-uses to call two recordings same or different.
+A run that diverged is marked, never reported as the untrained model (results.json's
+``diverged``).  The validation EER threshold is what ``lowres.scoring.verify`` uses to
+call two recordings same or different.
 
 hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
@@ -87,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import os
@@ -106,10 +71,20 @@ from speechbrain.utils.checkpoints import (
     average_state_dicts,
 )
 
-from lowres.io.atomic import atomic_path, read_json, write_json
+from lowres.io.atomic import atomic_path
 from lowres.io.audio import SAMPLE_RATE
 from lowres.io.hparams import HparamsError
 from lowres.io.lists import TEST_SETS, read_manifest, read_trials, test_set_files, test_set_names
+from lowres.io.run_folder import (
+    COHORT,
+    eval_folder,
+    hyperparams_path,
+    read_diverged,
+    read_results,
+    save_folder,
+    scores_name,
+    write_results,
+)
 from lowres.io.tensor_files import load_tensors, safe_recovery
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import extract_embeddings
@@ -120,16 +95,14 @@ from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
 logger = logging.getLogger(__name__)
 
 __all__ = ["TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoint",
-           "load_run_hparams", "results_path", "check_values", "precision_on",
-           "test_autocast", "mark_diverged", "read_diverged", "load_averaged",
-           "eval_folder", "read_scores", "summary", "trial_metrics",
-           "training_cohort", "write_scores"]
+           "load_run_hparams", "check_values", "precision_on", "test_autocast",
+           "load_averaged", "read_scores", "summary", "trial_metrics", "training_cohort",
+           "write_scores"]
 
 CHECKPOINTS = ("best", "last", "averaged")
 AVERAGE_BY = ("last", "best")
 DEFAULT_TOP_K = 300
 TEST_PRECISIONS = ("fp16", "fp32")
-DIVERGED_FILE = "diverged.json"
 
 
 class EvaluationError(RuntimeError):
@@ -191,32 +164,6 @@ def test_autocast(precision: str, device):
     return contextlib.nullcontext()
 
 
-# ---------------------------------------------------------------------------- divergence
-
-
-def mark_diverged(output_folder: str | os.PathLike, step: int, reason: str) -> None:
-    """Record (train.py) that training stopped at ``step`` because it diverged."""
-    write_json(Path(output_folder) / DIVERGED_FILE, {"step": int(step), "reason": reason})
-
-
-def read_diverged(output_folder: str | os.PathLike) -> dict | None:
-    """``{"step", "reason"}`` of a run whose training diverged, else None."""
-    return read_json(Path(output_folder) / DIVERGED_FILE)
-
-
-# ---------------------------------------------------------------------------- paths
-
-
-def eval_folder(output_folder: str | os.PathLike, checkpoint: str) -> Path:
-    """``<output_folder>/eval/<checkpoint>``."""
-    return Path(output_folder) / "eval" / checkpoint
-
-
-def results_path(output_folder: str | os.PathLike, checkpoint: str = "best") -> Path:
-    """``<output_folder>/eval/<checkpoint>/results.json`` (its existence marks a finished run)."""
-    return eval_folder(output_folder, checkpoint) / "results.json"
-
-
 # ---------------------------------------------------------------------------- run folder
 
 
@@ -225,17 +172,17 @@ def load_run_hparams(output_folder: str | os.PathLike, overrides: dict | None = 
 
     ``overrides`` (top-level keys) apply on top.  The run folder may have moved
     since training: ``output_folder`` is set to where it is now and the
-    checkpointer is pointed at ``<output_folder>/save`` if it names another place.
+    checkpointer is pointed at the run folder's ``save`` if it names another place.
     """
     from lowres.io.hparams import load_hparams
 
     out = Path(output_folder)
-    run_yaml = out / "hyperparams.yaml"
+    run_yaml = hyperparams_path(out)
     if not run_yaml.is_file():
         raise EvaluationError(f"{run_yaml} not found: is {out} a run folder written by train.py?")
     hparams = load_hparams(run_yaml, {**(overrides or {}), "output_folder": str(out)})
-    if Path(hparams["checkpointer"].checkpoints_dir).resolve() != (out / "save").resolve():
-        hparams["checkpointer"] = Checkpointer(out / "save", {})
+    if Path(hparams["checkpointer"].checkpoints_dir).resolve() != save_folder(out).resolve():
+        hparams["checkpointer"] = Checkpointer(save_folder(out), {})
     return hparams
 
 
@@ -411,9 +358,8 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
     """
     other = "last" if checkpoint == "best" else "best"
     src_dir = eval_folder(hparams["output_folder"], other)
-    try:
-        src = json.loads((src_dir / "results.json").read_text())
-    except (OSError, ValueError):
+    src = read_results(hparams["output_folder"], other)
+    if src is None:
         return None
     sets = src.get("test_sets") or {}
     ok = (src.get("checkpoint", {}).get("name") == ckpt_name
@@ -437,7 +383,7 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
         results.pop("validation", None)
     if not post and "calibration" in results:
         results["calibration"] = {k: v for k, v in results["calibration"].items() if k != "as_norm"}
-    names = ["cohort.pt"] if (src_dir / "cohort.pt").is_file() else []
+    names = [COHORT] if (src_dir / COHORT).is_file() else []
     for s in test_sets:
         entry = dict(sets[s])
         if not post:
@@ -447,7 +393,7 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
     for name in names:
         with atomic_path(out / name) as tmp:
             shutil.copyfile(src_dir / name, tmp)
-    write_json(results_path(hparams["output_folder"], checkpoint), results)
+    write_results(hparams["output_folder"], checkpoint, results)
     logger.info("%s checkpoint is the %s one (%s): results copied", checkpoint, other, ckpt_name)
     return results
 
@@ -545,7 +491,7 @@ def evaluate_run(
 
     cohort = None
     if post or hparams.get("enroll_training_data", False):
-        cohort = training_cohort(hparams, ckpt_name, out / "cohort.pt", device)
+        cohort = training_cohort(hparams, ckpt_name, out / COHORT, device)
 
     results: dict = {
         "checkpoint": {"which": checkpoint, "name": ckpt.path.name, "meta": dict(ckpt.meta)},
@@ -583,19 +529,20 @@ def evaluate_run(
         labels = trials.label.to_numpy()
         scores = cosine_trial_scores(emb, left, right).numpy()
         entry = trial_metrics(scores, labels, calibration)
-        entry["scores"] = f"scores_{name}.txt"
+        entry["scores"] = scores_name(name)
         write_scores(out / entry["scores"], trials, scores)
         if post:
             normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
             entry["as_norm"] = trial_metrics(normed, labels, as_norm_calibration)
             entry["as_norm"].update(
-                scores=f"scores_{name}_as_norm.txt", top_k=top_k, cohort_size=int(cohort.shape[0]),
+                scores=scores_name(name, as_norm=True), top_k=top_k,
+                cohort_size=int(cohort.shape[0]),
                 cohort_max_files_per_speaker=hparams.get("cohort_max_files_per_speaker"))
             write_scores(out / entry["as_norm"]["scores"], trials, normed)
         results["test_sets"][name] = entry
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
                     entry["n_trials"])
-    write_json(results_path(hparams["output_folder"], where), results)
+    write_results(hparams["output_folder"], where, results)
     return results
 
 
@@ -613,7 +560,7 @@ def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,
     }
     logger.warning("%s: diverged at step %s (%s): nothing to test", checkpoint,
                    diverged.get("step"), diverged.get("reason"))
-    write_json(results_path(hparams["output_folder"], where), results)
+    write_results(hparams["output_folder"], where, results)
     return results
 
 

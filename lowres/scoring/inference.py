@@ -23,13 +23,13 @@ unless ``sample_rate`` says otherwise.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from lowres.io.audio import SAMPLE_RATE, load_audio
+from lowres.io.run_folder import read_results
 from lowres.scoring.calibration import Calibration, bayes_threshold
 
 __all__ = ["SpeakerVerifier", "RunError"]
@@ -57,7 +57,6 @@ class SpeakerVerifier:
             EvaluationError,
             load_checkpoint,
             load_run_hparams,
-            results_path,
         )
 
         out = Path(output_folder)
@@ -69,9 +68,8 @@ class SpeakerVerifier:
         except EvaluationError as err:
             raise RunError(str(err)) from err
         threshold = calibration = None
-        results = results_path(out, checkpoint)
-        if results.is_file():
-            stored = json.loads(results.read_text())
+        stored = read_results(out, checkpoint)
+        if stored is not None:
             threshold = (stored.get("validation") or {}).get("eer_threshold")
             if stored.get("calibration"):
                 calibration = Calibration.from_dict(stored["calibration"])

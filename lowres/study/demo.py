@@ -58,8 +58,9 @@ from pathlib import Path
 import yaml
 
 from lowres.io.progress import progress
+from lowres.io.run_folder import is_finished, train_log_path, write_record
 from lowres.study import results as lowres_results
-from lowres.study.grids import DEMO_SUBSETS, REPO_ROOT, expand, is_finished
+from lowres.study.grids import DEMO_SUBSETS, REPO_ROOT, expand
 
 STAGES = ("corpus", "prepare", "wav2vec2", "pretrain", "untrained", "train", "results")
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
@@ -154,7 +155,6 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
     """
     import torch
 
-    from lowres.io.atomic import write_text
     from lowres.io.hparams import load_hparams, resolved_yaml
     from lowres.io.lists import read_manifest, read_trials
     from lowres.scoring.embeddings import extract_embeddings
@@ -170,12 +170,9 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
     keep = {"evaluate_after_training", "device"}  # train.py options, not needed here
     values = {k: v for k, v in values.items() if k not in keep}
     hparams = load_hparams(hparams_file, values)
-    write_text(out / "hyperparams.yaml",
-               f"# lowres.study.demo: {model} at its random initialisation (no training), "
-               f"from {hparams_file} with overrides {values}\n"
-               + resolved_yaml(hparams_file, values))
-    write_text(out / "command.txt",
-               " ".join([sys.executable, "-m", "lowres.demo", *sys.argv[1:]]) + "\n")
+    write_record(out, resolved_yaml(hparams_file, values),
+                 f"by lowres.study.demo: {model} at its random initialisation (no training), "
+                 f"from {hparams_file} with overrides {values}")
     embedder = hparams["embedder"]
     valid = read_manifest(hparams["valid_csv"])
     ids = valid.ID.tolist()
@@ -209,7 +206,7 @@ class TrainProgress:
             if is_finished(folder):
                 total += max_steps
                 continue
-            log = folder / "train_log.txt"
+            log = train_log_path(folder)
             if log.is_file():
                 steps = [int(s) for s in self._STEP.findall(log.read_text(errors="replace"))]
                 total += min(max(steps, default=0), max_steps)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from lowres.io.run_folder import is_finished
 from lowres.study.grids import (
     ALL_GRIDS,
     GPU_CLASS,
@@ -46,7 +47,6 @@ from lowres.study.grids import (
     expand,
     expand_experiments,
     format_value,
-    is_finished,
     model_sections,
 )
 
@@ -145,7 +145,7 @@ def _abs(path: Path) -> Path:
 
 
 def finished(run: Run) -> bool:
-    return _abs(run.output_folder).joinpath("eval", "best", "results.json").is_file()
+    return is_finished(_abs(run.output_folder))
 
 
 # ---------------------------------------------------------------------------

@@ -55,11 +55,13 @@ from pathlib import Path
 
 import yaml
 
+from lowres.io.run_folder import is_finished
+
 __all__ = [
     "MODELS", "SUBSETS", "GRIDS", "LOCAL_GRIDS", "ALL_GRIDS", "GPU_CLASS", "ALL_TEST_SETS",
     "DEMO_SUBSETS", "DEMO_STARTS", "MODERN_STAGES", "SECTION_TAGS", "Run", "expand",
     "model_sections", "stage_overrides",
-    "format_value", "parse_run_path", "is_finished", "results_path", "REPO_ROOT",
+    "format_value", "parse_run_path", "REPO_ROOT",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -252,13 +254,6 @@ class Run:
         return is_finished(self.output_folder)
 
 
-def results_path(output_folder: Path | str) -> Path:
-    """The file whose existence marks a run as finished (train + eval of `best`)."""
-    return Path(output_folder) / "eval" / "best" / "results.json"
-
-
-def is_finished(output_folder: Path | str) -> bool:
-    return results_path(output_folder).is_file()
 
 
 # ---------------------------------------------------------------------------

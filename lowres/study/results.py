@@ -33,7 +33,6 @@ Diverged runs are kept: marked "div." in the tables and drawn as red crosses
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from pathlib import Path
@@ -42,6 +41,15 @@ import numpy as np
 import pandas as pd
 
 from lowres.io.lists import TEST_SET_LABELS
+from lowres.io.run_folder import (
+    EVAL,
+    RUN_MARKERS,
+    SAVE,
+    hyperparams_path,
+    read_results,
+    results_path,
+    train_log_path,
+)
 from lowres.study.grids import (
     ABLATION_LABELS,
     ABLATION_VARIANTS,
@@ -57,8 +65,7 @@ __all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "pl
            "demo_cells", "demo_table", "demo_checks", "demo_section", "plot_demo", "plot_det",
            "main"]
 
-RUN_MARKERS = ("hyperparams.yaml", "train_log.txt", "eval")
-SKIP_DIRS = {"save", "eval", "results", "__pycache__"}
+SKIP_DIRS = {SAVE, EVAL, "results", "__pycache__"}
 HPARAM_KEYS = (
     "lr", "max_steps", "seed", "batch_size", "lr_schedule", "regularisation", "reset_weights",
     "completely_freeze_feature_extractor", "wav2vec_initially_frozen", "num_frozen_steps",
@@ -142,7 +149,7 @@ def _float(value):
 
 def read_run(root: Path, folder: Path) -> dict:
     info = parse_run_path(root, folder)
-    hp = read_hparams(folder / "hyperparams.yaml")
+    hp = read_hparams(hyperparams_path(folder))
     row: dict = {"run": str(folder.relative_to(root))}
     row["grid"] = info["grid"] or ""
     row["model"] = info["model"] or hp.get("model_name", "")
@@ -155,13 +162,8 @@ def read_run(root: Path, folder: Path) -> dict:
         row[key] = value if value is not None else hp.get(key)
     if row["lr"] is not None:
         row["lr"] = _float(row["lr"])
-    results_file = folder / "eval" / "best" / "results.json"
-    data: dict = {}
-    if results_file.is_file():
-        try:
-            data = json.loads(results_file.read_text())
-        except (json.JSONDecodeError, OSError):
-            data = {}
+    results_file = results_path(folder)
+    data = read_results(folder) or {}
     results = flatten_results(data) if isinstance(data, dict) else {}
     nan_eer = False
     for test_set, metrics in results.items():
@@ -175,7 +177,7 @@ def read_run(root: Path, folder: Path) -> dict:
     if verdict is not None:  # the evaluation's verdict (lowres.scoring.evaluation)
         row["diverged"] = bool(verdict)
     else:  # no results.json, or one written before it had a verdict
-        row["diverged"] = diverged_in_log(folder / "train_log.txt") or nan_eer
+        row["diverged"] = diverged_in_log(train_log_path(folder)) or nan_eer
     if results_file.is_file() and (results or verdict):
         row["status"] = "finished"
     elif results_file.is_file():
@@ -201,9 +203,8 @@ def stage_columns(folder: Path, hp: dict) -> dict:
     those EERs as ``averaged_eer_pct_<test set>`` (``averaged_as_norm_eer_pct_<test set>``
     after AS-norm)."""
     row = {"parent_run": str(hp.get("init_from_run") or ""), "averaged": ""}
-    try:
-        data = json.loads((folder / "eval" / "averaged" / "results.json").read_text())
-    except (OSError, ValueError):
+    data = read_results(folder, "averaged")
+    if data is None:
         return row
     info = data.get("averaged") if isinstance(data, dict) else None
     if isinstance(info, dict):
@@ -861,11 +862,8 @@ def _det_runs(root: Path, runs: list[str] | None) -> list[tuple[str, Path, dict]
                else find_runs(root))
     found = []
     for folder in folders:
-        results = folder / "eval" / "best" / "results.json"
-        try:
-            sets = json.loads(results.read_text()).get("test_sets") or {}
-        except (OSError, ValueError):
-            sets = {}
+        results = results_path(folder)
+        sets = (read_results(folder) or {}).get("test_sets") or {}
         sets = {t: e for t, e in sets.items()
                 if isinstance(e, dict) and (results.parent / e.get("scores", "")).is_file()}
         if sets:

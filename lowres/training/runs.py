@@ -21,10 +21,7 @@ import inspect
 import logging
 import os
 import random
-import shlex
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +37,7 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, resolved_yaml
+from lowres.io.run_folder import write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.evaluation import precision_on
 from lowres.training.schedules import build_lr_scheduler
@@ -253,14 +251,10 @@ class ResumableBrain(sb.core.Brain):
 def record_run(out: Path, hparams_file, overrides: dict, world_size: int) -> None:
     """Write the run's resolved ``hyperparams.yaml`` (standalone: it reloads as the run's
     hparams) and append the command to ``command.txt`` (main process only)."""
-    if not if_main_process():
-        return
-    (out / "hyperparams.yaml").write_text(
-        f"# Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {Path(hparams_file).resolve()}"
-        f" with overrides {overrides}\n" + resolved_yaml(hparams_file, overrides))
-    with open(out / "command.txt", "a", encoding="utf-8") as f:
-        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} cwd={os.getcwd()} "
-                f"world_size={world_size}\n{shlex.join([sys.executable, *sys.argv])}\n")
+    if if_main_process():
+        write_record(out, resolved_yaml(hparams_file, overrides),
+                     f"from {Path(hparams_file).resolve()} with overrides {overrides}",
+                     world_size)
 
 
 def step_budget_loader(brain, dataset, schedule, hparams, world_size: int,

@@ -29,12 +29,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 import speechbrain as sb
 
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict
 from lowres.io.lists import TEST_SETS, ListError, test_set_names
+from lowres.io.run_folder import hyperparams_path
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.evaluation import (
     CHECKPOINTS,
@@ -66,8 +66,8 @@ def parse(argv):
 def hparams_for(hparams_file, overrides: dict) -> dict:
     """The run's resolved hyperparams.yaml if OUT has one, else ``hparams_file``; + overrides."""
     out = overrides.get("output_folder")
-    if out and (Path(out) / "hyperparams.yaml").is_file():
-        logger.info("hparams from the run folder: %s", Path(out) / "hyperparams.yaml")
+    if out and hyperparams_path(out).is_file():
+        logger.info("hparams from the run folder: %s", hyperparams_path(out))
         return load_run_hparams(out, overrides)
     if out is None:
         logger.warning("no --output_folder given: evaluating the yaml's default run folder")

@@ -58,14 +58,16 @@ from lowres.data import loading as lowres_data
 from lowres.data import shards as shard_data
 from lowres.io.hparams import HparamsError, plain_values
 from lowres.io.lists import read_manifest, read_trials, test_set_files, test_set_names
-from lowres.io.tensor_files import UnsafeFileError
-from lowres.models.freeze import apply_freeze_schedule
-from lowres.scoring.evaluation import (
-    DIVERGED_FILE,
-    check_values,
+from lowres.io.run_folder import (
+    LABEL_ENCODER,
+    diverged_path,
     mark_diverged,
     read_diverged,
+    save_folder,
 )
+from lowres.io.tensor_files import UnsafeFileError
+from lowres.models.freeze import apply_freeze_schedule
+from lowres.scoring.evaluation import check_values
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.runs import (
@@ -220,9 +222,9 @@ def parent_checkpoint(parent: str | os.PathLike, output_folder: str | os.PathLik
 
     if output_folder is not None and Path(parent).resolve() == Path(output_folder).resolve():
         bad("it is this run's own output_folder (a fine-tuning stage needs its own)")
-    ckpt = Checkpointer(Path(parent) / "save").find_checkpoint(min_key="val_eer")
+    ckpt = Checkpointer(save_folder(parent)).find_checkpoint(min_key="val_eer")
     if ckpt is None:
-        bad(f"no checkpoint with a val_eer in {Path(parent) / 'save'} (train that run first)")
+        bad(f"no checkpoint with a val_eer in {save_folder(parent)} (train that run first)")
     return ckpt
 
 
@@ -448,7 +450,7 @@ def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int
     """Training loader (StepBudgetSampler over ``schedule``, one crop per draw) and
     validation loader; with utterance normalisation both normalise with file statistics."""
     encoder = lowres_data.speaker_encoder(hparams["train_csv"],
-                                          Path(hparams["save_folder"]) / "label_encoder.txt")
+                                          Path(hparams["save_folder"]) / LABEL_ENCODER)
     normalise = hparams.get("input_normalisation") == "utterance"
     brain.input_normalised = normalise
     augment = lowres_augment.from_hparams(hparams)  # None: as the study, no augmentation
@@ -565,7 +567,7 @@ def main(argv):
     if diverged:
         logger.warning("training diverged at step %s (%s; %s): not training again (delete "
                        "that file to retry)", diverged["step"], diverged["reason"],
-                       out / DIVERGED_FILE)
+                       diverged_path(out))
     else:
         try:
             brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)

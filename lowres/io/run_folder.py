@@ -1,0 +1,158 @@
+"""The run folder: the one contract that training, evaluation, export, the grids and the
+results share. Every path inside it, and every file of it that more than one part reads,
+is defined here and nowhere else.
+
+A run folder (train.py's ``output_folder``) holds::
+
+    hyperparams.yaml        the resolved hparams, standalone: it reloads as the run's hparams
+    command.txt             every invocation (time, cwd, world size, the command line)
+    train_log.txt           SpeechBrain's train logger: validation lines (step, lr, train and
+                            valid loss / accuracy / EER%) and train lines every log_interval
+    log.txt, env.log        SpeechBrain's log and environment record
+    save/                   checkpoints (SpeechBrain's Checkpointer) and label_encoder.txt
+    diverged.json           {"step", "reason"}: training stopped at a non-finite loss
+    eval/<checkpoint>/      per tested checkpoint (best, last, averaged; debug/<checkpoint> for
+                            a debug run): score files, cohort.pt (the AS-norm cohort) and, written
+                            last, results.json
+    eval/best/results.json  its existence marks a finished run
+
+``results.json`` (EERs are fractions: 0.05 = 5 %)::
+
+    {
+      "checkpoint": {"which": "best", "name": "CKPT+...", "meta": {"val_eer": .., "step": ..}},
+      "validation": {"n_trials": .., "eer": .., "eer_threshold": ..},   # whole utterances
+      "calibration": {"scale": .., "offset": .., "prior": 0.5,   # llr = scale * score + offset
+                      "trained_on": "validation", "n_trials": ..,
+                      "as_norm": {"scale": .., "offset": ..}},   # if post_process_scores
+      "test_sets": {
+        "original": {"n_trials": .., "eer": .., "eer_threshold": ..,
+                     "min_dcf_0.01": .., "min_dcf_0.05": .., "min_cllr": ..,
+                     "cllr": .., "act_dcf_0.01": .., "act_dcf_0.05": ..,  # if calibrated
+                     "scores": "scores_original.txt",
+                     "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
+                                 "top_k": 300, "cohort_size": ..,
+                                 "cohort_max_files_per_speaker": null}},  # if post_process_scores
+        ...
+      },
+      "embedding_seconds": .., "files_embedded": .., "manifest_folder": "..",
+      "test_precision": "fp16",   # what the embeddings ran in (fp16 autocast needs a GPU)
+      "diverged": false,          # or {"step": .., "reason": ".."}, see below
+      "reused_from": "last",      # only when best and last are one checkpoint (results copied)
+      "averaged": {"by": .., "n": .., "checkpoints": [{"name": .., "meta": ..}, ...]},
+                                  # only eval/averaged: the checkpoints averaged, oldest first
+      "debug": {...}              # only a debug run's
+    }
+
+A run that diverged is never reported as the untrained model: ``diverged`` holds training's
+record (``diverged.json``) when there is one; when no validation of training had a finite
+EER (no ``best``) or a checkpoint's embeddings are not finite, ``test_sets`` is empty and
+``diverged`` says why. A threshold that is not finite (degenerate score lists) is null.
+Without validation trials there is no calibration: the test sets then have min Cllr but no
+Cllr / actual DCF. Cllr is in bits (1: a system that always says LLR 0); act_dcf is
+normalised like min_dcf. Score files hold one trial per line, ``label score path1 path2``
+(paths as in the official list).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from lowres.io.atomic import read_json, write_json, write_text
+
+HYPERPARAMS = "hyperparams.yaml"
+COMMAND = "command.txt"
+TRAIN_LOG = "train_log.txt"
+SAVE = "save"
+LABEL_ENCODER = "label_encoder.txt"
+DIVERGED = "diverged.json"
+EVAL = "eval"
+RESULTS = "results.json"
+COHORT = "cohort.pt"
+# a folder holding any of these is a run folder (lowres.results walks a tree for them)
+RUN_MARKERS = (HYPERPARAMS, TRAIN_LOG, EVAL)
+
+Folder = str | os.PathLike
+
+
+def hyperparams_path(run: Folder) -> Path:
+    return Path(run) / HYPERPARAMS
+
+
+def command_path(run: Folder) -> Path:
+    return Path(run) / COMMAND
+
+
+def train_log_path(run: Folder) -> Path:
+    return Path(run) / TRAIN_LOG
+
+
+def save_folder(run: Folder) -> Path:
+    """The checkpoints (SpeechBrain's Checkpointer) and the label encoder."""
+    return Path(run) / SAVE
+
+
+def label_encoder_path(run: Folder) -> Path:
+    return save_folder(run) / LABEL_ENCODER
+
+
+def eval_folder(run: Folder, checkpoint: str) -> Path:
+    """``<run>/eval/<checkpoint>`` (``checkpoint`` may be ``debug/<checkpoint>``)."""
+    return Path(run) / EVAL / checkpoint
+
+
+def results_path(run: Folder, checkpoint: str = "best") -> Path:
+    """``<run>/eval/<checkpoint>/results.json``: written last, so it exists only complete."""
+    return eval_folder(run, checkpoint) / RESULTS
+
+
+def scores_name(test_set: str, as_norm: bool = False) -> str:
+    """The score file of a test set inside an eval folder (results.json names it too)."""
+    return f"scores_{test_set}{'_as_norm' if as_norm else ''}.txt"
+
+
+def is_run_folder(folder: Folder) -> bool:
+    return any((Path(folder) / marker).exists() for marker in RUN_MARKERS)
+
+
+def is_finished(run: Folder) -> bool:
+    """A finished run: its best checkpoint has been evaluated."""
+    return results_path(run).is_file()
+
+
+def read_results(run: Folder, checkpoint: str = "best") -> dict | None:
+    """results.json of ``checkpoint``, or None when it is missing (not evaluated) or
+    unreadable."""
+    return read_json(results_path(run, checkpoint))
+
+
+def write_results(run: Folder, checkpoint: str, results: dict) -> None:
+    """Write results.json atomically: after the score files it names."""
+    write_json(results_path(run, checkpoint), results)
+
+
+def mark_diverged(run: Folder, step: int, reason: str) -> None:
+    """Record that training stopped at ``step`` because it diverged."""
+    write_json(Path(run) / DIVERGED, {"step": int(step), "reason": reason})
+
+
+def read_diverged(run: Folder) -> dict | None:
+    """``{"step", "reason"}`` of a run whose training diverged, else None."""
+    return read_json(Path(run) / DIVERGED)
+
+
+def diverged_path(run: Folder) -> Path:
+    return Path(run) / DIVERGED
+
+
+def write_record(run: Folder, yaml_text: str, source: str, world_size: int = 1) -> None:
+    """Write the run's resolved ``hyperparams.yaml`` (``source`` says what it was resolved
+    from) and append this process's command line to ``command.txt``."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_text(hyperparams_path(run), f"# Generated {stamp} {source}\n{yaml_text}")
+    with open(command_path(run), "a", encoding="utf-8") as f:
+        f.write(f"# {stamp} cwd={os.getcwd()} world_size={world_size}\n"
+                f"{shlex.join([sys.executable, *sys.argv])}\n")
