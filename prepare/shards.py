@@ -1,4 +1,5 @@
-"""WebDataset shards of prepared manifests, as the study trained from (STUDY.md §7).
+"""WebDataset shards of prepared manifests, as the study trained from (docs/study.md,
+'Data in the published runs').
 
     python -m prepare.shards --manifest_folder M --out S [--subsets tiny_few ...]
         [--test_sets original extended hard] [--shard_size 5000] [--seed 1337]

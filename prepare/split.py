@@ -1,4 +1,5 @@
-"""Stage 3a: the session-disjoint validation split of VoxCeleb2 dev (STUDY.md §1).
+"""Stage 3a: the session-disjoint validation split of VoxCeleb2 dev (docs/study.md,
+'Train and validation split').
 
 Per speaker, whole sessions move to validation until more than
 ``val_fraction`` of that speaker's files are there: draw 3 random sessions

@@ -1,8 +1,9 @@
 """The study's published subset lists and validation trials: ``python -m prepare.study_lists``.
 
 ``python -m prepare.study_lists --out DIR`` downloads the five files the study
-published (``meta/`` of its repository at the pinned commit, STUDY.md §7) and checks
-their sha256; ``--from FOLDER`` takes them from a folder instead (no network).  A file
+published (``meta/`` of its repository at the pinned commit; docs/study.md, 'The published
+lists and their checksums') and checks their sha256; ``--from FOLDER`` takes them from a
+folder instead (no network).  A file
 whose checksum differs is refused, naming it, and nothing is written; files already in
 ``DIR`` with the right checksum are kept.  The original repository has no licence, so
 this project downloads the files for its users and does not ship them.

@@ -1,4 +1,4 @@
-"""Stage 3b: the training subsets of STUDY.md §1, one function per rule.
+"""Stage 3b: the training subsets (docs/study.md, 'The three subsets'), one function per rule.
 
 All rules take the *train* split (a listing with columns ID, spk_id, session,
 gender, ...) and return the selected rows.  Budgets along the three axes are

@@ -1,7 +1,8 @@
 """Stage 4: validation trials of a subset, with the statistics of the study's generator.
 
-The study's lists came from its ``scripts/data/generate_trials.py`` (STUDY.md §7); this
-module makes lists with the same statistics from a seeded numpy Generator (the original
+The study's lists came from its ``scripts/data/generate_trials.py`` (docs/study.md, 'Data
+in the published runs'); this module makes lists with the same statistics from a seeded
+numpy Generator (the original
 was not seeded, so its draws cannot be replayed: the published lists themselves are
 used with ``python -m prepare.voxceleb --study_lists``):
 

@@ -89,7 +89,8 @@ DEFAULTS = dict(
 )
 PARAMS_FILE = "prepare_params.json"
 # Rule-made subset -> the subset whose validation trials it takes with
-# val_trials_as_published, as the study's configs did (study_lists.TRIALS, STUDY.md §7).
+# val_trials_as_published, as the study's configs did (study_lists.TRIALS; docs/study.md,
+# 'Data in the published runs').
 TRIALS_FROM = {"tiny_many_low": "full", "tiny_many_high": "tiny_few"}
 
 

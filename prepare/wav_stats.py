@@ -1,4 +1,5 @@
-"""Per-file waveform statistics for wav2vec2's utterance normalisation (STUDY.md §7).
+"""Per-file waveform statistics for wav2vec2's utterance normalisation (docs/study.md,
+'wav2vec2 in the published runs').
 
     python -m prepare.wav_stats MANIFEST.csv [MANIFEST.csv ...] [--jobs N]
 

@@ -1,5 +1,5 @@
 """End to end on the small synthetic corpus: train.py (evaluating after training), eval.py
-with AS-norm, and verifying recordings with the trained run (STUDY.md §4)."""
+with AS-norm, and verifying recordings with the trained run (docs/study.md, 'Evaluation')."""
 
 import os
 import subprocess

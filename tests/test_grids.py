@@ -75,8 +75,9 @@ def seed_md_runs(text: str) -> list[tuple]:
         for combo in itertools.product(*(axes[n] for n in names)):
             point = dict(zip(names, combo, strict=True))
             experiment = point.pop("+experiment")
-            # every data config of the study had use_additional_test_sets: true (STUDY.md
-            # §7), so every run, whatever its command said, tested O, E and H
+            # every data config of the study had use_additional_test_sets: true (docs/study.md,
+            # 'Training and evaluation in the published runs'), so every run, whatever its
+            # command said, tested O, E and H
             overrides = {"evaluate_after_training": True, **ALL_TEST_SETS, **fixed}
             if "optim.algo.lr" in point:
                 overrides["lr"] = _value(point.pop("optim.algo.lr"))
@@ -120,7 +121,8 @@ def test_grid_equals_seed_md_commands(grid):
 
 
 def test_spot_checks_without_seed_md():
-    """A few runs written out by hand from SEED.md (runs in CI without ../shared)."""
+    """A few runs written out by hand from the study's commands (docs/study.md, 'Steps' and
+    'Ablation'); runs in CI without ../shared."""
     steps = {(r.model, r.subset): r for r in expand("steps")}
     r = steps["wav2vec2", "tiny_many_high"]
     assert r.overrides["lr"] == 1.782e-4 and r.overrides["enroll_training_data"] is True

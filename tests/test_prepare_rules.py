@@ -1,4 +1,5 @@
-"""Subset and split rules (STUDY.md §1) against expectations computed by plain loops.
+"""Subset and split rules (docs/study.md, 'The three subsets') against expectations
+computed by plain loops.
 
 The expectations below are written independently of prepare.subsets /
 prepare.split (dicts and loops over a small listing, no pandas groupby); only
@@ -214,7 +215,8 @@ def test_list_round_trip_and_missing_key(listing, tmp_path):
 
 
 def test_reference_lists_have_the_published_shape():
-    """The published lists follow the rules: checks on their own numbers (STUDY.md table)."""
+    """The published lists follow the rules: checks on their own numbers (docs/study.md,
+    'The three subsets')."""
     from pathlib import Path
 
     ref = Path(__file__).resolve().parents[2] / "shared" / "reference"

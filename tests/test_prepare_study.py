@@ -25,7 +25,8 @@ from prepare.trials import make_val_trials
 
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(),
                                      reason="shared/reference not present")
-# STUDY.md §1 table and §7 (files, speakers, sessions) of the published lists.
+# docs/study.md, 'The three subsets' and 'Data in the published runs' (files, speakers, sessions)
+# of the published lists.
 PUBLISHED = {
     "tiny_few": {"train": (49400, 100, 4679), "val": (599, 100, 257)},
     "tiny_many_low": {"train": (47952, 5994, 6275), "val": (22717, 5994, 9057)},

@@ -1,5 +1,6 @@
 """prepare.voxceleb on the real synthetic corpus (the `prepared_manifests` fixture):
-m4a conversion, listing and the subset rules of STUDY.md §1 at the fixture's budgets."""
+m4a conversion, listing and the subset rules of
+docs/study.md ('The three subsets') at the fixture's budgets."""
 
 from collections import Counter
 

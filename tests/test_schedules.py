@@ -1,4 +1,5 @@
-"""LR schedules (lowres.training.schedules) against their definitions in STUDY.md §3."""
+"""LR schedules (lowres.training.schedules) against their definitions (docs/study.md,
+'Training recipe')."""
 
 import math
 

@@ -133,7 +133,8 @@ def test_published_validation_schedule_counts_batches_within_each_pass():
     # 11 files: passes of 6 batches (the last one topped up), 12 draws each
     s = data.training_schedule("pass", 2, 11, 2, max_steps=12)
     assert s.validation_steps == [2, 4, 6, 8, 10, 12] and s.items_per_pass == 12
-    # full (STUDY.md §7): 3,125 / 6,250 / 9,375 batches into each 10,689-batch pass
+    # full (docs/study.md, 'Training and evaluation in the published runs'): 3,125 / 6,250 /
+    # 9,375 batches into each 10,689-batch pass
     full = data.training_schedule("pass", 3125, 1_068_871, 100, max_steps=50_000)
     assert full.validation_steps[:6] == [3125, 6250, 9375, 10689 + 3125, 10689 + 6250,
                                          10689 + 9375]

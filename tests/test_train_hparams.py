@@ -19,7 +19,7 @@ TRAIN = ROOT / "recipes" / "VoxCeleb" / "train.py"
 CELLS = [f"{m}_{s}" for m in ("xvector", "ecapa", "wav2vec2")
          for s in ("full", "tiny_few", "tiny_many_low", "tiny_many_high")]
 FILES = CELLS + ["ablation_wav2vec2_tiny_few", "ablation_wav2vec2_tiny_many_high"]
-# Best lr per cell, STUDY.md §6.
+# Best lr per cell, docs/study.md, 'Published results'.
 BEST_LR = {
     "xvector_full": 3.16e-3, "xvector_tiny_few": 1.78e-2, "xvector_tiny_many_low": 1e-4,
     "xvector_tiny_many_high": 1.78e-3, "ecapa_full": 5.62e-3, "ecapa_tiny_few": 1.78e-2,
@@ -63,9 +63,9 @@ def test_every_file_builds_its_model(name, tiny_w2v2):
     subset = name.split("_", 1)[1].replace("wav2vec2_", "")
     assert h["subset"] == subset
     assert h["val_interval"] == (3125 if subset == "full" else "epoch")
-    # what the published runs did (STUDY.md §7): validations counted within each pass, the
-    # original's default seed, tests on O, E and H under fp16 (on a GPU), the utterance
-    # normalised before cropping
+    # what the published runs did (docs/study.md, 'What the published runs did'): validations
+    # counted within each pass, the original's default seed, tests on O, E and H under fp16
+    # (on a GPU), the utterance normalised before cropping
     assert (h["val_schedule"], h["seed"], h["test_precision"]) == ("pass", 42133724, "fp16")
     assert h["test_sets"] == ["original", "extended", "hard"]
     assert h.get("input_normalisation") == ("utterance" if "wav2vec2" in name else None)

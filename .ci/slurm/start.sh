@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # .ci/slurm/start.sh [BASE_DIR] -- throw-away single-node SLURM (munged + slurmctld + slurmd), no
-# systemd (adapted from the measured ../shared/docs/slurm-ci/slurm-ci-start.sh).
+# systemd.
 # Run as root. Then: export SLURM_CONF=$BASE/etc/slurm.conf      Stop: .ci/slurm/stop.sh [BASE_DIR]
 # Optional env:
 #   SLURM_CI_CTLD_PORT / SLURM_CI_SLURMD_PORT   ports (default 6817 / 6818; pick free ones so

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# .ci/slurm/stop.sh [BASE_DIR] (from ../shared/docs/slurm-ci/slurm-ci-stop.sh): cancel all jobs, then stop exactly the daemons whose pid files we wrote.
+# .ci/slurm/stop.sh [BASE_DIR]: cancel all jobs, then stop exactly the daemons whose pid files we wrote.
 BASE=${1:-${SLURM_CI_DIR:-${TMPDIR:-/tmp}/slurm-ci}}
 export SLURM_CONF=$BASE/etc/slurm.conf
 # slurmstepd (the per-job process) outlives slurmd, so drain jobs first

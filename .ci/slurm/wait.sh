@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# .ci/slurm/wait.sh JOBID [POLL_SECONDS] (from ../shared/docs/slurm-ci/slurm-ci-wait.sh): block until every task of JOBID has left the queue
+# .ci/slurm/wait.sh JOBID [POLL_SECONDS]: block until every task of JOBID has left the queue
 # (fixed-interval poll, unlike sbatch --wait's 2/8/32 s back-off), print one line per task
 # "<jobid>[_<task>] <STATE> <exit:signal>", exit 0 only if every task is COMPLETED.
 # Needs the finished job records still in slurmctld (MinJobAge large; no accounting needed).

@@ -1,4 +1,5 @@
-"""Training and validation data over the prepared manifests (STUDY.md §3, §7).
+"""Training and validation data over the prepared manifests (docs/study.md, 'Training
+recipe' and 'What the published runs did').
 
 One training item is one random ``crop_seconds`` crop of an utterance, read from disk
 with ``soundfile`` start/stop, so only the crop is decoded (lowres.io.audio). Which crop
@@ -221,7 +222,8 @@ def pass_batches(num_items: int, batch_size: int) -> int:
 
 def training_schedule(val_schedule: str, val_interval, num_items: int, batch_size: int,
                       max_steps: int) -> Schedule:
-    """The validation steps of a run (STUDY.md §3, §7).
+    """The validation steps of a run (docs/study.md, 'Training recipe' and 'Training and
+    evaluation in the published runs').
 
     ``val_schedule="pass"`` (the published runs, PyTorch Lightning's
     ``val_check_interval``): ``val_interval`` counts the batches of each pass over the

@@ -22,8 +22,9 @@ crops (a pure function of ``(seed, draw)``), labels and normalisation are the fi
 loader's.  What differs is the order (:class:`ShardOrderSampler`): per pass a seeded
 permutation of the shards, read one after the other, and a seeded shuffle within
 windows of ``shard_buffer`` consecutive items, in place of WebDataset's shard shuffle
-and 128-sample shuffle buffer (STUDY.md §7).  Being a pure function of ``(seed,
-pass)`` it keeps the exact resume and the rank / worker split of the file loader.
+and 128-sample shuffle buffer (docs/study.md, 'Data in the published runs').  Being a pure
+function of ``(seed, pass)`` it keeps the exact resume and the rank / worker split of the
+file loader.
 """
 
 from __future__ import annotations

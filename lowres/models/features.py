@@ -1,4 +1,4 @@
-"""MFCC front-end of the x-vector and ECAPA-TDNN models (STUDY.md §2).
+"""MFCC front-end of the x-vector and ECAPA-TDNN models (docs/study.md, 'Models').
 
 waveform -> 80 MFCCs from 128 mel bands (25 ms Hann window, 12.5 ms hop, log-power in dB,
 80 dB dynamic range per utterance) -> SpecAugment on the MFCC matrix (train mode only:

@@ -1,4 +1,5 @@
-"""The wav2vec2 freeze schedule (STUDY.md §2, §7): only the classifier trains at first.
+"""The wav2vec2 freeze schedule (docs/study.md, 'Models' and 'wav2vec2 in the published
+runs'): only the classifier trains at first.
 
 With ``wav2vec_initially_frozen`` the backbone is frozen for optimiser steps
 0 .. ``num_frozen_steps`` - 1 and trains from step ``num_frozen_steps`` on;

@@ -1,5 +1,6 @@
-"""wav2vec2 speaker embedder (STUDY.md §2, §7) on HuggingFace transformers' ``Wav2Vec2Model``,
-or on another audio SSL model with the same interface (HuBERT, WavLM, data2vec-audio).
+"""wav2vec2 speaker embedder (docs/study.md, 'Models' and 'wav2vec2 in the published runs')
+on HuggingFace transformers' ``Wav2Vec2Model``, or on another audio SSL model with the same
+interface (HuBERT, WavLM, data2vec-audio).
 
 waveform -> zero mean / unit variance over the utterance's valid samples -> wav2vec2 ->
 mean over the valid frames of the last transformer layer -> dropout (the preset's
@@ -139,7 +140,7 @@ _MASKING = {"mask_time_prob": 0.5, "mask_time_length": 10,
 _NO_MASKING = {"mask_time_prob": 0.0, "mask_time_length": 10,
                "mask_feature_prob": 0.0, "mask_feature_length": 64}
 
-#: Regularisation presets of the ablation (STUDY.md §2), as the original's
+#: Regularisation presets of the ablation (docs/study.md, 'Models'), as the original's
 #: config/network/regularisation/wav2vec2_<preset>.yaml write them: transformers config
 #: values, and ``final_dropout``, the dropout of this embedder's head.
 REGULARISATION_PRESETS: dict[str, dict[str, float]] = {
@@ -150,8 +151,9 @@ REGULARISATION_PRESETS: dict[str, dict[str, float]] = {
     "only_layerdrop": {**_NO_DROPOUT, **_LAYERDROP, **_NO_MASKING},
 }
 
-#: Preset values the published runs' config took (STUDY.md §7); the preset's
-#: ``hidden_dropout`` reached only the dropout on the transformer's input.
+#: Preset values the published runs' config took (docs/study.md, 'wav2vec2 in the
+#: published runs'); the preset's ``hidden_dropout`` reached only the dropout on the
+#: transformer's input.
 FROM_PRESET_AS_PUBLISHED = ("feat_proj_dropout", "layerdrop", "mask_feature_prob",
                             "mask_feature_length", "mask_time_length")
 

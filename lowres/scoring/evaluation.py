@@ -1,4 +1,4 @@
-"""Evaluation of a trained run on the VoxCeleb1 test sets (STUDY.md §4).
+"""Evaluation of a trained run on the VoxCeleb1 test sets (docs/study.md, 'Evaluation').
 
 ``evaluate_run(hparams, checkpoint="best")``:
 

@@ -50,7 +50,8 @@ from lowres.study.grids import (
     model_sections,
 )
 
-# The study's hydra.launcher.array_parallelism per grid (SEED.md); steps ran one at a time.
+# The study's hydra.launcher.array_parallelism per grid (docs/study.md, 'Launchers');
+# steps ran one at a time.
 DEFAULT_PARALLEL = {"naive_lr": 3, "detailed_lr": 3, "steps": 1, "ablation": 8,
                     "modern": 3}  # modern: not the study's
 DEFAULT_PARALLEL_MODEL = {("naive_lr", "wav2vec2"): 6}

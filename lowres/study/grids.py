@@ -1,11 +1,12 @@
-"""The study's experiment grids, each defined once as data (STUDY.md §5, SEED.md).
+"""The study's experiment grids, each defined once as data (docs/study.md, 'The experiment grids').
 
 A grid expands to a list of :class:`Run` s, one `recipes/VoxCeleb/train.py`
 command each.  The same list, in the same order, is used by the local runner
 (`python -m lowres.grid run`), by the SLURM array scripts (`slurm/*.sbatch`,
 array index = position in the list) and by `python -m lowres.grid list`.
 
-Translation of the study's hydra overrides (SEED.md) to our hparams keys:
+Translation of the study's hydra overrides (the commands of its README, docs/study.md,
+'The experiment grids') to our hparams keys:
 
 ==============================================  =====================================
 study (hydra)                                   lowres (train.py override)
@@ -30,14 +31,14 @@ scores``
 Every command also gets ``evaluate_after_training=true`` and ``test_sets=[original,
 extended, hard]`` (:data:`COMMON`): a grid run is only finished once
 ``OUT/eval/best/results.json`` is written, and, as every run of the study (each of its
-data configs had ``use_additional_test_sets: true``, STUDY.md §7), it tests on
-VoxCeleb1-O, -E and -H.  Runs without a seed (the LR grids) use the recipe's, 42133724,
-the original's default.
+data configs had ``use_additional_test_sets: true``; docs/study.md, 'Training and
+evaluation in the published runs'), it tests on VoxCeleb1-O, -E and -H.  Runs without a
+seed (the LR grids) use the recipe's, 42133724, the original's default.
 
 Run folders encode the grid point like hparams/shared/base.yaml's default folder:
 ``RUNS_ROOT/<grid>/<model>_<subset>/lr<lr>[_steps<max_steps>_seed<seed>]``
 and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed<seed>``
-(tags as in SEED.md); for the modern grid (not the study's, issue 13)
+(tags as in the study's commands); for the modern grid (not the study's, issue 13)
 ``RUNS_ROOT/modern/<model>_<subset>/<stage>/lr<lr>_seed<seed>``.  :func:`parse_run_path`
 reads them back.  No ``=`` anywhere: SpeechBrain splits ``--key=value`` arguments at every ``=``.
 """
@@ -82,13 +83,15 @@ ALL_TEST_SETS = {"test_sets": "[original, extended, hard]"}
 # run, LR grids included, was tested on all three (a few commands also said so).
 COMMON = {"evaluate_after_training": True, **ALL_TEST_SETS}
 
-# Step counts of the recipe (hparams/shared/*.yaml, STUDY.md §2-3) that `step_scale` shrinks
-# together, so that a CPU-sized run keeps the shape of the study's schedules.
+# Step counts of the recipe (hparams/shared/*.yaml; docs/study.md, 'Models' and 'Training
+# recipe') that `step_scale` shrinks together, so that a CPU-sized run keeps the shape of
+# the study's schedules.
 DEFAULT_MAX_STEPS = 50_000
 DEFAULT_NUM_FROZEN_STEPS = 12_500  # wav2vec2: the first LR cycle of a 50k-step run
 ONE_CYCLE_HALF_STEPS = 25_000
 
-# The study's evaluation switches for the LR grids (every LR-grid command in SEED.md).
+# The study's evaluation switches for the LR grids (every LR-grid command of
+# the study; docs/study.md, 'LR grids').
 NO_SCORE_NORM = {"enroll_training_data": False, "post_process_scores": False}
 
 # ---------------------------------------------------------------------------
@@ -96,7 +99,8 @@ NO_SCORE_NORM = {"enroll_training_data": False, "post_process_scores": False}
 NAIVE_LRS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
 # ---------------------------------------------------------------------------
-# detailed LR grid: {1.78, 3.16, 5.62} x 10^k around the naive winner (SEED.md)
+# detailed LR grid: {1.78, 3.16, 5.62} x 10^k around the naive winner
+# (docs/study.md, 'LR grids')
 _HIGH = (1.78e-3, 3.16e-3, 5.62e-3, 1.78e-2, 3.16e-2, 5.62e-2)
 DETAILED_LRS = {
     "xvector": {
@@ -115,7 +119,8 @@ DETAILED_LRS = {
 }
 
 # ---------------------------------------------------------------------------
-# steps: best lr per cell, max_steps x 3 seeds, extra test sets on (SEED.md "step_exp")
+# steps: best lr per cell, max_steps x 3 seeds, extra test sets on
+# (tag "step_exp"; docs/study.md, 'Steps')
 STEPS_MAX_STEPS = (25_000, 50_000, 100_000, 400_000)
 STEPS_CELLS = {  # model -> subset -> (best lr, seeds)
     "xvector": {
@@ -154,7 +159,7 @@ STEPS_SCORE_NORM = {
 ABLATION_LR = {"tiny_few": 5.62e-6, "tiny_many_high": 1.78e-4}
 ABLATION_BASELINE_SEEDS = (787, 23916)
 ABLATION_SEEDS = (11469, 787, 23916)
-ABLATION_VARIANTS: dict[str, dict[str, object]] = {  # SEED.md tag -> overrides
+ABLATION_VARIANTS: dict[str, dict[str, object]] = {  # the study's tag -> overrides
     "baseline": {},
     "lr_constant": {"lr_schedule": "constant"},
     "lr_exp_decay": {"lr_schedule": "exp_decay"},
@@ -182,7 +187,7 @@ ABLATION_VARIANTS: dict[str, dict[str, object]] = {  # SEED.md tag -> overrides
     "reg_mask": {"regularisation": "only_masking"},
     "reg_layerdrop": {"regularisation": "only_layerdrop"},
 }
-# Human-readable names used by the results table / figure (STUDY.md §5).
+# Human-readable names used by the results table / figure (docs/study.md, 'The experiment grids').
 ABLATION_LABELS = {
     "baseline": "baseline",
     "lr_constant": "LR constant",

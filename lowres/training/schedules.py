@@ -1,4 +1,5 @@
-"""Learning-rate schedules of the study (STUDY.md §3), stepped once per optimiser step.
+"""Learning-rate schedules of the study (docs/study.md, 'Training recipe'), stepped once
+per optimiser step.
 
 - ``cyclic``: triangular2 from ``base_lr`` (1e-8) up to ``lr`` and back, half-cycle
   ``max_steps / 8``, so a run holds 4 cycles whose peaks halve (lr, lr/2, lr/4, lr/8 above base_lr).
