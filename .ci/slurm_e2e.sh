@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-SLURM end-to-end test of the grid scripts (issue 5), on a throw-away one-node cluster.
+# Real-SLURM end-to-end test of the grid scripts (slurm/*.sbatch), on a throw-away one-node cluster.
 #
 #   .ci/slurm_e2e.sh [WORK_DIR]        (root; ~3-5 min on 2 cores)
 #

@@ -22,7 +22,7 @@ Measures, at batch ``--batch`` x 2 s crops:
 * the full loop (loader feeding the model) with our loader and with the stock full-read
   loader, steps/s (interleaved, best of two each).
 
-The step-time switches of train.py (issue 14 section 4), off by default as there:
+The step-time switches of train.py (a GPU's speed-ups), off by default as there:
 ``--compile`` is ``compile_embedder`` (torch.compile of the embedder, ``--compile_mode``,
 static shapes as SpeechBrain's Brain._compile), ``--fused`` is ``fused_optimizer`` (Adam's
 fused kernel), ``--no_gradient_checkpointing`` is wav2vec2's ``gradient_checkpointing:

@@ -1,4 +1,4 @@
-"""SpeechBrain-style CSVs of the augmentation collections MUSAN and RIRS_NOISES (issue 13).
+"""SpeechBrain-style CSVs of the augmentation collections MUSAN and RIRS_NOISES.
 
     python -m prepare.augment_sets --musan DIR/musan --rirs DIR/RIRS_NOISES \
         --save_folder MANIFESTS/augment [--rir_sets smallroom,mediumroom,largeroom]

@@ -1,4 +1,4 @@
-"""On-the-fly augmentation of the training crops (issue 13). Off by default: the study
+"""On-the-fly augmentation of the training crops (beyond the study). Off by default: the study
 trained without any ("no data augmentation nor any post-processing").
 
 SpeechBrain's ``speechbrain.augment`` does the signal processing:

@@ -24,7 +24,7 @@
 
 ``results.json`` and the folder's other files: :mod:`lowres.io.run_folder`.
 
-``checkpoint="averaged"`` (with ``average_checkpoints: N`` > 0; issue 13) tests the
+``checkpoint="averaged"`` (with ``average_checkpoints: N`` > 0; beyond the study) tests the
 mean of the embedder weights of the run's last N checkpoints of training, or its N of
 lowest val_eer (``average_checkpoints_by: last | best``), written to
 ``eval/averaged/``; its results.json adds ``"averaged": {"by": .., "n": .., "checkpoints":

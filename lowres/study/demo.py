@@ -30,7 +30,7 @@ reprints the table):
 5. ``untrained``: each architecture at its initialisation (the recipe's seed, ``max_steps``
    0; for the pre-trained wav2vec2, its pre-training without labels) evaluated like a
    trained run, in RUNS/demo/<model>_tiny_few[/<start>]/untrained.
-6. ``train``: ``python -m lowres.grid run demo --jobs N`` (lowres/grids.py; N runs at once,
+6. ``train``: ``python -m lowres.grid run demo --jobs N`` (lowres/study/grids.py; N runs at once,
    ``--jobs``, by default the CPU count, each with one thread): x-vector, ECAPA-TDNN and
    wav2vec2 from both starts (random init, trained whole; pre-trained, fine-tuned with the
    study's frozen-CNN recipe) on tiny_few, tiny_many_low and tiny_many_high with the

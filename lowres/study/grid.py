@@ -5,8 +5,8 @@
     python -m lowres.grid task GRID --index I [...]      # one run (what slurm/*.sbatch calls)
     python -m lowres.grid sbatch GRID [--parallel P] [--submit] [...]
 
-GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/grids.py), modern (beyond
-the study: the recipe + augmentation, averaging, large margin, AS-norm; issue 13) or demo
+GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/study/grids.py), modern (beyond
+the study: the recipe + augmentation, averaging, large margin, AS-norm) or demo
 (`make demo`: each model on the three tiny subsets, CPU-sized; not a grid of the study).  The
 commands are run from the repository root; a relative --runs_root is taken
 relative to the current directory.  Extra overrides (``--set key=value``,

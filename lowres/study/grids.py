@@ -38,7 +38,7 @@ seed (the LR grids) use the recipe's, 42133724, the original's default.
 Run folders encode the grid point like hparams/shared/base.yaml's default folder:
 ``RUNS_ROOT/<grid>/<model>_<subset>/lr<lr>[_steps<max_steps>_seed<seed>]``
 and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed<seed>``
-(tags as in the study's commands); for the modern grid (not the study's, issue 13)
+(tags as in the study's commands); for the modern grid (not the study's)
 ``RUNS_ROOT/modern/<model>_<subset>/<stage>/lr<lr>_seed<seed>``.  :func:`parse_run_path`
 reads them back.  No ``=`` anywhere: SpeechBrain splits ``--key=value`` arguments at every ``=``.
 """
@@ -305,7 +305,7 @@ def _ablation_points():
 
 
 # ---------------------------------------------------------------------------
-# modern (issue 13; beyond the study): how much of the modern toolbox still helps on ~50k
+# modern (beyond the study): how much of the modern toolbox still helps on ~50k
 # files. Per model x subset, at the steps grid's best lr and with its seeds, the recipe's
 # 50k steps, three runs: the study's recipe; + augmentation; + a large-margin stage from the
 # augmented run, tested with its last checkpoints averaged, without and with AS-norm

@@ -4,7 +4,7 @@
 
 Every run folder below RUNS_ROOT (one with hyperparams.yaml, train_log.txt or
 eval/) becomes one row of ``results.csv``: its grid point (from the folder
-layout of lowres/grids.py, else from hyperparams.yaml), its status, whether
+layout of lowres/study/grids.py, else from hyperparams.yaml), its status, whether
 it diverged (``diverged``: the verdict of its results.json, written by the evaluation
 when training stopped at a non-finite loss or no validation had a finite EER; for a run
 without one, a NaN/inf loss in train_log.txt), and per test
@@ -197,7 +197,7 @@ def as_norm_columns(test_set: str, metrics: dict, prefix: str = "") -> dict:
 
 
 def stage_columns(folder: Path, hp: dict) -> dict:
-    """Beyond the study (issue 13): ``parent_run``, the run a fine-tuning stage started
+    """Beyond the study: ``parent_run``, the run a fine-tuning stage started
     from (its init_from_run, "" for a run from scratch); ``averaged``, "<by> <n>" when
     the run was also tested with averaged checkpoints (eval/averaged/results.json), and
     those EERs as ``averaged_eer_pct_<test set>`` (``averaged_as_norm_eer_pct_<test set>``

@@ -1,4 +1,4 @@
-"""HuBERT-style masked prediction for pre-training wav2vec2 (issue 11 §3, first iteration).
+"""HuBERT-style masked prediction for pre-training wav2vec2 (its first iteration).
 
 HuBERT (Hsu et al. 2021), iteration one: every 20 ms frame gets the id of its nearest of
 ``num_clusters`` k-means centroids of MFCC frames (13 coefficients + deltas + delta-deltas,

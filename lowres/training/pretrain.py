@@ -1,4 +1,4 @@
-"""Self-supervised pre-training of wav2vec2 on unlabelled audio (issue 11 section 3).
+"""Self-supervised pre-training of wav2vec2 on unlabelled audio.
 
 The objective is wav2vec 2.0's (Baevski et al. 2020), as transformers'
 ``Wav2Vec2ForPreTraining`` computes it: spans of the CNN's frames are masked

@@ -1,4 +1,4 @@
-"""Utterance-level contrastive pre-training of wav2vec2 (SimCLR on speech; issue 11 §3-4).
+"""Utterance-level contrastive pre-training of wav2vec2 (SimCLR on speech).
 
 Each training crop is cut into two halves, two views of one recording: same speaker, same
 session. Each view gets its own random channel (:class:`RandomChannel`: a smooth random EQ
