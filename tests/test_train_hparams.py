@@ -172,6 +172,7 @@ def train_module():
     (["--test_sets=origin"], "test_sets='origin'"),
     (["--test_sets=[original, hardest]"], "test_sets=['original', 'hardest']"),
     (["--test_precision=fp8"], "test_precision='fp8'"),
+    (["--valid_precision=fp16"], "valid_precision='fp16'"),
     (["--post_process_scores=maybe"], "post_process_scores='maybe'"),
 ])
 def test_bad_values_name_key_and_value(args, message, tmp_path):

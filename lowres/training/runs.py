@@ -4,8 +4,9 @@
   :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
   checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
 - A recipe's start: :func:`parse_recipe_args` (SpeechBrain's command line, the DDP group),
-  :func:`effective_precision` and :func:`start_run` (the run folder with its record,
-  :func:`record_run`: resolved ``hyperparams.yaml``, ``command.txt``).
+  :func:`effective_precision`, :func:`with_valid_precision` and :func:`start_run` (the run
+  folder with its record, :func:`record_run`: resolved ``hyperparams.yaml``,
+  ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
   checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU and
   validates a fresh run at step 0.
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 COMPLETE = "complete"  # recoverable name of the CompleteMarker (complete.ckpt)
 PRECISIONS = ("fp16", "bf16", "fp32")  # training precisions (SpeechBrain's --precision)
+# precisions of the validations during training (hparam valid_precision, with_valid_precision)
+VALID_PRECISIONS = ("as_training", "fp32")
 
 
 @register_checkpoint_hooks
@@ -148,6 +151,19 @@ def effective_precision(hparams_precision: str, run_opts) -> tuple[object, str, 
     run_opts = dataclasses.replace(run_opts, precision=precision,
                                    overridden_args=run_opts.overridden_args | {"precision"})
     return run_opts, precision, note
+
+
+def with_valid_precision(run_opts, valid_precision: str):
+    """The run options with the precision of the validations during training, which choose
+    the tested checkpoint (SpeechBrain's ``eval_precision``). ``as_training``: the training
+    precision's autocast, as Lightning 1.5's native AMP ran the published runs'
+    validations (docs/study.md); ``fp32``: SpeechBrain's default. ``--eval_precision`` on
+    the command line wins. Call it after :func:`effective_precision` (fp16 is fp32 on CPU)."""
+    if "eval_precision" in run_opts.overridden_args:
+        return run_opts
+    precision = run_opts.precision if valid_precision == "as_training" else "fp32"
+    return dataclasses.replace(run_opts, eval_precision=precision,
+                               overridden_args=run_opts.overridden_args | {"eval_precision"})
 
 
 def start_run(hparams_file: str, overrides: dict, world_size: int, note: str = "") -> dict:

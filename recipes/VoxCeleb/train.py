@@ -72,6 +72,7 @@ from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.runs import (
     PRECISIONS,
+    VALID_PRECISIONS,
     ResumableBrain,
     effective_precision,
     optimizer_class,
@@ -79,6 +80,7 @@ from lowres.training.runs import (
     start_run,
     step_budget_loader,
     unwrap,
+    with_valid_precision,
 )
 from lowres.training.schedules import SCHEDULES
 from prepare.errors import USER_ERRORS
@@ -309,6 +311,8 @@ def check_hparams(values: dict, world_size: int) -> None:
             bad("ssl_model_type", f"must be auto or one of {', '.join(SSL_MODEL_CLASSES)}")
     if values.get("precision") not in PRECISIONS:
         bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+    if values.get("valid_precision") not in VALID_PRECISIONS:
+        bad("valid_precision", f"must be one of {', '.join(VALID_PRECISIONS)}")
     for key in ("compile_embedder", "fused_optimizer", "evaluate_last"):
         if not isinstance(values.get(key, False), bool):
             bad(key, "must be true or false")
@@ -446,6 +450,15 @@ def compile_run_opts(values: dict, run_opts):
         overridden_args=run_opts.overridden_args | {"compile", "compile_module_keys"})
 
 
+def precision_run_opts(values: dict, run_opts) -> tuple[object, str, str]:
+    """(run options, training precision, note): SpeechBrain's run options with the training
+    precision the device can use (the note says when it fell back, :func:`effective_precision`)
+    and the precision of the validations that choose the tested checkpoint
+    (``valid_precision``, :func:`with_valid_precision`)."""
+    run_opts, precision, note = effective_precision(values["precision"], run_opts)
+    return with_valid_precision(run_opts, values["valid_precision"]), precision, note
+
+
 def make_loaders(brain, hparams, schedule: lowres_data.Schedule, world_size: int):
     """Training loader (StepBudgetSampler over ``schedule``, one crop per draw) and
     validation loader; with utterance normalisation both normalise with file statistics."""
@@ -546,7 +559,7 @@ def main(argv):
         logger.info("n_speakers=%s in the yaml, %d in %s: using %d", values["n_speakers"],
                     n_speakers, values["train_csv"], n_speakers)
         extra["n_speakers"] = n_speakers
-    run_opts, extra["precision"], note = effective_precision(values["precision"], run_opts)
+    run_opts, extra["precision"], note = precision_run_opts(values, run_opts)
     overrides = {**overrides, **extra}
     hparams = start_run(hparams_file, overrides, world_size, note)
     out = Path(hparams["output_folder"])
