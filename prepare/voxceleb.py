@@ -10,7 +10,9 @@ Stages (each resumable; a rerun skips what is done and redoes what changed):
              tiny_few's (remade from the validation split when that subset is not
              built); ``--no-val_trials_as_published``: each subset its own trials over
              its validation files, as a --custom_subset always has
-5. manifests M/<subset>/{train.csv,val.csv,val_trials.txt,stats.json}, M/test/* (prepare.manifests)
+5. manifests M/<subset>/{train.csv,val.csv,val_trials.txt,stats.json}, M/test/* (prepare.manifests);
+             M/prepare_options.json: the options each subset was made with (train.py
+             refuses ``prepare_options`` that differ, as they act only on new manifests)
 6. wav_stats (``--wav_stats``) per-file wav_mean / wav_std in each subset's train.csv and
    val.csv, for wav2vec2's utterance normalisation (prepare.wav_stats; train.py adds them
    when they are missing)
@@ -47,8 +49,10 @@ from lowres.io.atomic import (
     atomic_folder,
     folder_lock,
     mark_done,
+    read_json,
     remove_stale_temporaries,
     stage_done,
+    write_json,
 )
 from prepare import manifests, study_lists
 from prepare.convert import convert_voxceleb2
@@ -88,6 +92,13 @@ DEFAULTS = dict(
     wav_stats=False,
 )
 PARAMS_FILE = "prepare_params.json"
+# M/prepare_options.json: subset -> the content options (content_options) it was last
+# prepared with, so that train.py can refuse prepare_options its manifests do not follow
+OPTIONS_FILE = "prepare_options.json"
+# Options that change how the work is done or which folders are made, not what a subset's
+# manifests hold (wav_stats: columns that train.py adds itself when a run needs them).
+NOT_CONTENT = ("jobs", "convert_batch", "subsets", "test_sets", "wav_stats")
+PATH_OPTIONS = ("wav_folder", "meta_folder", "vox1_folder", "study_lists")
 # Rule-made subset -> the subset whose validation trials it takes with
 # val_trials_as_published, as the study's configs did (study_lists.TRIALS; docs/study.md,
 # 'Data in the published runs').
@@ -320,6 +331,34 @@ def prepare_voxceleb(data_folder, save_folder, **options) -> None:
         _prepare(Path(data_folder), Path(save_folder), {**DEFAULTS, **options})
 
 
+def content_options(options: dict) -> dict:
+    """The options among ``options`` that change a subset's manifests, in the form
+    OPTIONS_FILE records them (paths resolved, lists as lists), so two are comparable."""
+    def plain(key, value):
+        if key in PATH_OPTIONS:
+            return None if value is None else str(Path(value).resolve())
+        if key in ("subset_lists", "custom_subsets"):
+            items = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+            return [str(Path(v).resolve()) if key == "subset_lists" else v for v in items]
+        return value
+
+    return {k: plain(k, v) for k, v in options.items() if k not in NOT_CONTENT}
+
+
+def recorded_options(save_folder: str | os.PathLike, subset: str) -> dict | None:
+    """The content options ``subset`` of ``save_folder`` was prepared with; None for a
+    folder prepared before they were recorded."""
+    return (read_json(Path(save_folder) / OPTIONS_FILE) or {}).get(subset)
+
+
+def record_options(save: Path, subsets, o: dict) -> None:
+    """Record (atomically; only when it changes) that ``subsets`` are prepared with ``o``."""
+    old = read_json(save / OPTIONS_FILE) or {}
+    new = {**old, **{name: content_options(o) for name in subsets}}
+    if new != old:
+        write_json(save / OPTIONS_FILE, new)
+
+
 def _prepare(data: Path, save: Path, o: dict) -> None:
     o["subsets"], o["test_sets"] = _names(o["subsets"]), _names(o["test_sets"]) or ()
     for key in ("subset_lists", "custom_subsets"):
@@ -372,6 +411,7 @@ def _prepare(data: Path, save: Path, o: dict) -> None:
             is_val = split_validation(listing, o["val_fraction"], o["seed"])
             split = (listing[~is_val], listing[is_val])
         write_subset(folder, name, rule, listing, *split, params, o["seed"])
+    record_options(save, rules, o)
 
     prepare_test_sets(save, test_lists, vox1_wav, meta, o["jobs"])
     if o["wav_stats"]:  # 6. wav_stats

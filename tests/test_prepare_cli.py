@@ -152,6 +152,42 @@ def test_own_trials_switch_rebuilds_only_tiny_many(tree, prepared, tmp_path, cap
     assert mtimes(save)["full"] == before["full"]
 
 
+def check_with(save: Path, subset: str, options: dict) -> None:
+    """train.py's check of existing manifests, with the shipped yaml and ``options``."""
+    from conftest import load_script
+    from test_train_hparams import HPARAMS, TRAIN
+
+    from lowres.io.hparams import plain_values
+
+    train = load_script(TRAIN, "lowres_train")
+    train.prepare_manifests(plain_values(HPARAMS / f"xvector_{subset}.yaml", {
+        "data_folder": "/nonexistent", "manifest_folder": str(save),
+        "prepare_options": options}))
+
+
+def test_train_refuses_prepare_options_its_manifests_do_not_follow(prepared, tmp_path,
+                                                                   caplog):
+    from lowres.io.hparams import HparamsError
+
+    save = tmp_path / "m"
+    shutil.copytree(prepared[0], save)
+    assert vox.recorded_options(save, "tiny_many_high")["val_trials_as_published"] is True
+    check_with(save, "tiny_many_high", {"val_trials_as_published": True, "val_fraction": 0.1,
+                                        "jobs": 1, "wav_stats": True})  # jobs: no content
+    with pytest.raises(HparamsError, match="val_trials_as_published=False, but the "
+                       "manifests in .*tiny_many_high were made with "
+                       "val_trials_as_published=True"):
+        check_with(save, "tiny_many_high", {"val_trials_as_published": False})
+    with pytest.raises(HparamsError, match=r"study_lists='/.*/lists', but .* study_lists=None"):
+        check_with(save, "tiny_few", {"study_lists": str(tmp_path / "lists")})
+    with pytest.raises(HparamsError, match="unknown option.*val_trials"):
+        check_with(save, "tiny_few", {"val_trials": 3})
+    (save / vox.OPTIONS_FILE).unlink()  # a folder prepared before the options were recorded
+    with caplog.at_level("INFO"):
+        check_with(save, "tiny_many_high", {"val_trials_as_published": False})
+    assert "cannot be checked" in caplog.text
+
+
 def test_shared_trials_without_their_subset(tree, prepared, tmp_path):
     out = tmp_path / "m"
     prepare_voxceleb(tree, out, subsets=["tiny_many_low", "tiny_many_high"], test_sets=(),
@@ -199,7 +235,7 @@ def test_subset_list_reproduces_exactly(tree, prepared, tmp_path):
                                               lists / "tiny_few_utterance_list.csv"],
                      test_sets=(), **{**OPTS, "seed": 99})  # other seed: the list decides
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "listing.csv", "listing.json", "tiny_few", "tiny_many_high"]
+        "listing.csv", "listing.json", "prepare_options.json", "tiny_few", "tiny_many_high"]
     for name in ("tiny_many_high", "tiny_few"):
         for f in ("train.csv", "val.csv", f"{name}_utterance_list.csv"):
             assert filecmp.cmp(save / name / f, out / name / f, shallow=False), (name, f)

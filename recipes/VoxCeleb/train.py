@@ -360,9 +360,36 @@ def manifests_ready(values: dict) -> bool:
     return all(Path(values[k]).is_file() for k in ("train_csv", "valid_csv", "val_trials"))
 
 
+def check_prepare_options(values: dict) -> None:
+    """HparamsError when ``prepare_options`` asks for manifests other than the existing
+    ones were made with: those options act only when manifests are made, so a changed
+    value would otherwise do nothing, silently. Unset options are not compared."""
+    from prepare.voxceleb import DEFAULTS, content_options, recorded_options
+
+    options = dict(values.get("prepare_options") or {})
+    if set(options) - set(DEFAULTS):
+        raise HparamsError(f"invalid hparam prepare_options={options!r}: unknown option(s) "
+                           f"{', '.join(sorted(set(options) - set(DEFAULTS)))}")
+    given, folder = content_options(options), Path(values["manifest_folder"]) / values["subset"]
+    recorded = recorded_options(values["manifest_folder"], values["subset"])
+    if recorded is None:
+        logger.log(logging.WARNING if given else logging.INFO, "the prepare_options of %s "
+                   "cannot be checked: it was prepared before lowres recorded them", folder)
+        return
+    for key, value in given.items():
+        if key in recorded and value != recorded[key]:
+            raise HparamsError(
+                f"invalid hparam prepare_options: {key}={value!r}, but the manifests in "
+                f"{folder} were made with {key}={recorded[key]!r} (prepare_options act only "
+                "when manifests are made: use another manifest_folder, or delete that "
+                "folder to remake it)")
+
+
 def prepare_manifests(values: dict) -> None:
-    """Make the manifests with prepare.voxceleb (main process only) if they are missing."""
+    """Make the manifests with prepare.voxceleb (main process only) if they are missing;
+    existing ones must have been made with the yaml's ``prepare_options``."""
     if manifests_ready(values):
+        check_prepare_options(values)
         return
     data_folder = values.get("data_folder")
     if not data_folder or not Path(data_folder).is_dir():
