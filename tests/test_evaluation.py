@@ -118,8 +118,10 @@ def test_results_schema_and_score_files(fake_run):
     assert set(res["test_sets"]) == {"original", "extended", "hard"}
     for name, entry in res["test_sets"].items():
         assert set(entry) == METRIC_KEYS | {"as_norm"}
-        assert set(entry["as_norm"]) == METRIC_KEYS | {"top_k", "cohort_size",
+        assert set(entry["as_norm"]) == METRIC_KEYS | {"variant", "top_k", "cohort_size",
                                                        "cohort_max_files_per_speaker"}
+        # hparams without as_norm_variant (runs made before it) keep the two-sided one
+        assert entry["as_norm"]["variant"] == "two_sided_top_k"
         assert entry["n_trials"] == n_trials[name] == entry["as_norm"]["n_trials"]
         assert entry["as_norm"]["cohort_size"] == 6 and entry["as_norm"]["top_k"] == 3
         for e in (entry, entry["as_norm"]):
@@ -190,6 +192,12 @@ def test_same_checkpoint_for_best_and_last_is_evaluated_once(fake_run, tmp_path)
     # Another AS-norm top_k cannot be copied: evaluated afresh.
     again = evaluate_run(dict(single, as_norm_top_k=2), "best", device="cpu")
     assert "reused_from" not in again and again["test_sets"]["original"]["as_norm"]["top_k"] == 2
+    # Nor another AS-norm variant: the original's one-sided one, over the whole cohort.
+    again = evaluate_run(dict(single, as_norm_variant="one_sided_whole_cohort"), "best",
+                         device="cpu")
+    assert "reused_from" not in again
+    assert {k: again["test_sets"]["original"]["as_norm"][k] for k in ("variant", "top_k")} \
+        == {"variant": "one_sided_whole_cohort", "top_k": None}
     # Nor another calibration prior.
     again = evaluate_run(dict(single, calibration_prior=0.05), "best", device="cpu")
     assert "reused_from" not in again and again["calibration"]["prior"] == 0.05

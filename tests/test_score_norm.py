@@ -88,3 +88,28 @@ def test_centering_and_length_norm():
     np.testing.assert_allclose(length_norm(train).norm(dim=1).numpy(), 1, rtol=1e-6)
     with pytest.raises(ValueError, match="at least 3"):
         fit_centering(train[:2])
+
+
+def test_as_norm_variants_on_a_hand_made_example():
+    """Unit vectors at 0, 90 and 45 degrees against a cohort at 0, 90 and 180 degrees:
+    cohort scores e0 [1, 0, -1] (mean 0, sd 1), e1 [0, 1, 0] (mean 1/3, sd 1/sqrt(3)),
+    e2 [1, 1, -1] / sqrt(2) (mean 1/(3 sqrt(2)), sd sqrt(2/3))."""
+    r2, r3 = np.sqrt(2), np.sqrt(3)
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [1 / r2, 1 / r2]])
+    cohort = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    left, right = [1, 2, 0], [0, 0, 2]  # raw scores 0, 1/sqrt(2), 1/sqrt(2)
+    # the original's: the enrol (left) side's statistics over the whole cohort only, so
+    # (e2, e0) and (e0, e2) differ; top_k plays no part
+    for k in (2, 300):
+        one = as_norm_scores(emb, left, right, cohort, top_k=k,
+                             variant="one_sided_whole_cohort").numpy()
+        np.testing.assert_allclose(one, [-1 / r3, 1 / r3, 1 / r2], rtol=1e-5)
+    # ours: the mean of both sides' normalised scores, symmetric; over the top_k only
+    two = as_norm_scores(emb, left, right, cohort, top_k=3).numpy()
+    np.testing.assert_allclose(two, [-0.5 / r3, (1 / r3 + 1 / r2) / 2, (1 / r3 + 1 / r2) / 2],
+                               rtol=1e-5)
+    # top 2: e0 [1, 0] and e1 [1, 0], mean 1/2 and sd 1/sqrt(2) each
+    np.testing.assert_allclose(as_norm_scores(emb, [1], [0], cohort, top_k=2).numpy(),
+                               [-1 / r2], rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown AS-norm variant"):
+        as_norm_scores(emb, left, right, cohort, variant="one_sided_top_k")

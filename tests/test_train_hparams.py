@@ -174,6 +174,7 @@ def train_module():
     (["--test_precision=fp8"], "test_precision='fp8'"),
     (["--valid_precision=fp16"], "valid_precision='fp16'"),
     (["--post_process_scores=maybe"], "post_process_scores='maybe'"),
+    (["--as_norm_variant=one_sided_top_k"], "as_norm_variant='one_sided_top_k'"),
 ])
 def test_bad_values_name_key_and_value(args, message, tmp_path):
     train = train_module()

@@ -132,8 +132,8 @@ def _results(run: RunForExport) -> list[str]:
         if entry.get("as_norm"):
             norm = entry["as_norm"]
             cohort = f", cohort {norm['cohort_size']}" if norm.get("cohort_size") else ""
-            rows.append(_row(label, f"AS-norm (top {norm.get('top_k')}{cohort})", norm,
-                             calibrated))
+            kind = f"top {norm['top_k']}" if norm.get("top_k") else "one-sided, whole cohort"
+            rows.append(_row(label, f"AS-norm ({kind}{cohort})", norm, calibrated))
     if rows:
         head = "| test set | scores | trials | EER | minDCF (p 0.01) | minDCF (p 0.05) |"
         rule = "|---|---|---:|---:|---:|---:|"

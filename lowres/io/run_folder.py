@@ -30,7 +30,8 @@ A run folder (train.py's ``output_folder``) holds::
                      "cllr": .., "act_dcf_0.01": .., "act_dcf_0.05": ..,  # if calibrated
                      "scores": "scores_original.txt",
                      "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
-                                 "top_k": 300, "cohort_size": ..,
+                                 "variant": "one_sided_whole_cohort", "top_k": null,
+                                 "cohort_size": ..,  # top_k: 300 with two_sided_top_k
                                  "cohort_max_files_per_speaker": null}},  # if post_process_scores
         ...
       },

@@ -40,7 +40,9 @@ hparams keys read: embedder, checkpointer, manifest_folder, train_csv,
 valid_csv, val_trials, output_folder, post_process_scores,
 enroll_training_data; optional: average_checkpoints (0), average_checkpoints_by
 (last), test_precision (fp16: autocast on a GPU as the
-study, fp32 elsewhere; or fp32), as_norm_top_k (300), eval_batch_size (16),
+study, fp32 elsewhere; or fp32), as_norm_variant (two_sided_top_k where a run's hparams
+predate the key; the yaml's default is the study's one_sided_whole_cohort),
+as_norm_top_k (300), eval_batch_size (16),
 eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0),
 cohort_max_files_per_speaker (default: all files), calibration_prior (0.5: the
 calibration objective is then Cllr).
@@ -89,7 +91,12 @@ from lowres.io.tensor_files import load_tensors, safe_recovery
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
 from lowres.scoring.embeddings import extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
-from lowres.scoring.score_norm import as_norm_scores, cosine_trial_scores, speaker_mean_cohort
+from lowres.scoring.score_norm import (
+    AS_NORM_VARIANTS,
+    as_norm_scores,
+    cosine_trial_scores,
+    speaker_mean_cohort,
+)
 from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
 
 logger = logging.getLogger(__name__)
@@ -102,6 +109,7 @@ __all__ = ["TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoin
 CHECKPOINTS = ("best", "last", "averaged")
 AVERAGE_BY = ("last", "best")
 DEFAULT_TOP_K = 300
+OLD_AS_NORM_VARIANT = "two_sided_top_k"  # the only one before as_norm_variant existed
 TEST_PRECISIONS = ("fp16", "fp32")
 
 
@@ -135,6 +143,8 @@ def check_values(values: Mapping) -> None:
     for key in ("post_process_scores", "enroll_training_data"):
         if not isinstance(values.get(key, False), bool):
             bad(key, "must be true or false")
+    if values.get("as_norm_variant", OLD_AS_NORM_VARIANT) not in AS_NORM_VARIANTS:
+        bad("as_norm_variant", f"must be one of {', '.join(AS_NORM_VARIANTS)}")
     if values.get("average_checkpoints_by", "last") not in AVERAGE_BY:
         bad("average_checkpoints_by", f"must be one of {', '.join(AVERAGE_BY)}")
     for key, minimum, optional in (("as_norm_top_k", 1, False), ("eval_batch_size", 1, False),
@@ -349,12 +359,20 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     return means
 
 
-def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation, post, top_k,
+def as_norm_settings(entry: dict) -> dict:
+    """The AS-norm settings a test set's ``as_norm`` results entry was made with (an entry
+    without ``variant`` predates the one-sided variant: two-sided top-k)."""
+    return {"variant": entry.get("variant", OLD_AS_NORM_VARIANT), "top_k": entry.get("top_k"),
+            "cohort_max_files_per_speaker": entry.get("cohort_max_files_per_speaker")}
+
+
+def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation, post, as_norm,
                             device):
     """When best and last are the same checkpoint, copy the other one's finished results.
 
     Only if they cover the requested test sets (and validation, and AS-norm with the
-    same top_k when asked for) on the same manifests; returns the new results or None.
+    same ``as_norm`` settings when asked for) on the same manifests; returns the new
+    results or None.
     """
     other = "last" if checkpoint == "best" else "best"
     src_dir = eval_folder(hparams["output_folder"], other)
@@ -371,9 +389,7 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
           and (not validation or (src.get("calibration") or {}).get("prior")
                == float(hparams.get("calibration_prior", 0.5)))
           and (not post or all(
-              sets[s].get("as_norm", {}).get("top_k") == top_k
-              and sets[s]["as_norm"].get("cohort_max_files_per_speaker")
-              == hparams.get("cohort_max_files_per_speaker") for s in test_sets)))
+              as_norm_settings(sets[s].get("as_norm", {})) == as_norm for s in test_sets)))
     if not ok:
         return None
     out = eval_folder(hparams["output_folder"], checkpoint)
@@ -449,10 +465,13 @@ def evaluate_run(
     ckpt_name = ("averaged:" + ",".join(c.path.name for c in used)) if averaged \
         else ckpt.path.name
     post = bool(hparams.get("post_process_scores", False))
-    top_k = int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
+    variant = hparams.get("as_norm_variant", OLD_AS_NORM_VARIANT)
+    as_norm = {"variant": variant, "top_k": int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
+               if variant == "two_sided_top_k" else None,  # one-sided: the whole cohort
+               "cohort_max_files_per_speaker": hparams.get("cohort_max_files_per_speaker")}
     if not averaged and debug_files is None:
         reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation,
-                                         post, top_k, device)
+                                         post, as_norm, device)
         if reused is not None:
             return reused
     embedder = hparams["embedder"].to(device)
@@ -520,7 +539,7 @@ def evaluate_run(
         results["calibration"] = {**calibration._asdict(), "prior": prior,
                                   "trained_on": "validation", "n_trials": int(len(labels))}
         if post:
-            normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
+            normed = as_norm_scores(emb, left, right, cohort, as_norm["top_k"], variant).numpy()
             as_norm_calibration = fit_calibration(normed, labels, prior)
             results["calibration"]["as_norm"] = as_norm_calibration._asdict()
     for name in test_sets:
@@ -532,12 +551,10 @@ def evaluate_run(
         entry["scores"] = scores_name(name)
         write_scores(out / entry["scores"], trials, scores)
         if post:
-            normed = as_norm_scores(emb, left, right, cohort, top_k).numpy()
+            normed = as_norm_scores(emb, left, right, cohort, as_norm["top_k"], variant).numpy()
             entry["as_norm"] = trial_metrics(normed, labels, as_norm_calibration)
-            entry["as_norm"].update(
-                scores=scores_name(name, as_norm=True), top_k=top_k,
-                cohort_size=int(cohort.shape[0]),
-                cohort_max_files_per_speaker=hparams.get("cohort_max_files_per_speaker"))
+            entry["as_norm"].update(scores=scores_name(name, as_norm=True), **as_norm,
+                                    cohort_size=int(cohort.shape[0]))
             write_scores(out / entry["as_norm"]["scores"], trials, normed)
         results["test_sets"][name] = entry
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],

@@ -12,6 +12,10 @@ multilingual speaker recognition"; Cumani et al. 2011), both sides, top-k:
     mu_t, sd_t = the same for t
     s_as     = ((s - mu_e) / sd_e + (s - mu_t) / sd_t) / 2
 
+``as_norm_variant: one_sided_whole_cohort`` is the original study's (docs/study.md): each
+score normalised by its enrolment side's (``left``) statistics over the whole cohort,
+no top-k, ``s_as = (s - mu_e) / sd_e``.
+
 The cohort statistics depend on one embedding only, so they are computed once
 per unique embedding with one matrix product against the cohort (in row
 chunks, to bound memory) and then indexed per trial.  ``sd`` is the sample
@@ -42,8 +46,13 @@ __all__ = [
     "cosine_trial_scores",
     "cohort_statistics",
     "as_norm_scores",
+    "AS_NORM_VARIANTS",
     "speaker_mean_cohort",
 ]
+
+
+# two_sided_top_k: ours (a correction); one_sided_whole_cohort: the published runs'
+AS_NORM_VARIANTS = ("two_sided_top_k", "one_sided_whole_cohort")
 
 
 def _tensor(x, dtype=torch.float32) -> torch.Tensor:
@@ -116,14 +125,21 @@ def cohort_statistics(
     return means, stds
 
 
-def as_norm_scores(embeddings, left, right, cohort, top_k: int = 300) -> torch.Tensor:
-    """AS-norm scores of the trials ``(left[i], right[i])`` (indices into ``embeddings``)."""
+def as_norm_scores(embeddings, left, right, cohort, top_k: int | None = 300,
+                   variant: str = "two_sided_top_k") -> torch.Tensor:
+    """AS-norm scores of the trials ``(left[i], right[i])`` (indices into ``embeddings``),
+    in one of :data:`AS_NORM_VARIANTS` (the one-sided one ignores ``top_k``)."""
+    if variant not in AS_NORM_VARIANTS:
+        raise ValueError(f"unknown AS-norm variant {variant!r}")
+    one_sided = variant == "one_sided_whole_cohort"
     left, right = _index(left), _index(right)
     used, inverse = torch.unique(torch.cat([left, right]), return_inverse=True)
     emb = _tensor(embeddings)[used]
-    mean, std = cohort_statistics(emb, cohort, top_k)
+    mean, std = cohort_statistics(emb, cohort, len(cohort) if one_sided else top_k)
     li, ri = inverse[: left.numel()], inverse[left.numel():]
     raw = cosine_trial_scores(emb, li, ri)
+    if one_sided:
+        return (raw - mean[li]) / std[li]
     return 0.5 * ((raw - mean[li]) / std[li] + (raw - mean[ri]) / std[ri])
 
 

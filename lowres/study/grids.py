@@ -142,7 +142,10 @@ STEPS_CELLS = {  # model -> subset -> (best lr, seeds)
         "tiny_many_high": (1.782e-4, (73232, 95015, 69018)),
     },
 }
-# x-vector's step runs switch AS-norm off, ECAPA's and wav2vec2's switch it on.
+# x-vector's step runs switch AS-norm off, ECAPA's and wav2vec2's switch it on, as the study's
+# commands did: the yaml's as_norm_variant, one_sided_whole_cohort, is the original's AS-norm.
+# The published figures plot the raw cosine EER in every case, and so do lowres.results'
+# tables (eer_pct_*; the AS-norm EER is a column of its own, as_norm_eer_pct_*).
 STEPS_SCORE_NORM = {
     "xvector": NO_SCORE_NORM,
     "ecapa": {"enroll_training_data": True, "post_process_scores": True},
