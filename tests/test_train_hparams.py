@@ -173,6 +173,7 @@ def train_module():
     (["--test_sets=[original, hardest]"], "test_sets=['original', 'hardest']"),
     (["--test_precision=fp8"], "test_precision='fp8'"),
     (["--valid_precision=fp16"], "valid_precision='fp16'"),
+    (["--prepare_options={val_trials: 3}"], "unknown prepare.voxceleb option(s) val_trials"),
     (["--post_process_scores=maybe"], "post_process_scores='maybe'"),
     (["--as_norm_variant=one_sided_top_k"], "as_norm_variant='one_sided_top_k'"),
 ])

@@ -344,6 +344,11 @@ def check_hparams(values: dict, world_size: int) -> None:
         timeout = values.get("wandb_init_timeout")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             bad("wandb_init_timeout", "must be a positive number of seconds")
+    from prepare.voxceleb import DEFAULTS
+
+    unknown = sorted(set(dict(values.get("prepare_options") or {})) - set(DEFAULTS))
+    if unknown:
+        bad("prepare_options", f"unknown prepare.voxceleb option(s) {', '.join(unknown)}")
     if values.get("init_from_run"):
         parent_checkpoint(values["init_from_run"], values["output_folder"])
     lowres_augment.augment_config(values)  # augmentation keys and their prepared CSVs
@@ -364,12 +369,9 @@ def check_prepare_options(values: dict) -> None:
     """HparamsError when ``prepare_options`` asks for manifests other than the existing
     ones were made with: those options act only when manifests are made, so a changed
     value would otherwise do nothing, silently. Unset options are not compared."""
-    from prepare.voxceleb import DEFAULTS, content_options, recorded_options
+    from prepare.voxceleb import content_options, recorded_options
 
     options = dict(values.get("prepare_options") or {})
-    if set(options) - set(DEFAULTS):
-        raise HparamsError(f"invalid hparam prepare_options={options!r}: unknown option(s) "
-                           f"{', '.join(sorted(set(options) - set(DEFAULTS)))}")
     given, folder = content_options(options), Path(values["manifest_folder"]) / values["subset"]
     recorded = recorded_options(values["manifest_folder"], values["subset"])
     if recorded is None:
@@ -379,10 +381,10 @@ def check_prepare_options(values: dict) -> None:
     for key, value in given.items():
         if key in recorded and value != recorded[key]:
             raise HparamsError(
-                f"invalid hparam prepare_options: {key}={value!r}, but the manifests in "
-                f"{folder} were made with {key}={recorded[key]!r} (prepare_options act only "
-                "when manifests are made: use another manifest_folder, or delete that "
-                "folder to remake it)")
+                f"invalid hparam prepare_options={options!r}: {key}={value!r}, but the "
+                f"manifests in {folder} were made with {key}={recorded[key]!r} "
+                "(prepare_options act only when manifests are made: use another "
+                "manifest_folder, or delete that folder to remake it)")
 
 
 def prepare_manifests(values: dict) -> None:
