@@ -40,6 +40,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -351,7 +352,7 @@ def recorded_options(save_folder: str | os.PathLike, subset: str) -> dict | None
     return (read_json(Path(save_folder) / OPTIONS_FILE) or {}).get(subset)
 
 
-def record_options(save: Path, subsets, o: dict) -> None:
+def record_options(save: Path, subsets: Iterable[str], o: dict) -> None:
     """Record (atomically; only when it changes) that ``subsets`` are prepared with ``o``."""
     old = read_json(save / OPTIONS_FILE) or {}
     new = {**old, **{name: content_options(o) for name in subsets}}

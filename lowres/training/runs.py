@@ -153,7 +153,7 @@ def effective_precision(hparams_precision: str, run_opts) -> tuple[object, str, 
     return run_opts, precision, note
 
 
-def with_valid_precision(run_opts, valid_precision: str):
+def with_valid_precision(run_opts, valid_precision: str) -> object:
     """The run options with the precision of the validations during training, which choose
     the tested checkpoint (SpeechBrain's ``eval_precision``). ``as_training``: the training
     precision's autocast, as Lightning 1.5's native AMP ran the published runs'
