@@ -81,7 +81,7 @@ def test_batched_equals_unbatched_mfcc_embedder(wav_files, kind):
     from speechbrain.lobes.models.Xvector import Xvector
 
     from lowres.models.features import MfccFrontend
-    from lowres.models.tdnn import MfccEmbedder
+    from lowres.models.xvector_ecapa import MfccEmbedder
 
     torch.manual_seed(0)
     backbone = (Xvector(in_channels=80) if kind == "xvector"

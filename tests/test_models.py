@@ -1,4 +1,4 @@
-"""MFCC embedders (lowres.models.tdnn) with SpeechBrain's Xvector and ECAPA_TDNN."""
+"""MFCC embedders (lowres.models.xvector_ecapa) with SpeechBrain's Xvector and ECAPA_TDNN."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.lobes.models.Xvector import Xvector
 
 from lowres.models.features import MfccFrontend
-from lowres.models.tdnn import MfccEmbedder
+from lowres.models.xvector_ecapa import MfccEmbedder
 
 torch.set_num_threads(1)
 

@@ -55,7 +55,7 @@ def family_of(embedder: torch.nn.Module) -> str:
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     from speechbrain.lobes.models.Xvector import Xvector
 
-    from lowres.models.tdnn import MfccEmbedder
+    from lowres.models.xvector_ecapa import MfccEmbedder
 
     if isinstance(embedder, MfccEmbedder):
         if isinstance(embedder.backbone, Xvector):

@@ -1,4 +1,5 @@
-"""Speaker embedders: MFCC front-end, x-vector / ECAPA-TDNN (``tdnn``), wav2vec2, freezing.
+"""Speaker embedders: MFCC front-end, x-vector / ECAPA-TDNN (``xvector_ecapa``), wav2vec2,
+freezing.
 
 ``lowres.models.MfccEmbedder`` and ``lowres.models.Wav2vec2Embedder`` are the names the
 hparams files build (``!new:``); they are imported on first use, so importing the
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"MfccEmbedder": "lowres.models.tdnn", "Wav2vec2Embedder": "lowres.models.wav2vec2"}
+_EXPORTS = {"MfccEmbedder": "lowres.models.xvector_ecapa",
+            "Wav2vec2Embedder": "lowres.models.wav2vec2"}
 
 __all__ = list(_EXPORTS)
 

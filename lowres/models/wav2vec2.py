@@ -98,7 +98,7 @@ from transformers import (
 
 from lowres.models.features import valid_samples
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
-from lowres.models.tdnn import _embedding_dim
+from lowres.models.xvector_ecapa import embedding_dim_of
 
 __all__ = [
     "FROM_PRESET_AS_PUBLISHED",
@@ -343,7 +343,7 @@ class Wav2vec2Embedder(torch.nn.Module):
             self.layer_weights = torch.nn.Parameter(torch.zeros(config.num_hidden_layers + 1))
         self.backend = None if backend is None else backend(input_size=config.hidden_size)
         self.embedding_dim = config.hidden_size if backend is None else \
-            _embedding_dim(self.backend)
+            embedding_dim_of(self.backend)
         self.dropout = torch.nn.Dropout(dropout if backend is None else 0.0)
         self.backbone_frozen = False
         self.frozen_train_mode = False

@@ -43,7 +43,7 @@ def make_eval_deterministic(backbone: torch.nn.Module) -> torch.nn.Module:
     return backbone
 
 
-def _embedding_dim(backbone: torch.nn.Module) -> int | None:
+def embedding_dim_of(backbone: torch.nn.Module) -> int | None:
     """Output size of the last linear / 1-d conv layer (Xvector: 512, ECAPA_TDNN: 192)."""
     last = None
     for module in backbone.modules():
@@ -63,7 +63,7 @@ class MfccEmbedder(torch.nn.Module):
         super().__init__()
         self.frontend = frontend
         self.backbone = make_eval_deterministic(backbone)
-        self.embedding_dim = _embedding_dim(backbone)
+        self.embedding_dim = embedding_dim_of(backbone)
 
     def _network(self, feats: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
         out = self.backbone(feats, frame_lens)  # Xvector(x, lens) / ECAPA_TDNN(x, lengths)
