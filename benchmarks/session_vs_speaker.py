@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lowres.io.lists import read_manifest, test_set_files  # noqa: E402
-from lowres.scoring.embeddings import extract_embeddings  # noqa: E402
+from lowres.scoring.batch_embedding import extract_embeddings  # noqa: E402
 from lowres.scoring.evaluation import (  # noqa: E402
     load_checkpoint,
     load_run_hparams,

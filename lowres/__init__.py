@@ -8,7 +8,7 @@ The library is grouped by role:
 - ``lowres.data``: training and validation data pipelines over the manifests.
 - ``lowres.training``: LR schedules and what train.py needs beyond SpeechBrain's ``Brain``.
 - ``lowres.scoring``: metrics, score normalisation, calibration, DET curves, embeddings,
-  evaluation, inference.
+  evaluation, the SpeakerVerifier, embeddings of any wav list.
 - ``lowres.study``: the experiment grids, results tables and figures, the demo.
 
 The modules directly in ``lowres/`` (``grid``, ``results``, ``verify``, ``embed``, ``demo``,

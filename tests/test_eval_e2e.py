@@ -76,7 +76,7 @@ def test_eval_cli_with_as_norm(trained_run):
 
 
 def test_verify_same_speaker_scores_higher(trained_run, synthetic_corpus):
-    from lowres.scoring.inference import SpeakerVerifier
+    from lowres.scoring.speaker_verifier import SpeakerVerifier
 
     v = SpeakerVerifier.from_run(trained_run)
     assert v.threshold is not None

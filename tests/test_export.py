@@ -27,7 +27,7 @@ from lowres.io.audio import load_audio
 from lowres.io.hparams import load_hparams, resolved_yaml
 from lowres.io.lists import write_manifest
 from lowres.io.run_folder import hyperparams_path, label_encoder_path, save_folder, write_results
-from lowres.scoring.inference import SpeakerVerifier
+from lowres.scoring.speaker_verifier import SpeakerVerifier
 from lowres.scoring.verify import main as verify_main
 
 torch.set_num_threads(1)

@@ -1,5 +1,5 @@
 """The one reader of audio files (soundfile): the whole utterance that evaluation and
-inference embed, and the crop that training reads.
+the SpeakerVerifier embed, and the crop that training reads.
 
 - :func:`load_audio` / :func:`read_audio`: a whole file as float32 mono at 16 kHz
   (multi-channel averaged, another rate resampled with torchaudio); a missing, unreadable

@@ -8,7 +8,7 @@
    (``checkpoint="last"``), under ``test_precision``;
 2. extracts one embedding per unique file (whole utterance) of the requested
    test sets and of the validation set, in one batched pass
-   (:mod:`lowres.scoring.embeddings`);
+   (:mod:`lowres.scoring.batch_embedding`);
 3. scores every trial by cosine similarity (:mod:`lowres.scoring.score_norm`) and
    computes EER, its threshold and minDCF at p_target 0.01 and 0.05
    (:mod:`lowres.scoring.metrics`);
@@ -88,8 +88,8 @@ from lowres.io.run_folder import (
     write_results,
 )
 from lowres.io.tensor_files import load_tensors, safe_recovery
+from lowres.scoring.batch_embedding import extract_embeddings
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
-from lowres.scoring.embeddings import extract_embeddings
 from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import (
     AS_NORM_VARIANTS,

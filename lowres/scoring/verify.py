@@ -31,7 +31,7 @@ import argparse
 import sys
 
 from lowres.scoring.calibration import bayes_threshold
-from lowres.scoring.inference import SpeakerVerifier
+from lowres.scoring.speaker_verifier import SpeakerVerifier
 
 
 def _prior(text: str) -> float:

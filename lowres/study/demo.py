@@ -157,7 +157,7 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
 
     from lowres.io.hparams import load_hparams, resolved_yaml
     from lowres.io.lists import read_manifest, read_trials
-    from lowres.scoring.embeddings import extract_embeddings
+    from lowres.scoring.batch_embedding import extract_embeddings
     from lowres.scoring.evaluation import evaluate_run
     from lowres.scoring.metrics import eer
     from lowres.scoring.trials import score_trials

@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from lowres.io.audio import load_audio
-from lowres.scoring.embeddings import extract_embeddings, make_batches
+from lowres.scoring.batch_embedding import extract_embeddings, make_batches
 
 torch.set_num_threads(1)
 

@@ -15,7 +15,7 @@ averaged to mono and the signal resampled to 16 kHz by torchaudio's windowed-sin
 ``resample`` (its defaults), the reader of the evaluation
 (:func:`lowres.io.audio.load_audio`).  Whole files, batched by length (longest
 first) with a progress bar, under the run's best (or last) checkpoint
-(:meth:`lowres.scoring.inference.SpeakerVerifier.from_run`).
+(:meth:`lowres.scoring.speaker_verifier.SpeakerVerifier.from_run`).
 
 Output, by the extension of ``--out``:
 
@@ -45,7 +45,7 @@ import numpy as np
 
 from lowres.io.atomic import atomic_path, write_text
 from lowres.io.lists import ListError
-from lowres.scoring.embeddings import extract_embeddings
+from lowres.scoring.batch_embedding import extract_embeddings
 
 __all__ = ["OUTPUT_FORMATS", "embed_entries", "failures_path", "main", "read_wav_list",
            "write_embeddings"]
@@ -84,7 +84,7 @@ def embed_entries(embedder, entries: list[tuple[str, str]], device="cpu",
     Returns ``(ids, embeddings [N, D] float32, failures)`` with the ids and rows of the
     readable entries in list order and ``(utt_id, path, reason)`` for the others.  A
     file named by several ids is embedded once.  ``extract_options`` go to
-    :func:`lowres.scoring.embeddings.extract_embeddings` (batch_size, max_batch_seconds,
+    :func:`lowres.scoring.batch_embedding.extract_embeddings` (batch_size, max_batch_seconds,
     num_workers, progress).
     """
     failures: list[tuple[str, str, str]] = []
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--out must end with one of {', '.join(OUTPUT_FORMATS)}, got {args.out}")
     if args.batch_size is not None and args.batch_size < 1:
         ap.error(f"--batch_size must be >= 1, got {args.batch_size}")
-    from lowres.scoring.inference import SpeakerVerifier
+    from lowres.scoring.speaker_verifier import SpeakerVerifier
 
     try:
         entries = read_wav_list(args.wav_list)

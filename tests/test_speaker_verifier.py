@@ -1,11 +1,12 @@
-"""SpeakerVerifier (lowres.scoring.inference) and the lowres.verify CLI (stand-in embedder)."""
+"""SpeakerVerifier (lowres.scoring.speaker_verifier) and the lowres.verify CLI (stand-in
+embedder)."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from lowres.scoring.inference import RunError, SpeakerVerifier
+from lowres.scoring.speaker_verifier import RunError, SpeakerVerifier
 from lowres.scoring.verify import main as verify_main
 
 torch.set_num_threads(1)

@@ -12,9 +12,9 @@ import torch
 from tiny_run import make_run
 
 from lowres.io.lists import ListError
-from lowres.scoring.embed import main, read_wav_list
-from lowres.scoring.embeddings import extract_embeddings
-from lowres.scoring.inference import SpeakerVerifier
+from lowres.scoring.batch_embedding import extract_embeddings
+from lowres.scoring.embed_wav_list import main, read_wav_list
+from lowres.scoring.speaker_verifier import SpeakerVerifier
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Using a trained run: embed recordings and score pairs of them.
 
-    from lowres.scoring.inference import SpeakerVerifier
+    from lowres.scoring.speaker_verifier import SpeakerVerifier
     v = SpeakerVerifier.from_run("results/ecapa_tiny_few/lr0.0178_steps50000_seed1337")
     v.score("a.wav", "b.wav")          # cosine similarity in [-1, 1]
     v.verify("a.wav", "b.wav")         # (score, same_speaker) at the validation EER threshold
