@@ -104,7 +104,7 @@ status=$("$PY" -m lowres.grid list naive_lr "${GRID_ARGS[@]:1}" --model xvector 
 log "$status"
 mapfile -t folders < <("$PY" - "$WORK/runs" "$N_GRID" <<'EOF'
 import sys
-from lowres.study.grids import expand
+from lowres.study.grids.runs import expand
 for run in expand("naive_lr", sys.argv[1], models=["xvector"], subsets=["tiny_few"])[:int(sys.argv[2])]:
     print(run.output_folder)
 EOF

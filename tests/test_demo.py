@@ -18,13 +18,8 @@ from test_results import fabricate
 
 from lowres.io.run_folder import read_results, train_log_path, write_results
 from lowres.study import demo
-from lowres.study.grids import (
-    DEMO_STARTS,
-    DEMO_SUBSETS,
-    MODELS,
-    expand,
-    parse_run_path,
-)
+from lowres.study.grids.definitions import DEMO_STARTS, DEMO_SUBSETS, MODELS
+from lowres.study.grids.runs import expand, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_DEMO = ROOT / "hparams" / "overrides" / "cpu_demo.yaml"
@@ -36,7 +31,7 @@ def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
     import speechbrain as sb
 
     from lowres.io.hparams import plain_values
-    from lowres.study.grid import parse_overrides
+    from lowres.study.grids.runner import parse_overrides
 
     extra, per_model = parse_overrides(["random_init.wav2vec2_source=/w2v",
                                         "pretrained.wav2vec2_source=/pre", "seed=5"],

@@ -1,4 +1,4 @@
-"""Grid definitions (lowres/grids.py) against the study's commands, and the local runner."""
+"""Grid definitions (lowres/study/grids/) against the study's commands, and the local runner."""
 
 import itertools
 import re
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from lowres.io.run_folder import read_results, write_results
-from lowres.study import grids
-from lowres.study.grids import ALL_TEST_SETS, expand, format_value, parse_run_path
+from lowres.study.grids import definitions
+from lowres.study.grids.definitions import ALL_TEST_SETS, format_value
+from lowres.study.grids.runs import expand, parse_run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_MD = ROOT.parent / "shared" / "docs" / "SEED.md"  # beside the checkout, as in CI
@@ -97,19 +98,19 @@ def our_runs(grid: str) -> list[tuple]:
 
 
 def test_counts_match_the_study():
-    counts = {grid: len(expand(grid)) for grid in grids.STUDY_GRIDS}
+    counts = {grid: len(expand(grid)) for grid in definitions.STUDY_GRIDS}
     assert counts == {"naive_lr": 72, "detailed_lr": 72, "steps": 144, "ablation": 70}
     for grid in ("naive_lr", "detailed_lr"):
-        for model in grids.MODELS:
+        for model in definitions.MODELS:
             assert len(expand(grid, models=[model])) == 24
-    for model in grids.MODELS:
+    for model in definitions.MODELS:
         assert len(expand("steps", models=[model])) == 48
     assert len(expand("ablation", subsets=["tiny_few"])) == 35
     assert len(expand("ablation", tags=["baseline"])) == 4  # 2 subsets x 2 seeds
 
 
 @pytest.mark.skipif(not SEED_MD.is_file(), reason=f"{SEED_MD} not available")
-@pytest.mark.parametrize("grid", list(grids.STUDY_GRIDS))
+@pytest.mark.parametrize("grid", list(definitions.STUDY_GRIDS))
 def test_grid_equals_seed_md_commands(grid):
     """Every run of SEED.md, translated independently, is exactly one run of ours."""
     theirs = [run for run in seed_md_runs(SEED_MD.read_text()) if run[0] == grid]
@@ -139,7 +140,7 @@ def test_spot_checks_without_seed_md():
         **ALL_TEST_SETS}
     assert abl["tiny_many_high", "lr_1_cycle", 787]["lr_schedule"] == "one_cycle"
     assert ("tiny_few", "baseline", 11469) not in abl  # the baseline ran with 2 seeds
-    for grid in grids.ALL_GRIDS:  # every run tests on O, E and H, as every original run
+    for grid in definitions.ALL_GRIDS:  # every run tests on O, E and H, as every original run
         assert all(r.overrides["test_sets"] == ALL_TEST_SETS["test_sets"] for r in expand(grid))
     # runs without a seed (the LR grids) get the recipe's: the original's default
     assert all("seed" not in r.overrides for r in expand("naive_lr") + expand("detailed_lr"))
@@ -162,7 +163,7 @@ def test_command_line_and_folder_encoding():
 
 
 def test_folders_unique_and_parse_back(tmp_path):
-    for grid in grids.GRIDS:
+    for grid in definitions.GRIDS:
         runs = expand(grid, runs_root=tmp_path)
         assert len({r.output_folder for r in runs}) == len(runs)
         for r in runs:
@@ -170,7 +171,7 @@ def test_folders_unique_and_parse_back(tmp_path):
             assert (info["grid"], info["model"], info["subset"], info["tag"]) == (
                 grid, r.model, r.subset, r.tag)
             if r.tag == "large_margin":  # the folder has its grid point: its parent's lr
-                assert info["lr"] == grids.STEPS_CELLS[r.model][
+                assert info["lr"] == definitions.STEPS_CELLS[r.model][
                     r.subset][0]
             else:
                 assert info["lr"] == r.overrides.get("lr")
@@ -220,7 +221,7 @@ def test_step_scale_shrinks_every_step_count_together():
 
 def test_no_equals_sign_reaches_speechbrain(tmp_path):
     """SpeechBrain splits `--key=value` at every '=': folders and values must not have one."""
-    for grid in grids.GRIDS:
+    for grid in definitions.GRIDS:
         for run in expand(grid, runs_root=tmp_path):
             for arg in run.argv()[3:]:
                 assert arg.count("=") == 1, arg
@@ -292,7 +293,7 @@ def test_every_run_resolves_against_its_hparams_file(tmp_path):
     from lowres.io.hparams import plain_values
 
     sample = []  # every hparams file and every ablation variant, a fifth of the LR/steps runs
-    for grid in grids.GRIDS:
+    for grid in definitions.GRIDS:
         seen = set()
         for i, run in enumerate(expand(grid, runs_root=tmp_path)):
             key = (run.hparams_file, run.tag)
@@ -311,6 +312,6 @@ def test_every_run_resolves_against_its_hparams_file(tmp_path):
             else:
                 assert values[key] == value, (run.command(), key)
         if grid == "ablation":
-            assert values["lr"] == grids.ABLATION_LR[run.subset]
+            assert values["lr"] == definitions.ABLATION_LR[run.subset]
             assert values["max_steps"] == 50000 and values["lr_schedule"] in (
                 "cyclic", "constant", "exp_decay", "one_cycle")

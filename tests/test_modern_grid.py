@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from lowres.io.run_folder import hyperparams_path, write_results
-from lowres.study import grids
-from lowres.study.grids import expand
+from lowres.study.grids import definitions
+from lowres.study.grids.definitions import format_value
+from lowres.study.grids.runs import expand
 from lowres.study.results import (
     MODERN_STEPS,
     collect,
@@ -38,11 +39,11 @@ def test_every_cell_has_the_three_stages_at_the_steps_grid_lr_and_seeds(tmp_path
     assert len(runs) == 3 * 4 * 3 * 3  # models x subsets (tiny and full) x seeds x stages
     lm = _yaml("large_margin")
     for run in runs:
-        lr, seeds = grids.STEPS_CELLS[run.model][run.subset]
+        lr, seeds = definitions.STEPS_CELLS[run.model][run.subset]
         assert run.overrides["seed"] in seeds
         assert run.hparams_file == f"hparams/{run.model}_{run.subset}.yaml"
         assert run.output_folder == (tmp_path / "modern" / run.cell / run.tag
-                                     / f"lr{grids.format_value(lr)}_seed{run.overrides['seed']}")
+                                     / f"lr{format_value(lr)}_seed{run.overrides['seed']}")
         augmented = [run.overrides.get(k) for k in AUGMENT_KEYS]
         if run.tag == "study":
             assert augmented == [None] * 5 and run.parent is None
@@ -65,7 +66,7 @@ def test_every_cell_has_the_three_stages_at_the_steps_grid_lr_and_seeds(tmp_path
             if run.model == "wav2vec2":  # its parent ran the frozen first cycle
                 assert run.overrides["wav2vec_initially_frozen"] is False
     tags = [run.tag for run in runs[:3]]
-    assert tags == list(grids.MODERN_STAGES)
+    assert tags == list(definitions.MODERN_STAGES)
 
 
 def test_common_overrides_leave_the_stage_its_own_values(tmp_path):

@@ -23,7 +23,7 @@ from lowres.io.hparams import load_hparams, plain_values
 from lowres.io.lists import read_manifest, write_manifest
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 from lowres.models.wav2vec2 import REGULARISATION_PRESETS
-from lowres.study.grids import expand
+from lowres.study.grids.runs import expand
 
 CELL = HPARAMS / "xvector_tiny_few.yaml"
 README = ROOT / "recipes" / "VoxCeleb" / "README.md"

@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from lowres.io.run_folder import hyperparams_path, read_results, train_log_path, write_results
-from lowres.study import grids, results
+from lowres.study import results
+from lowres.study.grids.definitions import ABLATION_VARIANTS, format_value
+from lowres.study.grids.runs import Run, expand
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fabricate(run: grids.Run, eer: float | None, diverged: bool = False,
+def fabricate(run: Run, eer: float | None, diverged: bool = False,
               test_sets=("original", "extended", "hard")) -> None:
     """A run folder as train.py leaves it: hyperparams.yaml, train_log.txt, results.json."""
     folder = run.output_folder
@@ -24,7 +26,7 @@ def fabricate(run: grids.Run, eer: float | None, diverged: bool = False,
              f"subset: {run.subset}", "embedder: !new:lowres.models.MfccEmbedder",
              "    frontend: !ref <frontend>", "opt_class: !name:torch.optim.Adam",
              "    lr: 0.001"]
-    lines += [f"{k}: {grids.format_value(v)}" for k, v in hp.items()]
+    lines += [f"{k}: {format_value(v)}" for k, v in hp.items()]
     hyperparams_path(folder).write_text("\n".join(lines) + "\n")
     loss = "nan" if diverged else "1.23"
     train_log_path(folder).write_text(
@@ -45,7 +47,7 @@ def runs_root(tmp_path):
     root = tmp_path / "runs"
     # naive LR: x-vector tiny_few fully, with the smallest lr diverged but evaluated (50 %)
     # and the largest lr diverged without results; ECAPA tiny_few two lrs; one unfinished.
-    naive = grids.expand("naive_lr", root, models=["xvector", "ecapa"], subsets=["tiny_few"])
+    naive = expand("naive_lr", root, models=["xvector", "ecapa"], subsets=["tiny_few"])
     eers = {1e-7: 50.0, 1e-6: 40.0, 1e-5: 30.0, 1e-4: 20.0, 1e-3: 12.0, 1e-2: None}
     for run in naive:
         lr = run.overrides["lr"]
@@ -56,13 +58,13 @@ def runs_root(tmp_path):
         elif lr == 1e-4:
             fabricate(run, None)  # still running
     # steps: wav2vec2 tiny_few, 3 seeds x 4 budgets, EER(hard) = base + seed offset
-    for i, run in enumerate(grids.expand("steps", root, models=["wav2vec2"],
+    for i, run in enumerate(expand("steps", root, models=["wav2vec2"],
                                          subsets=["tiny_few"])):
         base = {25000: 20.0, 50000: 14.0, 100000: 15.0, 400000: 18.0}[run.overrides["max_steps"]]
         fabricate(run, (base + (i % 3) - 1) / 2.0)  # hard = 2 x original in fabricate()
     # ablation: every run, one seed of reg_none diverged
-    for run in grids.expand("ablation", root):
-        tag_rank = list(grids.ABLATION_VARIANTS).index(run.tag)
+    for run in expand("ablation", root):
+        tag_rank = list(ABLATION_VARIANTS).index(run.tag)
         seed_off = {787: -0.5, 23916: 0.5, 11469: 0.0}[run.overrides["seed"]]
         diverged = run.tag == "reg_none" and run.overrides["seed"] == 787
         fabricate(run, None if diverged else (6.0 + tag_rank * 0.4 + seed_off) / 2.0,
@@ -168,17 +170,17 @@ def test_nan_loss_detection(tmp_path):
 
 def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
     root = tmp_path / "runs"
-    for run in grids.expand("detailed_lr", root, models=["xvector"], subsets=["tiny_few"]):
+    for run in expand("detailed_lr", root, models=["xvector"], subsets=["tiny_few"]):
         lr = run.overrides["lr"]
         fabricate(run, 5.0 if lr == 3.16e-2 else 9.0, test_sets=("original",))
-    for run in grids.expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"]):
+    for run in expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"]):
         lr = run.overrides["lr"]
         # the lowest EER of all, but diverged: never picked
         fabricate(run, 1.0 if lr == 1e-2 else 20.0, diverged=lr == 1e-2,
                   test_sets=("original",))
     best = results.best_lrs(results.collect(root))
     assert best == {("xvector", "tiny_few"): 3.16e-2}
-    steps = grids.expand("steps", "R", best_lr=best)
+    steps = expand("steps", "R", best_lr=best)
     mine = [r for r in steps if r.cell == "xvector_tiny_few"]
     assert len(steps) == 144 and {r.overrides["lr"] for r in mine} == {3.16e-2}
     assert mine[0].output_folder.name == "lr3.16e-02_steps25000_seed7348"
@@ -190,14 +192,14 @@ def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
     assert "best lr xvector_tiny_few: 3.16e-02" in out.stderr
     assert all("--lr=3.16e-02 " in line for line in out.stdout.splitlines()[:-1])
     with pytest.raises(ValueError, match="steps and modern grids"):
-        grids.expand("naive_lr", best_lr=best)
+        expand("naive_lr", best_lr=best)
 
 
 def test_diverged_is_the_verdict_of_results_json(tmp_path):
     """results.json's "diverged" decides (a diverged run is "div.", never an EER of the
     untrained model); train_log.txt only for runs without that verdict."""
     root = tmp_path / "runs"
-    a, b, c = grids.expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"])[:3]
+    a, b, c = expand("naive_lr", root, models=["xvector"], subsets=["tiny_few"])[:3]
     fabricate(a, None, diverged=True)  # NaN loss, then: nothing to test
     write_results(a.output_folder, "best", {
         "checkpoint": {"which": "best", "name": None, "meta": None}, "test_sets": {},

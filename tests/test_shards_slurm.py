@@ -13,7 +13,7 @@ import pytest
 from test_shards import manifests  # noqa: F401  (fixture)
 
 from lowres.data.staging import stage
-from lowres.study import grids
+from lowres.study.grids.runs import expand
 from prepare.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def run_task(tmp_path, index, shard_folder, node):
          "--set", f"shard_folder={shard_folder}"], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    run = grids.expand("naive_lr", runs_root=tmp_path / "runs", models=["xvector"],
+    run = expand("naive_lr", runs_root=tmp_path / "runs", models=["xvector"],
                        subsets=["tiny_few"])[index]
     return proc, Path((run.output_folder / "read_from").read_text())
 

@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 from lowres.io.run_folder import write_results
-from lowres.study import grids
+from lowres.study.grids import definitions
+from lowres.study.grids.runs import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "slurm").glob("*.sbatch"))
 
 
 def test_one_script_per_grid_and_bash_syntax():
-    assert {p.stem for p in SCRIPTS} == set(grids.GRIDS)
+    assert {p.stem for p in SCRIPTS} == set(definitions.GRIDS)
     for path in [*SCRIPTS, ROOT / "slurm" / "task.sh"]:
         subprocess.run(["bash", "-n", str(path)], check=True)
 
@@ -64,7 +65,7 @@ def test_array_index_maps_to_the_listed_run(grid, model, args, tmp_path):
         [sys.executable, "-m", "lowres.grid", "list", grid, "--python", sys.executable,
          *(["--model", model] if model else []), *args],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()[:-1]
-    runs = grids.expand(grid, runs_root=tmp_path, models=[model] if model else None,
+    runs = expand(grid, runs_root=tmp_path, models=[model] if model else None,
                         subsets=args[1:2] if args[0] == "--subset" else None)
     assert len(listed) == len(runs)
     indices = sorted({0, len(runs) // 2, len(runs) - 1})
@@ -125,7 +126,7 @@ def _fake_env(tmp_path):
 def test_usr1_requeues_the_task_and_leaves_train_running(tmp_path):
     env = _fake_env(tmp_path)
     runs_root = tmp_path / "runs"
-    run = grids.expand("naive_lr", runs_root=runs_root, models=["ecapa"])[2]
+    run = expand("naive_lr", runs_root=runs_root, models=["ecapa"])[2]
     proc = subprocess.Popen(
         ["bash", str(ROOT / "slurm/naive_lr.sbatch"), "ecapa", "--runs_root", str(runs_root)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -157,7 +158,7 @@ def test_usr1_requeues_the_task_and_leaves_train_running(tmp_path):
 def test_finished_run_is_skipped_on_resubmission(tmp_path):
     env = _fake_env(tmp_path)
     runs_root = tmp_path / "runs"
-    run = grids.expand("naive_lr", runs_root=runs_root, models=["ecapa"])[2]
+    run = expand("naive_lr", runs_root=runs_root, models=["ecapa"])[2]
     write_results(run.output_folder, "best", {})
     proc = subprocess.run(["bash", str(ROOT / "slurm/naive_lr.sbatch"), "ecapa", "--runs_root",
                            str(runs_root)], cwd=tmp_path, env=env, capture_output=True,

@@ -1,6 +1,6 @@
 """The SSL-ECAPA family (hparams/shared/ssl_ecapa.yaml) and experiments beyond the study's
 cells (hparams/wavlm_base_plus_tiny_few.yaml, hubert_base_tiny_few.yaml) in the LR grids
-through lowres.study.grids without code per file. Tiny random checkpoints: no network."""
+through lowres.study.grids.runs without code per file. Tiny random checkpoints: no network."""
 
 import os
 import subprocess
@@ -16,8 +16,9 @@ from transformers import HubertModel, WavLMModel
 from lowres.io.hparams import load_hparams, plain_values
 from lowres.io.run_folder import save_folder, train_log_path
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
-from lowres.study import grid as grid_cli
-from lowres.study.grids import NAIVE_LRS, expand, expand_experiments, format_value
+from lowres.study.grids import runner
+from lowres.study.grids.definitions import NAIVE_LRS, format_value
+from lowres.study.grids.runs import expand, expand_experiments
 
 torch.set_num_threads(1)
 HPARAMS = ROOT / "hparams"
@@ -79,7 +80,7 @@ def test_experiments_expand_in_the_lr_grids(capsys):
     assert {(r.overrides["max_steps"], r.overrides["num_frozen_steps"]) for r in scaled} == \
         {(50, 12)}
     assert not expand_experiments(["ssl_ecapa_tiny_few"], "naive_lr", models=["xvector"])
-    grid_cli.main(["list", "naive_lr", "--experiment", "wavlm_base_plus_tiny_few"])
+    runner.main(["list", "naive_lr", "--experiment", "wavlm_base_plus_tiny_few"])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("python recipes/VoxCeleb/train.py hparams/"
                              "wavlm_base_plus_tiny_few.yaml ")

@@ -30,7 +30,7 @@ reprints the table):
 5. ``untrained``: each architecture at its initialisation (the recipe's seed, ``max_steps``
    0; for the pre-trained wav2vec2, its pre-training without labels) evaluated like a
    trained run, in RUNS/demo/<model>_tiny_few[/<start>]/untrained.
-6. ``train``: ``python -m lowres.grid run demo --jobs N`` (lowres/study/grids.py; N runs at once,
+6. ``train``: ``python -m lowres.grid run demo --jobs N`` (lowres/study/grids/; N runs at once,
    ``--jobs``, by default the CPU count, each with one thread): x-vector, ECAPA-TDNN and
    wav2vec2 from both starts (random init, trained whole; pre-trained, fine-tuned with the
    study's frozen-CNN recipe) on tiny_few, tiny_many_low and tiny_many_high with the
@@ -60,7 +60,8 @@ import yaml
 from lowres.io.progress import progress
 from lowres.io.run_folder import is_finished, train_log_path, write_record
 from lowres.study import results as lowres_results
-from lowres.study.grids import DEMO_SUBSETS, REPO_ROOT, expand
+from lowres.study.grids.definitions import DEMO_SUBSETS, REPO_ROOT
+from lowres.study.grids.runs import expand
 
 STAGES = ("corpus", "prepare", "wav2vec2", "pretrain", "untrained", "train", "results")
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
@@ -237,7 +238,7 @@ def _abs(path: Path) -> Path:
 
 
 def train(runs_root: Path, overrides_files: list[str], sets: list[str], jobs: int) -> None:
-    from lowres.study.grid import parse_overrides
+    from lowres.study.grids.runner import parse_overrides
 
     # two runs at once with one thread each use two cores better than one run with two
     # (a batch of 32 one-second crops is too small to split well)
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             pretrain(data, pretrain_folder, args.pretrain)
         elif name == "untrained":
             t = stage_header(n, name, "each architecture at its random initialisation")
-            from lowres.study.grid import parse_overrides
+            from lowres.study.grids.runner import parse_overrides
 
             extra, per_model = parse_overrides(sets, overrides)
             for run in expand("demo", runs_root, subsets=["tiny_few"], extra=extra,

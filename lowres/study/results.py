@@ -4,7 +4,7 @@
 
 Every run folder below RUNS_ROOT (one with hyperparams.yaml, train_log.txt or
 eval/) becomes one row of ``results.csv``: its grid point (from the folder
-layout of lowres/study/grids.py, else from hyperparams.yaml), its status, whether
+layout of lowres/study/grids/runs.py, else from hyperparams.yaml), its status, whether
 it diverged (``diverged``: the verdict of its results.json, written by the evaluation
 when training stopped at a non-finite loss or no validation had a finite EER; for a run
 without one, a NaN/inf loss in train_log.txt), and per test
@@ -50,15 +50,15 @@ from lowres.io.run_folder import (
     results_path,
     train_log_path,
 )
-from lowres.study.grids import (
+from lowres.study.grids.definitions import (
     ABLATION_LABELS,
     ABLATION_VARIANTS,
     DEMO_STARTS,
     DEMO_SUBSETS,
     MODELS,
     SUBSETS,
-    parse_run_path,
 )
+from lowres.study.grids.runs import parse_run_path
 
 __all__ = ["collect", "best_lrs", "write_markdown", "plot_lr", "plot_steps", "plot_ablation",
            "MODERN_STEPS", "modern_table", "plot_modern",

@@ -5,10 +5,10 @@
     python -m lowres.grid task GRID --index I [...]      # one run (what slurm/*.sbatch calls)
     python -m lowres.grid sbatch GRID [--parallel P] [--submit] [...]
 
-GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/study/grids.py), modern (beyond
-the study: the recipe + augmentation, averaging, large margin, AS-norm) or demo
-(`make demo`: each model on the three tiny subsets, CPU-sized; not a grid of the study).  The
-commands are run from the repository root; a relative --runs_root is taken
+GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/study/grids/definitions.py),
+modern (beyond the study: the recipe + augmentation, averaging, large margin, AS-norm) or
+demo (`make demo`: each model on the three tiny subsets, CPU-sized; not a grid of the
+study).  The commands are run from the repository root; a relative --runs_root is taken
 relative to the current directory.  Extra overrides (``--set key=value``,
 ``--overrides file.yaml`` with flat ``key: value`` lines) are appended to every
 command and replace a grid value of the same key; run folders keep encoding the
@@ -36,19 +36,17 @@ from pathlib import Path
 import yaml
 
 from lowres.io.run_folder import is_finished
-from lowres.study.grids import (
+from lowres.study.grids.definitions import (
     ALL_GRIDS,
     GPU_CLASS,
     LOCAL_GRIDS,
     MODELS,
     REPO_ROOT,
     SECTION_TAGS,
-    Run,
-    expand,
-    expand_experiments,
     format_value,
     model_sections,
 )
+from lowres.study.grids.runs import Run, expand, expand_experiments
 
 # The study's hydra.launcher.array_parallelism per grid (docs/study.md, 'Launchers');
 # steps ran one at a time.
@@ -70,7 +68,7 @@ def parse_overrides(sets: list[str] | None, files: list[str] | None
 
     In a file, a top-level ``<model>:`` mapping (xvector, ecapa, wav2vec2) or ``<stage>:``
     mapping (a stage of the modern grid) holds the overrides of that model's or stage's
-    runs (lowres.study.grids.model_sections); on the command line
+    runs (lowres.study.grids.definitions.model_sections); on the command line
     ``--set <model>.key=value`` / ``--set <stage>.key=value`` does the same.
     """
     extra: dict[str, str] = {}
