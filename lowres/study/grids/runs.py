@@ -19,7 +19,7 @@ import dataclasses
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,18 +144,51 @@ def expand(
     """
     if grid not in ALL_GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(ALL_GRIDS)}")
-    want_models = _select(models, MODELS, "model")
-    want_subsets = _select(subsets, SUBSETS, "subset")
-    want_tags = _select(tags, (*ABLATION_VARIANTS, *SECTION_TAGS), "tag")
-    extra = dict(extra or {})
+    chosen = (_select(models, MODELS, "model"), _select(subsets, SUBSETS, "subset"),
+              _select(tags, (*ABLATION_VARIANTS, *SECTION_TAGS), "tag"))
+    layers = _override_layers(grid, extra, model_extra, stage_extra, step_scale)
+    _check_names(runs_root, layers)
+    if best_lr and grid not in ("steps", "modern"):
+        raise ValueError(f"best_lr applies to the steps and modern grids, not to {grid}")
+    if n_seeds is not None and not (isinstance(n_seeds, int) and n_seeds >= 1):
+        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    points = ALL_GRIDS[grid](best_lr) if best_lr else ALL_GRIDS[grid]()
+    return [_run(grid, Path(runs_root), model, subset, point, overrides, tag, layers)
+            for model, subset, point, overrides, tag in _first_seeds(points, n_seeds)
+            if all(not want or value in want
+                   for value, want in zip((model, subset, tag), chosen, strict=True))]
+
+
+@dataclass(frozen=True)
+class _OverrideLayers:
+    """The caller's overrides of one grid, laid over each run's grid values in this order
+    (see :func:`expand`)."""
+
+    every: dict  # `extra`
+    per_model: dict[str, dict]
+    per_stage: dict[str, dict]  # only the tags of this grid's sections
+    step_scale: float | None
+
+    def items(self) -> list[tuple[str, object]]:
+        """Every (key, value) of every layer."""
+        return [*self.every.items(),
+                *(kv for layer in (*self.per_model.values(), *self.per_stage.values())
+                  for kv in layer.items())]
+
+
+def _override_layers(grid: str, extra: Mapping[str, object] | None,
+                     model_extra: Mapping[str, Mapping[str, object]] | None,
+                     stage_extra: Mapping[str, Mapping[str, object]] | None,
+                     step_scale: float | None) -> _OverrideLayers:
+    """The overrides as layers; `<tag>:` sections of an overrides file (parse_overrides puts
+    them beside the models') join this grid's stage overrides, another grid's
+    (cpu_demo.yaml's `pretrained:` in the modern grid) are left out."""
     model_extra = {m: dict(v) for m, v in (model_extra or {}).items()}
     stage_extra = {t: dict(v) for t, v in (stage_extra or {}).items()}
-    # `<tag>:` sections of an overrides file (parse_overrides puts them beside the models')
-    # apply to this grid's runs of that tag; another grid's (cpu_demo.yaml's `pretrained:`
-    # in the modern grid) are left out
+    sections = GRID_SECTIONS.get(grid, ())
     for tag in SECTION_TAGS:
         section = model_extra.pop(tag, None)
-        if section is not None and tag in GRID_SECTIONS.get(grid, ()):
+        if section is not None and tag in sections:
             stage_extra[tag] = {**section, **stage_extra.get(tag, {})}
     unknown = set(model_extra) - set(MODELS)
     if unknown:
@@ -167,25 +200,28 @@ def expand(
     if unknown:
         raise ValueError(f"per-stage overrides for unknown stage(s) {sorted(unknown)}; "
                          f"stages: {', '.join(SECTION_TAGS)}")
-    stage_extra = {t: v for t, v in stage_extra.items() if t in GRID_SECTIONS.get(grid, ())}
-    every = [*extra.items(), *(kv for v in model_extra.values() for kv in v.items()),
-             *(kv for v in stage_extra.values() for kv in v.items())]
-    reserved = {"output_folder", "init_from_run"} & {key for key, _ in every}
+    per_stage = {t: v for t, v in stage_extra.items() if t in sections}
+    return _OverrideLayers(dict(extra or {}), model_extra, per_stage, step_scale)
+
+
+def _check_names(runs_root: Path | str, layers: _OverrideLayers) -> None:
+    """Refuse what the grid sets itself, and any '=' (SpeechBrain splits its --key=value
+    arguments at every '=')."""
+    reserved = {"output_folder", "init_from_run"} & {key for key, _ in layers.items()}
     if reserved:
         raise ValueError(f"{sorted(reserved)} are set by the grid, not by extra overrides")
     if "=" in str(runs_root):
         raise ValueError(f"runs root {runs_root}: no '=' please (SpeechBrain splits its "
                          "--key=value arguments at every '=')")
-    for key, value in every:
+    for key, value in layers.items():
         if "=" in f"{key}{format_value(value)}":
             raise ValueError(f"override {key}={value}: SpeechBrain cannot take '=' in a key "
                              "or value")
-    if best_lr and grid not in ("steps", "modern"):
-        raise ValueError(f"best_lr applies to the steps and modern grids, not to {grid}")
-    if n_seeds is not None and not (isinstance(n_seeds, int) and n_seeds >= 1):
-        raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
-    points = ALL_GRIDS[grid](best_lr) if best_lr else ALL_GRIDS[grid]()
-    runs = []
+
+
+def _first_seeds(points: Iterable[tuple], n_seeds: int | None) -> Iterator[tuple]:
+    """The grid points, less those past the first `n_seeds` seeds of their cell (a cell:
+    model, subset, tag and max_steps); all of them without `n_seeds`."""
     seeds_seen: dict[tuple, list[str]] = {}
     for model, subset, point, overrides, tag in points:
         seed = dict(point).get("seed")
@@ -195,34 +231,35 @@ def expand(
                 seen.append(seed)
             if seen.index(seed) >= n_seeds:
                 continue
-        if want_models and model not in want_models:
-            continue
-        if want_subsets and subset not in want_subsets:
-            continue
-        if want_tags and tag not in want_tags:
-            continue
-        merged = {**COMMON, **overrides}
-        if step_scale:
-            merged.update(scaled_steps(model, merged, step_scale))
-        merged.update(extra)
-        merged.update(model_extra.get(model, {}))
-        parent = None
-        if grid == "modern":
-            stage = stage_overrides(tag, model)
-            if step_scale and "max_steps" in stage:
-                stage["max_steps"] = scaled_steps(model, stage, step_scale)["max_steps"]
-            merged.update(stage)
-            merged.update(stage_extra.get(tag, {}))
-            parent_tag = MODERN_STAGES[tag][1]
-            if parent_tag:
-                parent = _folder(Path(runs_root), grid, model, subset, point, parent_tag)
-                merged["init_from_run"] = str(parent)
-        elif tag in stage_extra:  # the demo's wav2vec2 starts
-            merged.update(stage_extra[tag])
-        folder = _folder(Path(runs_root), grid, model, subset, point, tag)
-        experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
-        runs.append(Run(grid, model, subset, point, merged, folder, tag, experiment, parent))
-    return runs
+        yield model, subset, point, overrides, tag
+
+
+def _run(grid: str, runs_root: Path, model: str, subset: str, point, overrides: dict,
+         tag: str | None, layers: _OverrideLayers) -> Run:
+    """One grid point's run: its grid values with the override layers laid over them."""
+    merged = {**COMMON, **overrides}
+    if layers.step_scale:
+        merged.update(scaled_steps(model, merged, layers.step_scale))
+    merged.update(layers.every)
+    merged.update(layers.per_model.get(model, {}))
+    if grid == "modern":
+        merged.update(_stage_values(tag, model, layers.step_scale))
+    merged.update(layers.per_stage.get(tag, {}))  # a modern stage's, a demo start's
+    parent_tag = MODERN_STAGES[tag][1] if grid == "modern" else None
+    parent = _folder(runs_root, grid, model, subset, point, parent_tag) if parent_tag else None
+    if parent:
+        merged["init_from_run"] = str(parent)
+    folder = _folder(runs_root, grid, model, subset, point, tag)
+    experiment = f"ablation_{model}_{subset}" if grid == "ablation" else ""
+    return Run(grid, model, subset, point, merged, folder, tag, experiment, parent)
+
+
+def _stage_values(tag: str, model: str, step_scale: float | None) -> dict:
+    """A modern stage's values for `model` (:func:`stage_overrides`), max_steps scaled."""
+    stage = stage_overrides(tag, model)
+    if step_scale and "max_steps" in stage:
+        stage["max_steps"] = scaled_steps(model, stage, step_scale)["max_steps"]
+    return stage
 
 
 def experiment_cell(name: str) -> tuple[str, str]:
