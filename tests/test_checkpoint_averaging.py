@@ -80,7 +80,7 @@ def test_bad_averaging_keys_are_refused():
 
 
 def test_results_columns_name_parent_and_averaging(tmp_path):
-    from lowres.study.results import collect
+    from lowres.study.results.frame import collect
 
     def run(name, hp, averaged=None):
         folder = tmp_path / "runs" / name

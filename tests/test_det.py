@@ -10,7 +10,8 @@ from lowres.io.run_folder import eval_folder, scores_name, write_results
 from lowres.scoring.det import det_curve, det_limits, plot_det_curve, set_det_axes
 from lowres.scoring.evaluation import write_scores
 from lowres.scoring.metrics import operating_points
-from lowres.study import results
+from lowres.study.results.figures import _det_runs
+from lowres.study.results.report import main
 
 
 def gaussian(n, d, seed):
@@ -72,16 +73,16 @@ def test_results_cli_draws_det_curves_of_runs(tmp_path):
     fake_run(root, "grid/ecapa", 3.0, as_norm=True)
     eval_folder(root / "grid" / "unfinished", "best").mkdir(parents=True)
     out = tmp_path / "out"
-    assert results.main([str(root), "--out", str(out)]) == 0
+    assert main([str(root), "--out", str(out)]) == 0
     assert not (out / "det.png").exists()  # only when asked for
-    assert results.main([str(root), "--out", str(out), "--det"]) == 0
+    assert main([str(root), "--out", str(out), "--det"]) == 0
     assert (out / "det.png").stat().st_size > 0 and (out / "det.pdf").stat().st_size > 0
-    found = results._det_runs(root, None)
+    found = _det_runs(root, None)
     assert [label for label, _, _ in found] == ["grid/ecapa", "grid/xvector"]
     # One run named: its curves per test set; a named run without scores is an error.
     (out / "det.png").unlink()
-    assert results.main([str(root), "--out", str(out), "--det", "grid/ecapa"]) == 0
+    assert main([str(root), "--out", str(out), "--det", "grid/ecapa"]) == 0
     assert (out / "det.png").is_file()
     with pytest.raises(SystemExit) as exit_info:
-        results.main([str(root), "--out", str(out), "--det", "grid/unfinished"])
+        main([str(root), "--out", str(out), "--det", "grid/unfinished"])
     assert exit_info.value.code == 2

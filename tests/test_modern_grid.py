@@ -16,13 +16,9 @@ from lowres.io.run_folder import hyperparams_path, write_results
 from lowres.study.grids import definitions
 from lowres.study.grids.definitions import format_value
 from lowres.study.grids.runs import expand
-from lowres.study.results import (
-    MODERN_STEPS,
-    collect,
-    modern_table,
-    plot_modern,
-    with_mean_columns,
-)
+from lowres.study.results.figures import plot_modern
+from lowres.study.results.frame import collect
+from lowres.study.results.tables import MODERN_STEPS, modern_table, with_mean_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ROOT / "hparams" / "overrides"

@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 
 from lowres.io.run_folder import hyperparams_path, read_results, train_log_path, write_results
-from lowres.study import results
 from lowres.study.grids.definitions import ABLATION_VARIANTS, format_value
 from lowres.study.grids.runs import Run, expand
+from lowres.study.results.frame import as_float, collect, diverged_in_log, flatten_results
+from lowres.study.results.markdown import write_markdown
+from lowres.study.results.report import main
+from lowres.study.results.tables import best_lrs, seed_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +62,7 @@ def runs_root(tmp_path):
             fabricate(run, None)  # still running
     # steps: wav2vec2 tiny_few, 3 seeds x 4 budgets, EER(hard) = base + seed offset
     for i, run in enumerate(expand("steps", root, models=["wav2vec2"],
-                                         subsets=["tiny_few"])):
+                                   subsets=["tiny_few"])):
         base = {25000: 20.0, 50000: 14.0, 100000: 15.0, 400000: 18.0}[run.overrides["max_steps"]]
         fabricate(run, (base + (i % 3) - 1) / 2.0)  # hard = 2 x original in fabricate()
     # ablation: every run, one seed of reg_none diverged
@@ -77,7 +80,7 @@ def runs_root(tmp_path):
 
 
 def test_collect_reads_every_run(runs_root):
-    frame = results.collect(runs_root)
+    frame = collect(runs_root)
     assert len(frame) == 6 + 3 + 12 + 70 + 1
     x = frame[(frame["grid"] == "naive_lr") & (frame["model"] == "xvector")].set_index("lr")
     assert x.loc[1e-3, "eer_pct_original"] == pytest.approx(12.0)
@@ -96,21 +99,21 @@ def test_collect_reads_every_run(runs_root):
 
 
 def test_seed_statistics_match_hand_computation(runs_root):
-    frame = results.collect(runs_root)
+    frame = collect(runs_root)
     s = frame[(frame["grid"] == "steps") & (frame["max_steps"] == 50000)]
-    stats = results.seed_stats(s, "eer_pct_hard")
+    stats = seed_stats(s, "eer_pct_hard")
     assert stats["n"] == 3 and stats["mean"] == pytest.approx(14.0)
     assert stats["sd"] == pytest.approx(1.0)  # seeds at 13, 14, 15
     a = frame[(frame["grid"] == "ablation") & (frame["tag"] == "reg_none")
               & (frame["subset"] == "tiny_few")]
-    stats = results.seed_stats(a, "eer_pct_hard")
+    stats = seed_stats(a, "eer_pct_hard")
     assert (stats["n"], stats["diverged"], stats["unfinished"]) == (2, 1, 1)
 
 
 def test_markdown_tables(runs_root, tmp_path):
-    frame = results.collect(runs_root)
+    frame = collect(runs_root)
     md = tmp_path / "results.md"
-    results.write_markdown(frame, md)
+    write_markdown(frame, md)
     text = md.read_text()
     assert "## Naive LR grid (EER %, VoxCeleb1-O)" in text
     row = next(line for line in text.splitlines() if line.startswith("| x-vector | tiny_few"))
@@ -143,14 +146,14 @@ def test_cli_writes_csv_markdown_and_figures(runs_root, tmp_path):
 
 
 def test_empty_root(tmp_path):
-    assert results.main([str(tmp_path)]) == 0
+    assert main([str(tmp_path)]) == 0
     assert "No runs found" in (tmp_path / "results" / "results.md").read_text()
 
 
 def test_flatten_results_formats():
-    flat = results.flatten_results({"original": {"eer": 0.1}, "meta": {"x": 1}})
+    flat = flatten_results({"original": {"eer": 0.1}, "meta": {"x": 1}})
     assert flat == {"original": {"eer": 0.1}}
-    nested = results.flatten_results({"test_sets": {"hard": {"raw": {"eer": 0.2},
+    nested = flatten_results({"test_sets": {"hard": {"raw": {"eer": 0.2},
                                                              "asnorm": {"eer": 0.15}}},
                                       "validation": {"eer": 0.3}})
     assert nested == {"hard/raw": {"eer": 0.2}, "hard/asnorm": {"eer": 0.15},
@@ -160,12 +163,12 @@ def test_flatten_results_formats():
 def test_nan_loss_detection(tmp_path):
     log = train_log_path(tmp_path)
     log.write_text("epoch: 3 - train loss: 2.5e-01 - valid loss: 0.3\n")
-    assert not results.diverged_in_log(log)
+    assert not diverged_in_log(log)
     log.write_text("epoch: 3 - train loss: NaN\n")
-    assert results.diverged_in_log(log)
+    assert diverged_in_log(log)
     log.write_text("step: 10, loss=inf\n")
-    assert results.diverged_in_log(log)
-    assert not math.isnan(results._float("1.5"))
+    assert diverged_in_log(log)
+    assert not math.isnan(as_float("1.5"))
 
 
 def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
@@ -178,7 +181,7 @@ def test_steps_grid_can_take_the_best_lr_of_our_own_lr_grids(tmp_path):
         # the lowest EER of all, but diverged: never picked
         fabricate(run, 1.0 if lr == 1e-2 else 20.0, diverged=lr == 1e-2,
                   test_sets=("original",))
-    best = results.best_lrs(results.collect(root))
+    best = best_lrs(collect(root))
     assert best == {("xvector", "tiny_few"): 3.16e-2}
     steps = expand("steps", "R", best_lr=best)
     mine = [r for r in steps if r.cell == "xvector_tiny_few"]
@@ -211,13 +214,13 @@ def test_diverged_is_the_verdict_of_results_json(tmp_path):
     data = read_results(c.output_folder, "best")
     write_results(c.output_folder, "best",
                   {**data, "diverged": {"step": 900, "reason": "the loss was not finite"}})
-    frame = results.collect(root).set_index("lr")
+    frame = collect(root).set_index("lr")
     assert frame.loc[1e-7, "status"] == "finished" and frame.loc[1e-7, "diverged"]
     assert math.isnan(frame.loc[1e-7, "eer_pct_original"])  # no EER at all
     assert not frame.loc[1e-6, "diverged"] and frame.loc[1e-6, "eer_pct_original"] == 12.0
     assert frame.loc[1e-5, "diverged"] and frame.loc[1e-5, "eer_pct_original"] == 20.0
     md = tmp_path / "results.md"
-    results.write_markdown(results.collect(root), md)
+    write_markdown(collect(root), md)
     row = next(line for line in md.read_text().splitlines()
                if line.startswith("| x-vector | tiny_few"))
     assert [c.strip() for c in row.strip("|").split("|")][2:5] == ["div.", "**12.00**",

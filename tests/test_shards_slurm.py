@@ -47,7 +47,7 @@ def run_task(tmp_path, index, shard_folder, node):
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = expand("naive_lr", runs_root=tmp_path / "runs", models=["xvector"],
-                       subsets=["tiny_few"])[index]
+                 subsets=["tiny_few"])[index]
     return proc, Path((run.output_folder / "read_from").read_text())
 
 

@@ -66,7 +66,7 @@ def test_array_index_maps_to_the_listed_run(grid, model, args, tmp_path):
          *(["--model", model] if model else []), *args],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()[:-1]
     runs = expand(grid, runs_root=tmp_path, models=[model] if model else None,
-                        subsets=args[1:2] if args[0] == "--subset" else None)
+                  subsets=args[1:2] if args[0] == "--subset" else None)
     assert len(listed) == len(runs)
     indices = sorted({0, len(runs) // 2, len(runs) - 1})
     for i in indices:

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from lowres.io.run_folder import read_diverged, read_results
-from lowres.study import results
+from lowres.study.results.frame import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -47,5 +47,5 @@ def test_a_diverging_run_is_reported_as_diverged(prepared_manifests, tmp_path):
     assert best["diverged"] == diverged and best["test_sets"] == {}
     last = read_results(out, "last")
     assert last["test_sets"] == {} and "not finite" in last["diverged"]["reason"]
-    row = results.collect(tmp_path / "runs").iloc[0]
+    row = collect(tmp_path / "runs").iloc[0]
     assert row["status"] == "finished" and row["diverged"]

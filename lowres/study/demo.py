@@ -41,7 +41,7 @@ reprints the table):
    results.md, figures), then results.md's demo section as it stands in the file: per
    test set the table (model x subset next to the untrained model) and its checks.
 
-Every number printed is read from the run folders (lowres.study.results.collect).
+Every number printed is read from the run folders (lowres.study.results.frame.collect).
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ import yaml
 
 from lowres.io.progress import progress
 from lowres.io.run_folder import is_finished, train_log_path, write_record
-from lowres.study import results as lowres_results
 from lowres.study.grids.definitions import DEMO_SUBSETS, REPO_ROOT
 from lowres.study.grids.runs import expand
+from lowres.study.results import report
+from lowres.study.results.frame import collect
+from lowres.study.results.markdown import demo_section
 
 STAGES = ("corpus", "prepare", "wav2vec2", "pretrain", "untrained", "train", "results")
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
@@ -266,8 +268,8 @@ def results(runs_root: Path, out: Path) -> None:
     section: the table and its checks per test set, so the terminal shows what the file
     does."""
     demo_root = _abs(runs_root) / "demo"
-    lowres_results.main([str(demo_root), "--out", str(out)])
-    say("\n" + "\n".join(lowres_results.demo_section(lowres_results.collect(demo_root))))
+    report.main([str(demo_root), "--out", str(out)])
+    say("\n" + "\n".join(demo_section(collect(demo_root))))
     say(f"Results: {out}/results.md (tables), {out}/results.csv (every run), "
         f"{out}/demo.png and demo.pdf (figure); run folders in {demo_root}")
 

@@ -260,8 +260,8 @@ def _ablation_points():
 # 50k steps, three runs: the study's recipe; + augmentation; + a large-margin stage from the
 # augmented run, tested with its last checkpoints averaged, without and with AS-norm
 # (its eval/averaged/results.json has both). The toolbox's four steps are read from these
-# runs by lowres.study.results (MODERN_STEPS). Each stage's values are override files in
-# hparams/overrides/ (also usable with any other grid or train.py); they replace the
+# runs by lowres.study.results.tables (MODERN_STEPS). Each stage's values are override files
+# in hparams/overrides/ (also usable with any other grid or train.py); they replace the
 # common overrides of a grid command for that stage's runs (so a CPU-sized max_steps for
 # the first two stages leaves the large-margin stage its own), and a ``<stage>:`` mapping
 # in an overrides file (or --set <stage>.key=value) replaces them in turn.

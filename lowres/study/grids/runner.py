@@ -111,7 +111,8 @@ def best_lr_arg(args) -> dict | None:
         return None
     if args.grid not in ("steps", "modern"):
         raise SystemExit("--best_lr_from applies to the steps and modern grids only")
-    from lowres.study.results import best_lrs, collect
+    from lowres.study.results.frame import collect
+    from lowres.study.results.tables import best_lrs
 
     chosen = best_lrs(collect(args.best_lr_from), args.best_lr_test_set)
     if not args.quiet:

@@ -126,8 +126,9 @@ def expand(
     strings allowed; "all" = no restriction).  `extra` overrides are applied to every
     run (they replace a grid value of the same key, e.g. a CPU-sized max_steps) but do
     not change the run folders, which always encode the grid point.  `best_lr` maps
-    (model, subset) to the lr the `steps` grid uses instead of the study's best lr (e.g.
-    the winner of our own LR grids, lowres.study.results.best_lrs); the folders then say so.
+    (model, subset) to the lr the `steps` grid uses instead of the study's best lr (e.g. the
+    winner of our own LR grids, lowres.study.results.tables.best_lrs); the folders then say
+    so.
     `step_scale` (e.g. 0.001 for a CPU demo) multiplies every step count of a run:
     max_steps (the grid's or the recipe's 50k), wav2vec2's num_frozen_steps and, with the
     one_cycle schedule, its half-cycle, so 25k/50k/100k/400k stay distinct and the

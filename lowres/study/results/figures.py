@@ -1,0 +1,348 @@
+"""The results' figures, PNG and PDF, one per grid with runs (lr, steps, ablation, modern,
+demo) and, on request, DET curves of runs from their score files.  Diverged runs are drawn
+as red crosses: at their EER when they were evaluated, else at the top of the panel."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lowres.io.lists import TEST_SET_LABELS
+from lowres.io.run_folder import read_results, results_path
+from lowres.study.grids.definitions import ABLATION_LABELS, ABLATION_VARIANTS, MODELS, SUBSETS
+from lowres.study.results.frame import as_float, find_runs
+from lowres.study.results.tables import (
+    DEMO_COLUMNS,
+    MODEL_LABELS,
+    MODERN_STEPS,
+    demo_cells,
+    demo_label,
+    demo_rows,
+    grid_rows,
+    modern_stats,
+    ordered,
+    seed_stats,
+    tests_with_results,
+)
+
+__all__ = ["plot_ablation", "plot_demo", "plot_det", "plot_lr", "plot_modern", "plot_steps"]
+
+MODEL_COLORS = {"xvector": "tab:blue", "ecapa": "tab:orange", "wav2vec2": "tab:green"}
+SUBSET_COLORS = {"full": "black", "tiny_few": "tab:purple", "tiny_many_low": "tab:red",
+                 "tiny_many_high": "tab:cyan"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panel_row(n: int, width: float, height: float = 3.4):
+    """A figure of ``n`` panels side by side (``width`` inches each) sharing the y axis."""
+    return _plt().subplots(1, n, figsize=(width * n, height), squeeze=False, sharey=True)
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    _plt().close(fig)
+    return paths
+
+
+def _diverged_eers(group: pd.DataFrame, col: str) -> list[float]:
+    """The EERs of the group's diverged runs, NaN for those that have none."""
+    div = group[group["diverged"]]
+    return list(div.get(col, pd.Series(math.nan, div.index)))
+
+
+def _diverged_marks(ax, pending: list[tuple[float, float]], label_done: list,
+                    eer_axis: str = "y") -> None:
+    """Red crosses for diverged runs, given as (position, EER) pairs: at their EER, or at
+    the far end of the EER axis where they have none."""
+    if not pending:
+        return
+    end = (ax.get_ylim() if eer_axis == "y" else ax.get_xlim())[1]
+    positions = [p for p, _ in pending]
+    eers = [end if (e is None or math.isnan(e)) else e for _, e in pending]
+    xs, ys = (positions, eers) if eer_axis == "y" else (eers, positions)
+    label = None if label_done else "diverged"
+    ax.scatter(xs, ys, marker="x", color="red", s=50, zorder=5, label=label, clip_on=False)
+    label_done.append(True)
+
+
+def _finish_panels(fig, axes, test: str, note: str, note_y: float = -0.1) -> None:
+    """Y label, one legend above a row of panels (each label once), a note below."""
+    axes[0][0].set_ylabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels) + 1,
+               bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.text(0.5, note_y, note, ha="center", fontsize=8)
+
+
+def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    """lr.png/pdf: EER vs learning rate, one panel per subset, one line per model."""
+    rows = grid_rows(frame, ("naive_lr", "detailed_lr"), test_set, ("original",))
+    if rows is None:
+        return []
+    sub, test, col = rows
+    subsets = ordered(sub["subset"], SUBSETS)
+    fig, axes = _panel_row(len(subsets), 3.6)
+    div_label: list = []
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        cell = sub[sub["subset"] == subset]
+        pending = []
+        for model in ordered(cell["model"], MODELS):
+            runs = cell[cell["model"] == model]
+            points = []
+            for lr, group in runs.groupby("lr"):
+                stats = seed_stats(group, col)
+                if stats["n"]:
+                    points.append((lr, stats["mean"], group["grid"].iloc[0]))
+                pending += [(lr, v) for v in _diverged_eers(group, col)]
+            if not points:
+                continue
+            lrs, eers, kinds = zip(*sorted(points), strict=True)
+            color = MODEL_COLORS.get(model)
+            ax.plot(lrs, eers, "-", color=color, label=MODEL_LABELS.get(model, model))
+            for lr, eer, kind in zip(lrs, eers, kinds, strict=True):
+                ax.plot(lr, eer, "o" if kind == "naive_lr" else "s", color=color,
+                        markersize=5 if kind == "naive_lr" else 4,
+                        markerfacecolor=color if kind == "naive_lr" else "white")
+        ax.set_xscale("log")
+        ax.set_title(subset)
+        ax.set_xlabel("learning rate")
+        ax.grid(True, which="major", alpha=0.3)
+        _diverged_marks(ax, pending, div_label)
+    _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid")
+    return _save(fig, out, "lr")
+
+
+def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    """steps.png/pdf: EER vs max_steps, mean ± sd over seeds and every seed."""
+    rows = grid_rows(frame, ("steps",), test_set)
+    if rows is None:
+        return []
+    sub, test, col = rows
+    subsets = ordered(sub["subset"], SUBSETS)
+    fig, axes = _panel_row(len(subsets), 3.6)
+    models = ordered(sub["model"], MODELS)
+    div_label: list = []
+    all_steps = sorted(int(s) for s in sub["max_steps"].dropna().unique())
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        cell = sub[sub["subset"] == subset]
+        pending = []
+        for k, model in enumerate(models):
+            runs = cell[cell["model"] == model]
+            if runs.empty:
+                continue
+            color = MODEL_COLORS.get(model)
+            shift = 1.0 + 0.04 * (k - (len(models) - 1) / 2)  # dodge models on the log axis
+            xs, means, sds = [], [], []
+            for steps, group in runs.groupby("max_steps"):
+                stats = seed_stats(group, col)
+                done = group[(group["status"] == "finished")]
+                if col in done:
+                    ax.scatter([steps * shift] * len(done), done[col], s=12, color=color,
+                               alpha=0.5, zorder=3)
+                if stats["n"]:
+                    xs.append(steps * shift)
+                    means.append(stats["mean"])
+                    sds.append(0.0 if math.isnan(stats["sd"]) else stats["sd"])
+                pending += [(steps * shift, v) for v in _diverged_eers(group, col)]
+            if xs:
+                ax.errorbar(xs, means, yerr=sds, color=color, marker="o", capsize=3,
+                            label=MODEL_LABELS.get(model, model))
+        ax.set_xscale("log")
+        ax.set_xticks(all_steps)
+        ax.set_xticklabels([f"{s // 1000}k" if s >= 1000 else str(s) for s in all_steps])
+        ax.minorticks_off()
+        ax.set_title(subset)
+        ax.set_xlabel("max_steps")
+        ax.grid(True, alpha=0.3)
+        _diverged_marks(ax, pending, div_label)
+    _finish_panels(fig, axes, test, "mean ± sd over seeds; dots: single seeds")
+    return _save(fig, out, "steps")
+
+
+def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    """ablation.png/pdf: the wav2vec2 ablation, bars = mean, dots = seeds."""
+    rows = grid_rows(frame, ("ablation",), test_set)
+    if rows is None:
+        return []
+    sub, test, col = rows
+    subsets = ordered(sub["subset"], SUBSETS)
+    tags = ordered(sub["tag"], tuple(ABLATION_VARIANTS))
+    fig, axes = _panel_row(len(subsets), 4.2, 0.32 * len(tags) + 1.6)
+    div_label: list = []
+    rng = np.random.default_rng(0)
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        cell = sub[sub["subset"] == subset]
+        ys = np.arange(len(tags))[::-1]
+        baseline = None
+        pending = []
+        for y, tag in zip(ys, tags, strict=True):
+            group = cell[cell["tag"] == tag]
+            stats = seed_stats(group, col)
+            color = "tab:gray" if tag == "baseline" else "tab:green"
+            if stats["n"]:
+                ax.barh(y, stats["mean"], color=color, alpha=0.45, height=0.7)
+                if tag == "baseline":
+                    baseline = stats["mean"]
+            done = group[group["status"] == "finished"]
+            if col in done and len(done):
+                jitter = rng.uniform(-0.15, 0.15, len(done))
+                ax.scatter(done[col], y + jitter, s=14, color="black", zorder=3)
+            pending += [(y, v) for v in _diverged_eers(group, col)]
+        if baseline is not None:
+            ax.axvline(baseline, color="tab:gray", linestyle="--", linewidth=1)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([ABLATION_LABELS.get(t, t) for t in tags])
+        ax.set_title(f"wav2vec2, {subset}")
+        ax.set_xlabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
+        ax.grid(True, axis="x", alpha=0.3)
+        _diverged_marks(ax, pending, div_label, eer_axis="x")
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(loc="lower right", fontsize=8)
+    fig.text(0.5, -0.02, "bars: mean over seeds; dots: single seeds; dashed: baseline",
+             ha="center", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "ablation")
+
+
+def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    """EER per toolbox step (x), one line per subset, one panel per model."""
+    rows = grid_rows(frame, ("modern",), test_set)
+    if rows is None:
+        return []
+    sub, test, _ = rows
+    models = ordered(sub["model"], MODELS)
+    fig, axes = _panel_row(len(models), 4.0)
+    xs = np.arange(len(MODERN_STEPS))
+    for ax, model in zip(axes[0], models, strict=True):
+        for subset in ordered(sub[sub["model"] == model]["subset"], SUBSETS):
+            stats = modern_stats(frame, model, subset, test)
+            ok = [(x, st) for x, st in zip(xs, stats, strict=True) if st["n"]]
+            if not ok:
+                continue
+            ax.errorbar([x for x, _ in ok], [st["mean"] for _, st in ok],
+                        yerr=[0.0 if math.isnan(st["sd"]) else st["sd"] for _, st in ok],
+                        color=SUBSET_COLORS.get(subset), marker="o", capsize=3, label=subset)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([label for label, _, _ in MODERN_STEPS], rotation=25, ha="right",
+                           fontsize=8)
+        ax.set_title(MODEL_LABELS.get(model, model))
+        ax.grid(True, alpha=0.3)
+    _finish_panels(fig, axes, test, "mean ± sd over seeds; each step adds to the one before",
+                   note_y=-0.24)
+    return _save(fig, out, "modern")
+
+
+def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Bars: EER per model and start (groups) x subset (colours), the untrained model in
+    grey."""
+    cells = demo_cells(frame)
+    if not cells:
+        return []
+    tests = tests_with_results(frame)
+    models = demo_rows(cells)
+    fig, axes = _panel_row(len(tests), 1.4 * len(models))
+    colors = {"untrained": "tab:gray", "tiny_few": "tab:purple",
+              "tiny_many_low": "tab:red", "tiny_many_high": "tab:cyan"}
+    width = 0.8 / len(DEMO_COLUMNS)
+    for ax, test in zip(axes[0], tests, strict=True):
+        for k, col in enumerate(DEMO_COLUMNS):
+            xs, ys = [], []
+            for i, model in enumerate(models):
+                r = cells.get((model, col))
+                if r is not None and not math.isnan(as_float(r.get(f"eer_pct_{test}"))):
+                    xs.append(i + (k - (len(DEMO_COLUMNS) - 1) / 2) * width)
+                    ys.append(as_float(r[f"eer_pct_{test}"]))
+            ax.bar(xs, ys, width=width, color=colors[col], label=col,
+                   hatch="//" if col == "untrained" else None, edgecolor="white")
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels([demo_label(m, cells, sep="\n") for m in models])
+        ax.set_title(TEST_SET_LABELS[test])
+        ax.axhline(50, color="black", linewidth=0.8, linestyle=":")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("EER (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels),
+               bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.text(0.5, -0.1, "demo (CPU-sized, synthetic corpus): one run per bar; dotted: chance",
+             ha="center", fontsize=8)
+    return _save(fig, out, "demo")
+
+
+def _det_runs(root: Path, runs: list[str] | None) -> list[tuple[str, Path, dict]]:
+    """(label, eval folder, test_sets of results.json) of the runs to draw."""
+    named = runs is not None
+    folders = ([Path(r) if Path(r).is_absolute() else root / r for r in runs] if named
+               else find_runs(root))
+    found = []
+    for folder in folders:
+        results = results_path(folder)
+        sets = (read_results(folder) or {}).get("test_sets") or {}
+        sets = {t: e for t, e in sets.items()
+                if isinstance(e, dict) and (results.parent / e.get("scores", "")).is_file()}
+        if sets:
+            label = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
+            found.append((label, results.parent, sets))
+        elif named:
+            raise ValueError(f"{folder}: no score files of the best checkpoint ({results})")
+    return found
+
+
+def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]:
+    """det.png/pdf: one panel per test set, one DET curve per run (AS-norm dashed).
+
+    ``runs``: run folders (relative to ``root`` as in results.csv's ``run`` column, or
+    absolute); default every run below ``root`` with score files.  Raises ValueError for
+    a named run without score files.
+    """
+    from lowres.scoring.det import det_limits, plot_det_curve, set_det_axes
+    from lowres.scoring.evaluation import read_scores
+    from lowres.scoring.metrics import eer
+
+    found = _det_runs(root, runs)
+    if not found:
+        return []
+    names = {t for _, _, sets in found for t in sets}
+    tests = [t for t in TEST_SET_LABELS if t in names] + sorted(names - set(TEST_SET_LABELS))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tests), figsize=(4.6 * len(tests), 4.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, test in zip(axes[0], tests, strict=True):
+        curves = []
+        for k, (label, folder, sets) in enumerate(found):
+            entry = sets.get(test)
+            if entry is None:
+                continue
+            kinds = [(entry, "-", label)]
+            if "as_norm" in entry and (folder / entry["as_norm"]["scores"]).is_file():
+                kinds.append((entry["as_norm"], "--", f"{label}, AS-norm"))
+            for e, style, text in kinds:
+                scores = read_scores(folder / e["scores"])
+                curves.append((scores.score.to_numpy(), scores.label.to_numpy(),
+                               dict(label=text, linestyle=style, color=colors[k % len(colors)])))
+        smallest = min(1 / min(int(y.sum()), int(len(y) - y.sum())) for _, y, _ in curves)
+        worst = max(eer(s, y).eer for s, y, _ in curves)
+        set_det_axes(ax, *det_limits(smallest, worst))
+        for s, y, style in curves:
+            plot_det_curve(ax, s, y, linewidth=1.2, **style)
+        ax.set_title(TEST_SET_LABELS.get(test, test))
+        ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "det")

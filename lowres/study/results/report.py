@@ -1,0 +1,87 @@
+"""Collect grid runs into a table and draw the study's figures.
+
+    python -m lowres.results RUNS_ROOT [--out DIR]
+
+Every run folder below RUNS_ROOT (one with hyperparams.yaml, train_log.txt or
+eval/) becomes one row of ``results.csv``: its grid point (from the folder
+layout of lowres/study/grids/runs.py, else from hyperparams.yaml), its status, whether
+it diverged (``diverged``: the verdict of its results.json, written by the evaluation
+when training stopped at a non-finite loss or no validation had a finite EER; for a run
+without one, a NaN/inf loss in train_log.txt), and per test
+set the EER (in %), minDCF (p_target 0.01 and 0.05) and number of trials of the
+best checkpoint (eval/best/results.json).  ``results.md`` holds the grids as
+Markdown tables (mean ± sd over seeds, n = number of seeds) and the lists of
+diverged and unfinished runs; the figures (PNG and PDF):
+
+* ``lr.*``: EER vs learning rate, one panel per subset, one line per model
+  (naive and detailed LR grid together; VoxCeleb1-O by default),
+* ``steps.*``: EER vs max_steps, mean ± sd over seeds and every seed,
+* ``ablation.*``: the wav2vec2 ablation, bars = mean, dots = seeds.
+* ``modern.*`` (the modern grid, beyond the study): EER per step of the toolbox (the
+  study's recipe, + augmentation, + checkpoint averaging & large-margin stage, + AS-norm),
+  one panel per model, one line per subset, mean ± sd over seeds.
+* ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
+  (``max_steps`` 0), one panel per test set.
+* ``det.*`` (only with ``--det [RUN ...]``): DET curves (probit axes) of the named runs,
+  or of every run with score files, one panel per test set, from the best checkpoint's
+  score files (AS-norm dashed); with one run named, that run's curves per test set.
+
+Diverged runs are kept: marked "div." in the tables and drawn as red crosses
+(at their EER when they were evaluated, else at the top of the panel).
+"""
+
+
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lowres.study.results.figures import (
+    plot_ablation,
+    plot_demo,
+    plot_det,
+    plot_lr,
+    plot_modern,
+    plot_steps,
+)
+from lowres.study.results.frame import collect
+from lowres.study.results.markdown import write_markdown
+
+__all__ = ["main"]
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lowres.results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs_root", type=Path)
+    parser.add_argument("--out", type=Path, help="output folder (default RUNS_ROOT/results)")
+    parser.add_argument("--lr_test_set", help="test set of the LR tables/figure "
+                        "(default original)")
+    parser.add_argument("--test_set", help="test set of the steps, ablation and modern "
+                        "tables/figures (default hard, else original)")
+    parser.add_argument("--det", nargs="*", metavar="RUN",
+                        help="also draw det.png/pdf: DET curves of these runs (folders below "
+                        "RUNS_ROOT, as in results.csv; none named: every run with score files)")
+    args = parser.parse_args(argv)
+    if not args.runs_root.is_dir():
+        parser.error(f"{args.runs_root} is not a folder")
+    out = args.out or args.runs_root / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    frame = collect(args.runs_root)
+    frame.to_csv(out / "results.csv", index=False)
+    write_markdown(frame, out / "results.md", args.lr_test_set, args.test_set)
+    written = [out / "results.csv", out / "results.md"]
+    if not frame.empty:
+        written += plot_lr(frame, out, args.lr_test_set)
+        written += plot_steps(frame, out, args.test_set)
+        written += plot_ablation(frame, out, args.test_set)
+        written += plot_modern(frame, out, args.test_set)
+        written += plot_demo(frame, out)
+    if args.det is not None:
+        try:
+            written += plot_det(args.runs_root, out, args.det or None)
+        except ValueError as err:
+            parser.error(str(err))
+    n_div = int(frame["diverged"].sum()) if not frame.empty else 0
+    print(f"{len(frame)} runs ({n_div} diverged) -> " + ", ".join(str(p) for p in written))
+    return 0
