@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from lowres.io.lists import read_manifest, test_set_files  # noqa: E402
 from lowres.scoring.batch_embedding import extract_embeddings  # noqa: E402
-from lowres.scoring.evaluation import (  # noqa: E402
+from lowres.scoring.checkpoints import (  # noqa: E402
     load_checkpoint,
     load_run_hparams,
 )

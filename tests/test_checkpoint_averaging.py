@@ -14,13 +14,9 @@ from lowres.io.run_folder import (
     save_folder,
     write_results,
 )
-from lowres.scoring.evaluation import (
-    EvaluationError,
-    check_values,
-    checkpoints_to_average,
-    evaluate_run,
-    load_averaged,
-)
+from lowres.scoring.checkpoints import EvaluationError, checkpoints_to_average, load_averaged
+from lowres.scoring.eval_settings import check_values
+from lowres.scoring.evaluation import evaluate_run
 
 
 def bn_run(tmp_path, eers):

@@ -8,8 +8,8 @@ from scipy.special import ndtri
 
 from lowres.io.run_folder import eval_folder, scores_name, write_results
 from lowres.scoring.det import det_curve, det_limits, plot_det_curve, set_det_axes
-from lowres.scoring.evaluation import write_scores
 from lowres.scoring.metrics import operating_points
+from lowres.scoring.trials import write_scores
 from lowres.study.results.figures import _det_runs
 from lowres.study.results.report import main
 

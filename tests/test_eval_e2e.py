@@ -11,7 +11,7 @@ import pytest
 from conftest import TEST_SEED
 
 from lowres.io.run_folder import COHORT, eval_folder, read_results, scores_name
-from lowres.scoring.evaluation import read_scores
+from lowres.scoring.trials import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "VoxCeleb"

@@ -12,7 +12,9 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from lowres.io.lists import ListError
 from lowres.io.run_folder import COHORT, mark_diverged, read_results, results_path, save_folder
-from lowres.scoring.evaluation import EvaluationError, evaluate_run, read_scores
+from lowres.scoring.checkpoints import EvaluationError
+from lowres.scoring.evaluation import evaluate_run
+from lowres.scoring.trials import read_scores
 
 torch.set_num_threads(1)
 
@@ -209,7 +211,7 @@ def test_test_precision_selection_and_fallback():
     import warnings
 
     from lowres.io.hparams import HparamsError
-    from lowres.scoring.evaluation import check_values, precision_on, test_autocast
+    from lowres.scoring.eval_settings import check_values, precision_on, test_autocast
 
     assert precision_on("fp16", "cpu") == ("fp32", "test_precision fp16 needs a GPU: fp32 on "
                                                    "cpu instead")

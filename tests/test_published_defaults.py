@@ -228,11 +228,12 @@ def test_evaluation_defaults(monkeypatch):
     from lowres.data.augment import from_hparams
     from lowres.io.lists import test_set_names
     from lowres.scoring import evaluation
+    from lowres.scoring.eval_settings import precision_on
 
     h = shipped("xvector_tiny_few")
     assert torch.initial_seed() == 42133724
     assert test_set_names(h["test_sets"]) == ["original", "extended", "hard"]
-    assert evaluation.precision_on(h["test_precision"], "cuda:0")[0] == "fp16"
+    assert precision_on(h["test_precision"], "cuda:0")[0] == "fp16"
     calls = []
     monkeypatch.setattr(evaluation, "evaluate_run", lambda hparams, checkpoint, **kw:
                         calls.append((checkpoint, kw["test_sets"])))

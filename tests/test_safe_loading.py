@@ -13,7 +13,8 @@ from tiny_run import make_run
 from lowres.export.__main__ import main as export_main
 from lowres.io.run_folder import save_folder
 from lowres.io.tensor_files import UnsafeFileError, use_safe_recovery
-from lowres.scoring.evaluation import load_checkpoint, load_run_hparams, training_cohort
+from lowres.scoring.checkpoints import load_checkpoint, load_run_hparams
+from lowres.scoring.evaluation import training_cohort
 from lowres.training.runs import RngState
 
 

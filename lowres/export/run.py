@@ -116,7 +116,7 @@ def _load_state(path: Path) -> dict:
 
 def load_run(run: str | os.PathLike, checkpoint: str = "best") -> RunForExport:
     """Rebuild the run's embedder and classifier at its ``best`` / ``last`` checkpoint."""
-    from lowres.scoring.evaluation import (
+    from lowres.scoring.checkpoints import (
         CHECKPOINTS,
         EvaluationError,
         load_checkpoint,

@@ -53,267 +53,68 @@ copies the first one's results instead of embedding everything again.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import math
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from speechbrain.utils.checkpoints import (
-    Checkpoint,
-    Checkpointer,
-    average_checkpoints,
-    average_state_dicts,
-)
+from speechbrain.utils.checkpoints import Checkpoint
 
 from lowres.io.atomic import atomic_path
 from lowres.io.audio import SAMPLE_RATE
-from lowres.io.hparams import HparamsError
 from lowres.io.lists import TEST_SETS, read_manifest, read_trials, test_set_files, test_set_names
 from lowres.io.run_folder import (
     COHORT,
     eval_folder,
-    hyperparams_path,
     read_diverged,
     read_results,
-    save_folder,
     scores_name,
     write_results,
 )
-from lowres.io.tensor_files import load_tensors, safe_recovery
+from lowres.io.tensor_files import load_tensors
 from lowres.scoring.batch_embedding import extract_embeddings
-from lowres.scoring.calibration import Calibration, act_dcf, cllr, fit_calibration, min_cllr
-from lowres.scoring.metrics import eer, min_dcf
+from lowres.scoring.calibration import fit_calibration
+from lowres.scoring.checkpoints import (
+    CHECKPOINTS,
+    EvaluationError,
+    load_averaged,
+    load_checkpoint,
+)
+from lowres.scoring.eval_settings import (
+    OLD_AS_NORM_VARIANT,
+    check_values,
+    precision_on,
+    test_autocast,
+)
+from lowres.scoring.metrics import eer
 from lowres.scoring.score_norm import (
-    AS_NORM_VARIANTS,
     as_norm_scores,
     cosine_trial_scores,
     speaker_mean_cohort,
 )
-from lowres.scoring.trials import debug_trials, embedded_trials, trial_indices
+from lowres.scoring.trials import (
+    debug_trials,
+    embedded_trials,
+    finite_or_none,
+    trial_indices,
+    trial_metrics,
+    write_scores,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEST_PRECISIONS", "EvaluationError", "evaluate_run", "load_checkpoint",
-           "load_run_hparams", "check_values", "precision_on", "test_autocast",
-           "load_averaged", "read_scores", "summary", "trial_metrics", "training_cohort",
-           "write_scores"]
+__all__ = ["evaluate_run", "summary", "training_cohort"]
 
-CHECKPOINTS = ("best", "last", "averaged")
-AVERAGE_BY = ("last", "best")
 DEFAULT_TOP_K = 300
-OLD_AS_NORM_VARIANT = "two_sided_top_k"  # the only one before as_norm_variant existed
-TEST_PRECISIONS = ("fp16", "fp32")
-
-
-class EvaluationError(RuntimeError):
-    """Something the evaluation needs is missing; the message names it."""
-
-
-# ---------------------------------------------------------------------------- hparams
-
-
-def check_values(values: Mapping) -> None:
-    """Raise HparamsError for the first invalid evaluation setting of ``values``.
-
-    train.py calls it before its first training step (so a long run never fails at its
-    end for a value it could have refused at its start), eval.py and evaluate_run too.
-    """
-
-    def bad(key, why):
-        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
-
-    def integer(key, minimum, optional=False):
-        v = values.get(key)
-        if optional and v is None:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            bad(key, f"must be an integer >= {minimum}" + (" or null" if optional else ""))
-
-    test_set_names(values.get("test_sets"))
-    if values.get("test_precision", "fp16") not in TEST_PRECISIONS:
-        bad("test_precision", f"must be one of {', '.join(TEST_PRECISIONS)}")
-    for key in ("post_process_scores", "enroll_training_data"):
-        if not isinstance(values.get(key, False), bool):
-            bad(key, "must be true or false")
-    if values.get("as_norm_variant", OLD_AS_NORM_VARIANT) not in AS_NORM_VARIANTS:
-        bad("as_norm_variant", f"must be one of {', '.join(AS_NORM_VARIANTS)}")
-    if values.get("average_checkpoints_by", "last") not in AVERAGE_BY:
-        bad("average_checkpoints_by", f"must be one of {', '.join(AVERAGE_BY)}")
-    for key, minimum, optional in (("as_norm_top_k", 1, False), ("eval_batch_size", 1, False),
-                                   ("average_checkpoints", 0, False),
-                                   ("eval_num_workers", 0, False),
-                                   ("cohort_max_files_per_speaker", 1, True)):
-        if key in values:
-            integer(key, minimum, optional)
-    v = values.get("eval_max_batch_seconds", 1.0)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        bad("eval_max_batch_seconds", "must be a positive number")
-
-
-def precision_on(precision: str, device, key: str = "test_precision") -> tuple[str, str]:
-    """What ``precision`` (the value of hparam ``key``) runs in on ``device``, and a note
-    when it falls back: fp16 (autocast) needs a GPU, elsewhere it is fp32."""
-    if precision == "fp16" and torch.device(device).type != "cuda":
-        return "fp32", f"{key} fp16 needs a GPU: fp32 on {device} instead"
-    return precision, ""
-
-
-def test_autocast(precision: str, device):
-    """Autocast context of the test embeddings: fp16 on a GPU (as the study tested), else
-    none (fp32; also what fp16 falls back to off a GPU, see :func:`precision_on`)."""
-    if precision_on(precision, device)[0] == "fp16":
-        return torch.autocast(torch.device(device).type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-# ---------------------------------------------------------------------------- run folder
-
-
-def load_run_hparams(output_folder: str | os.PathLike, overrides: dict | None = None) -> dict:
-    """Rebuild a run's hparams from its resolved ``<output_folder>/hyperparams.yaml``.
-
-    ``overrides`` (top-level keys) apply on top.  The run folder may have moved
-    since training: ``output_folder`` is set to where it is now and the
-    checkpointer is pointed at the run folder's ``save`` if it names another place.
-    """
-    from lowres.io.hparams import load_hparams
-
-    out = Path(output_folder)
-    run_yaml = hyperparams_path(out)
-    if not run_yaml.is_file():
-        raise EvaluationError(f"{run_yaml} not found: is {out} a run folder written by train.py?")
-    hparams = load_hparams(run_yaml, {**(overrides or {}), "output_folder": str(out)})
-    if Path(hparams["checkpointer"].checkpoints_dir).resolve() != save_folder(out).resolve():
-        hparams["checkpointer"] = Checkpointer(save_folder(out), {})
-    return hparams
-
-
-# ---------------------------------------------------------------------------- checkpoint
-
-
-def load_checkpoint(hparams: dict, checkpoint: str = "best"):
-    """Load the embedder weights of the ``best`` (min val_eer) or ``last`` checkpoint.
-
-    Only the embedder is loaded (the classifier is not needed to evaluate and
-    its size depends on the training speakers).  Returns the SpeechBrain
-    ``Checkpoint`` (``.path``, ``.meta``).
-    """
-    if checkpoint not in CHECKPOINTS[:2]:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS[:2]}, got {checkpoint!r}")
-    checkpointer: Checkpointer = hparams["checkpointer"]
-    if checkpoint == "best":
-        ckpt = checkpointer.find_checkpoint(min_key="val_eer")
-    else:
-        ckpt = checkpointer.find_checkpoint()
-    if ckpt is None:
-        what = "with a val_eer in its meta" if checkpoint == "best" else "at all"
-        raise EvaluationError(
-            f"no checkpoint {what} in {checkpointer.checkpoints_dir} (train the run first)")
-    if "embedder" not in ckpt.paramfiles:
-        raise EvaluationError(f"checkpoint {ckpt.path} has no 'embedder' parameters")
-    # weights_only=True: a shared run folder cannot run code here (lowres.io.tensor_files)
-    Checkpointer(ckpt.path.parent, {"embedder": hparams["embedder"]},
-                 custom_load_hooks={"embedder": safe_recovery}).load_checkpoint(ckpt)
-    logger.info("loaded %s checkpoint %s (meta %s)", checkpoint, ckpt.path.name, ckpt.meta)
-    return ckpt
-
-
-def checkpoints_to_average(checkpointer: Checkpointer, n: int, by: str) -> list[Checkpoint]:
-    """The ``n`` latest checkpoints of training (``by="last"``) or the ``n`` of lowest
-    val_eer (``"best"``), oldest first; intra-epoch (timed) checkpoints have no step and
-    are not candidates."""
-    if by not in AVERAGE_BY:
-        raise ValueError(f"by must be one of {AVERAGE_BY}, got {by!r}")
-    ckpts = checkpointer.find_checkpoints(
-        min_key="val_eer" if by == "best" else None, max_num_checkpoints=n,
-        ckpt_predicate=lambda c: "step" in c.meta and "embedder" in c.paramfiles)
-    return sorted(ckpts, key=lambda c: c.meta["step"])
-
-
-def average_weights(state_dicts) -> dict:
-    """SpeechBrain's mean of state dicts over the floating-point tensors; the others
-    (counters such as num_batches_tracked, whose mean would be a float) are the last
-    state dict's."""
-    last: dict = {}
-
-    def floats():
-        for state in state_dicts:
-            last.clear()
-            last.update({k: v for k, v in state.items() if not v.is_floating_point()})
-            yield {k: v for k, v in state.items() if v.is_floating_point()}
-
-    return {**average_state_dicts(floats()), **last}
-
-
-def load_averaged(hparams: dict) -> list[Checkpoint]:
-    """Load the mean embedder weights of the checkpoints ``average_checkpoints`` and
-    ``average_checkpoints_by`` name (:func:`checkpoints_to_average`); returns them."""
-    n = int(hparams.get("average_checkpoints", 0))
-    by = hparams.get("average_checkpoints_by", "last")
-    if n < 1:
-        raise EvaluationError("checkpoint 'averaged' needs average_checkpoints >= 1")
-    ckpts = checkpoints_to_average(hparams["checkpointer"], n, by)
-    if not ckpts:
-        raise EvaluationError(f"no checkpoint to average ({by}) in "
-                              f"{hparams['checkpointer'].checkpoints_dir} (train the run first)")
-    if len(ckpts) < n:
-        logger.warning("averaging %d checkpoints, not average_checkpoints=%d: the run kept "
-                       "no more", len(ckpts), n)
-    state = average_checkpoints(
-        ckpts, "embedder", averager=average_weights,
-        parameter_loader=functools.partial(torch.load, weights_only=True))
-    hparams["embedder"].load_state_dict(state)
-    logger.info("loaded the mean of %d checkpoints (%s): %s", len(ckpts), by,
-                ", ".join(c.path.name for c in ckpts))
-    return ckpts
 
 
 # ---------------------------------------------------------------------------- scoring
-
-
-def _finite_or_none(x: float):
-    return float(x) if math.isfinite(x) else None
-
-
-def trial_metrics(scores, labels, calibration: Calibration | None = None) -> dict:
-    """n_trials, eer, eer_threshold, min_dcf_0.01, min_dcf_0.05, min_cllr of one score list;
-    with a ``calibration`` also cllr, act_dcf_0.01 and act_dcf_0.05 of its LLRs."""
-    res = eer(scores, labels)
-    out = {
-        "n_trials": int(len(labels)),
-        "eer": res.eer,
-        "eer_threshold": _finite_or_none(res.threshold),
-        "min_dcf_0.01": min_dcf(scores, labels, 0.01),
-        "min_dcf_0.05": min_dcf(scores, labels, 0.05),
-        "min_cllr": min_cllr(scores, labels),
-    }
-    if calibration is not None:
-        llrs = calibration.llr(scores)
-        out.update({"cllr": cllr(llrs, labels), "act_dcf_0.01": act_dcf(llrs, labels, 0.01),
-                    "act_dcf_0.05": act_dcf(llrs, labels, 0.05)})
-    return out
-
-
-def write_scores(path: str | os.PathLike, trials: pd.DataFrame, scores) -> None:
-    """``label score path1 path2`` per trial, atomically."""
-    scores = np.asarray(scores, dtype=np.float64)
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        for label, s, p1, p2 in zip(trials.label.to_numpy(), scores, trials.path1.to_numpy(),
-                                    trials.path2.to_numpy(), strict=True):
-            f.write(f"{label} {s:.6f} {p1} {p2}\n")
-
-
-def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """A score file written by :func:`write_scores` (columns label, score, path1, path2)."""
-    return pd.read_csv(path, sep=" ", header=None, names=["label", "score", "path1", "path2"])
 
 
 def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> torch.Tensor:
@@ -436,69 +237,38 @@ def evaluate_run(
     """
     test_sets = test_set_names(test_sets)
     check_values({**hparams, "test_sets": test_sets})
-    if device is None and run_opts is not None:
-        device = (run_opts.get("device") if isinstance(run_opts, dict)
-                  else getattr(run_opts, "device", None))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device(device, run_opts)
     precision, note = precision_on(hparams.get("test_precision", "fp16"), device)
     if note:
         logger.warning(note)
     where = checkpoint if debug_files is None else f"debug/{checkpoint}"
     out = eval_folder(hparams["output_folder"], where)
     diverged = read_diverged(hparams["output_folder"])
-    checkpointer = hparams["checkpointer"]
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
-    averaged = checkpoint == "averaged"
-    by_best = checkpoint == "best" or (averaged and hparams.get("average_checkpoints_by",
-                                                                "last") == "best")
-    if by_best and checkpointer.find_checkpoint(min_key="val_eer") is None:
-        latest = checkpointer.find_checkpoint()
-        if latest is not None:  # trained, but no validation had a finite EER
-            return _diverged_results(hparams, checkpoint, None, precision, diverged or {
-                "step": latest.meta.get("step"),
-                "reason": "no validation of training had a finite EER"}, where)
-    used = load_averaged(hparams) if averaged else None
-    ckpt = used[-1] if averaged else load_checkpoint(hparams, checkpoint)
-    # the averaged weights are no checkpoint's: their own cohort cache key, never reused
-    ckpt_name = ("averaged:" + ",".join(c.path.name for c in used)) if averaged \
-        else ckpt.path.name
+    latest = _trained_without_finite_validation(hparams, checkpoint)
+    if latest is not None:
+        return _diverged_results(hparams, checkpoint, None, precision, diverged or {
+            "step": latest.meta.get("step"),
+            "reason": "no validation of training had a finite EER"}, where)
+    ckpt, used, ckpt_name = _load_weights(hparams, checkpoint)
     post = bool(hparams.get("post_process_scores", False))
-    variant = hparams.get("as_norm_variant", OLD_AS_NORM_VARIANT)
-    as_norm = {"variant": variant, "top_k": int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
-               if variant == "two_sided_top_k" else None,  # one-sided: the whole cohort
-               "cohort_max_files_per_speaker": hparams.get("cohort_max_files_per_speaker")}
-    if not averaged and debug_files is None:
+    as_norm = _as_norm_asked(hparams)
+    if used is None and debug_files is None:
         reused = _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validation,
                                          post, as_norm, device)
         if reused is not None:
             return reused
     embedder = hparams["embedder"].to(device)
 
-    # Every file of every requested list (and the validation list) once.
-    lists: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-    for name in test_sets:
-        csv, trials = test_set_files(hparams["manifest_folder"], name)
-        lists[name] = (read_manifest(csv), read_trials(trials))
-    if validation:
-        lists["validation"] = (read_manifest(hparams["valid_csv"]),
-                               read_trials(hparams["val_trials"]))
+    lists = _trial_lists(hparams, test_sets, validation)
     files = pd.concat([df[["ID", "duration", "wav"]] for df, _ in lists.values()])
-    files = files.drop_duplicates("ID").reset_index(drop=True)
+    files = files.drop_duplicates("ID").reset_index(drop=True)  # every file once
     debug = None
     if debug_files is not None:
-        chosen = [debug_trials(trials, max(2, debug_files // len(lists)))
-                  for _, trials in lists.values()]
-        keep = set().union(*(set(t.id1) | set(t.id2) for t in chosen))
-        files = files[files.ID.isin(keep)].reset_index(drop=True)
-        debug = {"files_embedded": len(files), "trials_scored": {}}
-        for name, (df, trials) in lists.items():
-            lists[name] = (df, embedded_trials(trials, keep, name))
-            debug["trials_scored"][name] = [len(lists[name][1]), len(trials)]
+        lists, files, debug = _debug_subset(lists, files, debug_files)
     index_of = dict(zip(files.ID, range(len(files)), strict=True))
     indices = {name: trial_indices(trials, index_of, name) for name, (_, trials) in lists.items()}
-
     t0 = time.perf_counter()
     emb = _embed(embedder, files, hparams, device, f"embeddings ({checkpoint})")
     embedding_seconds = time.perf_counter() - t0
@@ -507,10 +277,10 @@ def evaluate_run(
         return _diverged_results(hparams, checkpoint, ckpt, precision, {
             "step": ckpt.meta.get("step"),
             "reason": f"{nonfinite} of {len(files)} embeddings are not finite"}, where)
-
     cohort = None
     if post or hparams.get("enroll_training_data", False):
         cohort = training_cohort(hparams, ckpt_name, out / COHORT, device)
+    scored = _ScoredTrials(emb, lists, indices, cohort if post else None, as_norm)
 
     results: dict = {
         "checkpoint": {"which": checkpoint, "name": ckpt.path.name, "meta": dict(ckpt.meta)},
@@ -522,45 +292,150 @@ def evaluate_run(
         "diverged": diverged or False,
         **({"debug": debug} if debug else {}),
     }
-    if averaged:
+    if used is not None:
         results["averaged"] = {
             "by": hparams.get("average_checkpoints_by", "last"), "n": len(used),
             "checkpoints": [{"name": c.path.name, "meta": dict(c.meta)} for c in used]}
-    calibration = as_norm_calibration = None
+    calibrations = (None, None)
     if validation:
-        left, right = indices["validation"]
-        labels = lists["validation"][1].label.to_numpy()
-        val_scores = cosine_trial_scores(emb, left, right).numpy()
-        res = eer(val_scores, labels)
-        results["validation"] = {"n_trials": int(len(labels)), "eer": res.eer,
-                                 "eer_threshold": _finite_or_none(res.threshold)}
-        prior = float(hparams.get("calibration_prior", 0.5))
-        calibration = fit_calibration(val_scores, labels, prior)
-        results["calibration"] = {**calibration._asdict(), "prior": prior,
-                                  "trained_on": "validation", "n_trials": int(len(labels))}
-        if post:
-            normed = as_norm_scores(emb, left, right, cohort, as_norm["top_k"], variant).numpy()
-            as_norm_calibration = fit_calibration(normed, labels, prior)
-            results["calibration"]["as_norm"] = as_norm_calibration._asdict()
+        results["validation"], results["calibration"], calibrations = _calibrate(
+            scored, float(hparams.get("calibration_prior", 0.5)))
     for name in test_sets:
-        trials = lists[name][1]
-        left, right = indices[name]
-        labels = trials.label.to_numpy()
-        scores = cosine_trial_scores(emb, left, right).numpy()
-        entry = trial_metrics(scores, labels, calibration)
-        entry["scores"] = scores_name(name)
-        write_scores(out / entry["scores"], trials, scores)
-        if post:
-            normed = as_norm_scores(emb, left, right, cohort, as_norm["top_k"], variant).numpy()
-            entry["as_norm"] = trial_metrics(normed, labels, as_norm_calibration)
-            entry["as_norm"].update(scores=scores_name(name, as_norm=True), **as_norm,
-                                    cohort_size=int(cohort.shape[0]))
-            write_scores(out / entry["as_norm"]["scores"], trials, normed)
-        results["test_sets"][name] = entry
+        entry = results["test_sets"][name] = _test_set_entry(scored, name, calibrations, out)
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
                     entry["n_trials"])
     write_results(hparams["output_folder"], where, results)
     return results
+
+
+def _device(device: str | torch.device | None, run_opts) -> str | torch.device:
+    """`device`, else SpeechBrain's ``run_opts.device``, else CUDA when available, else CPU."""
+    if device is None and run_opts is not None:
+        device = (run_opts.get("device") if isinstance(run_opts, dict)
+                  else getattr(run_opts, "device", None))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _trained_without_finite_validation(hparams: dict, checkpoint: str) -> Checkpoint | None:
+    """The latest checkpoint when `checkpoint` is chosen by val_eer and no validation of
+    training had a finite one (the run diverged: nothing to test); else None."""
+    by_best = checkpoint == "best" or (checkpoint == "averaged" and hparams.get(
+        "average_checkpoints_by", "last") == "best")
+    checkpointer = hparams["checkpointer"]
+    if by_best and checkpointer.find_checkpoint(min_key="val_eer") is None:
+        return checkpointer.find_checkpoint()
+    return None
+
+
+def _load_weights(hparams: dict,
+                  checkpoint: str) -> tuple[Checkpoint, list[Checkpoint] | None, str]:
+    """Load the embedder weights to test: returns the checkpoint results.json names, the
+    averaged ones (None unless `checkpoint` is ``averaged``) and the name that keys the
+    cohort cache and the reuse of the other checkpoint's results (the averaged weights are
+    no checkpoint's: a key of their own, never reused)."""
+    if checkpoint != "averaged":
+        ckpt = load_checkpoint(hparams, checkpoint)
+        return ckpt, None, ckpt.path.name
+    used = load_averaged(hparams)
+    return used[-1], used, "averaged:" + ",".join(c.path.name for c in used)
+
+
+def _as_norm_asked(hparams: dict) -> dict:
+    """The AS-norm settings of the run's hparams, as :func:`as_norm_settings` reads them back."""
+    variant = hparams.get("as_norm_variant", OLD_AS_NORM_VARIANT)
+    return {"variant": variant, "top_k": int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
+            if variant == "two_sided_top_k" else None,  # one-sided: the whole cohort
+            "cohort_max_files_per_speaker": hparams.get("cohort_max_files_per_speaker")}
+
+
+def _trial_lists(hparams: dict, test_sets: Sequence[str],
+                 validation: bool) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """(manifest, trials) of each test set, and of the validation set when asked for."""
+    lists = {}
+    for name in test_sets:
+        csv, trials = test_set_files(hparams["manifest_folder"], name)
+        lists[name] = (read_manifest(csv), read_trials(trials))
+    if validation:
+        lists["validation"] = (read_manifest(hparams["valid_csv"]),
+                               read_trials(hparams["val_trials"]))
+    return lists
+
+
+def _debug_subset(lists: dict, files: pd.DataFrame, debug_files: int):
+    """SpeechBrain's ``--debug``: about `debug_files` files (those of each list's first
+    target and non-target trials) and the trials they make; returns the lists, the files
+    and results.json's ``debug`` entry."""
+    chosen = [debug_trials(trials, max(2, debug_files // len(lists)))
+              for _, trials in lists.values()]
+    keep = set().union(*(set(t.id1) | set(t.id2) for t in chosen))
+    files = files[files.ID.isin(keep)].reset_index(drop=True)
+    debug = {"files_embedded": len(files), "trials_scored": {}}
+    kept = {}
+    for name, (df, trials) in lists.items():
+        kept[name] = (df, embedded_trials(trials, keep, name))
+        debug["trials_scored"][name] = [len(kept[name][1]), len(trials)]
+    return kept, files, debug
+
+
+@dataclass(frozen=True)
+class _ScoredTrials:
+    """The trials of every list scored on the embeddings: cosine, and with a cohort (the
+    run's post_process_scores) also after AS-norm."""
+
+    emb: torch.Tensor
+    lists: dict[str, tuple[pd.DataFrame, pd.DataFrame]]  # name -> (manifest, trials)
+    indices: dict[str, tuple]  # name -> the rows of emb of each trial's two sides
+    cohort: torch.Tensor | None
+    as_norm: dict  # _as_norm_asked
+
+    def trials(self, name: str) -> pd.DataFrame:
+        return self.lists[name][1]
+
+    def cosine(self, name: str) -> np.ndarray:
+        return cosine_trial_scores(self.emb, *self.indices[name]).numpy()
+
+    def normed(self, name: str) -> np.ndarray:
+        left, right = self.indices[name]
+        return as_norm_scores(self.emb, left, right, self.cohort, self.as_norm["top_k"],
+                              self.as_norm["variant"]).numpy()
+
+
+def _calibrate(scored: _ScoredTrials, prior: float):
+    """results.json's ``validation`` and ``calibration`` entries, and the calibrations of the
+    cosine scores and (with a cohort) of the AS-normed ones, fitted on the validation trials."""
+    labels = scored.trials("validation").label.to_numpy()
+    scores = scored.cosine("validation")
+    res = eer(scores, labels)
+    validation = {"n_trials": int(len(labels)), "eer": res.eer,
+                  "eer_threshold": finite_or_none(res.threshold)}
+    calibration = fit_calibration(scores, labels, prior)
+    entry = {**calibration._asdict(), "prior": prior, "trained_on": "validation",
+             "n_trials": int(len(labels))}
+    as_norm_calibration = None
+    if scored.cohort is not None:
+        as_norm_calibration = fit_calibration(scored.normed("validation"), labels, prior)
+        entry["as_norm"] = as_norm_calibration._asdict()
+    return validation, entry, (calibration, as_norm_calibration)
+
+
+def _test_set_entry(scored: _ScoredTrials, name: str, calibrations: tuple, out: Path) -> dict:
+    """One test set's metrics (and after AS-norm, with a cohort); writes its score files."""
+    calibration, as_norm_calibration = calibrations
+    trials = scored.trials(name)
+    labels = trials.label.to_numpy()
+    scores = scored.cosine(name)
+    entry = trial_metrics(scores, labels, calibration)
+    entry["scores"] = scores_name(name)
+    write_scores(out / entry["scores"], trials, scores)
+    if scored.cohort is not None:
+        normed = scored.normed(name)
+        entry["as_norm"] = trial_metrics(normed, labels, as_norm_calibration)
+        entry["as_norm"].update(scores=scores_name(name, as_norm=True), **scored.as_norm,
+                                cohort_size=int(scored.cohort.shape[0]))
+        write_scores(out / entry["as_norm"]["scores"], trials, normed)
+    return entry
 
 
 def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,

@@ -53,7 +53,7 @@ class SpeakerVerifier:
     def from_run(cls, output_folder: str | os.PathLike, checkpoint: str = "best",
                  device: str | torch.device = "cpu") -> SpeakerVerifier:
         """Load a run folder written by train.py (see the module docstring)."""
-        from lowres.scoring.evaluation import (
+        from lowres.scoring.checkpoints import (
             EvaluationError,
             load_checkpoint,
             load_run_hparams,

@@ -1,15 +1,21 @@
-"""Cosine scores of a trial list (:func:`lowres.io.lists.read_trials`) over embeddings."""
+"""A trial list (:func:`lowres.io.lists.read_trials`) over embeddings: its cosine scores,
+their metrics, and the score file a test set's scores are kept in."""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lowres.io.atomic import atomic_path
 from lowres.io.lists import ListError
+from lowres.scoring.calibration import Calibration, act_dcf, cllr, min_cllr
+from lowres.scoring.metrics import eer, min_dcf
 from lowres.scoring.score_norm import cosine_trial_scores
 
 logger = logging.getLogger(__name__)
@@ -69,3 +75,41 @@ def score_trials(embeddings: Mapping[str, torch.Tensor], trials: pd.DataFrame,
                                 name)
     emb = torch.stack([embeddings[u] for u in ids]).float() if ids else torch.zeros(0, 1)
     return cosine_trial_scores(emb, left, right).numpy(), trials.label.to_numpy()
+
+
+def finite_or_none(x: float) -> float | None:
+    """`x`, or None (JSON null) where it is not finite."""
+    return float(x) if math.isfinite(x) else None
+
+
+def trial_metrics(scores, labels, calibration: Calibration | None = None) -> dict:
+    """n_trials, eer, eer_threshold, min_dcf_0.01, min_dcf_0.05, min_cllr of one score list;
+    with a ``calibration`` also cllr, act_dcf_0.01 and act_dcf_0.05 of its LLRs."""
+    res = eer(scores, labels)
+    out = {
+        "n_trials": int(len(labels)),
+        "eer": res.eer,
+        "eer_threshold": finite_or_none(res.threshold),
+        "min_dcf_0.01": min_dcf(scores, labels, 0.01),
+        "min_dcf_0.05": min_dcf(scores, labels, 0.05),
+        "min_cllr": min_cllr(scores, labels),
+    }
+    if calibration is not None:
+        llrs = calibration.llr(scores)
+        out.update({"cllr": cllr(llrs, labels), "act_dcf_0.01": act_dcf(llrs, labels, 0.01),
+                    "act_dcf_0.05": act_dcf(llrs, labels, 0.05)})
+    return out
+
+
+def write_scores(path: str | os.PathLike, trials: pd.DataFrame, scores) -> None:
+    """``label score path1 path2`` per trial, atomically."""
+    scores = np.asarray(scores, dtype=np.float64)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for label, s, p1, p2 in zip(trials.label.to_numpy(), scores, trials.path1.to_numpy(),
+                                    trials.path2.to_numpy(), strict=True):
+            f.write(f"{label} {s:.6f} {p1} {p2}\n")
+
+
+def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """A score file written by :func:`write_scores` (columns label, score, path1, path2)."""
+    return pd.read_csv(path, sep=" ", header=None, names=["label", "score", "path1", "path2"])

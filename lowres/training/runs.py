@@ -40,7 +40,7 @@ from tqdm import tqdm
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, resolved_yaml
 from lowres.io.run_folder import write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
-from lowres.scoring.evaluation import precision_on
+from lowres.scoring.eval_settings import precision_on
 from lowres.training.schedules import build_lr_scheduler
 
 logger = logging.getLogger(__name__)

@@ -36,13 +36,8 @@ from lowres.io.hparams import HparamsError, load_hparams, overrides_dict
 from lowres.io.lists import TEST_SETS, ListError, test_set_names
 from lowres.io.run_folder import hyperparams_path
 from lowres.io.tensor_files import UnsafeFileError
-from lowres.scoring.evaluation import (
-    CHECKPOINTS,
-    EvaluationError,
-    evaluate_run,
-    load_run_hparams,
-    summary,
-)
+from lowres.scoring.checkpoints import CHECKPOINTS, EvaluationError, load_run_hparams
+from lowres.scoring.evaluation import evaluate_run, summary
 
 logger = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ from lowres.io.run_folder import (
 )
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.models.freeze import apply_freeze_schedule
-from lowres.scoring.evaluation import check_values
+from lowres.scoring.eval_settings import check_values
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import debug_trials, score_trials
 from lowres.training.runs import (

@@ -313,8 +313,8 @@ def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]
     a named run without score files.
     """
     from lowres.scoring.det import det_limits, plot_det_curve, set_det_axes
-    from lowres.scoring.evaluation import read_scores
     from lowres.scoring.metrics import eer
+    from lowres.scoring.trials import read_scores
 
     found = _det_runs(root, runs)
     if not found:
