@@ -83,3 +83,22 @@ def test_saved_backbone_loads_whole_into_the_embedder(tmp_path):
                                       masked_prediction)
     with pytest.raises(HparamsError, match="model_source='nowhere'"):
         masked_prediction(source="nowhere")
+
+
+def test_targets_are_finite_under_fp16_autocast():
+    """A loud burst in a quiet crop, normalised as the objective normalises it, has
+    power-spectrum bins beyond fp16's 65504: the MFCC runs in fp32 inside the training
+    autocast, so no frame of the crop turns inf / NaN (and all labelled cluster 0)."""
+    from lowres.models.wav2vec2 import normalise_waveform
+
+    model = masked_prediction()
+    sig = torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 1e-3
+    t = torch.arange(800) / 16000
+    sig[0, 16000:16800] = torch.sin(2 * torch.pi * 440 * t)
+    x, _ = normalise_waveform(sig, torch.tensor([32000]))
+    frames = int(model.wav2vec2._get_feat_extract_output_lengths(32000))
+    fp32 = model.targets(x, frames)
+    with torch.autocast("cpu", dtype=torch.float16):
+        feats = model.targets(x, frames)
+    assert feats.dtype == torch.float32 and torch.isfinite(feats).all()
+    torch.testing.assert_close(feats, fp32)

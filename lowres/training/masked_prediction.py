@@ -56,9 +56,13 @@ class MfccFrames(torch.nn.Module):
         self.offset = int(round(field / 2 / hop))  # MFCC frame t is centred at t * hop
 
     def forward(self, wavs: torch.Tensor, frames: int) -> torch.Tensor:
-        c = self.mfcc(wavs.float())  # [B, n_mfcc, T // hop + 1]
-        d = torchaudio.functional.compute_deltas(c)
-        feats = torch.cat([c, d, torchaudio.functional.compute_deltas(d)], 1).transpose(1, 2)
+        # fp32 inside the training autocast: a loud frame's power exceeds fp16's 65504, and
+        # top_db would then clamp every frame of the crop to inf
+        with torch.autocast(device_type=wavs.device.type, enabled=False):
+            c = self.mfcc(wavs.float())  # [B, n_mfcc, T // hop + 1]
+            d = torchaudio.functional.compute_deltas(c)
+            feats = torch.cat([c, d, torchaudio.functional.compute_deltas(d)], 1)
+        feats = feats.transpose(1, 2)
         feats = feats[:, self.offset:self.offset + frames]
         if feats.shape[1] < frames:
             tail = feats[:, -1:].expand(-1, frames - feats.shape[1], -1)
