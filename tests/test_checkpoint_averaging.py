@@ -6,6 +6,7 @@ import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from test_evaluation import fake_run  # noqa: F401  (the fixture)
+from test_safe_loading import plant
 
 from lowres.io.hparams import HparamsError
 from lowres.io.run_folder import (
@@ -14,6 +15,7 @@ from lowres.io.run_folder import (
     save_folder,
     write_results,
 )
+from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.checkpoints import EvaluationError, checkpoints_to_average, load_averaged
 from lowres.scoring.eval_settings import check_values
 from lowres.scoring.evaluation import evaluate_run
@@ -96,3 +98,25 @@ def test_results_columns_name_parent_and_averaging(tmp_path):
     assert frame.loc["b", "parent_run"] == "/runs/a" and frame.loc["b", "averaged"] == "best 3"
     assert frame.loc["b", "averaged_eer_pct_original"] == pytest.approx(8.0)
     assert frame.loc["b", "eer_pct_original"] == pytest.approx(10.0)
+
+
+def test_averaged_checkpoints_load_through_the_safe_loader_onto_the_cpu(tmp_path,
+                                                                       monkeypatch):
+    """A run trained on a GPU saved its weights tagged cuda:0: eval.py on a CPU-only
+    machine averages them on the CPU; a checkpoint whose unpickling could run code is
+    refused with the file named (UnsafeFileError, which eval.py reports), as every other
+    load of a run folder refuses it."""
+    with monkeypatch.context() as m:  # torch.save tags every storage as a GPU's would
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        module, ckpt, states = bn_run(tmp_path, [0.1, 0.2])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    hparams = {"embedder": module, "checkpointer": ckpt, "average_checkpoints": 2}
+    load_averaged(hparams)
+    torch.testing.assert_close(module.state_dict()["0.weight"],
+                               (states[0]["0.weight"] + states[1]["0.weight"]) / 2)
+
+    marker = tmp_path / "PWNED"
+    plant(checkpoints_to_average(ckpt, 2, "last")[0].paramfiles["embedder"], marker)
+    with pytest.raises(UnsafeFileError, match="embedder.ckpt: refused"):
+        load_averaged(hparams)
+    assert not marker.exists()

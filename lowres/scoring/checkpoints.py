@@ -8,12 +8,10 @@ shared run folder cannot run code here: :mod:`lowres.io.tensor_files`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from pathlib import Path
 
-import torch
 from speechbrain.utils.checkpoints import (
     Checkpoint,
     Checkpointer,
@@ -22,7 +20,7 @@ from speechbrain.utils.checkpoints import (
 )
 
 from lowres.io.run_folder import hyperparams_path, save_folder
-from lowres.io.tensor_files import safe_recovery
+from lowres.io.tensor_files import load_tensors, safe_recovery
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +122,10 @@ def load_averaged(hparams: dict) -> list[Checkpoint]:
     if len(ckpts) < n:
         logger.warning("averaging %d checkpoints, not average_checkpoints=%d: the run kept "
                        "no more", len(ckpts), n)
-    state = average_checkpoints(
-        ckpts, "embedder", averager=average_weights,
-        parameter_loader=functools.partial(torch.load, weights_only=True))
+    # the project's loader: onto the CPU whatever device saved them, and a file whose
+    # unpickling could run code refused with its name
+    state = average_checkpoints(ckpts, "embedder", averager=average_weights,
+                                parameter_loader=load_tensors)
     hparams["embedder"].load_state_dict(state)
     logger.info("loaded the mean of %d checkpoints (%s): %s", len(ckpts), by,
                 ", ".join(c.path.name for c in ckpts))
