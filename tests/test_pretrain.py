@@ -208,3 +208,28 @@ def test_cross_utterance_negatives_come_from_the_other_crops():
     assert (alone // 20 == 0).all()
     with pytest.raises(HparamsError, match="cross_utterance_negatives=7"):
         tiny_pretraining(num_negatives=6, cross_utterance_negatives=7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hparams", [TINY, HUBERT_TINY, UTTERANCE_TINY],
+                         ids=["contrastive", "masked_prediction", "utterance_contrastive"])
+def test_ddp_pretraining_runs_with_find_unused_parameters_false(synthetic_corpus, tmp_path,
+                                                                hparams):
+    """Under torchrun (gloo, one process: DDP's reducer checks every parameter got a
+    gradient all the same) with pretrain.yaml's find_unused_parameters false: a transformer
+    layer skipped by layerdrop would leave its weights without a gradient and fail the next
+    step ("Expected to have finished reduction in the prior iteration")."""
+    extra = ["--kmeans_crops=20", "--num_clusters=10"] if hparams == HUBERT_TINY else []
+    wavs = sorted((synthetic_corpus / "voxceleb1" / "wav").rglob("*.wav"))[::20]
+    valid = tmp_path / "valid.csv"
+    write_manifest(valid, pd.DataFrame({
+        "ID": [w.stem + str(i) for i, w in enumerate(wavs)], "duration": 3.0,
+        "wav": [str(w) for w in wavs], "spk_id": "", "session": "", "gender": ""}))
+    out = tmp_path / "ddp"
+    args = pretrain_args(synthetic_corpus, valid, out, *extra, "--max_steps=16",
+                         "--val_interval=16", "--distributed_backend=gloo", hparams=hparams)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=1", *args], capture_output=True, text=True,
+                          env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "pretrained" / "config.json").is_file()

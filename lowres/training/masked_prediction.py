@@ -92,13 +92,13 @@ class MaskedPrediction(torch.nn.Module):
     def __init__(self, source: str = "tiny", num_clusters: int = 100, kmeans_crops: int = 500,
                  kmeans_seed: int = 0, mask_time_prob: float = 0.65, mask_time_length: int = 10,
                  mask_time_min_masks: int = 2, unmasked_weight: float = 0.0,
-                 sample_rate: int = SAMPLE_RATE,
-                 freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False):
+                 sample_rate: int = SAMPLE_RATE, freeze_feature_encoder: bool = False,
+                 gradient_checkpointing: bool = False, layerdrop: float = 0.0):
         super().__init__()
         from lowres.training.pretrain import bare_backbone
 
         self.source = str(source)
-        self.wav2vec2 = bare_backbone(self.source)
+        self.wav2vec2 = bare_backbone(self.source, layerdrop)
         config = self.wav2vec2.config
         if int(num_clusters) < 2:
             raise HparamsError(f"invalid hparam num_clusters={num_clusters}: at least 2")

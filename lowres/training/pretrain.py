@@ -94,7 +94,7 @@ class Wav2vec2Pretraining(torch.nn.Module):
                  max_gumbel_temperature: float = 2.0, min_gumbel_temperature: float = 0.5,
                  gumbel_temperature_decay: float = 0.999995,
                  freeze_feature_encoder: bool = False, gradient_checkpointing: bool = False,
-                 cross_utterance_negatives: int = 0):
+                 cross_utterance_negatives: int = 0, layerdrop: float = 0.0):
         super().__init__()
         self.source = str(source)
         if self.source in RANDOM_STARTS:
@@ -121,7 +121,8 @@ class Wav2vec2Pretraining(torch.nn.Module):
         # fine-tuning regularisation (config.mask_time_prob ...) stays the checkpoint's
         self.model.config.update({"contrastive_logits_temperature":
                                   float(contrastive_logits_temperature),
-                                  "diversity_loss_weight": float(diversity_loss_weight)})
+                                  "diversity_loss_weight": float(diversity_loss_weight),
+                                  "layerdrop": float(layerdrop)})
         if not self.model.config.apply_spec_augment:
             raise HparamsError(f"model_source={self.source!r}: its config has "
                                "apply_spec_augment false, so no frame would be masked")
@@ -177,17 +178,22 @@ def checkpoint_folder(source: str) -> Path:
     return Path(source)
 
 
-def bare_backbone(source: str) -> Wav2Vec2Model:
+def bare_backbone(source: str, layerdrop: float = 0.0) -> Wav2Vec2Model:
     """The ``Wav2Vec2Model`` an objective trains: random weights of a RANDOM_STARTS size,
-    or every backbone weight of a save_pretrained folder (HparamsError naming it)."""
+    or every backbone weight of a save_pretrained folder (HparamsError naming it); its
+    ``layerdrop`` the given one, not the config's (0.1 in transformers' default), as
+    pretrain.yaml's layerdrop explains."""
     if source in RANDOM_STARTS:
         from lowres.models.tiny_wav2vec2 import wav2vec2_config
 
-        return Wav2Vec2Model(wav2vec2_config(source))
+        config = wav2vec2_config(source)
+        config.layerdrop = float(layerdrop)
+        return Wav2Vec2Model(config)
     from lowres.models.wav2vec2 import load_backbone
 
     folder = checkpoint_folder(source)
     config = Wav2Vec2Model.config_class.from_pretrained(folder)
+    config.layerdrop = float(layerdrop)
     return load_backbone(Wav2Vec2Model, str(folder), config, config)
 
 
@@ -346,6 +352,11 @@ def check_hparams(values: dict, world_size: int) -> None:
         bad("precision", f"must be one of {', '.join(PRECISIONS)}")
     if not 0 < values.get("mask_time_prob", 0) <= 1:
         bad("mask_time_prob", "must be in (0, 1]")
+    if not 0 <= values.get("layerdrop", 0) < 1:
+        bad("layerdrop", "must be in [0, 1)")
+    if values.get("layerdrop", 0) > 0 and not values.get("find_unused_parameters"):
+        bad("layerdrop", "a skipped layer gets no gradient, which DDP refuses: set "
+            "find_unused_parameters true as well")
     if values["batch_size"] % world_size:
         bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
     for key in ("export_every_interval", "freeze_feature_encoder", "gradient_checkpointing",

@@ -113,12 +113,12 @@ class UtteranceContrastive(torch.nn.Module):
                  mask_time_length: int = 10, mask_time_min_masks: int = 0,
                  eq_db: float = 6.0, snr_low: float | None = 5.0, snr_high: float = 30.0,
                  sample_rate: int = SAMPLE_RATE, freeze_feature_encoder: bool = False,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, layerdrop: float = 0.0):
         super().__init__()
         from lowres.training.pretrain import bare_backbone
 
         self.source = str(source)
-        self.wav2vec2 = bare_backbone(self.source)
+        self.wav2vec2 = bare_backbone(self.source, layerdrop)
         if not float(temperature) > 0:
             raise HparamsError(f"invalid hparam temperature={temperature}: must be positive")
         self.temperature = float(temperature)
