@@ -10,6 +10,8 @@ A run folder (train.py's ``output_folder``) holds::
                             valid loss / accuracy / EER%) and train lines every log_interval
     log.txt, env.log        SpeechBrain's log and environment record
     save/                   checkpoints (SpeechBrain's Checkpointer) and label_encoder.txt
+                            (each checkpoint's rng.ckpt: rank 0's RNG state; rng_rank<R>.ckpt:
+                            DDP rank R's)
     diverged.json           {"step", "reason"}: training stopped at a non-finite loss
     eval/<checkpoint>/      per tested checkpoint (best, last, averaged; debug/<checkpoint> for
                             a debug run): score files, cohort.pt (the AS-norm cohort) and, written
@@ -98,6 +100,14 @@ def save_folder(run: Folder) -> Path:
 
 def label_encoder_path(run: Folder) -> Path:
     return save_folder(run) / LABEL_ENCODER
+
+
+def rank_rng_path(rng_file: Folder, rank: int) -> Path:
+    """Where DDP rank ``rank`` keeps its RNG state in the checkpoint whose RNG file
+    SpeechBrain names ``rng_file`` (``<checkpoint>/rng.ckpt``): that file for rank 0,
+    ``rng_rank<R>.ckpt`` beside it for the others."""
+    path = Path(rng_file)
+    return path if rank == 0 else path.with_name(f"{path.stem}_rank{rank}{path.suffix}")
 
 
 def eval_folder(run: Folder, checkpoint: str) -> Path:

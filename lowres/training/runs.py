@@ -38,7 +38,7 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, resolved_yaml
-from lowres.io.run_folder import write_record
+from lowres.io.run_folder import rank_rng_path, write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.eval_settings import precision_on
 from lowres.training.schedules import build_lr_scheduler
@@ -77,9 +77,17 @@ def remove_incomplete_checkpoints(checkpointer) -> None:
     ddp_barrier()
 
 
-@register_checkpoint_hooks
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
 class RngState:
-    """The global RNG states (python, numpy, torch, CUDA) of rank 0, for exact resume.
+    """The global RNG states (python, numpy, torch, the current CUDA device's) of every
+    DDP process, for exact resume: each rank draws its own dropout and masks.
+
+    Every rank saves (SpeechBrain hands all of them the checkpoint's ``rng.ckpt``): rank 0
+    to ``rng.ckpt``, rank R to :func:`rank_rng_path` beside it, and waits for the others, so
+    the checkpoint is complete only once every rank's file is written. A rank loads its own
+    file, or rank 0's where there is none (a checkpoint of a run with fewer processes, or
+    of an earlier lowres, which saved rank 0's only). Only the current device's CUDA state
+    is kept, so a run resumes with another number of visible GPUs.
 
     Stored as tensors and plain numbers, so it loads with ``weights_only=True`` (a shared
     run folder cannot run code through it, lowres.io.tensor_files)."""
@@ -94,16 +102,21 @@ class RngState:
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }, path)
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        }, rank_rng_path(path, _rank()))
+        ddp_barrier()
 
     @mark_as_loader
     def _load(self, path, end_of_epoch):
+        own = rank_rng_path(path, _rank())
+        if not own.is_file():
+            logger.warning("%s not found: this process resumes rank 0's random state", own)
+            own = Path(path)
         # an rng.ckpt of an earlier lowres holds numpy's uint32 key array itself: allowed,
         # as data only (no other global), so runs checkpointed before still resume
         with torch.serialization.safe_globals([np._core.multiarray._reconstruct, np.ndarray,
                                                np.dtype, np.dtypes.UInt32DType]):
-            state = load_tensors(path)
+            state = load_tensors(own)
         py, npy = state["python"], state["numpy"]
         if isinstance(py, tuple):  # that earlier format: the states as python returns them
             random.setstate(py)
@@ -113,8 +126,16 @@ class RngState:
             np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32),
                                  npy["pos"], npy["has_gauss"], npy["cached"]))
         torch.set_rng_state(state["torch"])
-        if state["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, list):  # an earlier lowres: every device's state of rank 0
+            device = torch.cuda.current_device() if torch.cuda.is_available() else len(cuda)
+            cuda = cuda[device] if device < len(cuda) else None
+        if cuda is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", 0))
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
