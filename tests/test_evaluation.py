@@ -263,3 +263,37 @@ def test_diverged_runs_are_reported_as_diverged(fake_run, tmp_path):
     res = evaluate_run(hparams, "best", test_sets=["original"], device="cpu")
     assert res["diverged"] == {"step": 30, "reason": "the loss was not finite"}
     assert 0 <= res["test_sets"]["original"]["eer"] < 0.5
+
+
+@pytest.mark.parametrize(("training", "device", "dtype"),
+                         [("bf16", "cuda:0", torch.bfloat16), ("fp16", "cuda:0", torch.float16),
+                          ("fp32", "cuda:0", torch.float16), ("bf16", "cpu", None)])
+def test_test_embeddings_autocast_in_the_training_precision_family(monkeypatch, training,
+                                                                   device, dtype):
+    """test_precision fp16 (the default): a bf16-trained run embeds its test files in bf16
+    on a GPU (its activations may exceed fp16's range: it would read as diverged), the
+    others in fp16; fp32 off a GPU."""
+    import pandas as pd
+
+    from lowres.scoring import evaluation
+
+    seen = []
+
+    class Autocast:  # torch.autocast as the embedding sees it (no GPU here)
+        def __init__(self, device_type, dtype):
+            self.args = (device_type, dtype)
+
+        def __enter__(self):
+            seen.append(self.args)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch, "autocast", Autocast)
+    monkeypatch.setattr(evaluation, "extract_embeddings", lambda *a, **k: torch.zeros(1, 2))
+    files = pd.DataFrame({"wav": ["a.wav"], "duration": [1.0]})
+    hparams = {"precision": training, "test_precision": "fp16"}
+    evaluation._embed(None, files, hparams, device, "test")
+    assert seen == ([("cuda", dtype)] if dtype else [])
+    expected = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+    assert evaluation.effective_test_precision(hparams, device)[0] == expected

@@ -38,7 +38,7 @@ A run folder (train.py's ``output_folder``) holds::
         ...
       },
       "embedding_seconds": .., "files_embedded": .., "manifest_folder": "..",
-      "test_precision": "fp16",   # what the embeddings ran in (fp16 autocast needs a GPU)
+      "test_precision": "fp16",   # what the embeddings ran in: fp16 | bf16 (GPU autocast) | fp32
       "diverged": false,          # or {"step": .., "reason": ".."}, see below
       "reused_from": "last",      # only when best and last are one checkpoint (results copied)
       "averaged": {"by": .., "n": .., "checkpoints": [{"name": .., "meta": ..}, ...]},

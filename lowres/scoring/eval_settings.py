@@ -17,8 +17,8 @@ from lowres.io.lists import test_set_names
 from lowres.scoring.checkpoints import AVERAGE_BY
 from lowres.scoring.score_norm import AS_NORM_VARIANTS
 
-__all__ = ["OLD_AS_NORM_VARIANT", "TEST_PRECISIONS", "check_values", "precision_on",
-           "test_autocast"]
+__all__ = ["OLD_AS_NORM_VARIANT", "TEST_PRECISIONS", "check_values",
+           "effective_test_precision", "precision_on", "test_autocast"]
 
 OLD_AS_NORM_VARIANT = "two_sided_top_k"  # the only one before as_norm_variant existed
 TEST_PRECISIONS = ("fp16", "fp32")
@@ -70,9 +70,22 @@ def precision_on(precision: str, device, key: str = "test_precision") -> tuple[s
     return precision, ""
 
 
+def effective_test_precision(hparams: dict, device) -> tuple[str, str]:
+    """What a run's test embeddings run in on ``device``, and a note when it is not
+    ``test_precision`` itself: fp16 is half-precision autocast on a GPU in the training
+    precision's family, so bf16 for a bf16-trained run (its activations may exceed fp16's
+    range, and the run would be reported as diverged); fp32 off a GPU."""
+    precision = hparams.get("test_precision", "fp16")
+    if precision == "fp16" and hparams.get("precision") == "bf16" \
+            and torch.device(device).type == "cuda":
+        return "bf16", "test_precision fp16 of a bf16-trained run: bf16 autocast instead"
+    return precision_on(precision, device)
+
+
 def test_autocast(precision: str, device):
-    """Autocast context of the test embeddings: fp16 on a GPU (as the study tested), else
-    none (fp32; also what fp16 falls back to off a GPU, see :func:`precision_on`)."""
-    if precision_on(precision, device)[0] == "fp16":
-        return torch.autocast(torch.device(device).type, dtype=torch.float16)
+    """Autocast context of the test embeddings in ``precision`` (as
+    :func:`effective_test_precision` resolves it): fp16 or bf16 on a GPU, else none (fp32)."""
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision in dtypes and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=dtypes[precision])
     return contextlib.nullcontext()

@@ -89,7 +89,7 @@ from lowres.scoring.checkpoints import (
 from lowres.scoring.eval_settings import (
     OLD_AS_NORM_VARIANT,
     check_values,
-    precision_on,
+    effective_test_precision,
     test_autocast,
 )
 from lowres.scoring.metrics import eer
@@ -122,7 +122,7 @@ def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> t
 
     num_samples = np.round(files.duration.to_numpy(dtype=float) * SAMPLE_RATE).astype(np.int64)
     shards = eval_audio(hparams)  # data_format shards: the files from shard_folder
-    with test_autocast(hparams.get("test_precision", "fp16"), device):
+    with test_autocast(effective_test_precision(hparams, device)[0], device):
         return extract_embeddings(
             embedder, files.wav.tolist(), num_samples=num_samples,
             load=shards.load_audio if shards is not None else None,
@@ -142,7 +142,7 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
     train_csv = os.fspath(hparams["train_csv"])
     cap = hparams.get("cohort_max_files_per_speaker")
     key = {"checkpoint": ckpt_name, "train_csv": train_csv, "max_files_per_speaker": cap,
-           "precision": precision_on(hparams.get("test_precision", "fp16"), device)[0]}
+           "precision": effective_test_precision(hparams, device)[0]}
     if cache.is_file():
         stored = load_tensors(cache)
         if all(stored.get(k) == v for k, v in key.items()):
@@ -182,8 +182,7 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
         return None
     sets = src.get("test_sets") or {}
     ok = (src.get("checkpoint", {}).get("name") == ckpt_name
-          and src.get("test_precision") == precision_on(hparams.get("test_precision", "fp16"),
-                                                         device)[0]
+          and src.get("test_precision") == effective_test_precision(hparams, device)[0]
           and src.get("manifest_folder") == os.fspath(hparams["manifest_folder"])
           and all(s in sets for s in test_sets)
           and (not validation or "validation" in src)
@@ -238,7 +237,7 @@ def evaluate_run(
     test_sets = test_set_names(test_sets)
     check_values({**hparams, "test_sets": test_sets})
     device = _device(device, run_opts)
-    precision, note = precision_on(hparams.get("test_precision", "fp16"), device)
+    precision, note = effective_test_precision(hparams, device)
     if note:
         logger.warning(note)
     where = checkpoint if debug_files is None else f"debug/{checkpoint}"
