@@ -37,7 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
-    "EerResult", "DcfResult", "eer", "min_dcf", "min_dcf_with_threshold", "operating_points",
+    "EerResult", "DcfResult", "eer", "eer_of_curve", "min_dcf", "min_dcf_with_threshold",
+    "normalised_dcf", "operating_points", "sort_groups",
 ]
 
 
@@ -88,6 +89,19 @@ def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return s, y
 
 
+def sort_groups(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ascending order of ``scores`` and the bounds of its groups of equal scores.
+
+    Returns ``(order, cuts)``: ``scores[order]`` is sorted and group ``g`` is
+    ``order[cuts[g]:cuts[g + 1]]``; ``cuts`` starts at 0 and ends at ``scores.size``.
+    Operating point ``k`` rejects groups ``0 .. k - 1``.
+    """
+    order = np.argsort(scores, kind="quicksort")
+    s = scores[order]
+    ends = np.flatnonzero(s[1:] != s[:-1]) + 1
+    return order, np.concatenate(([0], ends, [s.size]))
+
+
 def operating_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All distinct operating points, in order of increasing threshold.
 
@@ -98,20 +112,13 @@ def operating_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray
     consecutive distinct scores.
     """
     s, y = _check(scores, labels)
-    order = np.argsort(s, kind="quicksort")
+    order, cuts = sort_groups(s)
     s = s[order]
-    y = y[order]
-    n = s.size
-    n_tar = int(y.sum())
-    n_non = n - n_tar
-    # End index (exclusive) of each group of equal scores.
-    ends = np.flatnonzero(s[1:] != s[:-1]) + 1
-    cuts = np.concatenate(([0], ends, [n]))
-    tar_cum = np.concatenate(([0], np.cumsum(y, dtype=np.int64)))
-    tar_below = tar_cum[cuts]
-    non_below = cuts - tar_below
+    tar_below = np.concatenate(([0], np.cumsum(y[order], dtype=np.int64)))[cuts]
+    n_tar = int(tar_below[-1])
     p_miss = tar_below / n_tar
-    p_fa = (n_non - non_below) / n_non
+    p_fa = (s.size - n_tar - (cuts - tar_below)) / (s.size - n_tar)
+    ends = cuts[1:-1]
     lo, hi = s[ends - 1], s[ends]
     mid = lo + (hi - lo) / 2
     # For adjacent floats the midpoint may round down onto `lo`; then `hi`
@@ -128,15 +135,41 @@ def eer(scores, labels) -> EerResult:
     use ``eer(s, y).eer``.  EER is a fraction (0.05 = 5 %).
     """
     thr, p_miss, p_fa = operating_points(scores, labels)
+    value, k = eer_of_curve(p_miss, p_fa)
+    return EerResult(float(value), float(thr[k]))
+
+
+def eer_of_curve(p_miss: np.ndarray, p_fa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """EER of curves given along the last axis in order of increasing threshold.
+
+    Each curve starts at (p_miss 0, p_fa 1) and ends at (1, 0).  Returns the EER and
+    the index of the bracketing operating point whose ``|p_miss - p_fa|`` is smaller
+    (the later one when equal), both with the leading shape, so one call scores a
+    whole stack of bootstrap curves.
+    """
     # p_miss - p_fa is non-decreasing, -1 at the first point and +1 at the last.
     diff = p_miss - p_fa
-    j = int(np.searchsorted(diff, 0.0, side="left"))  # first index with diff >= 0
-    d0 = -diff[j - 1]  # > 0
-    d1 = diff[j]  # >= 0
-    alpha = d0 / (d0 + d1)
-    value = p_miss[j - 1] + alpha * (p_miss[j] - p_miss[j - 1])
-    threshold = thr[j] if d1 <= d0 else thr[j - 1]
-    return EerResult(float(value), float(threshold))
+    j = np.count_nonzero(diff < 0, axis=-1)[..., None]  # first index with diff >= 0
+
+    def at(a, i):
+        return np.take_along_axis(a, i, axis=-1)[..., 0]
+
+    d0 = -at(diff, j - 1)  # > 0
+    d1 = at(diff, j)  # >= 0
+    m0 = at(p_miss, j - 1)
+    value = m0 + d0 / (d0 + d1) * (at(p_miss, j) - m0)
+    return value, np.where(d1 <= d0, j[..., 0], j[..., 0] - 1)
+
+
+def normalised_dcf(p_miss: np.ndarray, p_fa: np.ndarray, p_target: float,
+                   c_miss: float = 1.0, c_fa: float = 1.0) -> np.ndarray:
+    """DCF at each operating point, over the cost of the best trivial system."""
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
+        raise ValueError(f"c_miss and c_fa must be positive, got {c_miss}, {c_fa}")
+    dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
+    return dcf / min(c_miss * p_target, c_fa * (1.0 - p_target))
 
 
 def min_dcf(scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
@@ -151,13 +184,7 @@ def min_dcf_with_threshold(
     scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0
 ) -> DcfResult:
     """Normalised minimum DCF and the (first, lowest) threshold that reaches it."""
-    if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
-    if c_miss <= 0 or c_fa <= 0:
-        raise ValueError(f"c_miss and c_fa must be positive, got {c_miss}, {c_fa}")
     thr, p_miss, p_fa = operating_points(scores, labels)
-    dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
+    dcf = normalised_dcf(p_miss, p_fa, p_target, c_miss, c_fa)
     k = int(np.argmin(dcf))
-    norm = min(c_miss * p_target, c_fa * (1.0 - p_target))
-    return DcfResult(float(dcf[k] / norm), float(thr[k]))
-
+    return DcfResult(float(dcf[k]), float(thr[k]))
