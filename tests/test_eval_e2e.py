@@ -2,6 +2,7 @@
 with AS-norm, and verifying recordings with the trained run (docs/study.md, 'Evaluation')."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import TEST_SEED
 
-from lowres.io.run_folder import COHORT, eval_folder, read_results, scores_name
+from lowres.io.run_folder import COHORT, eval_folder, read_results, scores_name, train_log_path
 from lowres.scoring.trials import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +54,20 @@ def test_training_ends_with_results_for_best_and_last(trained_run):
             assert entry["n_trials"] == len(read_scores(eval_folder(trained_run, which)
                                                         / entry["scores"]))
             assert "as_norm" not in entry  # post_process_scores is off by default
-    best = read_results(trained_run, "best")
-    eers = {name: best["test_sets"][name]["eer"] for name in SETS}
-    # A trained model: clearly better than chance on every list.
-    assert eers["original"] < 0.35 and eers["extended"] < 0.4 and eers["hard"] < 0.45, eers
+        assert all(0 <= entry["eer"] <= 1 for entry in res["test_sets"].values())
+    # It learnt the training speakers: the classifier's accuracy on the validation files
+    # (8 speakers, chance 0.125) rose from 0.11-0.21 at step 0 to 0.63-0.68 at step 100 in
+    # 4 seeds (LOWRES_TEST_SEED unset, 1, 2, 3), a rise of 0.47-0.58. The test EERs of so
+    # short a run are not asserted: O 23-32 %, E 24-32 %, H 28-40 % over the same seeds, so
+    # the bounds once asserted here (35 / 40 / 45 %) sat 3-5 points from the worst seed.
+    accuracy = validation_accuracy(trained_run)
+    assert accuracy[max(accuracy)] > accuracy[0] + 0.3, accuracy
+
+
+def validation_accuracy(run) -> dict[int, float]:
+    """step -> the validation accuracy train_log.txt logged there."""
+    found = re.findall(r"step: (\d+),.*valid acc: (\S+),", train_log_path(run).read_text())
+    return {int(step): float(acc) for step, acc in found}
 
 
 def test_eval_cli_with_as_norm(trained_run):
@@ -72,10 +83,14 @@ def test_eval_cli_with_as_norm(trained_run):
         # Same checkpoint, deterministic embeddings: the same raw-cosine figures as after training.
         assert entry["eer"] == pytest.approx(before["test_sets"][name]["eer"])
         assert entry["as_norm"]["cohort_size"] == 8  # tiny_few of the small corpus: 4 m + 4 f
-        assert entry["as_norm"]["eer"] < 0.45
+        # AS-norm with 8 cohort speakers may help or hurt: -2.8 to +9.6 points against the
+        # raw EER on O and H in 4 seeds (two-sided at the recipe's seed, one-sided, the
+        # default now, at 1, 2 and 3). Asserted: it does not wreck the
+        # scores (a swapped side or sign moves the EER towards or past 50 %).
+        assert abs(entry["as_norm"]["eer"] - entry["eer"]) < 0.25, entry
 
 
-def test_verify_same_speaker_scores_higher(trained_run, synthetic_corpus):
+def test_verifier_scores_as_the_evaluation_did(trained_run, synthetic_corpus):
     from lowres.scoring.speaker_verifier import SpeakerVerifier
 
     v = SpeakerVerifier.from_run(trained_run)
@@ -84,14 +99,13 @@ def test_verify_same_speaker_scores_higher(trained_run, synthetic_corpus):
     scores = read_scores(eval_folder(trained_run, "best") / scores_name("original"))
     picked = pd_sample(scores[scores.label == 1], 8), pd_sample(scores[scores.label == 0], 8)
     best = scores.set_index(["path1", "path2"]).score
-    means = []
+    # Not asserted: that these target pairs outscore the non-target ones (by 0.12-0.54 in
+    # mean cosine in 4 seeds; what the run learnt is test_training_ends_with_...'s).
     for rows in picked:
         got = [v.score(wav / r.path1, wav / r.path2) for r in rows.itertuples()]
         # SpeakerVerifier embeds exactly as the evaluation did (best checkpoint).
         np.testing.assert_allclose(got, [best[(r.path1, r.path2)] for r in rows.itertuples()],
                                    atol=1e-4)
-        means.append(np.mean(got))
-    assert means[0] > means[1] + 0.05, means
 
     target = picked[0].iloc[0]
     proc = subprocess.run([sys.executable, "-m", "lowres.verify", str(trained_run),
