@@ -78,3 +78,26 @@ def prepared_manifests(synthetic_corpus, tmp_path_factory) -> Path:
         "--jobs", "2", *SMALL_PREPARE_ARGS,
     )
     return save
+
+
+# A tiny wav2vec2 checkpoint whose own regularisation values differ from every preset
+# value of the study, so each module's rate tells whether it came from the checkpoint or
+# from the preset (the regularisation tests and the pinned published defaults).
+CKPT = {"attention_dropout": 0.11, "hidden_dropout": 0.12, "activation_dropout": 0.13,
+        "feat_proj_dropout": 0.14, "layerdrop": 0.15, "mask_time_prob": 0.16,
+        "mask_time_length": 3, "mask_feature_prob": 0.17, "mask_feature_length": 5}
+
+
+@pytest.fixture(scope="session")
+def own_config(tmp_path_factory) -> Path:
+    """The tiny wav2vec2 checkpoint with CKPT's regularisation values."""
+    from transformers import Wav2Vec2Config
+
+    from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
+
+    folder = save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v2") / "own", seed=0)
+    config = Wav2Vec2Config.from_pretrained(folder)
+    for key, value in CKPT.items():
+        setattr(config, key, value)
+    config.save_pretrained(folder)
+    return folder

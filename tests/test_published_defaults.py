@@ -12,16 +12,15 @@ import pytest
 import soundfile as sf
 import speechbrain as sb
 import torch
-from conftest import ROOT, load_script
+from conftest import CKPT, ROOT, load_script
 from speechbrain.utils.checkpoints import Checkpointer
 from test_train_hparams import HPARAMS, TRAIN
-from test_wav2vec2 import CKPT, _rates
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from test_wav2vec2 import _rates
+from transformers import Wav2Vec2Model
 
 from lowres.data.crops import crop_offset
 from lowres.io.hparams import load_hparams, plain_values
 from lowres.io.lists import read_manifest, write_manifest
-from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 from lowres.models.wav2vec2 import REGULARISATION_PRESETS
 from lowres.study.grids.runs import expand
 
@@ -91,17 +90,6 @@ def test_as_norm_in_the_steps_grid_as_the_table_says():
 
 
 # ---------------------------------------------------------------- wav2vec2, from the yaml
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny wav2vec2 checkpoint whose own regularisation values are no preset's."""
-    folder = save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v2") / "own", seed=0)
-    config = Wav2Vec2Config.from_pretrained(folder)
-    for key, value in CKPT.items():
-        setattr(config, key, value)
-    config.save_pretrained(folder)
-    return folder
-
-
 def shipped(name: str, **overrides) -> dict:
     """The hparams a run of hparams/<name>.yaml builds (no data needed)."""
     torch.set_num_threads(1)
@@ -110,8 +98,8 @@ def shipped(name: str, **overrides) -> dict:
 
 
 @pytest.fixture(scope="module")
-def w2v2(checkpoint):
-    return shipped("wav2vec2_tiny_few", wav2vec2_source=str(checkpoint))
+def w2v2(own_config):
+    return shipped("wav2vec2_tiny_few", wav2vec2_source=str(own_config))
 
 
 def test_regularisation_as_published(w2v2):
@@ -139,10 +127,10 @@ def test_frozen_backbone_in_train_mode_after_the_first_validation(w2v2):
     assert modes == [False, True, True]
 
 
-def test_reset_weights_keep_the_positional_convolution(checkpoint):
-    emb = shipped("wav2vec2_tiny_few", wav2vec2_source=str(checkpoint),
+def test_reset_weights_keep_the_positional_convolution(own_config):
+    emb = shipped("wav2vec2_tiny_few", wav2vec2_source=str(own_config),
                   reset_weights=True)["embedder"]
-    saved = Wav2Vec2Model.from_pretrained(checkpoint)
+    saved = Wav2Vec2Model.from_pretrained(own_config)
     torch.testing.assert_close(emb.wav2vec2.encoder.pos_conv_embed.conv.weight,
                                saved.encoder.pos_conv_embed.conv.weight, rtol=0, atol=0)
     torch.testing.assert_close(emb.wav2vec2.masked_spec_embed, saved.masked_spec_embed)

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, run_module
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from conftest import CKPT, load_script, run_module
+from transformers import Wav2Vec2Model
 
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2, wav2vec2_config
@@ -52,24 +52,10 @@ def test_base_size_is_the_wav2vec2_base_architecture():
         wav2vec2_config("huge")
 
 
-# -- regularisation presets ----------------------------------------------------------------
-# A checkpoint whose own regularisation values differ from every preset value, so each
-# module's rate tells where it came from.
-CKPT = {"attention_dropout": 0.11, "hidden_dropout": 0.12, "activation_dropout": 0.13,
-        "feat_proj_dropout": 0.14, "layerdrop": 0.15, "mask_time_prob": 0.16,
-        "mask_time_length": 3, "mask_feature_prob": 0.17, "mask_feature_length": 5}
+# -- regularisation presets (own_config, conftest.py: a checkpoint with CKPT's values) ------
 HEAD_DROPOUT = {"default": 0.05, "only_dropout": 0.05, "none": 0.0, "only_masking": 0.0,
                 "only_layerdrop": 0.0}  # final_dropout of the original's preset files
 
-
-@pytest.fixture(scope="module")
-def own_config(tmp_path_factory):
-    folder = save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v2") / "own", seed=0)
-    config = Wav2Vec2Config.from_pretrained(folder)
-    for key, value in CKPT.items():
-        setattr(config, key, value)
-    config.save_pretrained(folder)
-    return folder
 
 
 def _rates(emb):
