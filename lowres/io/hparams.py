@@ -33,6 +33,12 @@ class HparamsError(ValueError):
     """A hyperparameter value is invalid; the message names the key and the value."""
 
 
+def invalid_hparam(key: str, value: object, why: str) -> HparamsError:
+    """The error every check raises for a refused value: one wording, which names the key
+    and the value the user gave, so the message says what to change (tests match it)."""
+    return HparamsError(f"invalid hparam {key}={value!r}: {why}")
+
+
 def name_list(value, key: str, choices: tuple[str, ...]) -> list[str]:
     """A list-valued key in every form a user types it, as a list of known names.
 
@@ -48,8 +54,8 @@ def name_list(value, key: str, choices: tuple[str, ...]) -> list[str]:
         items = None
     names = None if items is None else [str(v).strip() for v in items]
     if not names or any(n not in choices for n in names):
-        raise HparamsError(f"invalid hparam {key}={value!r}: must be a non-empty list of "
-                           f"{', '.join(choices)} (e.g. {choices[0]} or [{', '.join(choices)}])")
+        raise invalid_hparam(key, value, f"must be a non-empty list of {', '.join(choices)} "
+                             f"(e.g. {choices[0]} or [{', '.join(choices)}])")
     return list(dict.fromkeys(names))
 
 

@@ -37,7 +37,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
-from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, resolved_yaml
+from lowres.io.hparams import invalid_hparam, load_hparams, overrides_dict, resolved_yaml
 from lowres.io.run_folder import write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.evaluation import precision_on
@@ -184,8 +184,8 @@ def optimizer_class(opt_class, fused: bool):
     if not fused:
         return opt_class
     if "fused" not in inspect.signature(opt_class).parameters:
-        raise HparamsError(f"invalid hparam fused_optimizer=True: opt_class {opt_class} has "
-                           "no fused implementation (torch.optim.Adam, AdamW and SGD do)")
+        raise invalid_hparam("fused_optimizer", fused, f"opt_class {opt_class} has no fused "
+                             "implementation (torch.optim.Adam, AdamW and SGD do)")
     return functools.partial(opt_class, fused=True)
 
 
