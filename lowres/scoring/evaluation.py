@@ -557,6 +557,22 @@ def evaluate_run(
     return results
 
 
+def evaluate_after_training(hparams: dict, device: str | torch.device,
+                            debug_files: int | None = None) -> None:
+    """train.py's test of a trained run: the last checkpoint (unless evaluate_last is false),
+    the averaged one (average_checkpoints) and the best, each by :func:`evaluate_run`.
+
+    ``eval/best/results.json`` is written last: it marks the run as finished.  With
+    ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
+    """
+    # eval/best last; evaluate_run reads test_sets in every form a user types
+    which_ones = (*(["last"] if hparams.get("evaluate_last", True) else []),
+                  *(["averaged"] if hparams["average_checkpoints"] else []), "best")
+    for which in which_ones:
+        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
+                     debug_files=debug_files)
+
+
 def _diverged_results(hparams, checkpoint, ckpt, precision, diverged: dict,
                       where: str) -> dict:
     """results.json of a run that diverged with nothing to test: no EER, never the

@@ -4,7 +4,8 @@
   :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
   checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
 - A recipe's start: :func:`parse_recipe_args` (SpeechBrain's command line, the DDP group),
-  :func:`effective_precision`, :func:`with_valid_precision` and :func:`start_run` (the run
+  the run options of the hparams (:func:`effective_precision`, :func:`with_valid_precision`,
+  :func:`precision_run_opts`, :func:`compile_run_opts`) and :func:`start_run` (the run
   folder with its record, :func:`record_run`: resolved ``hyperparams.yaml``,
   ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
@@ -49,6 +50,8 @@ COMPLETE = "complete"  # recoverable name of the CompleteMarker (complete.ckpt)
 PRECISIONS = ("fp16", "bf16", "fp32")  # training precisions (SpeechBrain's --precision)
 # precisions of the validations during training (hparam valid_precision, with_valid_precision)
 VALID_PRECISIONS = ("as_training", "fp32")
+# torch.compile modes of compile_embedder (hparam compile_mode, compile_run_opts)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @register_checkpoint_hooks
@@ -164,6 +167,29 @@ def with_valid_precision(run_opts, valid_precision: str) -> object:
     precision = run_opts.precision if valid_precision == "as_training" else "fp32"
     return dataclasses.replace(run_opts, eval_precision=precision,
                                overridden_args=run_opts.overridden_args | {"eval_precision"})
+
+
+def compile_run_opts(values: dict, run_opts) -> object:
+    """SpeechBrain's run options with ``compile_embedder``: torch.compile of the embedder
+    alone (Brain._compile, in ``compile_mode``), unless the command line's ``--compile`` /
+    ``--compile_module_keys`` already chose the modules."""
+    if "compile_mode" in run_opts.overridden_args and run_opts.compile_mode not in COMPILE_MODES:
+        raise invalid_hparam("compile_mode", run_opts.compile_mode,
+                             f"must be one of {', '.join(COMPILE_MODES)}")
+    if not values.get("compile_embedder") or run_opts.compile:
+        return run_opts
+    return dataclasses.replace(
+        run_opts, compile=True, compile_module_keys=run_opts.compile_module_keys or ["embedder"],
+        overridden_args=run_opts.overridden_args | {"compile", "compile_module_keys"})
+
+
+def precision_run_opts(values: dict, run_opts) -> tuple[object, str, str]:
+    """(run options, training precision, note): SpeechBrain's run options with the training
+    precision the device can use (the note says when it fell back, :func:`effective_precision`)
+    and the precision of the validations that choose the tested checkpoint
+    (``valid_precision``, :func:`with_valid_precision`)."""
+    run_opts, precision, note = effective_precision(values["precision"], run_opts)
+    return with_valid_precision(run_opts, values["valid_precision"]), precision, note
 
 
 def start_run(hparams_file: str, overrides: dict, world_size: int, note: str = "") -> dict:
