@@ -38,7 +38,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
-from lowres.io.hparams import invalid_hparam, load_hparams, overrides_dict, resolved_yaml
+from lowres.io.hparams import ResolvedHparams, invalid_hparam, overrides_dict
 from lowres.io.run_folder import write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.evaluation import precision_on
@@ -192,15 +192,15 @@ def precision_run_opts(values: dict, run_opts) -> tuple[object, str, str]:
     return with_valid_precision(run_opts, values["valid_precision"]), precision, note
 
 
-def start_run(hparams_file: str, overrides: dict, world_size: int, note: str = "") -> dict:
+def start_run(resolved: ResolvedHparams, world_size: int, note: str = "") -> dict:
     """The built hparams of a run whose folder (``output_folder``) now exists with its
     record (:func:`record_run`) and SpeechBrain's log; ``note`` is logged as a warning."""
-    hparams = load_hparams(hparams_file, overrides)
+    hparams = resolved.build()
     out = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(out))
     if note:
         logger.warning(note)
-    record_run(out, hparams_file, overrides, world_size)
+    record_run(out, resolved, world_size)
     return hparams
 
 
@@ -290,12 +290,12 @@ class ResumableBrain(sb.core.Brain):
                             and if_main_process())
 
 
-def record_run(out: Path, hparams_file, overrides: dict, world_size: int) -> None:
+def record_run(out: Path, resolved: ResolvedHparams, world_size: int) -> None:
     """Write the run's resolved ``hyperparams.yaml`` (standalone: it reloads as the run's
     hparams) and append the command to ``command.txt`` (main process only)."""
     if if_main_process():
-        write_record(out, resolved_yaml(hparams_file, overrides),
-                     f"from {Path(hparams_file).resolve()} with overrides {overrides}",
+        write_record(out, resolved.yaml,
+                     f"from {resolved.path.resolve()} with overrides {resolved.overrides}",
                      world_size)
 
 

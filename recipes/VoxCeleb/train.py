@@ -48,7 +48,7 @@ import sys
 
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from lowres.io.hparams import HparamsError, plain_values
+from lowres.io.hparams import HparamsError, resolve_hparams
 from lowres.io.lists import read_manifest, read_trials
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.evaluation import evaluate_after_training
@@ -71,7 +71,8 @@ logger = logging.getLogger(__name__)
 
 def main(argv: list[str]) -> None:
     hparams_file, run_opts, overrides, world_size = parse_recipe_args(argv)
-    values = plain_values(hparams_file, overrides)
+    resolved = resolve_hparams(hparams_file, overrides)  # resolved once: checked, built, saved
+    values = resolved.values
     check_hparams(values, world_size)
     run_opts = compile_run_opts(values, run_opts)  # and checks --compile_mode
     prepare_manifests(values)
@@ -86,14 +87,14 @@ def main(argv: list[str]) -> None:
                     n_speakers, values["train_csv"], n_speakers)
         extra["n_speakers"] = n_speakers
     run_opts, extra["precision"], note = precision_run_opts(values, run_opts)
-    overrides = {**overrides, **extra}
-    hparams = start_run(hparams_file, overrides, world_size, note)
+    resolved = resolved.with_overrides(extra)  # resolved again only if they change a value
+    hparams = start_run(resolved, world_size, note)
 
     opt_class = optimizer_class(hparams["opt_class"], hparams["fused_optimizer"])
     brain = SpeakerBrain(modules=hparams["modules"], opt_class=opt_class,
                          hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.optimizer_step_limit = hparams["max_steps"]
-    open_trackers(brain, hparams, {**values, **extra})
+    open_trackers(brain, hparams, resolved.values)
     train_loader, brain.valid_loader = make_loaders(brain, hparams, schedule, world_size)
     brain.val_trials = read_trials(hparams["val_trials"])
     brain.fit_unless_diverged(train_loader)
