@@ -68,7 +68,8 @@ def list_audio(values: dict) -> dict[str, Path]:
     return {key: out / f"{key}.csv" for key in sources}
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
+    """Check everything, then pre-train (or resume) and save the model in the hub layout."""
     hparams_file, run_opts, overrides, world_size = parse_recipe_args(argv)
     resolved = resolve_hparams(hparams_file, overrides)  # resolved once: checked, built, saved
     values = resolved.values

@@ -40,7 +40,6 @@ parent run of a fine-tuning stage (parent_run), the trackers (tracking) and the 
 recipes/VoxCeleb/SpeakerRec/train_speaker_embeddings.py.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -70,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> None:
+    """Check everything, then train (or resume, or skip a diverged run) and evaluate."""
     hparams_file, run_opts, overrides, world_size = parse_recipe_args(argv)
     resolved = resolve_hparams(hparams_file, overrides)  # resolved once: checked, built, saved
     values = resolved.values
