@@ -16,6 +16,9 @@ as plain HyperPyYAML.
 
 HyperPyYAML's ``!include:`` is not used for this because it nests the included file
 under a key, and the grids need ``--lr``, ``--max_steps`` ... at the top level.
+
+A recipe resolves its chain once (:func:`resolve_hparams`) and checks, builds and records
+that one document; every check refuses a value with :func:`invalid_hparam`'s wording.
 """
 
 from __future__ import annotations
