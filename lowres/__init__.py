@@ -6,7 +6,8 @@ The library is grouped by role:
   lists, the hparams loader); ``prepare`` imports these too.
 - ``lowres.models``: MFCC front-end, x-vector / ECAPA-TDNN and wav2vec2 embedders, freezing.
 - ``lowres.data``: training and validation data pipelines over the manifests.
-- ``lowres.training``: LR schedules and what train.py needs beyond SpeechBrain's ``Brain``.
+- ``lowres.training``: what the recipes wire beyond SpeechBrain's ``Brain``: LR schedules,
+  run bookkeeping, train.py's Brain, hparams checks, manifests and loaders, pre-training.
 - ``lowres.scoring``: metrics, score normalisation, calibration, DET curves, embeddings,
   evaluation, the SpeakerVerifier, embeddings of any wav list.
 - ``lowres.study``: the experiment grids, results tables and figures, the demo.

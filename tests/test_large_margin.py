@@ -5,7 +5,6 @@ parent's best weights, keeps its own folder and checkpoints, and resumes after S
 import pytest
 import torch
 import yaml
-from conftest import load_script
 from test_train_resume import (
     TRAIN,
     checkpoints,
@@ -18,18 +17,19 @@ from test_train_resume import (
 
 from lowres.io.hparams import HparamsError, plain_values
 from lowres.io.run_folder import hyperparams_path, train_log_path
+from lowres.training.parent_run import parent_checkpoint
+from lowres.training.speaker_checks import check_hparams
 
 STAGE = ["--val_schedule=steps", "--margin=0.5", "--lr_schedule=constant"]
 
 
 def test_init_from_run_is_checked_before_training(tmp_path):
-    train = load_script(TRAIN, "lowres_train_lm")
     values = plain_values(TRAIN.parents[2] / "hparams" / "xvector_tiny_few.yaml",
                           f"init_from_run: {tmp_path}\noutput_folder: {tmp_path / 'child'}")
     with pytest.raises(HparamsError, match="init_from_run.*no checkpoint with a val_eer"):
-        train.check_hparams(values, world_size=1)
+        check_hparams(values, world_size=1)
     with pytest.raises(HparamsError, match="init_from_run.*its own"):
-        train.parent_checkpoint(tmp_path, tmp_path)
+        parent_checkpoint(tmp_path, tmp_path)
 
 
 @pytest.mark.slow

@@ -234,13 +234,11 @@ def test_results_read_each_toolbox_step_from_its_run(tmp_path):
 ])
 def test_evaluate_last_false_tests_the_best_and_averaged_checkpoints_only(
         monkeypatch, values, tested):
-    from conftest import load_script
-    from test_train_hparams import TRAIN
+    from lowres.scoring.evaluation import evaluate_after_training
 
-    train = load_script(TRAIN, "lowres_train")
     calls = []
     monkeypatch.setattr("lowres.scoring.evaluation.evaluate_run",
                         lambda hparams, checkpoint, **_: calls.append(checkpoint))
-    train.evaluate_after_training({"average_checkpoints": 0, "test_sets": ["original"],
-                                   **values}, "cpu")
+    evaluate_after_training({"average_checkpoints": 0, "test_sets": ["original"],
+                             **values}, "cpu")
     assert calls == tested

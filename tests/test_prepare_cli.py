@@ -154,13 +154,12 @@ def test_own_trials_switch_rebuilds_only_tiny_many(tree, prepared, tmp_path, cap
 
 def check_with(save: Path, subset: str, options: dict) -> None:
     """train.py's check of existing manifests, with the shipped yaml and ``options``."""
-    from conftest import load_script
-    from test_train_hparams import HPARAMS, TRAIN
+    from test_train_hparams import HPARAMS
 
     from lowres.io.hparams import plain_values
+    from lowres.training.manifests import prepare_manifests
 
-    train = load_script(TRAIN, "lowres_train")
-    train.prepare_manifests(plain_values(HPARAMS / f"xvector_{subset}.yaml", {
+    prepare_manifests(plain_values(HPARAMS / f"xvector_{subset}.yaml", {
         "data_folder": "/nonexistent", "manifest_folder": str(save),
         "prepare_options": options}))
 

@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 import speechbrain as sb
 import torch
-from conftest import CKPT, ROOT, load_script
+from conftest import CKPT, ROOT
 from speechbrain.utils.checkpoints import Checkpointer
-from test_train_hparams import HPARAMS, TRAIN
+from test_train_hparams import HPARAMS
 from test_wav2vec2 import _rates
 from transformers import Wav2Vec2Model
 
@@ -22,7 +22,13 @@ from lowres.data.crops import crop_offset
 from lowres.io.hparams import load_hparams, plain_values
 from lowres.io.lists import read_manifest, write_manifest
 from lowres.models.wav2vec2 import REGULARISATION_PRESETS
+from lowres.scoring.evaluation import evaluate_after_training
 from lowres.study.grids.runs import expand
+from lowres.training.manifests import prepare_wav_stats
+from lowres.training.runs import precision_run_opts
+from lowres.training.speaker_brain import SpeakerBrain
+from lowres.training.speaker_checks import check_hparams
+from lowres.training.speaker_loaders import make_loaders, training_schedule
 
 CELL = HPARAMS / "xvector_tiny_few.yaml"
 README = ROOT / "recipes" / "VoxCeleb" / "README.md"
@@ -39,19 +45,14 @@ def switch_table() -> dict[str, dict[str, str]]:
     return {row["behaviour"]: row for row in cells}
 
 
-@pytest.fixture(scope="module")
-def train():
-    return load_script(TRAIN, "lowres_train")
-
-
-def validation_dtype(train, argv: list[str]) -> torch.dtype:
+def validation_dtype(argv: list[str]) -> torch.dtype:
     """The dtype a linear layer computes in during a validation of a Brain given the run
     options train.py builds from the shipped yaml and ``argv``."""
     _, run_opts, overrides = sb.parse_arguments([str(CELL), "--data_folder=/x",
                                                  "--device=cpu", *argv])
     values = plain_values(CELL, overrides)
-    train.check_hparams(values, world_size=1)
-    run_opts, _, _ = train.precision_run_opts(values, run_opts)
+    check_hparams(values, world_size=1)
+    run_opts, _, _ = precision_run_opts(values, run_opts)
     brain = sb.core.Brain(modules={"linear": torch.nn.Linear(4, 4)}, run_opts=run_opts)
     with brain.evaluation_ctx:
         return brain.modules.linear(torch.randn(2, 4)).dtype
@@ -62,13 +63,13 @@ def validation_dtype(train, argv: list[str]) -> torch.dtype:
     (["--valid_precision=fp32"], torch.float32),  # SpeechBrain's default
     (["--valid_precision=fp32", "--eval_precision=bf16"], torch.bfloat16),  # command line wins
 ])
-def test_validation_precision(train, argv, dtype):
+def test_validation_precision(argv, dtype):
     # CPU bf16 autocast stands in for a GPU's fp16 (which falls back to fp32 on CPU)
-    assert validation_dtype(train, ["--precision=bf16", *argv]) == dtype
+    assert validation_dtype(["--precision=bf16", *argv]) == dtype
 
 
-def test_validation_precision_on_cpu_follows_the_fp16_fallback(train):
-    assert validation_dtype(train, []) == torch.float32  # the yaml's fp16 is fp32 on CPU
+def test_validation_precision_on_cpu_follows_the_fp16_fallback():
+    assert validation_dtype([]) == torch.float32  # the yaml's fp16 is fp32 on CPU
 
 
 def test_as_norm_in_the_steps_grid_as_the_table_says():
@@ -121,7 +122,7 @@ def test_frozen_backbone_in_train_mode_after_the_first_validation(w2v2):
         brain = SimpleNamespace(hparams=hparams, modules=SimpleNamespace(embedder=emb),
                                 optimizer_step=1000 * interval)
         emb.train()  # Brain._fit_train, then on_fit_batch_start per batch
-        load_script(TRAIN, "lowres_train").SpeakerBrain.on_fit_batch_start(brain, None, True)
+        SpeakerBrain.on_fit_batch_start(brain, None, True)
         assert emb.backbone_frozen  # the first 12,500 steps
         modes.append(emb.wav2vec2.training)
     assert modes == [False, True, True]
@@ -167,14 +168,13 @@ def speaker_files(folder: Path) -> Path:
 def test_input_normalisation_per_utterance(w2v2, tmp_path):
     """The run's training crops are normalised with their file's statistics (not their
     own), read from the files (data_format files), and the embedder is told so."""
-    train = load_script(TRAIN, "lowres_train")
     csv = speaker_files(tmp_path)
     h = {**w2v2, "train_csv": str(csv), "valid_csv": str(tmp_path / "val.csv"),
          "save_folder": str(tmp_path / "save"), "num_workers": 0, "batch_size": 2}
-    train.prepare_wav_stats(h)
+    prepare_wav_stats(h)
     brain = SimpleNamespace(debug=False, device="cpu", checkpointer=Checkpointer(tmp_path / "c"),
                             make_dataloader=lambda dataset, *args, **kwargs: dataset)
-    loader, _ = train.make_loaders(brain, h, train.training_schedule(h, 4), world_size=1)
+    loader, _ = make_loaders(brain, h, training_schedule(h, 4), world_size=1)
     assert brain.input_normalised
     row = read_manifest(csv).set_index("ID").loc[loader.dataset.data_ids[0]]
     signal, _ = sf.read(row.wav, dtype="float32")
@@ -187,9 +187,8 @@ def test_input_normalisation_per_utterance(w2v2, tmp_path):
 def test_val_schedule_counts_within_each_pass():
     """full: a validation every 3,125 batches counted within each pass (10,700 batches
     here), none at max_steps; steps would validate at 12,500 and at 50,000."""
-    train = load_script(TRAIN, "lowres_train")
     values = plain_values(HPARAMS / "wav2vec2_full.yaml", {"data_folder": "/x"})
-    steps = train.training_schedule(values, num_items=1_070_000).validation_steps
+    steps = training_schedule(values, num_items=1_070_000).validation_steps
     assert list(steps[:5]) == [3125, 6250, 9375, 13825, 16950]
     assert 12500 not in steps and 50000 not in steps
 
@@ -225,7 +224,7 @@ def test_evaluation_defaults(monkeypatch):
     calls = []
     monkeypatch.setattr(evaluation, "evaluate_run", lambda hparams, checkpoint, **kw:
                         calls.append((checkpoint, kw["test_sets"])))
-    load_script(TRAIN, "lowres_train").evaluate_after_training(h, "cpu")
+    evaluate_after_training(h, "cpu")
     assert calls == [("last", h["test_sets"]), ("best", h["test_sets"])]
     assert from_hparams(h) is None and not h["init_from_run"]
 

@@ -12,6 +12,10 @@ from conftest import load_script
 
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
+from lowres.training.manifests import check_test_sets
+from lowres.training.speaker_brain import Diverged, RunningStats, SpeakerBrain
+from lowres.training.speaker_checks import check_hparams
+from lowres.training.speaker_loaders import training_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams"
@@ -194,47 +198,45 @@ def test_list_keys_take_what_a_user_types(typed):
 
     from lowres.io.lists import test_set_names
 
-    train = train_module()
     want = ["original"] if typed == "original" else ["original", "hard"]
     _, _, overrides = sb.parse_arguments(["x.yaml", "--test_sets", typed])
     values = plain_values(HPARAMS / "xvector_tiny_few.yaml", overrides)
-    train.check_hparams(values, world_size=1)  # accepted before training
+    check_hparams(values, world_size=1)  # accepted before training
     assert test_set_names(values["test_sets"]) == want
     evaluate = load_script(TRAIN.parent / "eval.py", "lowres_eval")
     assert evaluate.parse(["x.yaml", "--test_sets", typed])[1] == want
 
 
 def test_checks_before_training_that_the_end_of_the_run_needs(tmp_path):
-    train = train_module()
     values = plain_values(HPARAMS / "xvector_tiny_few.yaml",
                           {"manifest_folder": str(tmp_path), "test_sets": "original,hard"})
     (tmp_path / "test").mkdir()
     for name in ("original.csv", "original_trials.txt", "hard.csv"):
         (tmp_path / "test" / name).write_text("x\n")
     with pytest.raises(HparamsError, match="hard_trials.txt is missing"):
-        train.check_test_sets(values)
-    train.check_test_sets({**values, "test_sets": "original"})
-    train.check_test_sets({**values, "evaluate_after_training": False})
+        check_test_sets(values)
+    check_test_sets({**values, "test_sets": "original"})
+    check_test_sets({**values, "evaluate_after_training": False})
     # a published-schedule run that would never validate (so have no best checkpoint)
     values.update(val_interval=8, batch_size=2, max_steps=100)
     with pytest.raises(HparamsError, match="val_interval=8.*5 batches.*val_schedule steps"):
-        train.training_schedule(values, num_items=10)
-    assert train.training_schedule({**values, "val_schedule": "steps"}, 10).validation_steps[
+        training_schedule(values, num_items=10)
+    assert training_schedule({**values, "val_schedule": "steps"}, 10).validation_steps[
         :2] == [8, 16]
 
 
-def _fake_brain(train, trials_file, logged, saved):
+def _fake_brain(trials_file, logged, saved):
     from types import SimpleNamespace
 
     from lowres.io.lists import read_trials
 
-    brain = train.SpeakerBrain.__new__(train.SpeakerBrain)
+    brain = SpeakerBrain.__new__(SpeakerBrain)
     brain.val_trials = read_trials(trials_file)
     brain.optimizer = SimpleNamespace(param_groups=[{"lr": 0.1}])
     brain.hparams = SimpleNamespace(train_logger=SimpleNamespace(
         log_stats=lambda **kw: logged.append(kw)), average_checkpoints=0)
     brain.checkpointer = SimpleNamespace(save_and_keep_only=lambda **kw: saved.append(kw))
-    brain.stats = train.RunningStats()
+    brain.stats = RunningStats()
     brain.debug = False  # SpeechBrain's Brain sets it from --debug
     return brain
 
@@ -244,12 +246,11 @@ def test_step0_and_nonfinite_validations_never_become_best(tmp_path):
     (a bug: it used to be saved with its val_eer); a NaN EER is no candidate either."""
     import speechbrain as sb
 
-    train = train_module()
     trials = tmp_path / "trials.txt"
     trials.write_text("1 a/s/1.wav a/s/2.wav\n0 a/s/1.wav b/s/1.wav\n"
                       "1 b/s/1.wav b/s/2.wav\n0 a/s/2.wav b/s/2.wav\n")
     logged, saved = [], []
-    brain = _fake_brain(train, trials, logged, saved)
+    brain = _fake_brain(trials, logged, saved)
     good = {"a/s/1": torch.tensor([1.0, 0.0]), "a/s/2": torch.tensor([0.9, 0.1]),
             "b/s/1": torch.tensor([0.0, 1.0]), "b/s/2": torch.tensor([0.1, 0.9])}
     for epoch, step, embeddings in ((0, 0, good), (1, 8, good),
@@ -262,11 +263,10 @@ def test_step0_and_nonfinite_validations_never_become_best(tmp_path):
 
 
 def test_a_loss_that_stays_nonfinite_stops_training_as_diverged():
-    train = train_module()
-    brain = train.SpeakerBrain.__new__(train.SpeakerBrain)
+    brain = SpeakerBrain.__new__(SpeakerBrain)
     brain.nonfinite_count, brain.nonfinite_patience = 0, 1
     brain.check_loss_isfinite(torch.tensor(math.nan))  # within patience: a warning
-    with pytest.raises(train.Diverged, match="not finite 2 times"):
+    with pytest.raises(Diverged, match="not finite 2 times"):
         brain.check_loss_isfinite(torch.tensor(math.inf))
 
 

@@ -14,6 +14,8 @@ from torch._dynamo.eval_frame import OptimizedModule
 
 from lowres.io.hparams import HparamsError, load_hparams, plain_values
 from lowres.io.run_folder import train_log_path
+from lowres.training.runs import compile_run_opts, optimizer_class
+from lowres.training.speaker_checks import check_hparams
 
 CELL = HPARAMS / "xvector_tiny_few.yaml"
 
@@ -23,12 +25,12 @@ def train():
     return load_script(TRAIN, "lowres_train")
 
 
-def brain_for(train, argv, modules):
+def brain_for(argv, modules):
     """A plain Brain built as train.py builds its SpeakerBrain's run options."""
     _, run_opts, overrides = sb.parse_arguments([str(CELL), "--data_folder=/x", *argv])
     values = plain_values(CELL, overrides)
-    train.check_hparams(values, world_size=1)
-    run_opts = train.compile_run_opts(values, run_opts)
+    check_hparams(values, world_size=1)
+    run_opts = compile_run_opts(values, run_opts)
     brain = sb.core.Brain(modules=modules, hparams={"compile_mode": values["compile_mode"]},
                           run_opts=run_opts)
     brain._compile()  # what Brain.on_fit_start does first
@@ -39,17 +41,17 @@ def modules():
     return {"embedder": torch.nn.Linear(4, 3), "classifier": torch.nn.Linear(3, 2)}
 
 
-def test_compile_off_by_default(train):
-    brain = brain_for(train, [], modules())
+def test_compile_off_by_default():
+    brain = brain_for([], modules())
     assert not isinstance(brain.modules.embedder, OptimizedModule)
     assert not brain.compile
 
 
 @pytest.mark.parametrize("mode_arg", [[], ["--compile_mode=max-autotune"]])
-def test_compile_embedder_compiles_the_embedder_only(train, mode_arg):
+def test_compile_embedder_compiles_the_embedder_only(mode_arg):
     # --compile_mode on the command line is SpeechBrain's run option; the yaml's
     # compile_mode reaches the Brain as an hparam: both are what Brain._compile uses
-    brain = brain_for(train, ["--compile_embedder=true", *mode_arg], modules())
+    brain = brain_for(["--compile_embedder=true", *mode_arg], modules())
     assert isinstance(brain.modules.embedder, OptimizedModule)
     assert not isinstance(brain.modules.classifier, OptimizedModule)
     assert brain.compile_mode == ("max-autotune" if mode_arg else "default")
@@ -68,15 +70,15 @@ def test_bad_values_refused_before_training(train, args, message, tmp_path):
     assert not train_log_path(tmp_path).exists()
 
 
-def test_fused_optimizer_reaches_adam_and_steps_as_the_default(train):
+def test_fused_optimizer_reaches_adam_and_steps_as_the_default():
     h = load_hparams(CELL, {"data_folder": "/x", "n_speakers": 5})
-    assert train.optimizer_class(h["opt_class"], False) is h["opt_class"]
+    assert optimizer_class(h["opt_class"], False) is h["opt_class"]
     torch.manual_seed(0)
     ref = torch.nn.Linear(8, 4)
     results = {}
     for fused in (False, True):
         model = copy.deepcopy(ref)
-        opt = train.optimizer_class(h["opt_class"], fused)(model.parameters())
+        opt = optimizer_class(h["opt_class"], fused)(model.parameters())
         assert bool(opt.param_groups[0]["fused"]) is fused
         for _ in range(3):
             model(torch.ones(2, 8)).pow(2).sum().backward()
@@ -87,13 +89,13 @@ def test_fused_optimizer_reaches_adam_and_steps_as_the_default(train):
     torch.testing.assert_close(results[True], results[False], rtol=1e-5, atol=1e-6)
 
 
-def test_fused_optimizer_refuses_an_optimiser_without_fused(train):
+def test_fused_optimizer_refuses_an_optimiser_without_fused():
     with pytest.raises(HparamsError, match="fused_optimizer=True"):
-        train.optimizer_class(functools.partial(torch.optim.RMSprop, lr=0.1), True)
+        optimizer_class(functools.partial(torch.optim.RMSprop, lr=0.1), True)
 
 
 @pytest.mark.slow
-def test_compiled_embedder_trains_as_the_eager_one(train):
+def test_compiled_embedder_trains_as_the_eager_one():
     """Three training steps of the x-vector cell (MFCC + TDNN + AAM softmax, Adam at its lr),
     compiled through train.py's switch and SpeechBrain's Brain._compile, against eager.
 
@@ -113,7 +115,7 @@ def test_compiled_embedder_trains_as_the_eager_one(train):
         mods = {"embedder": copy.deepcopy(h["embedder"]),
                 "classifier": copy.deepcopy(h["classifier"])}
         args = ["--compile_embedder=true"] if compiled else []
-        brain = brain_for(train, args, mods)
+        brain = brain_for(args, mods)
         assert isinstance(brain.modules.embedder, OptimizedModule) is compiled
         opt = h["opt_class"]([p for m in mods.values() for p in m.parameters()])
         torch.manual_seed(1)  # the x-vector's StatisticsPooling draws noise in training

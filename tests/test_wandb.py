@@ -2,15 +2,16 @@
 under OUTPUT/wandb without network, read back from its ``.wandb`` transaction log: the train
 and validation scalars by optimiser step, and the hyperparameters as the run's config."""
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
 
 import pytest
-from conftest import load_script
 from test_train_resume import TRAIN, run_train, train_args
 
 from lowres.io.hparams import HparamsError, plain_values
+from lowres.training.speaker_checks import check_hparams
 
 BLOCK, HEADER = 32768, 7  # the .wandb file: LevelDB's log format after a 7-byte W&B header
 
@@ -45,16 +46,15 @@ def wandb_records(path: Path):
     ("wandb: true", "needs the wandb package"),
 ])
 def test_bad_wandb_keys_are_refused_before_training(yaml, refused, monkeypatch):
-    train = load_script(TRAIN, "lowres_train_wandb")
     values = plain_values(TRAIN.parents[2] / "hparams" / "xvector_tiny_few.yaml", yaml)
-    train.check_hparams(plain_values(TRAIN.parents[2] / "hparams" / "xvector_tiny_few.yaml",
-                                     "wandb: true"), world_size=1)  # installed: accepted
+    check_hparams(plain_values(TRAIN.parents[2] / "hparams" / "xvector_tiny_few.yaml",
+                               "wandb: true"), world_size=1)  # installed: accepted
     if refused.startswith("needs"):  # as where the package is not installed
-        find_spec = train.importlib.util.find_spec
-        monkeypatch.setattr(train.importlib.util, "find_spec",
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
                             lambda name: None if name == "wandb" else find_spec(name))
     with pytest.raises(HparamsError, match=refused):
-        train.check_hparams(values, world_size=1)
+        check_hparams(values, world_size=1)
 
 
 @pytest.mark.slow  # a training run of 8 steps

@@ -3,21 +3,20 @@
 Everything runs on the tiny random model written by lowres.models.tiny_wav2vec2: no network.
 """
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import CKPT, load_script, run_module
+from conftest import CKPT, run_module
 from transformers import Wav2Vec2Model
 
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2, wav2vec2_config
 from lowres.models.wav2vec2 import REGULARISATION_PRESETS, Wav2vec2Embedder, regularisation_config
+from lowres.training.speaker_brain import SpeakerBrain
 
 torch.set_num_threads(1)
-TRAIN = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb" / "train.py"
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +314,6 @@ def test_frozen_backbone_in_train_mode_masks_without_gradients(tiny):
 def test_train_py_frozen_train_mode_from_the_second_validation_interval(tiny, as_published):
     """recipes/VoxCeleb/train.py: eval mode in interval 1 (before the first validation of
     training), train mode from interval 2 on if as published; no gradient either way."""
-    brain_class = load_script(TRAIN, "lowres_train_w2v2").SpeakerBrain
     emb = Wav2vec2Embedder(str(tiny))
     modes = []
     for epoch in (1, 2, 3):
@@ -325,7 +323,7 @@ def test_train_py_frozen_train_mode_from_the_second_validation_interval(tiny, as
         brain = SimpleNamespace(hparams=hparams, modules=SimpleNamespace(embedder=emb),
                                 optimizer_step=10 * epoch)
         emb.train()  # Brain._fit_train, then on_fit_batch_start per batch
-        brain_class.on_fit_batch_start(brain, None, True)
+        SpeakerBrain.on_fit_batch_start(brain, None, True)
         assert emb.backbone_frozen
         modes.append(emb.wav2vec2.training)
     assert modes == [False, as_published, as_published]

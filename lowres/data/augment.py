@@ -72,7 +72,7 @@ from speechbrain.processing.signal_processing import compute_amplitude, dB_to_am
 
 from lowres.data.crops import crop_offset
 from lowres.io.audio import SAMPLE_RATE, read_segment
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import invalid_hparam
 from lowres.io.lists import read_manifest
 
 ADDITIVE = ("noise", "music", "babble")
@@ -118,74 +118,74 @@ def augment_config(values: dict) -> AugmentConfig | None:
     Raises :class:`HparamsError` naming the key and value of the first bad setting, a
     prepared CSV that is missing included."""
 
-    def bad(key, why):
-        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
-
     def flag(key):
         if not isinstance(values.get(key, False), bool):
-            bad(key, "must be true or false")
+            raise invalid_hparam(key, values.get(key), "must be true or false")
         return values.get(key, False)
 
     def number(key):
         v = values.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            bad(key, "must be a number")
+            raise invalid_hparam(key, v, "must be a number")
         return v
 
     def integer(key, low):
         v = values.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            bad(key, f"must be an integer >= {low}")
+            raise invalid_hparam(key, v, f"must be an integer >= {low}")
         return v
 
     side = values.get("augment_side", "loader")
     if side not in SIDES:
-        bad("augment_side", f"must be one of {', '.join(SIDES)}")
+        raise invalid_hparam("augment_side", side, f"must be one of {', '.join(SIDES)}")
     enabled = tuple(a for a in AUGMENTATIONS if flag(f"augment_{a}"))
     speed = flag("speed_perturb")
     new_speakers = flag("speed_new_speakers")
     if new_speakers and not speed:
-        bad("speed_new_speakers", "needs speed_perturb: true")
+        raise invalid_hparam("speed_new_speakers", new_speakers, "needs speed_perturb: true")
     if not enabled and not speed:
         return None
     if values.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
-        bad("sample_rate", f"augmentation needs {SAMPLE_RATE} (the prepared collections')")
+        raise invalid_hparam("sample_rate", values["sample_rate"],
+                             f"augmentation needs {SAMPLE_RATE} (the prepared collections')")
     speeds = (100,)
     if speed:
         speeds = values.get("speeds")
         if not isinstance(speeds, (list, tuple)) or not speeds or any(
                 isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0
                 for s in speeds) or len(set(speeds)) != len(speeds):
-            bad("speeds", "must be a list of distinct positive speeds in percent, e.g. "
-                "[90, 100, 110]")
+            raise invalid_hparam("speeds", speeds, "must be a list of distinct positive speeds "
+                                 "in percent, e.g. [90, 100, 110]")
     if not enabled:
         return AugmentConfig(speeds=tuple(speeds), new_speakers=new_speakers, side=side)
     prob = number("augment_prob")
     if not 0 <= prob <= 1:
-        bad("augment_prob", "must be between 0 and 1")
+        raise invalid_hparam("augment_prob", prob, "must be between 0 and 1")
     low, high = integer("augment_min", 0), integer("augment_max", 1)
     if low > high or high > len(enabled):
-        bad("augment_max", f"must be at least augment_min ({low}) and at most the number "
-            f"of enabled augmentations ({len(enabled)}: {', '.join(enabled)})")
+        raise invalid_hparam("augment_max", high, f"must be at least augment_min ({low}) and "
+                             "at most the number of enabled augmentations "
+                             f"({len(enabled)}: {', '.join(enabled)})")
     snr = []
     for kind in (a for a in ADDITIVE if a in enabled):
         lo, hi = number(f"{kind}_snr_low"), number(f"{kind}_snr_high")
         if lo > hi:
-            bad(f"{kind}_snr_high", f"must be at least {kind}_snr_low ({lo})")
+            raise invalid_hparam(f"{kind}_snr_high", hi, f"must be at least {kind}_snr_low ({lo})")
         snr.append((kind, float(lo), float(hi)))
     babble = (3, 7)
     if "babble" in enabled:
         babble = (integer("babble_speakers_low", 1), integer("babble_speakers_high", 1))
         if babble[0] > babble[1]:
-            bad("babble_speakers_high", f"must be at least babble_speakers_low ({babble[0]})")
+            raise invalid_hparam("babble_speakers_high", babble[1],
+                                 f"must be at least babble_speakers_low ({babble[0]})")
     csv = []
     for a in enabled:
         key = CSV_KEYS[a]
         path = values.get(key)
         if not isinstance(path, str) or not Path(path).is_file():
             folder = Path(path).parent if isinstance(path, str) else "MANIFESTS/augment"
-            bad(key, f"no such file (augment_{a} is on; prepare the collections: "
-                f"{PREPARE_HINT.format(folder=folder)})")
+            raise invalid_hparam(key, path, f"no such file (augment_{a} is on; prepare the "
+                                 f"collections: {PREPARE_HINT.format(folder=folder)})")
         csv.append((a, path))
     return AugmentConfig(enabled, float(prob), low, high, tuple(snr), babble, tuple(csv),
                          tuple(speeds), new_speakers, side)

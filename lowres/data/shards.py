@@ -41,7 +41,7 @@ import torch
 
 from lowres.io.atomic import read_json
 from lowres.io.audio import read_audio, read_segment
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import invalid_hparam
 from lowres.io.lists import ListError, read_manifest, test_set_files, test_set_names
 
 from . import loading
@@ -237,11 +237,10 @@ def check_hparams(values: dict) -> None:
     """``data_format`` is known; with shards, ``shard_folder`` is set (HparamsError)."""
     fmt = values.get("data_format", "files")
     if fmt not in DATA_FORMATS:
-        raise HparamsError(f"invalid hparam data_format={fmt!r}: must be one of "
-                           f"{', '.join(DATA_FORMATS)}")
+        raise invalid_hparam("data_format", fmt, f"must be one of {', '.join(DATA_FORMATS)}")
     if fmt == "shards" and not values.get("shard_folder"):
-        raise HparamsError("invalid hparam shard_folder=None: data_format shards reads the "
-                           "shards of python -m prepare.shards from it")
+        raise invalid_hparam("shard_folder", None, "data_format shards reads the shards of "
+                             "python -m prepare.shards from it")
 
 
 def datasets(hparams: dict, label_encoder, normalise: bool, augment=None):

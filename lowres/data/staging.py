@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lowres.data.shards import INDEX_FILE, TEST_FOLDER, read_index, split_folder
 from lowres.io.atomic import atomic_folder, folder_lock, read_json
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import HparamsError, invalid_hparam
 from lowres.io.lists import ListError
 
 log = logging.getLogger("lowres.data.staging")
@@ -99,7 +99,7 @@ def stage_command(command: list[str], dest: str | Path, verify: bool = False) ->
     if values.get("data_format", "files") != "shards":
         return None
     if not values.get("shard_folder"):
-        raise HparamsError("invalid hparam shard_folder=None: data_format shards needs it")
+        raise invalid_hparam("shard_folder", None, "data_format shards needs it")
     return stage(values["shard_folder"], values["subset"], dest,
                  test=bool(values.get("evaluate_after_training")), verify=verify)
 

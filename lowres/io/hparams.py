@@ -16,10 +16,15 @@ as plain HyperPyYAML.
 
 HyperPyYAML's ``!include:`` is not used for this because it nests the included file
 under a key, and the grids need ``--lr``, ``--max_steps`` ... at the top level.
+
+A recipe resolves its chain once (:func:`resolve_hparams`) and checks, builds and records
+that one document; every check refuses a value with :func:`invalid_hparam`'s wording.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 from pathlib import Path
 
@@ -31,6 +36,12 @@ EXTENDS_KEY = "extends"
 
 class HparamsError(ValueError):
     """A hyperparameter value is invalid; the message names the key and the value."""
+
+
+def invalid_hparam(key: str, value: object, why: str) -> HparamsError:
+    """The error every check raises for a refused value: one wording, which names the key
+    and the value the user gave, so the message says what to change (tests match it)."""
+    return HparamsError(f"invalid hparam {key}={value!r}: {why}")
 
 
 def name_list(value, key: str, choices: tuple[str, ...]) -> list[str]:
@@ -48,8 +59,8 @@ def name_list(value, key: str, choices: tuple[str, ...]) -> list[str]:
         items = None
     names = None if items is None else [str(v).strip() for v in items]
     if not names or any(n not in choices for n in names):
-        raise HparamsError(f"invalid hparam {key}={value!r}: must be a non-empty list of "
-                           f"{', '.join(choices)} (e.g. {choices[0]} or [{', '.join(choices)}])")
+        raise invalid_hparam(key, value, f"must be a non-empty list of {', '.join(choices)} "
+                             f"(e.g. {choices[0]} or [{', '.join(choices)}])")
     return list(dict.fromkeys(names))
 
 
@@ -92,18 +103,76 @@ def compose(path, overrides=None) -> tuple[str, dict]:
     return "\n".join(texts), merged
 
 
-def resolved_yaml(path, overrides=None) -> str:
-    """The fully resolved document (every ``!ref`` and override applied), as saved in a run."""
+@dataclasses.dataclass(frozen=True)
+class ResolvedHparams:
+    """An hparams file with its overrides, composed and resolved once, so the checks, the
+    built objects and the run's record all come from the same document:
+
+    - :attr:`yaml`: the resolved text (every ``!ref`` and override applied), a run's
+      ``hyperparams.yaml``;
+    - :attr:`values`: its plain top-level values, for checks before anything is built;
+    - :meth:`build`: its objects.
+
+    :meth:`with_overrides` adds the values a recipe learns only after checking (e.g. the
+    number of speakers in the manifests): it resolves again only if one of them differs,
+    as the document's ``!ref`` s must then follow it.
+    """
+
+    path: Path
+    overrides: dict  # the overrides applied on top of the file's own values, as given
+    yaml: str
+    text: str  # the joined, unresolved document (compose)
+    merged: dict  # the file's own values and the overrides, applied to ``text``
+
+    @functools.cached_property
+    def values(self) -> dict:
+        """The resolved top-level scalar values, without building any object."""
+        return _plain(ruamel.yaml.YAML().load(self.yaml))  # tags kept, not built
+
+    def build(self) -> dict:
+        """The objects of the resolved document. HyperPyYAML's load resolves before it
+        builds: on this text a pass that changes nothing, which hyperpyyaml cannot skip."""
+        return load_hyperpyyaml(io.StringIO(self.yaml))
+
+    def with_overrides(self, changes: dict) -> ResolvedHparams:
+        """These hparams with ``changes`` added to the overrides; resolved again only when a
+        change differs from the resolved value (or its type does)."""
+        overrides = {**self.overrides, **changes}
+        if all(k in self.values and type(self.values[k]) is type(v) and self.values[k] == v
+               for k, v in changes.items()):
+            return dataclasses.replace(self, overrides=overrides)
+        merged = {**self.merged, **changes}
+        return ResolvedHparams(self.path, overrides, _resolve(self.path, self.text, merged),
+                               self.text, merged)
+
+
+def resolve_hparams(path, overrides=None) -> ResolvedHparams:
+    """``path`` with ``overrides`` (dict or SpeechBrain's yaml string), composed and resolved
+    once; see :class:`ResolvedHparams`."""
     text, merged = compose(path, overrides)
+    return ResolvedHparams(Path(path), overrides_dict(overrides), _resolve(path, text, merged),
+                           text, merged)
+
+
+def _resolve(path, text: str, merged: dict) -> str:
     try:
         return resolve_references(io.StringIO(text), merged, overrides_must_match=True).getvalue()
     except (KeyError, ValueError) as err:  # unknown override key, unset !PLACEHOLDER
         raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err
 
 
+def resolved_yaml(path, overrides=None) -> str:
+    """The fully resolved document (every ``!ref`` and override applied), as saved in a run."""
+    return resolve_hparams(path, overrides).yaml
+
+
 def plain_values(path, overrides=None) -> dict:
     """The resolved top-level scalar values, without building any object (for validation)."""
-    values = ruamel.yaml.YAML().load(resolved_yaml(path, overrides))  # tags kept, not built
+    return resolve_hparams(path, overrides).values
+
+
+def _plain(values) -> dict:
+    """The plain python top-level values of a resolved document loaded by ruamel."""
     plain = {}
     for key, v in values.items():
         for kind in (bool, int, float, str):  # ruamel's scalar subclasses -> plain python

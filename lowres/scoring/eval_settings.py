@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import invalid_hparam
 from lowres.io.lists import test_set_names
 from lowres.scoring.checkpoints import AVERAGE_BY
 from lowres.scoring.score_norm import AS_NORM_VARIANTS
@@ -31,35 +31,29 @@ def check_values(values: Mapping) -> None:
     end for a value it could have refused at its start), eval.py and evaluate_run too.
     """
 
-    def bad(key, why):
-        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
-
-    def integer(key, minimum, optional=False):
-        v = values.get(key)
-        if optional and v is None:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            bad(key, f"must be an integer >= {minimum}" + (" or null" if optional else ""))
+    def one_of(key, choices, default):
+        if values.get(key, default) not in choices:
+            raise invalid_hparam(key, values.get(key), f"must be one of {', '.join(choices)}")
 
     test_set_names(values.get("test_sets"))
-    if values.get("test_precision", "fp16") not in TEST_PRECISIONS:
-        bad("test_precision", f"must be one of {', '.join(TEST_PRECISIONS)}")
+    one_of("test_precision", TEST_PRECISIONS, "fp16")
     for key in ("post_process_scores", "enroll_training_data"):
         if not isinstance(values.get(key, False), bool):
-            bad(key, "must be true or false")
-    if values.get("as_norm_variant", OLD_AS_NORM_VARIANT) not in AS_NORM_VARIANTS:
-        bad("as_norm_variant", f"must be one of {', '.join(AS_NORM_VARIANTS)}")
-    if values.get("average_checkpoints_by", "last") not in AVERAGE_BY:
-        bad("average_checkpoints_by", f"must be one of {', '.join(AVERAGE_BY)}")
+            raise invalid_hparam(key, values[key], "must be true or false")
+    one_of("as_norm_variant", AS_NORM_VARIANTS, OLD_AS_NORM_VARIANT)
+    one_of("average_checkpoints_by", AVERAGE_BY, "last")
     for key, minimum, optional in (("as_norm_top_k", 1, False), ("eval_batch_size", 1, False),
                                    ("average_checkpoints", 0, False),
                                    ("eval_num_workers", 0, False),
                                    ("cohort_max_files_per_speaker", 1, True)):
-        if key in values:
-            integer(key, minimum, optional)
+        v = values.get(key)
+        if key in values and not (optional and v is None) and (
+                isinstance(v, bool) or not isinstance(v, int) or v < minimum):
+            raise invalid_hparam(key, v, f"must be an integer >= {minimum}"
+                                 + (" or null" if optional else ""))
     v = values.get("eval_max_batch_seconds", 1.0)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        bad("eval_max_batch_seconds", "must be a positive number")
+        raise invalid_hparam("eval_max_batch_seconds", v, "must be a positive number")
 
 
 def precision_on(precision: str, device, key: str = "test_precision") -> tuple[str, str]:

@@ -109,7 +109,7 @@ from lowres.scoring.trials import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_run", "summary", "training_cohort"]
+__all__ = ["evaluate_after_training", "evaluate_run", "summary", "training_cohort"]
 
 DEFAULT_TOP_K = 300
 
@@ -305,6 +305,22 @@ def evaluate_run(
                     entry["n_trials"])
     write_results(hparams["output_folder"], where, results)
     return results
+
+
+def evaluate_after_training(hparams: dict, device: str | torch.device,
+                            debug_files: int | None = None) -> None:
+    """train.py's test of a trained run: the last checkpoint (unless evaluate_last is false),
+    the averaged one (average_checkpoints) and the best, each by :func:`evaluate_run`.
+
+    ``eval/best/results.json`` is written last: it marks the run as finished.  With
+    ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
+    """
+    # eval/best last; evaluate_run reads test_sets in every form a user types
+    which_ones = (*(["last"] if hparams.get("evaluate_last", True) else []),
+                  *(["averaged"] if hparams["average_checkpoints"] else []), "best")
+    for which in which_ones:
+        evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
+                     debug_files=debug_files)
 
 
 def _device(device: str | torch.device | None, run_opts) -> str | torch.device:

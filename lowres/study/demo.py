@@ -158,7 +158,7 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
     """
     import torch
 
-    from lowres.io.hparams import load_hparams, resolved_yaml
+    from lowres.io.hparams import resolve_hparams
     from lowres.io.lists import read_manifest, read_trials
     from lowres.scoring.batch_embedding import extract_embeddings
     from lowres.scoring.evaluation import evaluate_run
@@ -172,8 +172,9 @@ def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:
     values["n_speakers"] = train.spk_id.nunique()
     keep = {"evaluate_after_training", "device"}  # train.py options, not needed here
     values = {k: v for k, v in values.items() if k not in keep}
-    hparams = load_hparams(hparams_file, values)
-    write_record(out, resolved_yaml(hparams_file, values),
+    resolved = resolve_hparams(hparams_file, values)
+    hparams = resolved.build()
+    write_record(out, resolved.yaml,
                  f"by lowres.study.demo: {model} at its random initialisation (no training), "
                  f"from {hparams_file} with overrides {values}")
     embedder = hparams["embedder"]

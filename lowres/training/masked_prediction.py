@@ -36,7 +36,7 @@ import torch
 import torchaudio
 
 from lowres.io.audio import SAMPLE_RATE
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import invalid_hparam
 from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class MaskedPrediction(torch.nn.Module):
         self.wav2vec2 = bare_backbone(self.source, layerdrop)
         config = self.wav2vec2.config
         if int(num_clusters) < 2:
-            raise HparamsError(f"invalid hparam num_clusters={num_clusters}: at least 2")
+            raise invalid_hparam("num_clusters", num_clusters, "at least 2")
         self.num_clusters, self.kmeans_crops = int(num_clusters), int(kmeans_crops)
         self.kmeans_seed = int(kmeans_seed)
         self.mask_time_prob, self.mask_time_length = float(mask_time_prob), int(mask_time_length)
@@ -130,9 +130,9 @@ class MaskedPrediction(torch.nn.Module):
             feats.append(self.targets(x, n)[0])
         feats = torch.cat(feats).numpy()
         if len(feats) < self.num_clusters:
-            raise HparamsError(f"invalid hparam num_clusters={self.num_clusters}: the "
-                               f"{len(order[:self.kmeans_crops])} crops for k-means have only "
-                               f"{len(feats)} frames")
+            raise invalid_hparam("num_clusters", self.num_clusters,
+                                 f"the {len(order[:self.kmeans_crops])} crops for k-means have "
+                                 f"only {len(feats)} frames")
         kmeans = MiniBatchKMeans(self.num_clusters, random_state=self.kmeans_seed,
                                  batch_size=10000, n_init=3, max_iter=100).fit(feats)
         self.centroids.copy_(torch.from_numpy(kmeans.cluster_centers_).float())

@@ -47,7 +47,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 )
 
 from lowres.io.atomic import atomic_folder
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import HparamsError, invalid_hparam
 from lowres.models.features import valid_samples
 from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 from lowres.training.runs import (
@@ -131,9 +131,8 @@ class Wav2vec2Pretraining(torch.nn.Module):
         self.num_negatives = int(num_negatives)
         self.cross_utterance_negatives = int(cross_utterance_negatives)
         if not 0 <= self.cross_utterance_negatives <= self.num_negatives:
-            raise HparamsError(f"invalid hparam cross_utterance_negatives="
-                               f"{cross_utterance_negatives}: 0..num_negatives "
-                               f"({self.num_negatives})")
+            raise invalid_hparam("cross_utterance_negatives", cross_utterance_negatives,
+                                 f"0..num_negatives ({self.num_negatives})")
         self.gumbel = (float(max_gumbel_temperature), float(min_gumbel_temperature),
                        float(gumbel_temperature_decay))
         self.use_attention_mask = prepare_backbone(self.model.wav2vec2, freeze_feature_encoder,
@@ -172,9 +171,8 @@ class Wav2vec2Pretraining(torch.nn.Module):
 def checkpoint_folder(source: str) -> Path:
     """``model_source`` as a save_pretrained folder, or the HparamsError naming it."""
     if not (Path(source) / "config.json").is_file():
-        raise HparamsError(f"invalid hparam model_source={source!r}: neither "
-                           f"{' nor '.join(RANDOM_STARTS)} nor a folder with a "
-                           "config.json (a save_pretrained checkpoint)")
+        raise invalid_hparam("model_source", source, f"neither {' nor '.join(RANDOM_STARTS)} "
+                             "nor a folder with a config.json (a save_pretrained checkpoint)")
     return Path(source)
 
 
@@ -335,31 +333,28 @@ class PretrainBrain(ResumableBrain):
 
 def check_hparams(values: dict, world_size: int) -> None:
     """Raise HparamsError naming the key and value of the first invalid setting."""
-
-    def bad(key, why):
-        raise HparamsError(f"invalid hparam {key}={values.get(key)!r}: {why}")
-
     for key, integer in (("lr", False), ("max_steps", True), ("batch_size", True),
                          ("crop_seconds", False), ("log_interval", True),
                          ("val_interval", True)):
         v = values.get(key)
         if isinstance(v, bool) or not isinstance(v, (int,) if integer else (int, float)) \
                 or not v > 0:
-            bad(key, f"must be a positive {'integer' if integer else 'number'}")
-    if values.get("lr_schedule") not in SCHEDULES:
-        bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
-    if values.get("precision") not in PRECISIONS:
-        bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+            raise invalid_hparam(key, v, f"must be a positive {'integer' if integer else 'number'}")
+    for key, choices in (("lr_schedule", SCHEDULES), ("precision", PRECISIONS)):
+        if values.get(key) not in choices:
+            raise invalid_hparam(key, values.get(key), f"must be one of {', '.join(choices)}")
     if not 0 < values.get("mask_time_prob", 0) <= 1:
-        bad("mask_time_prob", "must be in (0, 1]")
+        raise invalid_hparam("mask_time_prob", values.get("mask_time_prob"), "must be in (0, 1]")
     if not 0 <= values.get("layerdrop", 0) < 1:
-        bad("layerdrop", "must be in [0, 1)")
+        raise invalid_hparam("layerdrop", values.get("layerdrop"), "must be in [0, 1)")
     if values.get("layerdrop", 0) > 0 and not values.get("find_unused_parameters"):
-        bad("layerdrop", "a skipped layer gets no gradient, which DDP refuses: set "
-            "find_unused_parameters true as well")
+        raise invalid_hparam("layerdrop", values.get("layerdrop"),
+                             "a skipped layer gets no gradient, which DDP refuses: set "
+                             "find_unused_parameters true as well")
     if values["batch_size"] % world_size:
-        bad("batch_size", f"the global batch must divide over the {world_size} DDP processes")
+        raise invalid_hparam("batch_size", values["batch_size"],
+                             f"the global batch must divide over the {world_size} DDP processes")
     for key in ("export_every_interval", "freeze_feature_encoder", "gradient_checkpointing",
                 "fused_optimizer"):
         if not isinstance(values.get(key, False), bool):
-            bad(key, "must be true or false")
+            raise invalid_hparam(key, values[key], "must be true or false")

@@ -4,7 +4,8 @@
   :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
   checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
 - A recipe's start: :func:`parse_recipe_args` (SpeechBrain's command line, the DDP group),
-  :func:`effective_precision`, :func:`with_valid_precision` and :func:`start_run` (the run
+  the run options of the hparams (:func:`effective_precision`, :func:`with_valid_precision`,
+  :func:`precision_run_opts`, :func:`compile_run_opts`) and :func:`start_run` (the run
   folder with its record, :func:`record_run`: resolved ``hyperparams.yaml``,
   ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
@@ -37,7 +38,11 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
-from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, resolved_yaml
+from lowres.io.hparams import (
+    ResolvedHparams,
+    invalid_hparam,
+    overrides_dict,
+)
 from lowres.io.run_folder import rank_rng_path, write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.eval_settings import precision_on
@@ -49,6 +54,8 @@ COMPLETE = "complete"  # recoverable name of the CompleteMarker (complete.ckpt)
 PRECISIONS = ("fp16", "bf16", "fp32")  # training precisions (SpeechBrain's --precision)
 # precisions of the validations during training (hparam valid_precision, with_valid_precision)
 VALID_PRECISIONS = ("as_training", "fp32")
+# torch.compile modes of compile_embedder (hparam compile_mode, compile_run_opts)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @register_checkpoint_hooks
@@ -187,15 +194,38 @@ def with_valid_precision(run_opts, valid_precision: str) -> object:
                                overridden_args=run_opts.overridden_args | {"eval_precision"})
 
 
-def start_run(hparams_file: str, overrides: dict, world_size: int, note: str = "") -> dict:
+def compile_run_opts(values: dict, run_opts) -> object:
+    """SpeechBrain's run options with ``compile_embedder``: torch.compile of the embedder
+    alone (Brain._compile, in ``compile_mode``), unless the command line's ``--compile`` /
+    ``--compile_module_keys`` already chose the modules."""
+    if "compile_mode" in run_opts.overridden_args and run_opts.compile_mode not in COMPILE_MODES:
+        raise invalid_hparam("compile_mode", run_opts.compile_mode,
+                             f"must be one of {', '.join(COMPILE_MODES)}")
+    if not values.get("compile_embedder") or run_opts.compile:
+        return run_opts
+    return dataclasses.replace(
+        run_opts, compile=True, compile_module_keys=run_opts.compile_module_keys or ["embedder"],
+        overridden_args=run_opts.overridden_args | {"compile", "compile_module_keys"})
+
+
+def precision_run_opts(values: dict, run_opts) -> tuple[object, str, str]:
+    """(run options, training precision, note): SpeechBrain's run options with the training
+    precision the device can use (the note says when it fell back, :func:`effective_precision`)
+    and the precision of the validations that choose the tested checkpoint
+    (``valid_precision``, :func:`with_valid_precision`)."""
+    run_opts, precision, note = effective_precision(values["precision"], run_opts)
+    return with_valid_precision(run_opts, values["valid_precision"]), precision, note
+
+
+def start_run(resolved: ResolvedHparams, world_size: int, note: str = "") -> dict:
     """The built hparams of a run whose folder (``output_folder``) now exists with its
     record (:func:`record_run`) and SpeechBrain's log; ``note`` is logged as a warning."""
-    hparams = load_hparams(hparams_file, overrides)
+    hparams = resolved.build()
     out = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(out))
     if note:
         logger.warning(note)
-    record_run(out, hparams_file, overrides, world_size)
+    record_run(out, resolved, world_size)
     return hparams
 
 
@@ -205,8 +235,8 @@ def optimizer_class(opt_class, fused: bool):
     if not fused:
         return opt_class
     if "fused" not in inspect.signature(opt_class).parameters:
-        raise HparamsError(f"invalid hparam fused_optimizer=True: opt_class {opt_class} has "
-                           "no fused implementation (torch.optim.Adam, AdamW and SGD do)")
+        raise invalid_hparam("fused_optimizer", fused, f"opt_class {opt_class} has no fused "
+                             "implementation (torch.optim.Adam, AdamW and SGD do)")
     return functools.partial(opt_class, fused=True)
 
 
@@ -285,12 +315,12 @@ class ResumableBrain(sb.core.Brain):
                             and if_main_process())
 
 
-def record_run(out: Path, hparams_file, overrides: dict, world_size: int) -> None:
+def record_run(out: Path, resolved: ResolvedHparams, world_size: int) -> None:
     """Write the run's resolved ``hyperparams.yaml`` (standalone: it reloads as the run's
     hparams) and append the command to ``command.txt`` (main process only)."""
     if if_main_process():
-        write_record(out, resolved_yaml(hparams_file, overrides),
-                     f"from {Path(hparams_file).resolve()} with overrides {overrides}",
+        write_record(out, resolved.yaml,
+                     f"from {resolved.path.resolve()} with overrides {resolved.overrides}",
                      world_size)
 
 

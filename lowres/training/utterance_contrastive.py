@@ -32,7 +32,7 @@ import torch
 from speechbrain.augment.time_domain import AddNoise
 
 from lowres.io.audio import SAMPLE_RATE
-from lowres.io.hparams import HparamsError
+from lowres.io.hparams import invalid_hparam
 from lowres.models.features import valid_samples
 from lowres.models.wav2vec2 import prepare_backbone
 
@@ -120,7 +120,7 @@ class UtteranceContrastive(torch.nn.Module):
         self.source = str(source)
         self.wav2vec2 = bare_backbone(self.source, layerdrop)
         if not float(temperature) > 0:
-            raise HparamsError(f"invalid hparam temperature={temperature}: must be positive")
+            raise invalid_hparam("temperature", temperature, "must be positive")
         self.temperature = float(temperature)
         self.mask_time_prob, self.mask_time_length = float(mask_time_prob), int(mask_time_length)
         self.mask_time_min_masks = int(mask_time_min_masks)

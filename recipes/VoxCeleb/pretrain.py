@@ -41,7 +41,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from lowres.data import loading as lowres_data
 from lowres.data.unlabelled import check_source, run_manifest
-from lowres.io.hparams import HparamsError, plain_values
+from lowres.io.hparams import HparamsError, resolve_hparams
 from lowres.io.lists import read_manifest
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.training.pretrain import PretrainBrain, check_hparams
@@ -68,13 +68,15 @@ def list_audio(values: dict) -> dict[str, Path]:
     return {key: out / f"{key}.csv" for key in sources}
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
+    """Check everything, then pre-train (or resume) and save the model in the hub layout."""
     hparams_file, run_opts, overrides, world_size = parse_recipe_args(argv)
-    values = plain_values(hparams_file, overrides)
+    resolved = resolve_hparams(hparams_file, overrides)  # resolved once: checked, built, saved
+    values = resolved.values
     check_hparams(values, world_size)
     check_source(values.get("train_audio"), "train_audio")
     run_opts, precision, note = effective_precision(values["precision"], run_opts)
-    hparams = start_run(hparams_file, {**overrides, "precision": precision}, world_size, note)
+    hparams = start_run(resolved.with_overrides({"precision": precision}), world_size, note)
     lists = list_audio(values)
     train_set = lowres_data.train_dataset(lists["train_audio"], None, hparams["crop_seconds"],
                                           hparams["seed"], hparams["sample_rate"])
