@@ -100,8 +100,13 @@ fail() {  # fail CHECK DETAIL [LOG]: the tail of LOG indented below
 run() {  # run LOG CMD...: CMD (from the repository root) into LOG, bounded by CMD_TIMEOUT
     local log=$1
     shift
+    local rc=0
     echo "+ $*" >>"$log"
-    (cd "$ROOT" && timeout "$CMD_TIMEOUT" "$@") >>"$log" 2>&1
+    (cd "$ROOT" && timeout "$CMD_TIMEOUT" "$@") >>"$log" 2>&1 || rc=$?
+    if [ "$rc" = 124 ]; then
+        echo "gpu_check: timed out after CMD_TIMEOUT=$CMD_TIMEOUT s" >>"$log"
+    fi
+    return "$rc"
 }
 
 py() {  # py CODE ARGS...: a Python snippet, lowres importable
