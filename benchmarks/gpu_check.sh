@@ -16,7 +16,8 @@
 #                   the step-time switches"): train_throughput.py before and after each
 #                   switch, the recipe eager vs fast (train losses every 10 steps), and
 #                   last the slowest to compile, --compile_mode max-autotune
-# Past BUDGET_S seconds the commands left are skipped (SKIP), so that it ends in time.
+# Past BUDGET_S seconds the commands left are skipped (SKIP) and at DEADLINE_S a command
+# still running is stopped (FAIL, "timed out"), so that it ends within 8 minutes.
 # One line per check, "PASS|FAIL|SKIP <check>: <detail>"; indented lines under a check
 # are its measurements (or, under a FAIL, the tail of its log). It goes on after a
 # failure and exits 1 if any check failed.
@@ -48,7 +49,8 @@ DEVICE=cuda:0
 DDP_DEVICE=cuda
 BACKEND=nccl
 CMD_TIMEOUT=240          # seconds any one command may take
-BUDGET_S=450             # past this many seconds, the commands left are skipped (SKIP lines)
+BUDGET_S=420             # past this many seconds, the commands left are skipped (SKIP lines)
+DEADLINE_S=465           # and a command still running at this many seconds is stopped
 CPU=0
 KEEP=""
 
@@ -79,7 +81,7 @@ parse_args() {
         PRETRAIN_YAML=hparams/pretrain/wav2vec2_tiny.yaml; PRETRAIN_STEPS=3; PRETRAIN_BATCH=4
         THROUGHPUT="--device cpu --precision fp32 --batch 4 --steps 2 --workers 0 --files 8 --loader_batches 1 --skip_loops --models xvector"
         SWITCH_STEPS=4; SWITCH_MODEL=xvector; SWITCH_BATCH=8; SWITCH_W2V2=0
-        BUDGET_S=1200
+        BUDGET_S=1200; DEADLINE_S=1500
         PRECISION=fp32; DEVICE=cpu; DDP_DEVICE=cpu; BACKEND=gloo
         export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     fi
@@ -100,11 +102,13 @@ fail() {  # fail CHECK DETAIL [LOG]: the tail of LOG indented below
 run() {  # run LOG CMD...: CMD (from the repository root) into LOG, bounded by CMD_TIMEOUT
     local log=$1
     shift
-    local rc=0
+    local rc=0 limit=$((DEADLINE_S - (SECONDS - START)))
+    [ "$limit" -le "$CMD_TIMEOUT" ] || limit=$CMD_TIMEOUT
+    [ "$limit" -ge 1 ] || limit=1
     echo "+ $*" >>"$log"
-    (cd "$ROOT" && timeout "$CMD_TIMEOUT" "$@") >>"$log" 2>&1 || rc=$?
+    (cd "$ROOT" && timeout "$limit" "$@") >>"$log" 2>&1 || rc=$?
     if [ "$rc" = 124 ]; then
-        echo "gpu_check: timed out after CMD_TIMEOUT=$CMD_TIMEOUT s" >>"$log"
+        echo "gpu_check: timed out after $limit s (CMD_TIMEOUT $CMD_TIMEOUT, DEADLINE_S $DEADLINE_S)" >>"$log"
     fi
     return "$rc"
 }
