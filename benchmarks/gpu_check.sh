@@ -46,7 +46,8 @@ SWITCH_BATCH=100         # (RESULTS.md: the recipes' own batch)
 SWITCH_W2V2=1
 PRECISION=fp16           # what results.json's test_precision must say
 DEVICE=cuda:0
-DDP_DEVICE=cuda
+DDP_DEVICE=""            # under torchrun: none, so SpeechBrain picks cuda:LOCAL_RANK
+                         # (an explicit cuda puts every rank on GPU 0)
 BACKEND=nccl
 CMD_TIMEOUT=240          # seconds any one command may take
 BUDGET_S=420             # past this many seconds, the commands left are skipped (SKIP lines)
@@ -222,6 +223,8 @@ check_averaged() {  # 2. average_checkpoints at training time, eval.py --checkpo
 check_pretrain() {  # 3. pretrain.py, alone and under torchrun (1 process)
     local check=pretrain log=$WORK/logs/pretrain.log out
     if over_budget; then skip "$check" "past the ${BUDGET_S} s budget"; return; fi
+    local -a ddp_device=()
+    [ -z "$DDP_DEVICE" ] || ddp_device=("--device=$DDP_DEVICE")
     local args=("$PRETRAIN_YAML" "--train_audio=$WORK/corpus/voxceleb1/wav"
                 "--valid_audio=$WORK/manifests/tiny_few/val.csv" "--batch_size=$PRETRAIN_BATCH"
                 "--crop_seconds=2.0" "--max_steps=$PRETRAIN_STEPS" "--val_interval=$PRETRAIN_STEPS"
@@ -235,7 +238,7 @@ check_pretrain() {  # 3. pretrain.py, alone and under torchrun (1 process)
     fi
     out=$WORK/runs/pretrain_ddp
     if ! run "$log" "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 \
-            "$PRETRAIN" "${args[@]}" "--output_folder=$out" "--device=$DDP_DEVICE" \
+            "$PRETRAIN" "${args[@]}" "--output_folder=$out" "${ddp_device[@]}" \
             "--distributed_backend=$BACKEND" || [ ! -f "$out/pretrained/config.json" ]; then
         fail "$check" "torchrun --nproc_per_node 1 pretrain.py ($BACKEND) failed" "$log"
         return
@@ -253,7 +256,7 @@ check_ddp_2gpu() {  # 4. train.py under torchrun on 2 GPUs
     fi
     # shellcheck disable=SC2046
     if ! run "$log" "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=2 \
-            "$TRAIN" hparams/xvector_tiny_few.yaml $(recipe_args "$out") --device cuda \
+            "$TRAIN" hparams/xvector_tiny_few.yaml $(recipe_args "$out") \
             --distributed_backend nccl --precision fp16 --test_precision fp16; then
         fail "$check" "torchrun --nproc_per_node 2 train.py exited non-zero" "$log"
         return
