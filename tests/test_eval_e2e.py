@@ -55,13 +55,14 @@ def test_training_ends_with_results_for_best_and_last(trained_run):
                                                         / entry["scores"]))
             assert "as_norm" not in entry  # post_process_scores is off by default
         assert all(0 <= entry["eer"] <= 1 for entry in res["test_sets"].values())
-    # It learnt the training speakers: the classifier's accuracy on the validation files
-    # (8 speakers, chance 0.125) rose from 0.11-0.21 at step 0 to 0.63-0.68 at step 100 in
-    # 4 seeds (LOWRES_TEST_SEED unset, 1, 2, 3), a rise of 0.47-0.58. The test EERs of so
-    # short a run are not asserted: O 23-32 %, E 24-32 %, H 28-40 % over the same seeds, so
-    # the bounds once asserted here (35 / 40 / 45 %) sat 3-5 points from the worst seed.
+    # It learnt the training speakers: the classifier's best accuracy on the validation files
+    # (8 speakers, chance 0.125) rose from 0.11-0.21 at step 0 to 0.63-0.68 in 5 seeds
+    # (LOWRES_TEST_SEED unset, 1, 2, 3 and 7), a rise of 0.47-0.58. The test EERs of so
+    # short a run are not asserted: O 23-34 %, E 24-33 %, H 28-43 % over the same seeds, so
+    # the bounds once asserted here (35 / 40 / 45 %) sat 1.4-2.3 points from the worst seed.
     accuracy = validation_accuracy(trained_run)
-    assert accuracy[max(accuracy)] > accuracy[0] + 0.3, accuracy
+    best = max(acc for step, acc in accuracy.items() if step > 0)
+    assert best > accuracy[0] + 0.3, accuracy
 
 
 def validation_accuracy(run) -> dict[int, float]:
@@ -84,8 +85,8 @@ def test_eval_cli_with_as_norm(trained_run):
         assert entry["eer"] == pytest.approx(before["test_sets"][name]["eer"])
         assert entry["as_norm"]["cohort_size"] == 8  # tiny_few of the small corpus: 4 m + 4 f
         # AS-norm with 8 cohort speakers may help or hurt: -2.8 to +9.6 points against the
-        # raw EER on O and H in 4 seeds (two-sided at the recipe's seed, one-sided, the
-        # default now, at 1, 2 and 3). Asserted: it does not wreck the
+        # raw EER on O and H in 5 seeds (two-sided at the recipe's seed, one-sided, the
+        # default now, at 1, 2, 3 and 7). Asserted: it does not wreck the
         # scores (a swapped side or sign moves the EER towards or past 50 %).
         assert abs(entry["as_norm"]["eer"] - entry["eer"]) < 0.25, entry
 
@@ -100,7 +101,7 @@ def test_verifier_scores_as_the_evaluation_did(trained_run, synthetic_corpus):
     picked = pd_sample(scores[scores.label == 1], 8), pd_sample(scores[scores.label == 0], 8)
     best = scores.set_index(["path1", "path2"]).score
     # Not asserted: that these target pairs outscore the non-target ones (by 0.12-0.54 in
-    # mean cosine in 4 seeds; what the run learnt is test_training_ends_with_...'s).
+    # mean cosine in 5 seeds; what the run learnt is test_training_ends_with_...'s).
     for rows in picked:
         got = [v.score(wav / r.path1, wav / r.path2) for r in rows.itertuples()]
         # SpeakerVerifier embeds exactly as the evaluation did (best checkpoint).
