@@ -138,6 +138,15 @@ def pretrain_args(corpus, valid_csv, out, *extra, hparams=TINY):
             "--ckpt_interval_minutes=0", "--ckpt_interval_steps=3", *extra]
 
 
+def valid_manifest(corpus, path, every: int):
+    """A validation manifest of every ``every``-th VoxCeleb1 wav of the corpus."""
+    wavs = sorted((corpus / "voxceleb1" / "wav").rglob("*.wav"))[::every]
+    write_manifest(path, pd.DataFrame({
+        "ID": [w.stem + str(i) for i, w in enumerate(wavs)], "duration": 3.0,
+        "wav": [str(w) for w in wavs], "spk_id": "", "session": "", "gender": ""}))
+    return path
+
+
 def run(args):
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV,
                           timeout=300)
@@ -162,11 +171,7 @@ def test_loss_falls_and_a_killed_run_resumes_to_the_same_weights(synthetic_corpu
     from transformers import Wav2Vec2ForPreTraining, Wav2Vec2Model
 
     extra = ["--kmeans_crops=40", "--num_clusters=20"] if hparams == HUBERT_TINY else []
-    wavs = sorted((synthetic_corpus / "voxceleb1" / "wav").rglob("*.wav"))[::10]
-    valid = tmp_path / "valid.csv"
-    write_manifest(valid, pd.DataFrame({
-        "ID": [w.stem + str(i) for i, w in enumerate(wavs)], "duration": 3.0,
-        "wav": [str(w) for w in wavs], "spk_id": "", "session": "", "gender": ""}))
+    valid = valid_manifest(synthetic_corpus, tmp_path / "valid.csv", every=10)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     run(pretrain_args(synthetic_corpus, valid, ref, *extra, hparams=hparams))
     losses = valid_losses(ref)
@@ -227,11 +232,7 @@ def test_ddp_pretraining_runs_with_find_unused_parameters_false(synthetic_corpus
     layer skipped by layerdrop would leave its weights without a gradient and fail the next
     step ("Expected to have finished reduction in the prior iteration")."""
     extra = ["--kmeans_crops=20", "--num_clusters=10"] if hparams == HUBERT_TINY else []
-    wavs = sorted((synthetic_corpus / "voxceleb1" / "wav").rglob("*.wav"))[::20]
-    valid = tmp_path / "valid.csv"
-    write_manifest(valid, pd.DataFrame({
-        "ID": [w.stem + str(i) for i, w in enumerate(wavs)], "duration": 3.0,
-        "wav": [str(w) for w in wavs], "spk_id": "", "session": "", "gender": ""}))
+    valid = valid_manifest(synthetic_corpus, tmp_path / "valid.csv", every=20)
     out = tmp_path / "ddp"
     args = pretrain_args(synthetic_corpus, valid, out, *extra, "--max_steps=16",
                          "--val_interval=16", "--distributed_backend=gloo", hparams=hparams)
