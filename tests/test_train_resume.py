@@ -211,6 +211,8 @@ def test_missing_manifests_are_prepared_first(synthetic_corpus, tmp_path):
     assert saved["manifest_folder"] == str(manifests) and saved["max_steps"] == 2
     assert command_path(out).read_text().count("train.py") == 1
     assert (out / "env.log").is_file()
+    assert (out / "train.py").read_text() == TRAIN.read_text()  # the recipe, not a library file
+    assert not (out / "runs.py").exists()
 
 
 def test_checkpoints_a_kill_cut_short_are_removed_even_with_an_empty_ckpt_yaml(tmp_path):

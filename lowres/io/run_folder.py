@@ -9,6 +9,8 @@ A run folder (train.py's ``output_folder``) holds::
     train_log.txt           SpeechBrain's train logger: validation lines (step, lr, train and
                             valid loss / accuracy / EER%) and train lines every log_interval
     log.txt, env.log        SpeechBrain's log and environment record
+    <script>.py             a copy of the recipe script that started the run (train.py,
+                            pretrain.py), as of its latest invocation
     save/                   checkpoints (SpeechBrain's Checkpointer) and label_encoder.txt
                             (each checkpoint's rng.ckpt: rank 0's RNG state; rng_rank<R>.ckpt:
                             DDP rank R's)
@@ -161,9 +163,13 @@ def diverged_path(run: Folder) -> Path:
 
 def write_record(run: Folder, yaml_text: str, source: str, world_size: int = 1) -> None:
     """Write the run's resolved ``hyperparams.yaml`` (``source`` says what it was resolved
-    from) and append this process's command line to ``command.txt``."""
+    from), append this process's command line to ``command.txt`` and copy the script it
+    runs (``sys.argv[0]``, when it is a Python file) into the folder."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     write_text(hyperparams_path(run), f"# Generated {stamp} {source}\n{yaml_text}")
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.is_file():
+        write_text(Path(run) / script.name, script.read_text(encoding="utf-8"))
     with open(command_path(run), "a", encoding="utf-8") as f:
         f.write(f"# {stamp} cwd={os.getcwd()} world_size={world_size}\n"
                 f"{shlex.join([sys.executable, *sys.argv])}\n")

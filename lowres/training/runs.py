@@ -223,6 +223,8 @@ def start_run(resolved: ResolvedHparams, world_size: int, note: str = "") -> dic
     hparams = resolved.build()
     out = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(out))
+    if if_main_process():  # SpeechBrain copied its caller, this module; the recipe is recorded
+        (out / Path(__file__).name).unlink(missing_ok=True)
     if note:
         logger.warning(note)
     record_run(out, resolved, world_size)
