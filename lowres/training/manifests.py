@@ -12,10 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-from speechbrain.utils.distributed import run_on_main
-
 from lowres.io.hparams import HparamsError, invalid_hparam
 from lowres.io.lists import test_set_files, test_set_names
+from lowres.training.ranks import run_on_main_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def prepare_manifests(values: dict) -> None:
             raise invalid_hparam("prepare_options", values.get("prepare_options"),
                                  str(err)) from err
 
-    run_on_main(prepare)
+    run_on_main_waiting(prepare, wait_hours=values["rank_wait_hours"])
     if not manifests_ready(values):
         raise HparamsError(f"prepare.voxceleb ran but subset {values['subset']!r} has no "
                            f"manifests in manifest_folder={values['manifest_folder']!r}")
@@ -105,4 +104,4 @@ def prepare_wav_stats(values: dict) -> None:
                 logger.info("input_normalisation utterance: added wav_mean / wav_std to %s",
                             values[key])
 
-    run_on_main(add)
+    run_on_main_waiting(add, wait_hours=values["rank_wait_hours"])

@@ -335,7 +335,7 @@ def check_hparams(values: dict, world_size: int) -> None:
     """Raise HparamsError naming the key and value of the first invalid setting."""
     for key, integer in (("lr", False), ("max_steps", True), ("batch_size", True),
                          ("crop_seconds", False), ("log_interval", True),
-                         ("val_interval", True)):
+                         ("val_interval", True), ("rank_wait_hours", False)):
         v = values.get(key)
         if isinstance(v, bool) or not isinstance(v, (int,) if integer else (int, float)) \
                 or not v > 0:

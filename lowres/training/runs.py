@@ -9,8 +9,8 @@
   folder with its record, :func:`record_run`: resolved ``hyperparams.yaml``,
   ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
-  checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU and
-  validates a fresh run at step 0.
+  checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU,
+  counts a non-finite loss alike on every DDP process and validates a fresh run at step 0.
 - :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
   :func:`progress_description` (step, loss and lr on the progress bar) and :func:`unwrap`.
 """
@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import os
 import random
 import shutil
@@ -46,6 +47,7 @@ from lowres.io.hparams import (
 from lowres.io.run_folder import rank_rng_path, write_record
 from lowres.io.tensor_files import load_tensors, use_safe_recovery
 from lowres.scoring.eval_settings import precision_on
+from lowres.training.ranks import all_ranks_finite, rank, reseed_rank
 from lowres.training.schedules import build_lr_scheduler
 
 logger = logging.getLogger(__name__)
@@ -110,12 +112,12 @@ class RngState:
                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        }, rank_rng_path(path, _rank()))
+        }, rank_rng_path(path, rank()))
         ddp_barrier()
 
     @mark_as_loader
     def _load(self, path, end_of_epoch):
-        own = rank_rng_path(path, _rank())
+        own = rank_rng_path(path, rank())
         if not own.is_file():
             logger.warning("%s not found: this process resumes rank 0's random state", own)
             own = Path(path)
@@ -139,10 +141,6 @@ class RngState:
             cuda = cuda[device] if device < len(cuda) else None
         if cuda is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(cuda)
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", 0))
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -220,7 +218,8 @@ def precision_run_opts(values: dict, run_opts) -> tuple[object, str, str]:
 def start_run(resolved: ResolvedHparams, world_size: int, note: str = "") -> dict:
     """The built hparams of a run whose folder (``output_folder``) now exists with its
     record (:func:`record_run`) and SpeechBrain's log; ``note`` is logged as a warning."""
-    hparams = resolved.build()
+    hparams = resolved.build()  # seeds every process alike (the yaml's __set_seed) ...
+    reseed_rank(hparams["seed"])  # ... and now each rank its own
     out = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(out))
     if if_main_process():  # SpeechBrain copied its caller, this module; the recipe is recorded
@@ -304,6 +303,12 @@ class ResumableBrain(sb.core.Brain):
             self.log_train(step, lr, self.log_stats.summary())
             self.log_stats = type(self.log_stats)()
 
+    def check_loss_isfinite(self, loss):
+        """SpeechBrain's count of non-finite losses, agreed by all DDP processes: a step
+        whose loss is not finite on any process counts on every one, so they all stop at
+        the same step (GradScaler skips that step on all of them)."""
+        super().check_loss_isfinite(loss if all_ranks_finite(loss) else loss.new_tensor(math.nan))
+
     def log_train(self, step: int, lr: float, stats: dict) -> None:
         """Log the training means of the last ``log_interval`` steps (train_log.txt)."""
         self.hparams.train_logger.log_stats(stats_meta={"step": step, "lr": lr},
@@ -345,7 +350,7 @@ def step_budget_loader(brain, dataset, schedule, hparams, world_size: int,
     hparams["epoch_counter"].limit = len(schedule.epoch_ends)
     sampler = (sampler_class or StepBudgetSampler)(
         len(dataset), [s * batch for s in schedule.epoch_ends], hparams["seed"],
-        schedule.items_per_pass, rank=int(os.environ.get("RANK", 0)), world_size=world_size)
+        schedule.items_per_pass, rank=rank(), world_size=world_size)
     brain.train_sampler = sampler  # set_epoch
     loader = sb.dataio.dataloader.make_dataloader(
         dataset, sampler=sampler, drop_last=True, batch_size=batch // world_size,

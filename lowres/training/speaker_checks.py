@@ -46,6 +46,7 @@ def check_hparams(values: dict, world_size: int) -> None:
     positive_number("batch_size", integer=True)
     positive_number("crop_seconds")
     positive_number("log_interval", integer=True)
+    positive_number("rank_wait_hours")
     one_of("lr_schedule", SCHEDULES)
     if "regularisation" in values:
         from lowres.models.wav2vec2 import REGULARISATION_PRESETS

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio.encoder import CategoricalEncoder
 from torch.utils.data import DataLoader
 
 from lowres.data import augment as lowres_augment
@@ -21,6 +22,7 @@ from lowres.io.hparams import invalid_hparam
 from lowres.io.lists import read_trials
 from lowres.io.run_folder import LABEL_ENCODER
 from lowres.scoring.trials import debug_trials
+from lowres.training.ranks import run_on_main_waiting
 from lowres.training.runs import step_budget_loader
 
 logger = logging.getLogger(__name__)
@@ -43,12 +45,24 @@ def training_schedule(values: dict, num_items: int) -> lowres_data.Schedule:
     return schedule
 
 
+def shared_speaker_encoder(train_csv: str | Path, path: Path,
+                           wait_hours: float) -> CategoricalEncoder:
+    """The speaker label encoder of ``train_csv``, saved to ``path`` by the main process
+    and then read by every process: with one writer, no process can read a file that
+    another is still writing on a shared filesystem."""
+    run_on_main_waiting(lowres_data.speaker_encoder, (train_csv, path), wait_hours)
+    encoder = CategoricalEncoder()
+    encoder.load(path)
+    return encoder
+
+
 def make_loaders(brain: sb.Brain, hparams: dict, schedule: lowres_data.Schedule,
                  world_size: int) -> tuple[DataLoader, DataLoader]:
     """Training loader (StepBudgetSampler over ``schedule``, one crop per draw) and
     validation loader; with utterance normalisation both normalise with file statistics."""
-    encoder = lowres_data.speaker_encoder(hparams["train_csv"],
-                                          Path(hparams["save_folder"]) / LABEL_ENCODER)
+    encoder = shared_speaker_encoder(hparams["train_csv"],
+                                     Path(hparams["save_folder"]) / LABEL_ENCODER,
+                                     hparams["rank_wait_hours"])
     normalise = hparams.get("input_normalisation") == "utterance"
     brain.input_normalised = normalise
     augment = lowres_augment.from_hparams(hparams)  # None: as the study, no augmentation

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
 from lowres.data import loading as lowres_data
 from lowres.data.unlabelled import check_source, run_manifest
@@ -45,6 +45,7 @@ from lowres.io.hparams import HparamsError, resolve_hparams
 from lowres.io.lists import read_manifest
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.training.pretrain import PretrainBrain, check_hparams
+from lowres.training.ranks import leave_after_training, run_on_main_waiting
 from lowres.training.runs import (
     effective_precision,
     optimizer_class,
@@ -63,8 +64,8 @@ def list_audio(values: dict) -> dict[str, Path]:
     sources = {k: values[k] for k in ("train_audio", "valid_audio") if values.get(k)}
     for key, source in sources.items():
         check_source(source, key)
-        run_on_main(run_manifest, args=[source, out / f"{key}.csv", key, values["list_jobs"],
-                                        values["min_seconds"]])
+        run_on_main_waiting(run_manifest, (source, out / f"{key}.csv", key, values["list_jobs"],
+                                           values["min_seconds"]), values["rank_wait_hours"])
     return {key: out / f"{key}.csv" for key in sources}
 
 
@@ -108,6 +109,7 @@ def main(argv: list[str]) -> None:
                 len(train_set), hours, hparams["max_steps"], hparams["batch_size"],
                 hparams["crop_seconds"])
     brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
+    leave_after_training(hparams["rank_wait_hours"])
     if if_main_process():
         folder = hparams["modules"]["model"].save_pretrained(hparams["pretrained_folder"])
         logger.info("pre-trained model (step %d, hub layout): %s", brain.optimizer_step, folder)

@@ -31,7 +31,9 @@ Multi-GPU (SpeechBrain DDP)::
 ``batch_size`` is the global batch: each of the N processes loads ``batch_size / N``
 items per step (it must divide), so ``max_steps``, the LR schedule, ``val_interval``
 and the freeze schedule all count the same optimiser steps as a one-GPU run and need no
-scaling by the world size. Validation runs on every process; rank 0 saves.
+scaling by the world size. Validation runs on every process; rank 0 saves. Once training
+is over, every process leaves the process group and rank 0 alone tests the run
+(lowres.training.ranks: no collective waits on that long evaluation).
 
 The pieces live in ``lowres``: the Brain (lowres.training.speaker_brain), the checks of the
 hparams (speaker_checks), the manifests (manifests), the loaders (speaker_loaders), the
@@ -45,13 +47,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
 from lowres.io.hparams import HparamsError, resolve_hparams
 from lowres.io.lists import read_manifest, read_trials
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.evaluation import evaluate_after_training
 from lowres.training.manifests import check_test_sets, prepare_manifests, prepare_wav_stats
+from lowres.training.ranks import leave_after_training
 from lowres.training.runs import (
     compile_run_opts,
     optimizer_class,
@@ -103,10 +106,11 @@ def main(argv: list[str]) -> None:
     if best is not None and if_main_process():
         logger.info("best validation EER %.3f%% at step %d (%s)", 100 * best.meta["val_eer"],
                     best.meta["step"], best.path)
-    if hparams["evaluate_after_training"]:
+    leave_after_training(hparams["rank_wait_hours"])  # the main process tests, alone
+    if hparams["evaluate_after_training"] and if_main_process():
         debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
             if brain.debug else None
-        run_on_main(evaluate_after_training, args=[hparams, brain.device, debug_files])
+        evaluate_after_training(hparams, brain.device, debug_files)
     close_trackers(brain)
 
 
