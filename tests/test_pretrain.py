@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import ROOT
-from test_train_resume import ENV, checkpoints, ckpt_step, kill_once_past
+from test_train_resume import ENV, checkpoints, ckpt_step, kill_once_past, run_train
 
 from lowres.io.audio_headers import AudioFileError
 from lowres.io.hparams import HparamsError
@@ -220,6 +220,30 @@ def test_cross_utterance_negatives_come_from_the_other_crops():
     assert (alone // 20 == 0).all()
     with pytest.raises(HparamsError, match="cross_utterance_negatives=7"):
         tiny_pretraining(num_negatives=6, cross_utterance_negatives=7)
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_resumes_after_sigkill_to_the_uninterrupted_weights(
+        synthetic_corpus, tmp_path):
+    """wav2vec 2.0's objective on two gloo processes (2 crops each): killed together past
+    the step-6 validation, the run resumes to the weights of an uninterrupted two-process
+    run, so each rank's masks and negatives (its own random state) are restored."""
+    from transformers import Wav2Vec2ForPreTraining
+
+    valid = valid_manifest(synthetic_corpus, tmp_path / "valid.csv", every=20)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    extra = ("--max_steps=12", "--val_interval=6", "--distributed_backend=gloo")
+    run_train(pretrain_args(synthetic_corpus, valid, ref, *extra), nproc=2)
+    args = pretrain_args(synthetic_corpus, valid, killed, *extra)
+    kill_once_past(args, killed, 7, 11, nproc=2)
+    resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
+    assert 6 < resumed_from < 12
+    run_train(args, nproc=2)
+    assert f"resumed_at_step: {resumed_from}" in train_log_path(killed).read_text()
+    assert valid_losses(killed)[-1] == valid_losses(ref)[-1]
+    a = Wav2Vec2ForPreTraining.from_pretrained(ref / "pretrained").state_dict()
+    b = Wav2Vec2ForPreTraining.from_pretrained(killed / "pretrained").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

@@ -35,9 +35,40 @@ def train_args(manifests, out, *extra):
     ]
 
 
-def kill_once_past(args, out, low: int, high: int) -> None:
-    """Start a run and SIGKILL it once it has a checkpoint at a step in [low, high)."""
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
+def launch(args, nproc: int = 1) -> list[str]:
+    """The command of a recipe run: plain, or under torchrun with ``nproc`` processes."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [sys.executable, *(torchrun if nproc > 1 else []), *args]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (torchrun starts each worker in a session of its
+    own, so a process group does not hold them)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that just ended
+            pass
+    tree = [pid]
+    for p in tree:
+        tree += [child for child, parent in parents.items() if parent == p]
+    return tree
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants at once, as a preempted job's processes die."""
+    for p in process_tree(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_once_past(args, out, low: int, high: int, nproc: int = 1) -> None:
+    """Start a run and SIGKILL it (with every process it started) once it has a checkpoint
+    at a step in [low, high)."""
+    proc = subprocess.Popen(launch(args, nproc), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
     try:
         deadline = time.time() + 240
@@ -49,15 +80,15 @@ def kill_once_past(args, out, low: int, high: int) -> None:
                 pass
             time.sleep(0.2)
         assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         proc.wait()
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill_tree(proc.pid)
 
 
-def run_train(args, timeout=300):
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV,
+def run_train(args, timeout=300, nproc: int = 1):
+    proc = subprocess.run(launch(args, nproc), capture_output=True, text=True, env=ENV,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -137,6 +168,29 @@ def test_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path)
     before = sorted(p.name for p in checkpoints(killed))
     run_train(args)
     assert sorted(p.name for p in checkpoints(killed)) == before
+
+
+@pytest.mark.slow
+def test_ddp_kill_and_resume_matches_uninterrupted_ddp_run(prepared_manifests, tmp_path):
+    """Two gloo processes, SIGKILLed together past the step-4 validation, resume to the
+    weights and best checkpoint of an uninterrupted two-process run: each rank's place in
+    the data and its own random state (rng_rank1.ckpt) are restored."""
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    extra = ("--max_steps=12", "--val_interval=4", "--distributed_backend=gloo")
+    run_train(train_args(prepared_manifests, ref, *extra), nproc=2)
+    args = train_args(prepared_manifests, killed, *extra)
+    kill_once_past(args, killed, 5, 11, nproc=2)
+    resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
+    assert 4 < resumed_from < 12
+    assert all((c / "rng_rank1.ckpt").is_file() for c in checkpoints(killed))
+    run_train(args, nproc=2)
+    assert f"resumed_at_step: {resumed_from}" in train_log_path(killed).read_text()
+    ref_weights, ref_meta = final_state(ref)
+    weights, meta = final_state(killed)
+    assert meta["step"] == ref_meta["step"] == 12
+    assert best_meta(killed) == {**best_meta(ref), "unixtime": best_meta(killed)["unixtime"]}
+    for key, value in ref_weights.items():
+        assert torch.equal(value, weights[key]), key
 
 
 @pytest.mark.slow
