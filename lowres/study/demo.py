@@ -69,10 +69,16 @@ STAGES = ("corpus", "prepare", "wav2vec2", "pretrain", "untrained", "train", "re
 DEFAULT_OVERRIDES = "hparams/overrides/cpu_demo.yaml"
 PRETRAIN_HPARAMS = "hparams/pretrain/utterance_tiny.yaml"  # CPU-sized: its own values
 # Seconds each stage took from scratch in `time make demo` on the 2-core machine of the
-# README's figures (2 jobs), for the ETA printed before and after each stage; a stage
-# finished by an earlier run takes seconds instead.
+# README's figures (2 jobs), for the ETA printed before and after each stage, scaled by how
+# fast this machine ran the stages finished so far; a stage finished by an earlier run takes
+# seconds instead.
 STAGE_SECONDS = {"corpus": 87, "prepare": 7, "wav2vec2": 4, "pretrain": 238,
                  "untrained": 30, "train": 838, "results": 2}
+# A finished stage times this machine only if it is long enough not to be mostly process
+# start-up (reference seconds) and took at least this fraction of its reference time (less:
+# an earlier run had done its work).
+TIMING_STAGE_MIN_SECONDS = 20
+TIMING_SKIPPED_FRACTION = 0.1
 
 
 def say(text: str) -> None:
@@ -84,12 +90,32 @@ def stage_header(n: int, name: str, what: str) -> float:
     return time.monotonic()
 
 
-def eta(stages: list[str], started: float) -> str:
-    """The time left if ``stages`` take what they took in the README's measurement."""
-    left = sum(STAGE_SECONDS[s] for s in stages)
+def measured_speed(finished: dict[str, float]) -> float | None:
+    """Seconds this machine took per reference second over the finished stages that timed it
+    (``finished``: stage -> seconds), or None before one has: a slow day stretches every
+    stage alike, so the README's times alone promise too little."""
+    timed = {stage: took for stage, took in finished.items()
+             if STAGE_SECONDS[stage] >= TIMING_STAGE_MIN_SECONDS
+             and took >= TIMING_SKIPPED_FRACTION * STAGE_SECONDS[stage]}
+    if not timed:
+        return None
+    return sum(timed.values()) / sum(STAGE_SECONDS[stage] for stage in timed)
+
+
+def seconds_left(todo: list[str], finished: dict[str, float]) -> float:
+    """The README's times of the stages ``todo``, scaled by the speed measured so far."""
+    return (measured_speed(finished) or 1.0) * sum(STAGE_SECONDS[s] for s in todo)
+
+
+def eta(todo: list[str], finished: dict[str, float], started: float) -> str:
+    """The line printed before and after each stage: time so far, time left, end clock."""
+    left = seconds_left(todo, finished)
     end = time.strftime("%H:%M", time.localtime(time.time() + left))
-    return (f"demo so far {time.monotonic() - started:.0f} s; at most about {left / 60:.0f} "
-            f"min left, ~{end} (the README's 2-core figures; finished work is skipped)")
+    speed = measured_speed(finished)
+    basis = ("the README's 2-core stage times" if speed is None else
+             f"the README's 2-core stage times x {speed:.2f}, this machine's pace so far")
+    return (f"demo so far {time.monotonic() - started:.0f} s; about {left / 60:.0f} min left, "
+            f"~{end} ({basis}; work an earlier run finished is skipped)")
 
 
 def run_cli(args: list[str]) -> None:
@@ -348,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"lowres demo: corpus {data}, runs {runs_root / 'demo'}, results {out}\n"
         f"CPU-sized settings: {', '.join(overrides)} (+ {', '.join(args.set) or 'no --set'})")
     todo = [s for s in STAGES if s in stages]
-    say("ETA: " + eta(todo, started))
+    finished: dict[str, float] = {}
+    say("ETA: " + eta(todo, finished, started))
     for n, name in enumerate(STAGES, 1):
         if name not in stages:
             continue
@@ -388,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             t = stage_header(n, name, "table and figures")
             results(runs_root, out)
-        say(f"--- {name} took {time.monotonic() - t:.0f} s ({eta(todo, started)})")
+        finished[name] = time.monotonic() - t
+        say(f"--- {name} took {finished[name]:.0f} s ({eta(todo, finished, started)})")
     say(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     return 0
 
