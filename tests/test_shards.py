@@ -320,6 +320,22 @@ def test_training_needs_matching_shards(manifests, tmp_path):
         shard_data.datasets({**hparams, "subset": "other"}, None, normalise=False)
 
 
+def test_training_from_shards_says_so_in_the_log(manifests, tmp_path, caplog):
+    """A run reading shards logs where from and how many shards: its log.txt shows which
+    data format trained it."""
+    write(manifests, tmp_path / "S")
+    hparams = {"data_format": "shards", "shard_folder": str(tmp_path / "S"), "subset": "sub",
+               "train_csv": manifests / "sub" / "train.csv", "crop_seconds": 0.25, "seed": 5,
+               "valid_csv": manifests / "sub" / "val.csv", "sample_rate": 16000}
+    encoder = loading.speaker_encoder(hparams["train_csv"], tmp_path / "labels.txt")
+    with caplog.at_level("INFO", logger="lowres.data.shards"):
+        shard_data.datasets(hparams, encoder, normalise=False)
+    folder = tmp_path / "S" / "sub"
+    assert (f"training data from WebDataset shards: 4 shards {folder}/train/train-*.tar (16 "
+            f"utterances); validation: 1 shards {folder}/val/val-*.tar (4 utterances)"
+            in caplog.text)
+
+
 def test_shard_io_benchmark_prints_opens_and_rates(manifests, tmp_path, capsys):
     from conftest import load_script
 

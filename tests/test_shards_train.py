@@ -63,6 +63,9 @@ def test_shard_run_resumes_exactly_and_needs_no_wav_files(shards_only, tmp_path)
     run_train(train_args(manifests, ref, *extra, "--evaluate_after_training=true"))
     results = read_results(ref, "best")
     assert set(results["test_sets"]) == {"original", "extended", "hard"}  # tested from shards
+    log = (ref / "log.txt").read_text()  # the run says which data trained it
+    assert "training data from WebDataset shards: " in log
+    assert f" shards {shard_folder}/tiny_few/train/train-*.tar (" in log
 
     args = train_args(manifests, killed, *extra)
     kill_once_past(args, killed, 10, 20)  # past the first validation

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import functools
 import io
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ from lowres.io.hparams import invalid_hparam
 from lowres.io.lists import ListError, read_manifest, test_set_files, test_set_names
 
 from . import loading
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "lowres-shards-1"
 INDEX_FILE = "index.json"
@@ -256,6 +259,8 @@ def datasets(hparams: dict, label_encoder, normalise: bool, augment=None):
     audio = ShardAudio([train_folder, val_folder])
     audio.check_covers(hparams["train_csv"], exactly=train_folder)
     audio.check_covers(hparams["valid_csv"])
+    logger.info("training data from WebDataset shards: %s; validation: %s",
+                _describe(audio, train_folder, "train"), _describe(audio, val_folder, "val"))
     if hparams.get("evaluate_after_training"):
         check_test_shards(hparams, eval_audio(hparams))
     common = dict(sample_rate=hparams["sample_rate"], normalise=normalise,
@@ -269,6 +274,12 @@ def datasets(hparams: dict, label_encoder, normalise: bool, augment=None):
                                 shards=audio.dataset_shards(train_folder, train_set),
                                 buffer=hparams.get("shard_buffer", 128))
     return train_set, valid_set, sampler
+
+
+def _describe(audio: ShardAudio, folder: Path, split: str) -> str:
+    """``4 shards S/sub/train/train-*.tar (19,830 utterances)``, for the run's log."""
+    shards = audio.shards[folder]
+    return f"{len(shards)} shards {folder}/{split}-*.tar ({sum(map(len, shards)):,} utterances)"
 
 
 def eval_audio(hparams: dict) -> ShardAudio | None:
