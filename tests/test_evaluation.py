@@ -176,6 +176,33 @@ def test_clear_errors(fake_run, tmp_path):
         evaluate_run(missing, "best", device="cpu")
 
 
+def test_noprogressbar_silences_the_embedding_bars(fake_run, tmp_path, capsys):
+    """SpeechBrain's --noprogressbar (eval.py's run_opts) or noprogressbar in the hparams
+    turns off the bars over the files embedded (test files and AS-norm cohort), as it does
+    training's; the command line wins over the hparams, as in a Brain."""
+    import speechbrain as sb
+
+    hparams, _, _, _ = fake_run
+
+    def bars(run, **kwargs):
+        evaluate_run(dict(run, output_folder=str(tmp_path / str(len(bars.seen)))), "best",
+                     device="cpu", **kwargs)
+        bars.seen.append(capsys.readouterr().err)
+        return [name for name in ("embeddings (best)", "cohort (train set)")
+                if name in bars.seen[-1]]
+    bars.seen = []
+
+    assert bars(hparams) == ["embeddings (best)", "cohort (train set)"]
+    _, run_opts, _ = sb.parse_arguments(["x.yaml", "--noprogressbar"])
+    assert bars(hparams, run_opts=run_opts) == []
+    assert bars(dict(hparams, noprogressbar=True)) == []
+    _, run_opts, _ = sb.parse_arguments(["x.yaml", "--device", "cpu"])
+    assert bars(dict(hparams, noprogressbar=True), run_opts=run_opts) == []
+    assert bars(hparams, run_opts={"noprogressbar": True}) == []
+    assert bars(dict(hparams, noprogressbar=True), run_opts={"noprogressbar": False}) \
+        == ["embeddings (best)", "cohort (train set)"]
+
+
 def test_same_checkpoint_for_best_and_last_is_evaluated_once(fake_run, tmp_path):
     hparams, _, _, _ = fake_run
     # A run whose only checkpoint is both best and last.

@@ -117,7 +117,8 @@ DEFAULT_TOP_K = 300
 # ---------------------------------------------------------------------------- scoring
 
 
-def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> torch.Tensor:
+def _embed(embedder, files: pd.DataFrame, hparams: dict, device,
+           progress: str | bool) -> torch.Tensor:
     from lowres.data.shards import eval_audio
 
     num_samples = np.round(files.duration.to_numpy(dtype=float) * SAMPLE_RATE).astype(np.int64)
@@ -128,13 +129,15 @@ def _embed(embedder, files: pd.DataFrame, hparams: dict, device, desc: str) -> t
             load=shards.load_audio if shards is not None else None,
             batch_size=int(hparams.get("eval_batch_size", 16)),
             max_batch_seconds=float(hparams.get("eval_max_batch_seconds", 400.0)),
-            device=device, progress=desc,
+            device=device, progress=progress,
             num_workers=int(hparams.get("eval_num_workers", hparams.get("num_workers", 0))),
         )
 
 
-def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch.Tensor:
-    """Per-speaker mean embeddings of the training set (whole files), cached in ``cache``.
+def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device,
+                    progress: bool = True) -> torch.Tensor:
+    """Per-speaker mean embeddings of the training set (whole files), cached in ``cache``;
+    ``progress``: a progress bar over its files.
 
     ``cohort_max_files_per_speaker`` (hparams, default all) caps the files per
     speaker (the first ones by ID) to bound the pass over a large training set.
@@ -153,7 +156,8 @@ def training_cohort(hparams: dict, ckpt_name: str, cache: Path, device) -> torch
         raise EvaluationError(f"{train_csv} has no spk_id column")
     if cap is not None:
         train = train.sort_values("ID").groupby("spk_id", sort=False).head(int(cap))
-    emb = _embed(hparams["embedder"], train, hparams, device, "cohort (train set)")
+    emb = _embed(hparams["embedder"], train, hparams, device,
+                 progress and "cohort (train set)")
     speakers, means = speaker_mean_cohort(emb, train.spk_id.tolist())
     with atomic_path(cache) as tmp:
         torch.save({**key, "speakers": speakers, "means": means}, tmp)
@@ -222,12 +226,15 @@ def evaluate_run(
     validation: bool = True,
     run_opts=None,
     debug_files: int | None = None,
+    progress: bool | None = None,
 ) -> dict:
     """Evaluate one run folder's checkpoint; writes and returns ``results.json``'s content.
 
     ``device``: default ``run_opts.device`` (SpeechBrain's run options, as
     train.py has them), else CUDA when available, else CPU.  Under DDP call it
-    on the main process only.
+    on the main process only.  ``progress`` (progress bars over the files embedded):
+    default as a Brain takes SpeechBrain's ``noprogressbar``, from ``run_opts`` (the
+    command line) over ``hparams``.
 
     ``debug_files`` (SpeechBrain's ``--debug`` only): embed about that many files of each
     list (those of its first target and non-target trials, :func:`debug_trials`) and score
@@ -237,6 +244,8 @@ def evaluate_run(
     test_sets = test_set_names(test_sets)
     check_values({**hparams, "test_sets": test_sets})
     device = _device(device, run_opts)
+    if progress is None:
+        progress = not _noprogressbar(hparams, run_opts)
     precision, note = effective_test_precision(hparams, device)
     if note:
         logger.warning(note)
@@ -269,7 +278,7 @@ def evaluate_run(
     index_of = dict(zip(files.ID, range(len(files)), strict=True))
     indices = {name: trial_indices(trials, index_of, name) for name, (_, trials) in lists.items()}
     t0 = time.perf_counter()
-    emb = _embed(embedder, files, hparams, device, f"embeddings ({checkpoint})")
+    emb = _embed(embedder, files, hparams, device, progress and f"embeddings ({checkpoint})")
     embedding_seconds = time.perf_counter() - t0
     nonfinite = int((~torch.isfinite(emb).all(dim=1)).sum())
     if nonfinite:
@@ -278,7 +287,7 @@ def evaluate_run(
             "reason": f"{nonfinite} of {len(files)} embeddings are not finite"}, where)
     cohort = None
     if post or hparams.get("enroll_training_data", False):
-        cohort = training_cohort(hparams, ckpt_name, out / COHORT, device)
+        cohort = training_cohort(hparams, ckpt_name, out / COHORT, device, progress)
     scored = _ScoredTrials(emb, lists, indices, cohort if post else None, as_norm)
 
     results: dict = {
@@ -308,9 +317,10 @@ def evaluate_run(
 
 
 def evaluate_after_training(hparams: dict, device: str | torch.device,
-                            debug_files: int | None = None) -> None:
+                            debug_files: int | None = None, progress: bool = True) -> None:
     """train.py's test of a trained run: the last checkpoint (unless evaluate_last is false),
-    the averaged one (average_checkpoints) and the best, each by :func:`evaluate_run`.
+    the averaged one (average_checkpoints) and the best, each by :func:`evaluate_run`
+    (``progress``: its progress bars, off with the Brain's ``noprogressbar``).
 
     ``eval/best/results.json`` is written last: it marks the run as finished.  With
     ``--debug`` (``debug_files``): a few files of each list only, into ``eval/debug/``.
@@ -320,7 +330,7 @@ def evaluate_after_training(hparams: dict, device: str | torch.device,
                   *(["averaged"] if hparams["average_checkpoints"] else []), "best")
     for which in which_ones:
         evaluate_run(hparams, checkpoint=which, test_sets=hparams["test_sets"], device=device,
-                     debug_files=debug_files)
+                     debug_files=debug_files, progress=progress)
 
 
 def _device(device: str | torch.device | None, run_opts) -> str | torch.device:
@@ -331,6 +341,16 @@ def _device(device: str | torch.device | None, run_opts) -> str | torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _noprogressbar(hparams: dict, run_opts) -> bool:
+    """SpeechBrain's ``noprogressbar`` with a Brain's priority: given on the command line
+    (``run_opts``, a RunOptions or a dict), else in ``hparams``, else False."""
+    if isinstance(run_opts, dict):
+        given = "noprogressbar" in run_opts
+    else:
+        given = run_opts is not None and "noprogressbar" in run_opts.overridden_args
+    return bool(run_opts["noprogressbar"] if given else hparams.get("noprogressbar", False))
 
 
 def _trained_without_finite_validation(hparams: dict, checkpoint: str) -> Checkpoint | None:

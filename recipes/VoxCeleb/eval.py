@@ -4,7 +4,8 @@ r"""Evaluate a trained run on VoxCeleb1-O/E/H (EER, minDCF, optional AS-norm).
     cd recipes/VoxCeleb
     python eval.py hparams/ecapa_tiny_few.yaml --output_folder OUT \
         [--checkpoint best|last] [--test_sets original,extended,hard] [--device cpu] \
-        [--post_process_scores true] [--test_precision fp16|fp32] [--key value ...]
+        [--post_process_scores true] [--test_precision fp16|fp32] [--noprogressbar] \
+        [--key value ...]
 
 Writes OUT/eval/<checkpoint>/results.json and per-trial score files (see
 lowres.scoring.evaluation); with SpeechBrain's ``--debug [--debug_batches N]`` only N

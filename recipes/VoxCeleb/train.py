@@ -110,7 +110,7 @@ def main(argv: list[str]) -> None:
     if hparams["evaluate_after_training"] and if_main_process():
         debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
             if brain.debug else None
-        evaluate_after_training(hparams, brain.device, debug_files)
+        evaluate_after_training(hparams, brain.device, debug_files, not brain.noprogressbar)
     close_trackers(brain)
 
 
