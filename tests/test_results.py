@@ -1,6 +1,7 @@
 """lowres.study.results on fabricated run folders: the table, the Markdown and the figures."""
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,34 @@ def test_cli_writes_csv_markdown_and_figures(runs_root, tmp_path):
             assert path.stat().st_size > 5000, path
     assert (out / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "steps.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_demo_runs_are_known_by_their_folders_whatever_the_root_is_called(tmp_path):
+    """The demo's table and figure come from its runs' layout (``.../trained``,
+    ``.../untrained``), not from a root folder called demo: a copy of runs/demo under
+    another name, or the runs folder above it, gives the same demo section."""
+    import dataclasses
+    import shutil
+
+    from lowres.study import demo
+
+    for run in expand("demo", tmp_path / "runs"):
+        fabricate(run, 20.0)
+        if run.subset == "tiny_few":
+            untrained = demo.untrained_folder(tmp_path / "runs", run.model, run.tag)
+            fabricate(dataclasses.replace(run, overrides={"max_steps": 0},
+                                          output_folder=untrained), 40.0)
+    shutil.copytree(tmp_path / "runs" / "demo", tmp_path / "my_results")
+    sections = []
+    for root in ("runs/demo", "my_results", "runs"):
+        out = tmp_path / "out" / root.replace("/", "_")
+        assert main([str(tmp_path / root), "--out", str(out)]) == 0
+        text = (out / "results.md").read_text()
+        start = text.index("## Demo")
+        sections.append(text[start:text.find("\n## ", start)])
+        assert (out / "demo.png").stat().st_size > 5000
+    assert sections[0] == sections[1] == sections[2]
+    assert re.search(r"\| x-vector +\| 40\.00 / 0\.400 +\| 20\.00 / 0\.400 ", sections[1])
 
 
 def test_empty_root(tmp_path):

@@ -59,7 +59,7 @@ import yaml
 
 from lowres.io.progress import progress
 from lowres.io.run_folder import is_finished, train_log_path, write_record
-from lowres.study.grids.definitions import DEMO_SUBSETS, REPO_ROOT
+from lowres.study.grids.definitions import DEMO_RUNS, DEMO_SUBSETS, REPO_ROOT
 from lowres.study.grids.runs import expand
 from lowres.study.results import report
 from lowres.study.results.frame import collect
@@ -171,7 +171,7 @@ def _yaml_value(text: str):
 
 
 def untrained_folder(runs_root: Path, model: str, tag: str | None = None) -> Path:
-    return runs_root / "demo" / f"{model}_tiny_few" / (tag or "") / "untrained"
+    return runs_root / "demo" / f"{model}_tiny_few" / (tag or "") / DEMO_RUNS[1]
 
 
 def evaluate_untrained(model: str, out: Path, overrides: dict) -> dict:

@@ -47,7 +47,7 @@ import yaml
 
 __all__ = [
     "MODELS", "SUBSETS", "GRIDS", "STUDY_GRIDS", "LOCAL_GRIDS", "ALL_GRIDS", "GPU_CLASS",
-    "ALL_TEST_SETS", "DEMO_SUBSETS", "DEMO_STARTS", "MODERN_STAGES", "SECTION_TAGS",
+    "ALL_TEST_SETS", "DEMO_SUBSETS", "DEMO_STARTS", "DEMO_RUNS", "MODERN_STAGES", "SECTION_TAGS",
     "GRID_SECTIONS", "EXPERIMENT_GRIDS", "GRID_FAMILY", "model_sections", "stage_overrides",
     "format_value", "REPO_ROOT",
 ]
@@ -321,6 +321,9 @@ STUDY_GRIDS = ("naive_lr", "detailed_lr", "steps", "ablation")  # the study's ow
 # RUNS_ROOT/demo/<model>_<subset>/trained; lowres.study.demo puts the untrained model of each
 # architecture beside it, in RUNS_ROOT/demo/<model>_tiny_few/untrained.
 DEMO_SUBSETS = ("tiny_few", "tiny_many_low", "tiny_many_high")
+# The leaf folders of the demo's runs, trained and untrained: no other grid names a run so,
+# so they tell a demo run wherever its runs root lies and whatever that folder is called.
+DEMO_RUNS = ("trained", "untrained")
 
 
 # The demo's wav2vec2 starts twice (tags, folder RUNS_ROOT/demo/wav2vec2_<subset>/<tag>/trained):
@@ -335,7 +338,7 @@ def _demo_points():
     for model in MODELS:
         for subset in DEMO_SUBSETS:
             for tag in DEMO_STARTS if model == "wav2vec2" else (None,):
-                yield model, subset, (("", "trained"),), {}, tag
+                yield model, subset, (("", DEMO_RUNS[0]),), {}, tag
 
 
 # Grids run locally only (no slurm/<grid>.sbatch, not in the study's counts).

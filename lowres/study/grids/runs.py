@@ -30,6 +30,8 @@ from lowres.study.grids.definitions import (
     COMMON,
     DEFAULT_MAX_STEPS,
     DEFAULT_NUM_FROZEN_STEPS,
+    DEMO_RUNS,
+    DEMO_STARTS,
     EXPERIMENT_GRIDS,
     GRID_FAMILY,
     GRID_SECTIONS,
@@ -326,12 +328,22 @@ _CELL = re.compile(rf"^({'|'.join(MODELS)})_({'|'.join(SUBSETS)})$")
 _PART = re.compile(r"(lr|steps|seed)([^_]+)")
 
 
+def _demo_layout(rest: tuple[str, ...]) -> bool:
+    """``trained`` or ``untrained``, for wav2vec2 below its start: a run of the demo."""
+    if len(rest) == 1:
+        return rest[0] in DEMO_RUNS
+    return len(rest) == 2 and rest[0] in DEMO_STARTS and rest[1] in DEMO_RUNS
+
+
 def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:
     """Read the grid point back from a run folder below `runs_root`.
 
     Returns a dict with grid, model, subset, tag (ablation variant or None) and the
     encoded lr / max_steps / seed (None when the folder does not encode them).
     Folders outside the grid layout give grid=None and whatever could be recognised.
+    The grid is the folder above the run's ``<model>_<subset>``; for the demo's runs, their
+    own layout (:data:`DEMO_RUNS`) wherever they lie; else the name of `runs_root` itself
+    (``python -m lowres.results runs/steps``).
     """
     rel = Path(output_folder).resolve().relative_to(Path(runs_root).resolve())
     parts = rel.parts
@@ -341,11 +353,13 @@ def parse_run_path(runs_root: Path | str, output_folder: Path | str) -> dict:
     if cell_at is None:
         return info
     info["model"], info["subset"] = _CELL.match(parts[cell_at]).groups()
+    rest = parts[cell_at + 1:]
     if cell_at > 0 and parts[cell_at - 1] in ALL_GRIDS:
         info["grid"] = parts[cell_at - 1]
+    elif _demo_layout(rest):
+        info["grid"] = "demo"
     elif cell_at == 0 and Path(runs_root).resolve().name in ALL_GRIDS:  # root = a grid's folder
         info["grid"] = Path(runs_root).resolve().name
-    rest = parts[cell_at + 1:]
     if len(rest) == 2 and (rest[0] in ABLATION_VARIANTS or rest[0] in SECTION_TAGS):
         info["tag"] = rest[0]
     if rest:

@@ -21,7 +21,8 @@ diverged and unfinished runs; the figures (PNG and PDF):
   study's recipe, + augmentation, + checkpoint averaging & large-margin stage, + AS-norm),
   one panel per model, one line per subset, mean ± sd over seeds.
 * ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
-  (``max_steps`` 0), one panel per test set.
+  (``max_steps`` 0), one panel per test set; the demo's runs are known by their folders
+  (``<model>_<subset>[/<start>]/trained`` or ``untrained``), whatever RUNS_ROOT is called.
 * ``det.*`` (only with ``--det [RUN ...]``): DET curves (probit axes) of the named runs,
   or of every run with score files, one panel per test set, from the best checkpoint's
   score files (AS-norm dashed); with one run named, that run's curves per test set.
