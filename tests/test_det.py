@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from scipy.special import ndtri
 
-from lowres.io.run_folder import eval_folder, scores_name, write_results
+from lowres.io.run_folder import eval_folder, hyperparams_path, scores_name, write_results
 from lowres.scoring.det import det_curve, det_limits, plot_det_curve, set_det_axes
 from lowres.scoring.metrics import operating_points
 from lowres.scoring.trials import write_scores
-from lowres.study.results.figures import _det_runs
+from lowres.study.results.figures import _det_runs, det_figure
 from lowres.study.results.report import main
 
 
@@ -52,8 +52,9 @@ def test_det_limits():
     assert det_limits(1e-7, 0.5) == (0.0001, 0.99)
 
 
-def fake_run(root, name, d, as_norm=False):
-    """A run folder with eval/best/results.json and score files (original, hard)."""
+def fake_run(root, name, d, as_norm=False, model=None):
+    """A run folder with eval/best/results.json and score files (original, hard), and a
+    hyperparams.yaml naming ``model``."""
     folder = eval_folder(root / name, "best")
     sets = {}
     for k, test in enumerate(("original", "hard")):
@@ -65,6 +66,8 @@ def fake_run(root, name, d, as_norm=False):
             write_scores(folder / scores_name(test, as_norm=True), trials, s * 1.1)
             sets[test]["as_norm"] = {"eer": 0.1, "scores": scores_name(test, as_norm=True)}
     write_results(root / name, "best", {"test_sets": sets})
+    if model:
+        hyperparams_path(root / name).write_text(f"model_name: {model}\n")
 
 
 def test_results_cli_draws_det_curves_of_runs(tmp_path):
@@ -78,7 +81,7 @@ def test_results_cli_draws_det_curves_of_runs(tmp_path):
     assert main([str(root), "--out", str(out), "--det"]) == 0
     assert (out / "det.png").stat().st_size > 0 and (out / "det.pdf").stat().st_size > 0
     found = _det_runs(root, None)
-    assert [label for label, _, _ in found] == ["grid/ecapa", "grid/xvector"]
+    assert [run.label for run in found] == ["grid/ecapa", "grid/xvector"]
     # One run named: its curves per test set; a named run without scores is an error.
     (out / "det.png").unlink()
     assert main([str(root), "--out", str(out), "--det", "grid/ecapa"]) == 0
@@ -86,3 +89,36 @@ def test_results_cli_draws_det_curves_of_runs(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main([str(root), "--out", str(out), "--det", "grid/unfinished"])
     assert exit_info.value.code == 2
+
+
+def test_det_figure_of_sixteen_runs_stays_readable(tmp_path):
+    """16 runs: a row of panels per model (9 x-vector runs split in two rows), at most six
+    runs per panel, each run in its own colour there (its AS-norm curve dashed in the same
+    colour), and every legend outside every panel, so it hides no curve."""
+    root = tmp_path / "runs"
+    models = ["xvector"] * 9 + ["ecapa"] * 4 + ["wav2vec2"] * 3
+    for k, model in enumerate(models):
+        fake_run(root, f"grid/{model}_{k:02d}", 1.5 + k / 10, as_norm=k % 4 == 0, model=model)
+    fig = det_figure(root)
+    fig.canvas.draw()
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes[::2]] == [
+        "x-vector (1/2): VoxCeleb1-O", "x-vector (2/2): VoxCeleb1-O", "ECAPA-TDNN: VoxCeleb1-O",
+        "wav2vec2: VoxCeleb1-O"]
+    renderer = fig.canvas.get_renderer()
+    drawn = []
+    for ax in axes:
+        lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+        runs = {line.get_label().split(" (EER")[0].removesuffix(", AS-norm") for line in lines}
+        assert len(runs) <= 6
+        solid = [line.get_color() for line in lines if line.get_linestyle() == "-"]
+        assert len(set(solid)) == len(solid) == len(runs)  # one colour per run
+        for line in lines:
+            if line.get_linestyle() == "--":  # AS-norm: its run's colour
+                run = line.get_label().split(", AS-norm")[0]
+                assert line.get_color() == next(
+                    x.get_color() for x in lines if x.get_label().startswith(run + " (EER"))
+        drawn += sorted(runs)
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not any(legend.overlaps(other.get_window_extent(renderer)) for other in axes)
+    assert sorted(drawn) == sorted(2 * [f"grid/{m}_{k:02d}" for k, m in enumerate(models)])

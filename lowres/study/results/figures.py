@@ -5,15 +5,16 @@ as red crosses: at their EER when they were evaluated, else at the top of the pa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lowres.io.lists import TEST_SET_LABELS
-from lowres.io.run_folder import read_results, results_path
+from lowres.io.run_folder import hyperparams_path, read_results, results_path
 from lowres.study.grids.definitions import ABLATION_LABELS, ABLATION_VARIANTS, MODELS, SUBSETS
-from lowres.study.results.frame import as_float, find_runs
+from lowres.study.results.frame import as_float, find_runs, read_hparams
 from lowres.study.results.tables import (
     DEMO_COLUMNS,
     MODEL_LABELS,
@@ -28,7 +29,8 @@ from lowres.study.results.tables import (
     tests_with_results,
 )
 
-__all__ = ["plot_ablation", "plot_demo", "plot_det", "plot_lr", "plot_modern", "plot_steps"]
+__all__ = ["det_figure", "plot_ablation", "plot_demo", "plot_det", "plot_lr", "plot_modern",
+           "plot_steps"]
 
 MODEL_COLORS = {"xvector": "tab:blue", "ecapa": "tab:orange", "wav2vec2": "tab:green"}
 SUBSET_COLORS = {"full": "black", "tiny_few": "tab:purple", "tiny_many_low": "tab:red",
@@ -286,8 +288,21 @@ def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:
     return _save(fig, out, "demo")
 
 
-def _det_runs(root: Path, runs: list[str] | None) -> list[tuple[str, Path, dict]]:
-    """(label, eval folder, test_sets of results.json) of the runs to draw."""
+# Runs per DET panel: beyond about six curves (and their AS-norm twins) colours repeat and
+# the curves cannot be told apart.
+DET_RUNS_PER_PANEL = 6
+
+
+@dataclass(frozen=True)
+class _DetRun:
+    label: str  # the run folder as in results.csv's run column (absolute outside the root)
+    model: str  # hyperparams.yaml's model_name, "" when unknown
+    scores: Path  # its eval/best folder
+    test_sets: dict  # results.json's test sets that have score files
+
+
+def _det_runs(root: Path, runs: list[str] | None) -> list[_DetRun]:
+    """The runs to draw: those named, else every run below ``root`` with score files."""
     named = runs is not None
     folders = ([Path(r) if Path(r).is_absolute() else root / r for r in runs] if named
                else find_runs(root))
@@ -299,14 +314,35 @@ def _det_runs(root: Path, runs: list[str] | None) -> list[tuple[str, Path, dict]
                 if isinstance(e, dict) and (results.parent / e.get("scores", "")).is_file()}
         if sets:
             label = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
-            found.append((label, results.parent, sets))
+            model = str(read_hparams(hyperparams_path(folder)).get("model_name") or "")
+            found.append(_DetRun(label, model, results.parent, sets))
         elif named:
             raise ValueError(f"{folder}: no score files of the best checkpoint ({results})")
     return found
 
 
-def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]:
-    """det.png/pdf: one panel per test set, one DET curve per run (AS-norm dashed).
+def _det_groups(found: list[_DetRun]) -> list[tuple[str, list[_DetRun]]]:
+    """The runs by model (the study's order, unknown last), each model's split into panels
+    of at most DET_RUNS_PER_PANEL runs of near-equal size: (title, runs) per panel row."""
+    groups = []
+    for model in [*ordered((r.model for r in found), MODELS), ""]:
+        runs = [r for r in found if r.model == model]
+        if not runs:
+            continue
+        parts = math.ceil(len(runs) / DET_RUNS_PER_PANEL)
+        size = math.ceil(len(runs) / parts)
+        name = MODEL_LABELS.get(model, model) or "other runs"
+        for k in range(parts):
+            title = name if parts == 1 else f"{name} ({k + 1}/{parts})"
+            groups.append((title, runs[k * size:(k + 1) * size]))
+    return groups
+
+
+def det_figure(root: Path, runs: list[str] | None = None):
+    """The DET figure (or None without runs to draw): a row of panels per model, at most
+    DET_RUNS_PER_PANEL runs each (a model with more gets several rows), a column per test
+    set; one colour per run within a panel, its AS-norm curve dashed in that colour, and
+    each panel's legend below it, off the curves.
 
     ``runs``: run folders (relative to ``root`` as in results.csv's ``run`` column, or
     absolute); default every run below ``root`` with score files.  Raises ValueError for
@@ -318,31 +354,43 @@ def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]
 
     found = _det_runs(root, runs)
     if not found:
-        return []
-    names = {t for _, _, sets in found for t in sets}
+        return None
+    names = {t for run in found for t in run.test_sets}
     tests = [t for t in TEST_SET_LABELS if t in names] + sorted(names - set(TEST_SET_LABELS))
+    groups = _det_groups(found)
     plt = _plt()
-    fig, axes = plt.subplots(1, len(tests), figsize=(4.6 * len(tests), 4.8), squeeze=False)
+    fig, axes = plt.subplots(len(groups), len(tests), squeeze=False, layout="constrained",
+                             figsize=(4.6 * len(tests), 5.8 * len(groups)))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, test in zip(axes[0], tests, strict=True):
-        curves = []
-        for k, (label, folder, sets) in enumerate(found):
-            entry = sets.get(test)
-            if entry is None:
+    for row, (title, group) in zip(axes, groups, strict=True):
+        for ax, test in zip(row, tests, strict=True):
+            curves = []
+            for k, run in enumerate(group):
+                entry = run.test_sets.get(test)
+                if entry is None:
+                    continue
+                kinds = [(entry, "-", run.label)]
+                if "as_norm" in entry and (run.scores / entry["as_norm"]["scores"]).is_file():
+                    kinds.append((entry["as_norm"], "--", f"{run.label}, AS-norm"))
+                for e, style, text in kinds:
+                    scores = read_scores(run.scores / e["scores"])
+                    curves.append((scores.score.to_numpy(), scores.label.to_numpy(),
+                                   dict(label=text, linestyle=style, color=colors[k])))
+            ax.set_title(f"{title}: {TEST_SET_LABELS.get(test, test)}")
+            if not curves:
+                ax.set_axis_off()
                 continue
-            kinds = [(entry, "-", label)]
-            if "as_norm" in entry and (folder / entry["as_norm"]["scores"]).is_file():
-                kinds.append((entry["as_norm"], "--", f"{label}, AS-norm"))
-            for e, style, text in kinds:
-                scores = read_scores(folder / e["scores"])
-                curves.append((scores.score.to_numpy(), scores.label.to_numpy(),
-                               dict(label=text, linestyle=style, color=colors[k % len(colors)])))
-        smallest = min(1 / min(int(y.sum()), int(len(y) - y.sum())) for _, y, _ in curves)
-        worst = max(eer(s, y).eer for s, y, _ in curves)
-        set_det_axes(ax, *det_limits(smallest, worst))
-        for s, y, style in curves:
-            plot_det_curve(ax, s, y, linewidth=1.2, **style)
-        ax.set_title(TEST_SET_LABELS.get(test, test))
-        ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out, "det")
+            smallest = min(1 / min(int(y.sum()), int(len(y) - y.sum())) for _, y, _ in curves)
+            worst = max(eer(s, y).eer for s, y, _ in curves)
+            set_det_axes(ax, *det_limits(smallest, worst))
+            for s, y, style in curves:
+                plot_det_curve(ax, s, y, linewidth=1.2, **style)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7,
+                      frameon=False)
+    return fig
+
+
+def plot_det(root: Path, out: Path, runs: list[str] | None = None) -> list[Path]:
+    """det.png/pdf: :func:`det_figure`."""
+    fig = det_figure(root, runs)
+    return [] if fig is None else _save(fig, out, "det")

@@ -24,8 +24,9 @@ diverged and unfinished runs; the figures (PNG and PDF):
   (``max_steps`` 0), one panel per test set; the demo's runs are known by their folders
   (``<model>_<subset>[/<start>]/trained`` or ``untrained``), whatever RUNS_ROOT is called.
 * ``det.*`` (only with ``--det [RUN ...]``): DET curves (probit axes) of the named runs,
-  or of every run with score files, one panel per test set, from the best checkpoint's
-  score files (AS-norm dashed); with one run named, that run's curves per test set.
+  or of every run with score files, from the best checkpoint's score files (AS-norm
+  dashed): a column per test set, a row per model with at most six runs (more: several
+  rows), one colour per run within a panel and the legend below it.
 
 Diverged runs are kept: marked "div." in the tables and drawn as red crosses
 (at their EER when they were evaluated, else at the top of the panel).
