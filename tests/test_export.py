@@ -183,7 +183,7 @@ def test_folder_holds_tensors_only_and_a_model_card(exported):
     for fact in ("step 40", "12.50 %", "`tiny_few`: 4 files of 4 speakers", "20.00 %",
                  "15.00 %", "AS-norm (top 300)", "VoxCeleb1-H", "0.6100", f"{THRESHOLD:.4f}",
                  "hf upload USER/REPO", "vaessen2022training", "| lr |", "| 0.8000 | 0.6600 |",
-                 "LLR = 9.5000 x cosine -3.2500"):
+                 "LLR = 9.5000 x cosine -3.2500", "has no lengths input"):
         assert fact in card, fact
 
 

@@ -214,7 +214,10 @@ def model_card(run: RunForExport, max_difference: float | None = None) -> str:
         + ". A padded batch of unequal lengths gives slightly different embeddings: "
         + ("wav2vec2's group-norm CNN normalises over the padding."
            if run.family == "wav2vec2" else
-           "the TDNN convolutions see the padding at an utterance's end."), "",
+           "the TDNN convolutions see the padding at an utterance's end.")
+        + " An ONNX export (`python -m lowres.export RUN --onnx FILE`) has no lengths input: "
+        "it embeds each row of `waveform` whole, zero padding included, so give it one "
+        "recording at a time or recordings of equal length.", "",
         "## Files", "",
         "- `hyperparams.yaml`: the modules (`compute_features`, `mean_var_norm`, "
         "`embedding_model`, `classifier`, `label_encoder`, `pretrainer`).",
