@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import os
 from pathlib import Path
 
 import ruamel.yaml
@@ -199,6 +200,44 @@ def _dump(node) -> str:
 def load_hparams(path, overrides=None) -> dict:
     """Build the hparams of ``path`` with ``overrides`` (dict or SpeechBrain's yaml string)."""
     text, merged = compose(path, overrides)
+    return _build(path, text, merged)
+
+
+def load_moved_hparams(path, key: str, folder: str | os.PathLike, overrides=None) -> dict:
+    """Build a resolved document (a run's ``hyperparams.yaml``) for the folder it is in now.
+
+    In a resolved document every path below the folder ``key`` named (``output_folder``:
+    ``save_folder``, the checkpointer's ``checkpoints_dir``, the train log) is a literal
+    string, which an override of ``key`` alone no longer changes; built as stored, a relative
+    one would make its folders under the current directory (SpeechBrain's Checkpointer
+    creates its folder when built).  Here ``key`` and every string that is its stored value
+    or a path below it start with ``folder`` instead; then ``overrides`` apply.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    doc = ruamel.yaml.YAML().load(text)
+    stored = doc.get(key) if isinstance(doc, dict) else None
+    if isinstance(stored, str) and stored.rstrip("/"):
+        _move_paths(doc, stored.rstrip("/"), os.fspath(folder))
+        text = _dump(doc)
+    return _build(path, text, overrides_dict(overrides))
+
+
+def _move_paths(node, old: str, new: str, seen: set[int] | None = None):
+    """``node`` with every string that is ``old`` or a path below it moved under ``new``
+    (containers changed in place, once each, so every alias of a node sees one change)."""
+    seen = set() if seen is None else seen
+    if isinstance(node, (dict, list)):
+        if id(node) in seen:
+            return node
+        seen.add(id(node))
+        for k, v in (node.items() if isinstance(node, dict) else enumerate(node)):
+            node[k] = _move_paths(v, old, new, seen)
+    elif isinstance(node, str) and (node == old or node.startswith(old + "/")):
+        return new + node[len(old):]
+    return node
+
+
+def _build(path, text: str, merged: dict) -> dict:
     try:
         return load_hyperpyyaml(io.StringIO(text), merged, overrides_must_match=True)
     except KeyError as err:  # an override names no key of the document

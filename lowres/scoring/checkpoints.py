@@ -38,17 +38,24 @@ class EvaluationError(RuntimeError):
 def load_run_hparams(output_folder: str | os.PathLike, overrides: dict | None = None) -> dict:
     """Rebuild a run's hparams from its resolved ``<output_folder>/hyperparams.yaml``.
 
-    ``overrides`` (top-level keys) apply on top.  The run folder may have moved
-    since training: ``output_folder`` is set to where it is now and the
-    checkpointer is pointed at the run folder's ``save`` if it names another place.
+    ``overrides`` (top-level keys) apply on top.  The run folder may have moved since
+    training, or be named relative to another directory than training's: ``output_folder``
+    and every path below the one stored are taken from the folder given
+    (:func:`lowres.io.hparams.load_moved_hparams`), so nothing is created where the run was;
+    the checkpointer is pointed at the run folder's ``save`` if it names another place.  A
+    folder without ``save`` is refused before anything is built.
     """
-    from lowres.io.hparams import load_hparams
+    from lowres.io.hparams import load_moved_hparams
 
     out = Path(output_folder)
     run_yaml = hyperparams_path(out)
     if not run_yaml.is_file():
         raise EvaluationError(f"{run_yaml} not found: is {out} a run folder written by train.py?")
-    hparams = load_hparams(run_yaml, {**(overrides or {}), "output_folder": str(out)})
+    if not save_folder(out).is_dir():
+        raise EvaluationError(f"{save_folder(out)} not found: {out} has no checkpoints "
+                              "(train the run first)")
+    hparams = load_moved_hparams(run_yaml, "output_folder", out,
+                                 {**(overrides or {}), "output_folder": str(out)})
     if Path(hparams["checkpointer"].checkpoints_dir).resolve() != save_folder(out).resolve():
         hparams["checkpointer"] = Checkpointer(save_folder(out), {})
     return hparams

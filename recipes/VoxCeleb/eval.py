@@ -19,10 +19,11 @@ line is only used for a run folder without one.  ``--key value`` overrides
 apply on top either way (e.g. ``--post_process_scores true``).  --test_sets
 defaults to the yaml's ``test_sets``; ``test_precision`` fp16 (the default, as the
 study) embeds under fp16 autocast on a GPU and in fp32 elsewhere (logged).  A run
-folder that moved still works (its checkpointer is re-pointed at OUT/save); manifest
-paths are those of
-training: if the data moved, override ``--manifest_folder``, ``--train_csv``,
-``--valid_csv`` and ``--val_trials``.
+folder that moved, or named from another directory than training's, still works: every
+path of the run folder is taken from OUT, never from the output_folder stored in its
+hyperparams.yaml, and only OUT/eval/ is written; a folder without OUT/save is refused
+before anything is created.  Manifest paths are those of training: if the data moved,
+override ``--manifest_folder``, ``--train_csv``, ``--valid_csv`` and ``--val_trials``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import sys
 
 import speechbrain as sb
 
-from lowres.io.hparams import HparamsError, load_hparams, overrides_dict
+from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
 from lowres.io.lists import TEST_SETS, ListError, test_set_names
-from lowres.io.run_folder import hyperparams_path
+from lowres.io.run_folder import hyperparams_path, save_folder
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.checkpoints import CHECKPOINTS, EvaluationError, load_run_hparams
 from lowres.scoring.evaluation import evaluate_run, summary
@@ -60,13 +61,20 @@ def parse(argv):
 
 
 def hparams_for(hparams_file, overrides: dict) -> dict:
-    """The run's resolved hyperparams.yaml if OUT has one, else ``hparams_file``; + overrides."""
+    """The run's resolved hyperparams.yaml if OUT has one, else ``hparams_file``; + overrides.
+
+    A run folder without checkpoints is refused before anything is built: building the
+    hparams makes the checkpointer's folder, and nothing is created for a missing run."""
     out = overrides.get("output_folder")
     if out and hyperparams_path(out).is_file():
         logger.info("hparams from the run folder: %s", hyperparams_path(out))
         return load_run_hparams(out, overrides)
     if out is None:
         logger.warning("no --output_folder given: evaluating the yaml's default run folder")
+        out = plain_values(hparams_file, overrides)["output_folder"]
+    if not save_folder(out).is_dir():
+        raise EvaluationError(f"no run to evaluate: {save_folder(out)} not found (train it "
+                              f"first: train.py ... --output_folder {out})")
     return load_hparams(hparams_file, overrides)
 
 
