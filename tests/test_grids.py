@@ -151,8 +151,8 @@ def test_spot_checks_without_seed_md():
 
 def test_command_line_and_folder_encoding():
     run = expand("steps", runs_root="R", models=["xvector"], subsets=["tiny_few"])[0]
-    assert run.command() == (
-        "python recipes/VoxCeleb/train.py hparams/xvector_tiny_few.yaml "
+    assert run.command() == shlex.join([sys.executable]) + (
+        " recipes/VoxCeleb/train.py hparams/xvector_tiny_few.yaml "
         "--evaluate_after_training=true '--test_sets=[original, extended, hard]' "
         "--lr=1.78e-02 --enroll_training_data=false --post_process_scores=false "
         "--max_steps=25000 --seed=7348 "
@@ -239,7 +239,9 @@ def test_list_cli_prints_commands_and_count(tmp_path):
          "--overrides", str(over), "--set", "batch_size=8", "--runs_root", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(out) == 25 and out[-1].startswith("# 24 runs (0 finished)")
-    assert out[0].startswith("python recipes/VoxCeleb/train.py hparams/xvector_full.yaml "
+    # the interpreter running lowres.grid (a bare `python` may lack lowres's packages)
+    assert out[0].startswith(f"{shlex.join([sys.executable])} recipes/VoxCeleb/train.py "
+                             "hparams/xvector_full.yaml "
                              "--evaluate_after_training=true '--test_sets=[original, extended, "
                              "hard]' --lr=1.0e-07 ")
     assert all("--max_steps=10 --precision=fp32 --batch_size=8 " in line for line in out[:-1])

@@ -152,7 +152,7 @@ def finished(run: Run) -> bool:
 def cmd_list(args) -> int:
     runs = select(args)
     for run in runs:
-        print(run.command(args.python or "python"))
+        print(run.command(args.python))
     done = sum(finished(run) for run in runs)
     print(f"# {len(runs)} runs ({done} finished); run from {REPO_ROOT}")
     return 0
@@ -172,7 +172,7 @@ def cmd_run(args) -> int:
           f"{len(todo)} to run, {args.jobs} at a time", flush=True)
     if args.dry_run:
         for run in todo:
-            print(run.command(sys.executable))
+            print(run.command())
         return 0
     env = _child_env(args.jobs)
     lock = threading.Lock()
@@ -189,9 +189,9 @@ def cmd_run(args) -> int:
             print(f"[{k}/{len(todo)}] start {run.output_folder}", flush=True)
         start = time.monotonic()
         with open(log, "a") as out:
-            out.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {run.command(sys.executable)}\n")
+            out.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {run.command()}\n")
             out.flush()
-            rc = subprocess.call(run.argv(sys.executable), cwd=REPO_ROOT, env=env,
+            rc = subprocess.call(run.argv(), cwd=REPO_ROOT, env=env,
                                  stdout=out, stderr=subprocess.STDOUT)
         took = time.monotonic() - start
         ok = rc == 0 and finished(run)
@@ -264,7 +264,7 @@ def cmd_task(args) -> int:
         raise SystemExit(f"index {args.index} out of range: this selection of {args.grid} has "
                          f"{len(runs)} runs (array 0-{len(runs) - 1})")
     run = runs[args.index]
-    argv = run.argv(sys.executable)
+    argv = run.argv()
     if args.launch:  # e.g. torchrun ...: it starts train.py itself (slurm/task.sh)
         argv = [*shlex.split(args.launch), *argv[1:]]
     if args.print:
@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="print the train.py command lines and the count")
     common(p)
-    p.add_argument("--python", help="interpreter shown in the commands (default: python)")
+    p.add_argument("--python", help="interpreter shown in the commands (default: the one "
+                   "running this command)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run the grid locally, skipping finished runs")

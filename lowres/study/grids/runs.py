@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 import shlex
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,15 +74,17 @@ class Run:
     def cell(self) -> str:
         return f"{self.model}_{self.subset}"
 
-    def argv(self, python: str = "python") -> list[str]:
-        """The train.py command, to be run from the repository root."""
+    def argv(self, python: str | None = None) -> list[str]:
+        """The train.py command, to be run from the repository root, with ``python`` (default:
+        this interpreter, whose environment has lowres's packages; a bare ``python`` may be
+        another)."""
         script = os.environ.get("LOWRES_TRAIN_SCRIPT") or TRAIN_SCRIPT
-        args = [python, script, self.hparams_file]
+        args = [python or sys.executable, script, self.hparams_file]
         args += [f"--{key}={format_value(value)}" for key, value in self.overrides.items()]
         args.append(f"--output_folder={self.output_folder}")
         return args
 
-    def command(self, python: str = "python") -> str:
+    def command(self, python: str | None = None) -> str:
         return shlex.join(self.argv(python))
 
     def finished(self) -> bool:
