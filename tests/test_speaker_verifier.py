@@ -62,7 +62,10 @@ def test_verify_cli_errors(tmp_path, capsys):
     assert "run folder not found" in capsys.readouterr().err
 
 
-def test_verify_cli_prints_the_llr_and_the_bayes_decision(tmp_path, capsys):
+def test_verify_cli_prints_one_decision_and_what_led_to_it(tmp_path, capsys):
+    """One verdict: by default the calibrated one at the stated prior, with the score, LLR and
+    threshold behind it; --eer_threshold decides at the EER threshold; a run without a
+    calibration falls back to it and says so."""
     from tiny_run import make_run
 
     cal = {"scale": 40.0, "offset": -39.0, "prior": 0.5, "trained_on": "validation"}
@@ -77,21 +80,32 @@ def test_verify_cli_prints_the_llr_and_the_bayes_decision(tmp_path, capsys):
     llr = 40.0 * score - 39.0
     assert v.llr(a, b) == pytest.approx(llr)
     assert v.decide(a, b, 0.05) == (pytest.approx(llr), llr >= np.log(19))
-    for p_target, threshold in ((0.05, np.log(19)), (0.9, -np.log(9))):
+    for p_target, llr_threshold in ((0.05, np.log(19)), (0.9, -np.log(9))):
+        threshold = (llr_threshold + 39.0) / 40.0  # the score whose LLR is the Bayes threshold
+        assert v.decision_threshold(p_target).score == pytest.approx(threshold)
         assert verify_main([str(run), a, b, "--p_target", str(p_target)]) == 0
-        lines = capsys.readouterr().out.splitlines()
-        assert lines[0] == f"score {score:.4f}"  # first two lines as before calibration
-        assert lines[1].endswith("speaker (threshold 0.9000)")
-        assert lines[2] == f"llr {llr:.3f}"
-        decision = "same" if llr >= threshold else "different"
-        assert lines[3] == f"{decision} speaker at p_target {p_target:g} (llr >= {threshold:.3f})"
-    with pytest.raises(SystemExit) as exit_info:
-        verify_main([str(run), a, b, "--p_target", "1"])
-    assert exit_info.value.code == 2
-    # A run evaluated before calibration existed: the EER decision and a note, no LLR.
+        out, err = capsys.readouterr()
+        decision = "same" if llr >= llr_threshold else "different"
+        assert out.splitlines() == [
+            f"score {score:.4f}", f"llr {llr:.3f}",
+            f"threshold {threshold:.4f} (calibrated at p_target {p_target:g}: "
+            f"LLR >= {llr_threshold:.3f})", f"{decision} speaker"]
+        assert not err
+    assert verify_main([str(run), a, b, "--eer_threshold"]) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "threshold 0.9000 (the EER threshold on the validation trials)",
+        f"{'same' if score >= 0.9 else 'different'} speaker"]
+    for bad in (["--p_target", "1"], ["--eer_threshold", "--threshold", "0.5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            verify_main([str(run), a, b, *bad])
+        assert exit_info.value.code == 2
+    # A run evaluated before calibration existed: the EER threshold's decision, said so.
     old = make_run(tmp_path / "old", {"validation": {"eer_threshold": 0.9}})
     assert verify_main([str(old), a, b]) == 0
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) == 2 and "no score calibration" in err
+    assert out.splitlines() == [f"score {score:.4f}",
+                                "threshold 0.9000 (the EER threshold on the validation trials)",
+                                f"{'same' if score >= 0.9 else 'different'} speaker"]
+    assert "no score calibration" in err and "deciding at the EER threshold instead" in err
     with pytest.raises(RunError, match="no score calibration"):
         SpeakerVerifier.from_run(old).llr(a, b)

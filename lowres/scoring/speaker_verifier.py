@@ -6,6 +6,7 @@
     v.verify("a.wav", "b.wav")         # (score, same_speaker) at the validation EER threshold
     v.llr("a.wav", "b.wav")            # calibrated log-likelihood ratio
     v.decide("a.wav", "b.wav", 0.05)   # (llr, same_speaker) at the Bayes threshold of p_target
+    v.decision_threshold(0.05)         # that decision as a threshold on the cosine score
 
 ``from_run`` rebuilds the model from the run's resolved ``hyperparams.yaml``,
 loads the embedder weights of its best (or last) checkpoint and reads the
@@ -14,6 +15,11 @@ on the validation trials, whole utterances; written by ``eval.py`` or by
 train.py's evaluation after training) and the score calibration fitted on the same
 trials (:mod:`lowres.scoring.calibration`), which turns a cosine score into a
 log-likelihood ratio and so a decision for any prior.  Runs on CPU by default.
+
+One rule decides wherever a run is used (``python -m lowres.verify``, an exported
+SpeechBrain folder): :func:`run_threshold`, the calibrated decision at the prior
+``p_target`` (default :data:`DEFAULT_P_TARGET`), or the EER threshold when asked for or
+when the run has no calibration.
 
 Audio: files are read with soundfile; multi-channel audio is averaged to mono
 and any sample rate other than 16 kHz is resampled to 16 kHz (as the models
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -32,11 +39,61 @@ from lowres.io.audio import SAMPLE_RATE, load_audio
 from lowres.io.run_folder import read_results
 from lowres.scoring.calibration import Calibration, bayes_threshold
 
-__all__ = ["SpeakerVerifier", "RunError"]
+__all__ = ["DEFAULT_P_TARGET", "RunError", "SpeakerVerifier", "Threshold", "run_threshold",
+           "stored_decision"]
+
+#: Prior of "same speaker" of the default decision: the prior of the VoxSRC challenges'
+#: minDCF (2020 on), the benchmark family of the VoxCeleb1 test lists; results.json reports
+#: the cost of exactly this decision as act_dcf_0.05.
+DEFAULT_P_TARGET = 0.05
 
 
 class RunError(FileNotFoundError):
     """The run folder lacks something needed (hyperparams, checkpoint, threshold)."""
+
+
+class Threshold(NamedTuple):
+    """A decision on cosine scores: same speaker when the score is at least ``score``."""
+
+    score: float
+    rule: str  # what the threshold is, in words
+    llr: float | None = None  # the LLR threshold it stands for, when calibrated
+    fallback: str | None = None  # why the calibrated decision asked for could not be used
+
+
+def stored_decision(results: dict | None) -> tuple[float | None, Calibration | None]:
+    """The validation EER threshold and the score calibration in a run's results.json (as
+    :func:`lowres.io.run_folder.read_results` returns it); None for each one missing."""
+    results = results or {}
+    calibration = results.get("calibration")
+    return ((results.get("validation") or {}).get("eer_threshold"),
+            Calibration.from_dict(calibration) if calibration else None)
+
+
+def run_threshold(eer_threshold: float | None, calibration: Calibration | None,
+                  p_target: float | None = DEFAULT_P_TARGET) -> Threshold | None:
+    """A run's decision threshold on cosine scores.
+
+    With ``p_target``, the calibrated decision (equal costs of both errors): the score whose
+    LLR is the Bayes threshold of that prior.  Without (``None``), or for a run without a
+    calibration that grows with the score, the EER threshold on the validation trials
+    (``fallback`` says why when the calibrated one was asked for).  None: the run has
+    neither.
+    """
+    fallback = None
+    if p_target is not None:
+        if calibration is not None and calibration.scale > 0:
+            llr = bayes_threshold(p_target)
+            return Threshold((llr - calibration.offset) / calibration.scale,
+                             f"calibrated at p_target {p_target:g}: LLR >= {llr:.3f}", llr)
+        fallback = ("the run has no score calibration (evaluated before it existed: re-run "
+                    "recipes/VoxCeleb/eval.py)" if calibration is None else
+                    f"the run's calibration does not grow with the score (scale "
+                    f"{calibration.scale:g})")
+    if eer_threshold is None:
+        return None
+    return Threshold(float(eer_threshold), "the EER threshold on the validation trials",
+                     fallback=fallback)
 
 
 class SpeakerVerifier:
@@ -67,12 +124,7 @@ class SpeakerVerifier:
             load_checkpoint(hparams, checkpoint)
         except EvaluationError as err:
             raise RunError(str(err)) from err
-        threshold = calibration = None
-        stored = read_results(out, checkpoint)
-        if stored is not None:
-            threshold = (stored.get("validation") or {}).get("eer_threshold")
-            if stored.get("calibration"):
-                calibration = Calibration.from_dict(stored["calibration"])
+        threshold, calibration = stored_decision(read_results(out, checkpoint))
         return cls(hparams["embedder"], threshold, device, calibration)
 
     def _waveform(self, audio, sample_rate: int) -> torch.Tensor:
@@ -101,6 +153,14 @@ class SpeakerVerifier:
         """Cosine similarity of two recordings (paths or waveforms)."""
         ea, eb = self.embed(a, sample_rate), self.embed(b, sample_rate)
         return float(torch.nn.functional.cosine_similarity(ea, eb, dim=0))
+
+    def decision_threshold(self, p_target: float | None = DEFAULT_P_TARGET) -> Threshold:
+        """:func:`run_threshold` of this run (``p_target`` None: the EER threshold)."""
+        found = run_threshold(self.threshold, self.calibration, p_target)
+        if found is None:
+            raise RunError("no decision threshold: run recipes/VoxCeleb/eval.py on the run "
+                           "(it stores the validation EER threshold and the calibration)")
+        return found
 
     def verify(self, a, b, sample_rate: int = SAMPLE_RATE) -> tuple[float, bool]:
         """``(score, same_speaker)``: same when the score reaches the threshold."""

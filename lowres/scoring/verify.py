@@ -1,28 +1,29 @@
 """Are two recordings the same speaker?  ``python -m lowres.verify OUT a.wav b.wav``
 
-Prints the cosine score of the two recordings under the run's best checkpoint
-and the decision at the run's validation EER threshold (stored by eval.py /
-train.py's evaluation in OUT/eval/<checkpoint>/results.json), then the
-log-likelihood ratio of the score (calibrated on the same validation trials) and
-the decision at the Bayes threshold for the prior --p_target (the prior
-probability that a pair is the same speaker; equal costs of a miss and a false
-alarm).  Its default 0.05 is the prior of the VoxSRC challenges' minDCF (2020 on),
-the benchmark family of the VoxCeleb1 test lists, and results.json reports the
-cost of exactly this decision as act_dcf_0.05 (act_dcf_0.01 for 0.01, the other
-prior it reports).  CPU by default.
+Prints the cosine score of the two recordings under the run's best checkpoint, its
+log-likelihood ratio (the score calibrated on the run's validation trials, stored by
+eval.py / train.py's evaluation in OUT/eval/<checkpoint>/results.json), the threshold
+and one decision: by default the calibrated one, same speaker when the LLR reaches the
+Bayes threshold of the prior --p_target (the prior probability that a pair is the same
+speaker; equal costs of a miss and a false alarm), shown as the cosine score it
+stands for.  The default 0.05 is the prior of the VoxSRC challenges' minDCF (2020 on),
+the benchmark family of the VoxCeleb1 test lists, and results.json reports the cost of
+exactly this decision as act_dcf_0.05.  --eer_threshold decides at the run's validation
+EER threshold instead, --threshold T at T.  An exported SpeechBrain folder
+(python -m lowres.export) stores the default decision's threshold.  CPU by default.
 
-Output (S the cosine score, T the EER threshold, L = scale * S + offset)::
+Output (S the cosine score, L = scale * S + offset, T the threshold on S)::
 
     score S
-    same|different speaker (threshold T)
     llr L
-    same|different speaker at p_target 0.05 (llr >= 2.944)
+    threshold T (calibrated at p_target 0.05: LLR >= 2.944)
+    same|different speaker
 
 Any audio format soundfile reads; not 16 kHz -> resampled to 16 kHz, stereo
 -> averaged to mono.  Exit status: 0 decided, 2 error (missing file, run
 folder or threshold; the score is still printed when only the threshold is
-missing).  A run evaluated before calibration existed has no LLR: the LLR
-lines are left out with a note (re-run eval.py).
+missing).  A run evaluated before calibration existed has no LLR: the llr line is left
+out and the decision falls back to the EER threshold, with a note (re-run eval.py).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lowres.scoring.calibration import bayes_threshold
-from lowres.scoring.speaker_verifier import SpeakerVerifier
+from lowres.scoring.speaker_verifier import (
+    DEFAULT_P_TARGET,
+    SpeakerVerifier,
+    Threshold,
+    run_threshold,
+)
 
 
 def _prior(text: str) -> float:
@@ -48,36 +53,39 @@ def main(argv=None) -> int:
     ap.add_argument("a", help="first recording")
     ap.add_argument("b", help="second recording")
     ap.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    ap.add_argument("--threshold", type=float, default=None,
-                    help="decision threshold (default: the run's validation EER threshold)")
-    ap.add_argument("--p_target", type=_prior, default=0.05,
-                    help="prior of 'same speaker' for the LLR decision (default 0.05)")
+    ap.add_argument("--p_target", type=_prior, default=DEFAULT_P_TARGET,
+                    help=f"prior of 'same speaker' of the calibrated decision (default "
+                    f"{DEFAULT_P_TARGET:g})")
+    rule = ap.add_mutually_exclusive_group()
+    rule.add_argument("--eer_threshold", action="store_true",
+                      help="decide at the run's validation EER threshold instead")
+    rule.add_argument("--threshold", type=float, default=None,
+                      help="decide at this threshold on the cosine score instead")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     try:
         verifier = SpeakerVerifier.from_run(args.run, args.checkpoint, args.device)
-        if args.threshold is not None:
-            verifier.threshold = args.threshold
         score = verifier.score(args.a, args.b)
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"score {score:.4f}")
-    if verifier.threshold is None:
+    if verifier.calibration is not None:
+        print(f"llr {float(verifier.calibration.llr(score)):.3f}")
+    if args.threshold is not None:
+        threshold = Threshold(args.threshold, "given with --threshold")
+    else:
+        threshold = run_threshold(verifier.threshold, verifier.calibration,
+                                  None if args.eer_threshold else args.p_target)
+    if threshold is None:
         print("error: the run has no validation EER threshold: run recipes/VoxCeleb/eval.py "
               f"--output_folder {args.run} (or pass --threshold)", file=sys.stderr)
         return 2
-    same = score >= verifier.threshold
-    print(f"{'same' if same else 'different'} speaker (threshold {verifier.threshold:.4f})")
-    if verifier.calibration is None:
-        print("note: the run's results.json has no score calibration (evaluated before it "
-              "existed): re-run recipes/VoxCeleb/eval.py for an LLR", file=sys.stderr)
-        return 0
-    llr = float(verifier.calibration.llr(score))
-    threshold = bayes_threshold(args.p_target)
-    print(f"llr {llr:.3f}")
-    print(f"{'same' if llr >= threshold else 'different'} speaker at p_target {args.p_target:g} "
-          f"(llr >= {threshold:.3f})")
+    if threshold.fallback:
+        print(f"note: {threshold.fallback}: deciding at the EER threshold instead",
+              file=sys.stderr)
+    print(f"threshold {threshold.score:.4f} ({threshold.rule})")
+    print(f"{'same' if score >= threshold.score else 'different'} speaker")
     return 0
 
 
