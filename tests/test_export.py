@@ -7,6 +7,7 @@ folder is loaded by SpeechBrain in a fresh Python process that never imports low
 """
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,7 +27,13 @@ from lowres.io.atomic import write_json
 from lowres.io.audio import load_audio
 from lowres.io.hparams import load_hparams, resolved_yaml
 from lowres.io.lists import write_manifest
-from lowres.io.run_folder import hyperparams_path, label_encoder_path, save_folder, write_results
+from lowres.io.run_folder import (
+    hyperparams_path,
+    label_encoder_path,
+    read_results,
+    save_folder,
+    write_results,
+)
 from lowres.scoring.speaker_verifier import SpeakerVerifier
 from lowres.scoring.verify import main as verify_main
 
@@ -39,7 +46,11 @@ FAMILIES = {
     "ecapa": ("ecapa_tiny_few.yaml", {"ecapa_channels": 64}),
     "wav2vec2": ("wav2vec2_tiny_few.yaml", {}),
 }
-THRESHOLD = 0.4321
+THRESHOLD = 0.4321  # the run's validation EER threshold
+CALIBRATION = {"scale": 9.5, "offset": -3.25, "prior": 0.5}
+# its decision threshold: the score whose calibrated LLR is log(19), the Bayes threshold at
+# p_target 0.05 (python -m lowres.verify's default decision)
+DECISION = (np.log(19) + 3.25) / 9.5
 
 
 def tone(f0, seconds, seed):
@@ -96,8 +107,9 @@ def make_run(root, family):
                "min_dcf_0.05": 0.55, "min_cllr": 0.7, "cllr": 0.8, "act_dcf_0.05": 0.66}
     write_results(out, "best", {
         "checkpoint": {"which": "best", "meta": {"val_eer": 0.125, "step": 40}},
-        "calibration": {"scale": 9.5, "offset": -3.25, "prior": 0.5},
+        "calibration": CALIBRATION,
         "validation": {"n_trials": 6, "eer": 0.125, "eer_threshold": THRESHOLD},
+        "test_precision": "fp32",  # the yaml's fp16, as tested on a CPU
         "test_sets": {"original": {**metrics, "as_norm": {**metrics, "eer": 0.15,
                                                           "top_k": 300}},
                       "hard": metrics},
@@ -134,7 +146,7 @@ SPEECHBRAIN_ONLY = textwrap.dedent("""
     print(json.dumps({"a": ea.flatten().tolist(), "b": eb.flatten().tolist(),
                       "pair": pair.reshape(2, -1).tolist(), "labels": labels,
                       "index": int(index), "probs": probs.flatten().tolist(),
-                      "score": float(score), "threshold": verifier.hparams.eer_threshold,
+                      "score": float(score), "threshold": verifier.hparams.threshold,
                       "lowres_imported": any(m.split(".")[0] == "lowres" for m in sys.modules)}))
 """)
 
@@ -161,11 +173,13 @@ def test_speechbrain_loads_the_folder_without_lowres(exported, tmp_path, capsys)
     logits = classifier(eb[None, None]).flatten()
     torch.testing.assert_close(torch.tensor(got["probs"]), logits, atol=1e-4, rtol=0)
     assert got["index"] == int(logits.argmax()) and got["labels"] == [SPEAKERS[got["index"]]]
-    # verify_files: the score lowres.verify prints (4 decimals); the run's threshold in yaml
+    # verify_files: the score lowres.verify prints (4 decimals); the yaml's threshold is the
+    # one lowres.verify decides at
     assert verify_main([str(run), str(a), str(b)]) == 0
-    printed = float(capsys.readouterr().out.split()[1])
-    assert got["score"] == pytest.approx(printed, abs=5e-5 + 1e-6)
-    assert got["threshold"] == THRESHOLD
+    printed = capsys.readouterr().out.splitlines()
+    assert got["score"] == pytest.approx(float(printed[0].split()[1]), abs=5e-5 + 1e-6)
+    assert printed[2].startswith(f"threshold {got['threshold']:.4f} (calibrated")
+    assert got["threshold"] == round(DECISION, 4)
 
 
 def test_folder_holds_tensors_only_and_a_model_card(exported):
@@ -183,8 +197,59 @@ def test_folder_holds_tensors_only_and_a_model_card(exported):
     for fact in ("step 40", "12.50 %", "`tiny_few`: 4 files of 4 speakers", "20.00 %",
                  "15.00 %", "AS-norm (top 300)", "VoxCeleb1-H", "0.6100", f"{THRESHOLD:.4f}",
                  "hf upload USER/REPO", "vaessen2022training", "| lr |", "| 0.8000 | 0.6600 |",
-                 "LLR = 9.5000 x cosine -3.2500", "has no lengths input"):
+                 "LLR = 9.5000 x cosine -3.2500", "has no lengths input", f"**{DECISION:.4f}**",
+                 "calibrated at p_target 0.05: LLR >= 2.944",
+                 f"verify_batch(wav_a[None], wav_b[None], threshold={DECISION:.4f})"):
         assert fact in card, fact
+
+
+def test_model_card_shows_only_what_applies_and_no_local_path(exported):
+    """The parameters of the LR schedule the run used (cyclic) and not the others', the
+    precision the test ran in (results.json) and not the yaml's, and no path of this machine
+    (a wav2vec2 run started from a local checkpoint: its folder name only)."""
+    family, run, sb, _, _ = exported
+    card = (sb / "README.md").read_text()
+    assert "| lr_schedule | cyclic |" in card and "| base_lr |" in card
+    assert "| one_cycle_half_steps |" not in card and "| final_lr |" not in card
+    assert "| test_precision | fp32 |" in card and "| test_precision | fp16 |" not in card
+    for name in ("README.md", "hyperparams.yaml"):
+        assert str(run.parent) not in (sb / name).read_text(), name
+    if family == "wav2vec2":
+        assert "started from the local checkpoint `w2v`" in card
+
+
+CARD_CODE = re.compile(r"## Use\n.*?```python\n(.*?)```", re.S)
+
+
+def test_model_card_code_decides_at_the_runs_threshold(synthetic_corpus, tmp_path):
+    """Run as its model card says, with plain SpeechBrain, an exported folder calls two
+    speakers of the synthetic corpus different when the run's threshold is above their
+    score, which is above SpeechBrain's own default threshold (0.25)."""
+    run = make_run(tmp_path, "xvector")
+    wavs = sorted((synthetic_corpus / "voxceleb1" / "wav").glob("*/*/*.wav"))
+    a = wavs[0]
+    b = next(w for w in wavs if w.parts[-3] != a.parts[-3])  # another speaker
+    score = SpeakerVerifier.from_run(run).score(a, b)
+    assert score > 0.25  # so SpeechBrain's default would say "same"
+    # the run's calibration: its decision at p_target 0.05 is the cosine score + 0.05
+    results = read_results(run)
+    results["calibration"] = {"scale": 10.0, "offset": float(np.log(19) - 10 * (score + 0.05)),
+                              "prior": 0.5}
+    write_results(run, "best", results)
+    sb = tmp_path / "sb"
+    assert export_main([str(run), "--out", str(sb)]) == 0
+    code = CARD_CODE.search((sb / "README.md").read_text()).group(1)
+    code = code.replace("THIS_FOLDER", str(sb)).replace('"a.wav"', repr(str(a))) \
+        .replace('"b.wav"', repr(str(b)))
+    code += 'import json\nprint(json.dumps({"score": float(score), "same": bool(same)}))\n'
+    user = tmp_path / "user"
+    user.mkdir()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=user, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["score"] == pytest.approx(score, abs=1e-4)
+    assert got["same"] is False
 
 
 def test_onnx_embeddings_equal_pytorch_on_several_lengths(exported):

@@ -1,19 +1,25 @@
 """The README.md (HuggingFace model card) of an exported folder, written from the run.
 
 Everything in it comes from the run folder: the architecture from the built embedder, the
-training subset's ``stats.json``, the hyperparameters from ``hyperparams.yaml``, the
-checkpoint's step and validation EER, and the test results and validation EER threshold of
-``eval/<checkpoint>/results.json``. A run that trained on the synthetic corpus (its
-``README.txt`` marker, see :func:`lowres.export.run.is_synthetic`) says so at the top.
+training subset's ``stats.json``, the hyperparameters from ``hyperparams.yaml`` (only those
+that applied: the parameters of the LR schedule the run used, and the precision the test
+really ran in, results.json's ``test_precision``), the checkpoint's step and validation EER,
+and the test results, calibration and decision threshold of ``eval/<checkpoint>/results.json``.
+A run that trained on the synthetic corpus (its ``README.txt`` marker, see
+:func:`lowres.export.run.is_synthetic`) says so at the top. The card is meant to be
+published: it names runs and local folders by their folder names only, never by a path.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import speechbrain
 import torch
 
-from lowres.export.run import RunForExport
+from lowres.export.run import RunForExport, decision_threshold
 from lowres.io.lists import TEST_SET_LABELS
+from lowres.training.schedules import SCHEDULE_KEYS
 
 __all__ = ["CITATION", "model_card"]
 
@@ -47,10 +53,16 @@ def _hyperparameters(run: RunForExport) -> list[str]:
     from lowres.io.hparams import plain_values
     from lowres.io.run_folder import hyperparams_path
 
+    values = plain_values(hyperparams_path(run.folder))
+    schedule = values.get("lr_schedule")
+    not_used = {k for keys in SCHEDULE_KEYS.values() for k in keys} - set(
+        SCHEDULE_KEYS.get(schedule, ()))
+    if (run.results or {}).get("test_precision"):
+        values["test_precision"] = run.results["test_precision"]  # e.g. fp16 ran as fp32 on CPU
     rows = []
-    for key, value in plain_values(hyperparams_path(run.folder)).items():
-        if key in _OPERATIONAL or value is None or isinstance(value, dict) or (
-                isinstance(value, str) and "/" in value):
+    for key, value in values.items():
+        if key in _OPERATIONAL or key in not_used or value is None or isinstance(value, dict) \
+                or (isinstance(value, str) and "/" in value):
             continue
         if isinstance(value, list):
             value = ", ".join(map(str, value))
@@ -67,7 +79,7 @@ def _architecture(run: RunForExport) -> list[str]:
         c = run.embedder.wav2vec2.config
         lines.append(f"- wav2vec2: {c.num_hidden_layers} layers of width {c.hidden_size}, "
                      f"{len(c.conv_dim)}-layer CNN ({c.feat_extract_norm} norm); started from "
-                     f"`{run.hparams.get('wav2vec2_source')}`"
+                     f"{_source(run.hparams.get('wav2vec2_source'))}"
                      + (" with random weights" if run.hparams.get("reset_weights") else "") + ".")
     else:
         f = run.embedder.frontend
@@ -83,14 +95,23 @@ def _architecture(run: RunForExport) -> list[str]:
     return lines
 
 
+def _source(source) -> str:
+    """A checkpoint source as the card may show it: a hub id as it is, a local folder by its
+    name only (its path is the exporting machine's)."""
+    path = Path(str(source))
+    if path.is_absolute() or path.exists():
+        return f"the local checkpoint `{path.name}`"
+    return f"`{source}`"
+
+
 def _training_data(run: RunForExport) -> list[str]:
     subset = run.hparams.get("subset")
     unchecked = [] if run.corpus_found else [
         "- The training data was not on the machine that exported this folder, so whether "
         "it was the synthetic corpus could not be checked."]
     if not run.stats:
-        return [f"- Subset `{subset}` (its stats.json was not found beside "
-                f"`{run.hparams.get('train_csv')}`).", *unchecked]
+        return [f"- Subset `{subset}` (its stats.json was not found beside the training "
+                "manifest).", *unchecked]
     tr, va = run.stats["train"], run.stats["val"]
     genders = ", ".join(f"{n} {g}" for g, n in tr.get("speakers_by_gender", {}).items())
     trials = run.stats.get("val_trials", {})
@@ -153,11 +174,31 @@ def _results(run: RunForExport) -> list[str]:
     return lines
 
 
+def _threshold(run: RunForExport, threshold) -> list[str]:
+    if threshold is None:
+        return ["None stored (the run has no validation results): choose one on your own "
+                "trials."]
+    eer = ((run.results or {}).get("validation") or {}).get("eer_threshold")
+    lines = [f"Same speaker when the cosine score is at least **{threshold.score:.4f}** "
+             f"({threshold.rule})"
+             + (": the score whose LLR under the calibration below reaches the Bayes threshold, "
+                "the decision of least expected cost when a pair is the same speaker with that "
+                "prior and both errors cost the same" if threshold.llr is not None else "")
+             + ". It is `threshold` in hyperparams.yaml (`threshold_rule` says what it is) and "
+             "the decision `python -m lowres.verify` prints. Pass it to SpeechBrain's "
+             "`verify_batch` (`threshold=`): its default of 0.25 is not this model's, and "
+             "`verify_files` always decides at 0.25 (use its score only)."]
+    if threshold.fallback:
+        lines.append(f"Not the calibrated decision: {threshold.fallback}.")
+    if threshold.llr is not None and eer is not None:
+        lines.append(f"The EER threshold on the validation trials is {eer:.4f}.")
+    return lines
+
+
 def model_card(run: RunForExport, max_difference: float | None = None) -> str:
     """The folder's README.md."""
     meta = run.ckpt.meta
-    val = (run.results or {}).get("validation") or {}
-    threshold = val.get("eer_threshold")
+    threshold = decision_threshold(run)
     experiment = run.hparams.get("experiment", run.folder.name)
     out = ["---", "library_name: speechbrain",
            "tags: [speechbrain, speaker-recognition, speaker-verification, embeddings]", "---",
@@ -181,13 +222,7 @@ def model_card(run: RunForExport, max_difference: float | None = None) -> str:
         "locations and loader settings left out):", "",
         "| key | value |", "|---|---|", *_hyperparameters(run), "",
         "## Results", "", *_results(run), "",
-        "## Decision threshold", "",
-        (f"Same speaker when the cosine score is at least **{threshold:.4f}**: the EER threshold "
-         "on this run's validation trials (what `python -m lowres.verify` uses). SpeechBrain's "
-         "`verify_files` / `verify_batch` decide at their own default of 0.25 unless given "
-         "`threshold=`; the value is also `eer_threshold` in hyperparams.yaml."
-         if threshold is not None else
-         "None stored (the run has no validation results): choose one on your own trials."), "",
+        "## Decision threshold", "", *_threshold(run, threshold), "",
         "## Use", "",
         "Needs `speechbrain` (exported with " + speechbrain.__version__ + ") and `torch` "
         f"(exported with {torch.__version__.split('+')[0]})"
@@ -204,8 +239,14 @@ def model_card(run: RunForExport, max_difference: float | None = None) -> str:
         "scores, best, index, label = model.classify_batch(wav[None])  # training speakers",
         "",
         'verifier = SpeakerRecognition.from_hparams(source="THIS_FOLDER", savedir="cache")',
-        'score, _ = verifier.verify_files("a.wav", "b.wav")  # cosine score',
-        (f"same = score >= {threshold:.4f}" if threshold is not None else ""),
+        'wav_a, wav_b = verifier.load_audio("a.wav"), verifier.load_audio("b.wav")',
+        *(["score, _ = verifier.verify_batch(wav_a[None], wav_b[None])  # no threshold "
+           "stored: choose one"] if threshold is None else [
+            "# this run's threshold (also verifier.hparams.threshold): SpeechBrain's default "
+            "is 0.25,",
+            "# and verify_files always decides at 0.25",
+            "score, same = verifier.verify_batch(wav_a[None], wav_b[None], "
+            f"threshold={threshold.score:.4f})"]),
         "```", "",
         "The embeddings equal lowres's own (`SpeakerVerifier.from_run`) for one utterance at a "
         "time or a batch of equal lengths"

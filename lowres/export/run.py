@@ -20,9 +20,10 @@ from lowres.io.atomic import read_json
 from lowres.io.corpus_notice import synthetic_notice
 from lowres.io.run_folder import hyperparams_path, label_encoder_path, read_results
 from lowres.io.tensor_files import UnsafeFileError, load_tensors
+from lowres.scoring.speaker_verifier import Threshold, run_threshold, stored_decision
 
-__all__ = ["ExportError", "RunForExport", "corpus_found", "family_of", "is_synthetic",
-           "load_run"]
+__all__ = ["ExportError", "RunForExport", "corpus_found", "decision_threshold", "family_of",
+           "is_synthetic", "load_run"]
 
 FAMILIES = ("xvector", "ecapa", "wav2vec2")
 
@@ -48,6 +49,13 @@ class RunForExport:
     synthetic_notice: str | None = None  # the corpus README's notice when synthetic
     corpus_found: bool = True  # False: the training data was not here to check
     yaml_text: str = field(default="", repr=False)  # the run's hyperparams.yaml
+
+
+def decision_threshold(run: RunForExport) -> Threshold | None:
+    """The run's decision threshold on cosine scores, as ``python -m lowres.verify`` decides
+    by default (:func:`lowres.scoring.speaker_verifier.run_threshold`); None when the run
+    has no validation results."""
+    return run_threshold(*stored_decision(run.results))
 
 
 def family_of(embedder: torch.nn.Module) -> str:

@@ -4,10 +4,15 @@
     model = EncoderClassifier.from_hparams(source=DIR, savedir=CACHE)
     model.encode_batch(wavs)        # [B, 1, D], the run's embeddings
     model.classify_batch(wavs)      # cosine to each training speaker, best one, its label
-    SpeakerRecognition.from_hparams(source=DIR, savedir=CACHE).verify_files(a, b)
+    verifier = SpeakerRecognition.from_hparams(source=DIR, savedir=CACHE)
+    verifier.verify_batch(wavs_a, wavs_b, threshold=verifier.hparams.threshold)
 
 The folder holds ``hyperparams.yaml`` (SpeechBrain's module names: ``compute_features``,
-``mean_var_norm``, ``embedding_model``, ``classifier``, ``label_encoder``, ``pretrainer``),
+``mean_var_norm``, ``embedding_model``, ``classifier``, ``label_encoder``, ``pretrainer``; and
+``threshold``, the run's decision threshold on cosine scores, with ``threshold_rule`` saying
+what it is: :func:`lowres.scoring.speaker_verifier.run_threshold` at its default prior, the
+decision ``python -m lowres.verify`` prints, since SpeakerRecognition's ``verify_batch``
+decides at 0.25 unless given ``threshold=`` and its ``verify_files`` always at 0.25),
 ``embedding_model.ckpt`` and ``classifier.ckpt`` (state dicts of tensors only: they load with
 ``torch.load(weights_only=True)``), ``label_encoder.ckpt`` (the run's label_encoder.txt,
 SpeechBrain's plain-text CategoricalEncoder format) and the model card ``README.md``.
@@ -51,7 +56,7 @@ import torch
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.tag import Tag
 
-from lowres.export.run import ExportError, RunForExport, load_run
+from lowres.export.run import ExportError, RunForExport, decision_threshold, load_run
 from lowres.io.audio import SAMPLE_RATE
 
 __all__ = ["EXPORT_MARK", "TOLERANCE", "export_speechbrain_folder", "speechbrain_yaml"]
@@ -203,9 +208,9 @@ def _wav2vec2_nodes(run: RunForExport) -> dict:
 _COMMENTS = {
     "sample_rate": "Input: 16 kHz mono waveforms (SpeechBrain's load_audio resamples and "
                    "downmixes files).",
-    "eer_threshold": "This run's same/different threshold on cosine scores: the EER threshold "
-                     "on its validation trials\n(verify_batch/verify_files decide at "
-                     "SpeechBrain's own 0.25 unless given threshold=...).",
+    "threshold": "This run's same/different threshold on cosine scores (threshold_rule says "
+                 "what it is):\npass it to verify_batch (threshold=...), which decides at "
+                 "SpeechBrain's 0.25 unless given one\n(verify_files always decides at 0.25).",
     "compute_features": "Front-end (see README.md: lowres's numbers, SpeechBrain classes).",
     "mean_var_norm": "Mean and variance normalisation over each utterance.",
     "__hann_window": "lowres windows the STFT with Hann (the study's torchaudio MFCC); the "
@@ -239,10 +244,12 @@ def _classifier_node(run: RunForExport):
 
 def speechbrain_yaml(run: RunForExport) -> str:
     """The hyperparams.yaml of the exported folder."""
-    threshold = ((run.results or {}).get("validation") or {}).get("eer_threshold")
+    threshold = decision_threshold(run)
     doc = CommentedMap()
     doc["sample_rate"] = int(run.hparams.get("sample_rate", SAMPLE_RATE))
-    doc["eer_threshold"] = threshold
+    doc["threshold"] = None if threshold is None else round(threshold.score, 4)
+    doc["threshold_rule"] = ("none stored: the run has no validation results"
+                             if threshold is None else threshold.rule)
     doc.update(_wav2vec2_nodes(run) if run.family == "wav2vec2" else _mfcc_nodes(run))
     doc["classifier"] = _classifier_node(run)
     doc["label_encoder"] = _tagged("!new:speechbrain.dataio.encoder.CategoricalEncoder", {})
@@ -264,7 +271,7 @@ def speechbrain_yaml(run: RunForExport) -> str:
         raise ExportError(f"the exported hyperparams.yaml would need lowres: {needs_lowres[0]}")
     step = run.ckpt.meta.get("step")
     header = (f"{EXPORT_MARK} (python -m lowres.export) from the {run.checkpoint} "
-              f"checkpoint\n# ({run.ckpt.path.name}, step {step}) of {run.folder.resolve()}.\n"
+              f"checkpoint\n# ({run.ckpt.path.name}, step {step}) of the run {run.folder.name}.\n"
               "# Load: speechbrain.inference.speaker.EncoderClassifier.from_hparams("
               "source=<this folder>, savedir=...)\n")
     return header + stream.getvalue()

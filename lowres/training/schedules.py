@@ -23,6 +23,9 @@ import math
 import torch
 
 SCHEDULES = ("cyclic", "constant", "exp_decay", "one_cycle")
+#: The hparams each schedule reads besides ``lr`` and ``max_steps`` (the others do not apply).
+SCHEDULE_KEYS = {"cyclic": ("base_lr",), "constant": (), "exp_decay": ("final_lr",),
+                 "one_cycle": ("base_lr", "one_cycle_half_steps")}
 
 
 class ConstantFactor:
