@@ -118,8 +118,9 @@ def test_verifier_scores_as_the_evaluation_did(trained_run, synthetic_corpus):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     score = float(lines[0].split()[1])
-    decision = "same" if score >= v.threshold else "different"
-    assert lines[1].startswith(f"{decision} speaker (threshold {v.threshold:.4f})")
+    threshold = v.decision_threshold()  # calibrated on the run's validation trials
+    assert lines[2] == f"threshold {threshold.score:.4f} ({threshold.rule})"
+    assert lines[3] == f"{'same' if score >= threshold.score else 'different'} speaker"
 
 
 def pd_sample(frame, n):
