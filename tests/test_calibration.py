@@ -107,6 +107,17 @@ def test_min_cllr_equals_pav(seed):
                                                      rel=1e-12, abs=1e-12)
 
 
+def test_min_cllr_equals_pav_where_the_curve_is_far_from_convex():
+    """A third of the targets score below every non-target: long convex stretches of the
+    curve lie above its hull, which the hull must still find."""
+    rng = np.random.default_rng(7)
+    targets = np.concatenate([rng.normal(3.0, 0.5, 700), rng.normal(-4.0, 0.3, 300)])
+    scores = np.round(np.concatenate([targets, rng.normal(0.0, 1.0, 1500)]), 3)
+    labels = np.arange(scores.size) < targets.size
+    assert min_cllr(scores, labels) == pytest.approx(reference_min_cllr(scores, labels),
+                                                     rel=1e-12)
+
+
 def test_separable_and_perfect_scores():
     # Separable trials: finite fit (Platt smoothing), min Cllr 0.
     cal = fit_calibration([0.0, 0.1, 0.9, 1.0], [0, 0, 1, 1])

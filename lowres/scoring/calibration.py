@@ -21,7 +21,8 @@ decision for any prior and costs is one fixed threshold on it, the Bayes thresho
   that always says 0, more: worse than that).
 * :func:`min_cllr`: the Cllr of the best monotone calibration of the scores (what is
   left once calibration is perfect); PAV, computed exactly as the lower convex hull
-  of the cumulative (trials, targets) counts in score order, i.e. the ROC convex hull.
+  of the cumulative (trials, targets) counts in score order, i.e. the ROC convex hull
+  (:func:`pav_blocks`, for many weighted curves at once as the speaker bootstrap needs).
 * :func:`act_dcf`: the normalised DCF of the Bayes decisions on LLRs, to set beside
   :func:`lowres.scoring.metrics.min_dcf` (their difference is the calibration loss).
 
@@ -40,7 +41,7 @@ import numpy as np
 from lowres.scoring.metrics import _check
 
 __all__ = ["Calibration", "act_dcf", "bayes_threshold", "cllr", "fit_calibration",
-           "min_cllr"]
+           "min_cllr", "pav_blocks", "pav_cllr"]
 
 _LOG2 = math.log(2.0)
 
@@ -137,35 +138,70 @@ def min_cllr(scores, labels) -> float:
     """Cllr after the optimal monotone (PAV) calibration of ``scores`` (exact).
 
     In score order, the PAV calibration pools trials into blocks along the lower convex
-    hull of the points (trials so far, targets so far); a block with ``t`` targets and
-    ``n`` non-targets gets the posterior ``t / (t + n)``, i.e. the LLR
-    ``log(t / n) - log(N_tar / N_non)``.  The hull is found by qhull (scipy); the points
-    are integer counts, so it is exact in float64.
+    hull of the points (trials so far, targets so far) (:func:`pav_blocks`); a block with
+    ``t`` targets and ``n`` non-targets gets the posterior ``t / (t + n)``, i.e. the LLR
+    ``log(t / n) - log(N_tar / N_non)`` (:func:`pav_cllr`).
     """
-    from scipy.spatial import ConvexHull
-
     s, y = _check(scores, labels)
     order = np.argsort(s, kind="quicksort")
     s, y = s[order], y[order]
-    n = s.size
-    n_tar = int(y.sum())
-    n_non = n - n_tar
-    cuts = np.concatenate(([0], np.flatnonzero(s[1:] != s[:-1]) + 1, [n]))  # tie groups
+    cuts = np.concatenate(([0], np.flatnonzero(s[1:] != s[:-1]) + 1, [s.size]))  # tie groups
     targets = np.concatenate(([0], np.cumsum(y, dtype=np.int64)))[cuts]
-    # One helper point (0, N_tar) above the curve makes the hull two-dimensional; every
-    # other vertex is on the lower hull (the curve rises by at least one trial per group).
-    points = np.column_stack([np.append(cuts, 0), np.append(targets, n_tar)]).astype(np.float64)
-    vertices = ConvexHull(points).vertices
-    v = np.sort(vertices[vertices < cuts.size])
-    t = np.diff(targets[v]).astype(np.float64)  # targets per PAV block
-    m = np.diff(cuts[v]).astype(np.float64) - t  # non-targets per PAV block
+    return float(pav_cllr(*pav_blocks(cuts.astype(np.float64), targets.astype(np.float64)))[0])
+
+
+def pav_blocks(trials: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and non-targets of each PAV block of one or many curves.
+
+    Each row of ``trials`` / ``targets`` is a curve of (trials so far, targets so far) in
+    score order from (0, 0) to (N, N_tar), given at least at every bound between tie
+    groups (points between two bounds of a straight stretch may be left out) and with
+    ``N_tar``, ``N - N_tar`` > 0.  The blocks lie along the curve's lower convex hull, found
+    for all rows at once: a point above or on the chord of its neighbours is no hull
+    vertex, so such points are dropped, all in one pass, until none is left; what remains
+    is convex, hence the hull.  Counts (or integer weights) are exact in float64, so the
+    hull is too.  Returns ``(t, m)`` of shape ``(rows, blocks)``, zero-padded.
+    """
+    x, y = np.atleast_2d(trials), np.atleast_2d(targets)
+    keep = np.ones(x.shape, bool)
+    keep[:, 1:] = x[:, 1:] > x[:, :-1]  # one copy of each point
+    while True:
+        x, y, n = _compact(x, y, keep)
+        inner = np.arange(1, x.shape[1] - 1) < n[:, None] - 1
+        cross = ((x[:, 1:-1] - x[:, :-2]) * (y[:, 2:] - y[:, :-2])
+                 - (y[:, 1:-1] - y[:, :-2]) * (x[:, 2:] - x[:, :-2]))  # > 0: below the chord
+        drop = inner & (cross <= 0)
+        if not drop.any():
+            break
+        keep = np.arange(x.shape[1]) < n[:, None]
+        keep[:, 1:-1] &= ~drop
+    valid = np.arange(x.shape[1] - 1) < n[:, None] - 1
+    t = np.where(valid, np.diff(y), 0.0)
+    return t, np.where(valid, np.diff(x), 0.0) - t
+
+
+def _compact(x: np.ndarray, y: np.ndarray, keep: np.ndarray):
+    """The kept points of each row moved to its front, in order, and their numbers."""
+    rows, cols = np.nonzero(keep)
+    n = keep.sum(axis=1)
+    at = np.arange(rows.size) - np.repeat(np.cumsum(n) - n, n)  # position within its row
+    out = np.zeros((2, x.shape[0], n.max()))
+    out[0, rows, at], out[1, rows, at] = x[rows, cols], y[rows, cols]
+    return out[0], out[1], n
+
+
+def pav_cllr(t: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """min Cllr of PAV blocks of ``t`` targets and ``m`` non-targets along the last axis
+    (:func:`pav_blocks`; zero blocks cost nothing)."""
+    n_tar, n_non = t.sum(axis=-1, keepdims=True), m.sum(axis=-1, keepdims=True)
     odds = n_tar / n_non
     # Per block: targets cost log(1 + e^-llr) = log((t + m odds) / t), non-targets
     # log(1 + e^llr) = log((m + t / odds) / m); blocks of one class cost that class 0.
     with np.errstate(divide="ignore", invalid="ignore"):
         tar = np.where(t > 0, t * np.log1p(m * odds / np.where(t > 0, t, 1.0)), 0.0)
         non = np.where(m > 0, m * np.log1p(t / odds / np.where(m > 0, m, 1.0)), 0.0)
-    return float((tar.sum() / n_tar + non.sum() / n_non) / (2.0 * _LOG2))
+    return ((tar.sum(axis=-1, keepdims=True) / n_tar + non.sum(axis=-1, keepdims=True) / n_non)
+            / (2.0 * _LOG2))[..., 0]
 
 
 def act_dcf(llrs, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
