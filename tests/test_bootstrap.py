@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lowres.scoring.bootstrap import SpeakerBootstrap, speaker_bootstrap
+from lowres.scoring.calibration import Calibration, cllr, min_cllr
 from lowres.scoring.metrics import eer, min_dcf
 
 
@@ -45,15 +46,41 @@ def explicit_resample(scores, labels, spk1, spk2, drawn):
 def test_weighted_metrics_equal_explicit_resampled_lists(decimals):
     rng = np.random.default_rng(3)
     s, y, spk1, spk2 = simulated_list(rng, 9, 12, 150, decimals=decimals)
-    boot = SpeakerBootstrap(s, y, spk1, spk2)
+    calibration = Calibration(1.7, -1.2)
+    boot = SpeakerBootstrap(s, y, spk1, spk2, calibration)
     counts = boot.counts(6, seed=5)
     values = boot.metrics(counts)
+    assert set(values) == {"eer", "min_dcf_0.01", "min_dcf_0.05", "cllr", "min_cllr"}
     assert (counts.max(axis=1) > 1).all()  # every draw repeats a speaker
     for d, m in enumerate(counts):
         rs, ry = explicit_resample(s, y, spk1, spk2, np.repeat(boot.speakers, m))
         assert values["eer"][d] == pytest.approx(eer(rs, ry).eer, rel=1e-12, abs=1e-15)
         for p in (0.01, 0.05):
             assert values[f"min_dcf_{p:g}"][d] == pytest.approx(min_dcf(rs, ry, p), rel=1e-12)
+        assert values["cllr"][d] == pytest.approx(cllr(calibration.llr(rs), ry), rel=1e-12)
+        assert values["min_cllr"][d] == pytest.approx(min_cllr(rs, ry), rel=1e-12)
+    # Every speaker once: the list itself.
+    ones = boot.metrics(np.ones((1, boot.speakers.size)))
+    assert ones["eer"][0] == pytest.approx(eer(s, y).eer, rel=1e-12)
+    assert ones["min_cllr"][0] == pytest.approx(min_cllr(s, y), rel=1e-12)
+    assert ones["cllr"][0] == pytest.approx(cllr(calibration.llr(s), y), rel=1e-12)
+
+
+def test_metrics_asked_by_name_and_draws_without_a_class():
+    rng = np.random.default_rng(4)
+    s, y, spk1, spk2 = simulated_list(rng, 5, 6, 60)
+    boot = SpeakerBootstrap(s, y, spk1, spk2)
+    assert boot.metric_names == ("eer", "min_dcf_0.01", "min_dcf_0.05", "min_cllr")
+    one = np.zeros((1, 5))
+    one[0, 2] = 5  # one speaker five times: targets only
+    values = boot.metrics(np.vstack([one, np.ones((1, 5))]), ["min_dcf_0.1", "min_cllr"])
+    assert set(values) == {"min_dcf_0.1", "min_cllr"}
+    assert np.isnan(values["min_cllr"][0]) and np.isnan(values["min_dcf_0.1"][0])
+    assert values["min_dcf_0.1"][1] == pytest.approx(min_dcf(s, y, 0.1), rel=1e-12)
+    with pytest.raises(ValueError, match="calibration"):
+        boot.metrics(one, ["cllr"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        boot.metrics(one, ["auc"])
 
 
 def test_coverage_of_population_eer_and_trial_bootstrap_is_narrower():
@@ -99,6 +126,10 @@ def test_reproducible_with_a_seed():
     assert (first.level, first.draws, first.seed, first.speakers) == (0.95, 50, 7, 12)
     low, high = first.intervals["eer"]
     assert low < eer(s, y).eer < high
+    entry = first.as_json()
+    assert entry["eer"] == [low, high] and entry["n_speakers"] == 12
+    assert set(entry) == {"method", "level", "draws", "seed", "n_speakers", "degenerate_draws",
+                          "eer", "min_dcf_0.01", "min_dcf_0.05", "min_cllr"}
 
 
 def test_refuses_one_speaker_and_levels_outside_0_1():
