@@ -7,16 +7,18 @@ import logging
 import math
 import os
 from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lowres.io.atomic import atomic_path
 from lowres.io.lists import ListError
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, min_cllr
 from lowres.scoring.metrics import eer, min_dcf
-from lowres.scoring.score_norm import cosine_trial_scores
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ def score_trials(embeddings: Mapping[str, torch.Tensor], trials: pd.DataFrame,
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores and labels of ``trials`` over ``{id: embedding}``; ``only_embedded``
     (debug runs only): score just the trials whose files have embeddings."""
+    import torch  # here only: score files are read and scored without torch (lowres.results)
+
+    from lowres.scoring.score_norm import cosine_trial_scores
+
     if only_embedded:
         trials = embedded_trials(trials, embeddings.keys(), name)
     ids = sorted(set(trials.id1) | set(trials.id2))
