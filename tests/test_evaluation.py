@@ -100,7 +100,8 @@ def fake_run(tmp_path):
 
 
 METRIC_KEYS = {"n_trials", "eer", "eer_threshold", "min_dcf_0.01", "min_dcf_0.05", "scores",
-               "min_cllr", "cllr", "act_dcf_0.01", "act_dcf_0.05"}
+               "min_cllr", "cllr", "act_dcf_0.01", "act_dcf_0.05", "intervals"}
+INTERVALS = {"eer", "min_dcf_0.01", "min_dcf_0.05", "min_cllr", "cllr"}
 
 
 def test_results_schema_and_score_files(fake_run):
@@ -131,6 +132,15 @@ def test_results_schema_and_score_files(fake_run):
             assert isinstance(e["eer_threshold"], float)
             assert 0 <= e["min_cllr"] <= min(e["cllr"], 1.0) and e["act_dcf_0.01"] >= 0
             assert e["act_dcf_0.05"] >= e["min_dcf_0.05"] and e["act_dcf_0.01"] >= e["min_dcf_0.01"]
+            # the yaml's interval settings; 5 test speakers resampled
+            iv = e["intervals"]
+            assert {k: iv[k] for k in ("method", "level", "draws", "seed", "n_speakers")} == {
+                "method": "speaker_bootstrap", "level": 0.95, "draws": 1000, "seed": 0,
+                "n_speakers": 5}
+            assert set(iv) - {"method", "level", "draws", "seed", "n_speakers",
+                              "degenerate_draws"} == INTERVALS
+            for metric in INTERVALS:
+                assert iv[metric][0] <= e[metric] <= iv[metric][1], (name, metric)
             scores = read_scores(path.parent / e["scores"])
             assert len(scores) == n_trials[name]
             assert set(scores.label) <= {0, 1} and scores.path1.str.endswith(".wav").all()
@@ -149,6 +159,7 @@ def test_last_checkpoint_and_cohort_cache(fake_run):
     # No validation trials, no calibration: min Cllr only.
     assert "calibration" not in res and "cllr" not in res["test_sets"]["original"]
     assert "min_cllr" in res["test_sets"]["original"]
+    assert "cllr" not in res["test_sets"]["original"]["intervals"]
     cohort = results_path(hparams["output_folder"], "last").parent / COHORT
     mtime = cohort.stat().st_mtime_ns
     again = evaluate_run(hparams, "last", test_sets=["original"], device="cpu", validation=False)
@@ -230,6 +241,13 @@ def test_same_checkpoint_for_best_and_last_is_evaluated_once(fake_run, tmp_path)
     # Nor another calibration prior.
     again = evaluate_run(dict(single, calibration_prior=0.05), "best", device="cpu")
     assert "reused_from" not in again and again["calibration"]["prior"] == 0.05
+    # Nor other intervals; without them results.json has none.
+    again = evaluate_run(dict(single, calibration_prior=0.05, interval_draws=50), "best",
+                         device="cpu")
+    assert "reused_from" not in again
+    assert again["test_sets"]["hard"]["as_norm"]["intervals"]["draws"] == 50
+    again = evaluate_run(dict(single, intervals=False), "best", device="cpu")
+    assert "reused_from" not in again and "intervals" not in again["test_sets"]["original"]
 
 
 def test_test_precision_selection_and_fallback():
@@ -256,6 +274,10 @@ def test_test_precision_selection_and_fallback():
         check_values({"test_sets": "original", "test_precision": "bf16"})
     with pytest.raises(HparamsError, match="as_norm_top_k=0"):
         check_values({"test_sets": "original", "as_norm_top_k": 0})
+    for key, bad in (("intervals", "yes"), ("interval_level", 95), ("interval_level", 1.0),
+                     ("interval_draws", 0), ("interval_draws", 10.5), ("interval_seed", -1)):
+        with pytest.raises(HparamsError, match=f"invalid hparam {key}={bad!r}"):
+            check_values({"test_sets": "original", key: bad})
 
 
 def test_fp16_on_cpu_is_tested_in_fp32(fake_run):

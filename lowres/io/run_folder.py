@@ -33,6 +33,11 @@ A run folder (train.py's ``output_folder``) holds::
                      "min_dcf_0.01": .., "min_dcf_0.05": .., "min_cllr": ..,
                      "cllr": .., "act_dcf_0.01": .., "act_dcf_0.05": ..,  # if calibrated
                      "scores": "scores_original.txt",
+                     "intervals": {"method": "speaker_bootstrap", "level": 0.95,  # if intervals
+                                   "draws": 1000, "seed": 0, "n_speakers": 40,
+                                   "degenerate_draws": 0, "eer": [low, high],
+                                   "min_dcf_0.01": [..], "min_dcf_0.05": [..],
+                                   "min_cllr": [..], "cllr": [..]},  # cllr if calibrated
                      "as_norm": {same keys, "scores": "scores_original_as_norm.txt",
                                  "variant": "one_sided_whole_cohort", "top_k": null,
                                  "cohort_size": ..,  # top_k: 300 with two_sided_top_k
@@ -54,7 +59,12 @@ EER (no ``best``) or a checkpoint's embeddings are not finite, ``test_sets`` is 
 ``diverged`` says why. A threshold that is not finite (degenerate score lists) is null.
 Without validation trials there is no calibration: the test sets then have min Cllr but no
 Cllr / actual DCF. Cllr is in bits (1: a system that always says LLR 0); act_dcf is
-normalised like min_dcf. Score files hold one trial per line, ``label score path1 path2``
+normalised like min_dcf. ``intervals`` (hparams ``intervals``, ``interval_level``,
+``interval_draws``, ``interval_seed``) holds the percentile interval of each metric, in its
+unit, over ``draws`` resamplings of the list's ``n_speakers`` test speakers
+(:mod:`lowres.scoring.bootstrap`, docs/intervals.md); ``degenerate_draws`` drew no target or
+no non-target trial and are left out. A list of fewer than two speakers (a debug run's) has
+none. Score files hold one trial per line, ``label score path1 path2``
 (paths as in the official list).
 """
 

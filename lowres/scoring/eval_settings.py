@@ -14,11 +14,12 @@ import torch
 
 from lowres.io.hparams import invalid_hparam
 from lowres.io.lists import test_set_names
+from lowres.scoring import bootstrap
 from lowres.scoring.checkpoints import AVERAGE_BY
 from lowres.scoring.score_norm import AS_NORM_VARIANTS
 
 __all__ = ["OLD_AS_NORM_VARIANT", "TEST_PRECISIONS", "check_values",
-           "effective_test_precision", "precision_on", "test_autocast"]
+           "effective_test_precision", "interval_settings", "precision_on", "test_autocast"]
 
 OLD_AS_NORM_VARIANT = "two_sided_top_k"  # the only one before as_norm_variant existed
 TEST_PRECISIONS = ("fp16", "fp32")
@@ -37,7 +38,7 @@ def check_values(values: Mapping) -> None:
 
     test_set_names(values.get("test_sets"))
     one_of("test_precision", TEST_PRECISIONS, "fp16")
-    for key in ("post_process_scores", "enroll_training_data"):
+    for key in ("post_process_scores", "enroll_training_data", "intervals"):
         if not isinstance(values.get(key, False), bool):
             raise invalid_hparam(key, values[key], "must be true or false")
     one_of("as_norm_variant", AS_NORM_VARIANTS, OLD_AS_NORM_VARIANT)
@@ -45,6 +46,7 @@ def check_values(values: Mapping) -> None:
     for key, minimum, optional in (("as_norm_top_k", 1, False), ("eval_batch_size", 1, False),
                                    ("average_checkpoints", 0, False),
                                    ("eval_num_workers", 0, False),
+                                   ("interval_draws", 1, False), ("interval_seed", 0, False),
                                    ("cohort_max_files_per_speaker", 1, True)):
         v = values.get(key)
         if key in values and not (optional and v is None) and (
@@ -54,6 +56,21 @@ def check_values(values: Mapping) -> None:
     v = values.get("eval_max_batch_seconds", 1.0)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise invalid_hparam("eval_max_batch_seconds", v, "must be a positive number")
+    v = values.get("interval_level", bootstrap.LEVEL)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise invalid_hparam("interval_level", v, "must be a number between 0 and 1, "
+                             "e.g. 0.95")
+
+
+def interval_settings(values: Mapping) -> dict | None:
+    """``{"level", "draws", "seed"}`` of the evaluation's speaker-bootstrap intervals, or None
+    when ``intervals`` is false; hparams that predate the keys get the defaults of
+    :mod:`lowres.scoring.bootstrap` (the yaml's)."""
+    if not values.get("intervals", True):
+        return None
+    return {"level": float(values.get("interval_level", bootstrap.LEVEL)),
+            "draws": int(values.get("interval_draws", bootstrap.DRAWS)),
+            "seed": int(values.get("interval_seed", bootstrap.SEED))}
 
 
 def precision_on(precision: str, device, key: str = "test_precision") -> tuple[str, str]:

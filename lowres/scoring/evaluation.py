@@ -15,6 +15,8 @@
 3b. calibrates the cosine scores to log-likelihood ratios by logistic regression on the
    validation trials (never the test trials; :mod:`lowres.scoring.calibration`) and adds
    min Cllr, and with a calibration Cllr and the actual DCF at the Bayes threshold;
+3c. with ``intervals`` (the default), the speaker-bootstrap interval of each of these
+   metrics but the actual DCF (:mod:`lowres.scoring.bootstrap`, docs/intervals.md);
 4. with ``post_process_scores`` also the same after AS-norm, with a cohort of
    per-speaker mean embeddings of the training set's full utterances
    (computed once per checkpoint and cached as ``cohort.pt`` beside the
@@ -45,7 +47,8 @@ predate the key; the yaml's default is the study's one_sided_whole_cohort),
 as_norm_top_k (300), eval_batch_size (16),
 eval_max_batch_seconds (400), eval_num_workers (default: num_workers, else 0),
 cohort_max_files_per_speaker (default: all files), calibration_prior (0.5: the
-calibration objective is then Cllr).
+calibration objective is then Cllr), intervals (true), interval_level (0.95),
+interval_draws (1000), interval_seed (0).
 
 When ``best`` and ``last`` are the same checkpoint, the second evaluation
 copies the first one's results instead of embedding everything again.
@@ -90,6 +93,7 @@ from lowres.scoring.eval_settings import (
     OLD_AS_NORM_VARIANT,
     check_values,
     effective_test_precision,
+    interval_settings,
     test_autocast,
 )
 from lowres.scoring.metrics import eer
@@ -103,6 +107,7 @@ from lowres.scoring.trials import (
     embedded_trials,
     finite_or_none,
     trial_indices,
+    trial_intervals,
     trial_metrics,
     write_scores,
 )
@@ -193,7 +198,9 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
           and (not validation or (src.get("calibration") or {}).get("prior")
                == float(hparams.get("calibration_prior", 0.5)))
           and (not post or all(
-              as_norm_settings(sets[s].get("as_norm", {})) == as_norm for s in test_sets)))
+              as_norm_settings(sets[s].get("as_norm", {})) == as_norm for s in test_sets))
+          and all(_interval_settings_of(sets[s]) == interval_settings(hparams)
+                  for s in test_sets))
     if not ok:
         return None
     out = eval_folder(hparams["output_folder"], checkpoint)
@@ -216,6 +223,12 @@ def _reuse_other_checkpoint(hparams, checkpoint, ckpt_name, test_sets, validatio
     write_results(hparams["output_folder"], checkpoint, results)
     logger.info("%s checkpoint is the %s one (%s): results copied", checkpoint, other, ckpt_name)
     return results
+
+
+def _interval_settings_of(entry: dict) -> dict | None:
+    """The interval settings a test set's results entry was made with (None: no intervals)."""
+    intervals = entry.get("intervals")
+    return {k: intervals[k] for k in ("level", "draws", "seed")} if intervals else None
 
 
 def evaluate_run(
@@ -308,8 +321,10 @@ def evaluate_run(
     if validation:
         results["validation"], results["calibration"], calibrations = _calibrate(
             scored, float(hparams.get("calibration_prior", 0.5)))
+    intervals = interval_settings(hparams)
     for name in test_sets:
-        entry = results["test_sets"][name] = _test_set_entry(scored, name, calibrations, out)
+        entry = results["test_sets"][name] = _test_set_entry(scored, name, calibrations, out,
+                                                             intervals)
         logger.info("%s %s: EER %.2f%% over %d trials", checkpoint, name, 100 * entry["eer"],
                     entry["n_trials"])
     write_results(hparams["output_folder"], where, results)
@@ -455,21 +470,34 @@ def _calibrate(scored: _ScoredTrials, prior: float):
     return validation, entry, (calibration, as_norm_calibration)
 
 
-def _test_set_entry(scored: _ScoredTrials, name: str, calibrations: tuple, out: Path) -> dict:
-    """One test set's metrics (and after AS-norm, with a cohort); writes its score files."""
+def _test_set_entry(scored: _ScoredTrials, name: str, calibrations: tuple, out: Path,
+                    intervals: dict | None) -> dict:
+    """One test set's metrics (and after AS-norm, with a cohort), with their intervals when
+    ``intervals`` has the settings; writes its score files."""
     calibration, as_norm_calibration = calibrations
     trials = scored.trials(name)
-    labels = trials.label.to_numpy()
     scores = scored.cosine(name)
-    entry = trial_metrics(scores, labels, calibration)
+    entry = _metrics_entry(scores, trials, calibration, intervals, name)
     entry["scores"] = scores_name(name)
     write_scores(out / entry["scores"], trials, scores)
     if scored.cohort is not None:
         normed = scored.normed(name)
-        entry["as_norm"] = trial_metrics(normed, labels, as_norm_calibration)
+        entry["as_norm"] = _metrics_entry(normed, trials, as_norm_calibration, intervals,
+                                          f"{name} (AS-norm)")
         entry["as_norm"].update(scores=scores_name(name, as_norm=True), **scored.as_norm,
                                 cohort_size=int(scored.cohort.shape[0]))
         write_scores(out / entry["as_norm"]["scores"], trials, normed)
+    return entry
+
+
+def _metrics_entry(scores: np.ndarray, trials: pd.DataFrame, calibration, intervals: dict | None,
+                   name: str) -> dict:
+    """:func:`trial_metrics`, and with ``intervals`` their intervals (``intervals``)."""
+    entry = trial_metrics(scores, trials.label.to_numpy(), calibration)
+    if intervals is not None:
+        found = trial_intervals(scores, trials, calibration, intervals, name)
+        if found is not None:
+            entry["intervals"] = found
     return entry
 
 

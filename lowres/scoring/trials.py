@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from lowres.io.atomic import atomic_path
 from lowres.io.lists import ListError
+from lowres.scoring.bootstrap import speaker_bootstrap, speaker_of
 from lowres.scoring.calibration import Calibration, act_dcf, cllr, min_cllr
 from lowres.scoring.metrics import eer, min_dcf
 
@@ -105,6 +107,23 @@ def trial_metrics(scores, labels, calibration: Calibration | None = None) -> dic
         out.update({"cllr": cllr(llrs, labels), "act_dcf_0.01": act_dcf(llrs, labels, 0.01),
                     "act_dcf_0.05": act_dcf(llrs, labels, 0.05)})
     return out
+
+
+def trial_intervals(scores, trials: pd.DataFrame, calibration: Calibration | None,
+                    settings: Mapping, name: str) -> dict | None:
+    """results.json's ``intervals`` of list ``name``: speaker-bootstrap intervals of every
+    metric of :func:`trial_metrics` but the actual DCF, with ``settings`` ``{"level",
+    "draws", "seed"}``; None (logged) for a list of fewer than two speakers (a debug run's)."""
+    speakers = {speaker_of(p) for p in np.concatenate([trials.path1, trials.path2])}
+    if len(speakers) < 2:
+        logger.warning("%s: no intervals: its trials have %d speaker(s)", name, len(speakers))
+        return None
+    t0 = time.perf_counter()
+    result = speaker_bootstrap(scores, trials.label.to_numpy(), trials.path1.to_numpy(),
+                               trials.path2.to_numpy(), calibration=calibration, **settings)
+    logger.info("%s: speaker-bootstrap intervals (%d draws of %d speakers) in %.1f s", name,
+                result.draws, result.speakers, time.perf_counter() - t0)
+    return result.as_json()
 
 
 def write_scores(path: str | os.PathLike, trials: pd.DataFrame, scores) -> None:
