@@ -94,6 +94,23 @@ def _finish_panels(fig, axes, test: str, note: str, note_y: float = -0.1) -> Non
     fig.text(0.5, note_y, note, ha="center", fontsize=8)
 
 
+def _spread(ax, position: float, stats: dict, color, eer_axis: str = "y") -> None:
+    """Error bars at one point: the speaker-bootstrap interval of its mean EER (thin, capped)
+    and ± sd over its seeds (thick); each where the frame has it."""
+    bars = [((stats["low"], stats["high"]), dict(linewidth=0.9, marker="_" if eer_axis == "y"
+                                                  else "|", markersize=7)),
+            ((stats["mean"] - stats["sd"], stats["mean"] + stats["sd"]),
+             dict(linewidth=3.0, alpha=0.45, solid_capstyle="butt"))]
+    for (low, high), style in bars:
+        if math.isnan(low) or math.isnan(high):
+            continue
+        xs, ys = ([position] * 2, [low, high]) if eer_axis == "y" else ([low, high], [position] * 2)
+        ax.plot(xs, ys, color=color, zorder=2, **style)
+
+
+SPREAD_NOTE = "bars: speaker-bootstrap interval of the mean (thin), ± sd over seeds (thick)"
+
+
 def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
     """lr.png/pdf: EER vs learning rate, one panel per subset, one line per model."""
     rows = grid_rows(frame, ("naive_lr", "detailed_lr"), test_set, ("original",))
@@ -112,14 +129,15 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
             for lr, group in runs.groupby("lr"):
                 stats = seed_stats(group, col)
                 if stats["n"]:
-                    points.append((lr, stats["mean"], group["grid"].iloc[0]))
+                    points.append((lr, stats["mean"], group["grid"].iloc[0], stats))
                 pending += [(lr, v) for v in _diverged_eers(group, col)]
             if not points:
                 continue
-            lrs, eers, kinds = zip(*sorted(points), strict=True)
+            lrs, eers, kinds, stats = zip(*sorted(points, key=lambda p: p[0]), strict=True)
             color = MODEL_COLORS.get(model)
             ax.plot(lrs, eers, "-", color=color, label=MODEL_LABELS.get(model, model))
-            for lr, eer, kind in zip(lrs, eers, kinds, strict=True):
+            for lr, eer, kind, st in zip(lrs, eers, kinds, stats, strict=True):
+                _spread(ax, lr, st, color)
                 ax.plot(lr, eer, "o" if kind == "naive_lr" else "s", color=color,
                         markersize=5 if kind == "naive_lr" else 4,
                         markerfacecolor=color if kind == "naive_lr" else "white")
@@ -128,7 +146,8 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
         ax.set_xlabel("learning rate")
         ax.grid(True, which="major", alpha=0.3)
         _diverged_marks(ax, pending, div_label)
-    _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid")
+    _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid; "
+                   + SPREAD_NOTE)
     return _save(fig, out, "lr")
 
 
@@ -152,7 +171,7 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
                 continue
             color = MODEL_COLORS.get(model)
             shift = 1.0 + 0.04 * (k - (len(models) - 1) / 2)  # dodge models on the log axis
-            xs, means, sds = [], [], []
+            xs, means = [], []
             for steps, group in runs.groupby("max_steps"):
                 stats = seed_stats(group, col)
                 done = group[(group["status"] == "finished")]
@@ -162,11 +181,10 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
                 if stats["n"]:
                     xs.append(steps * shift)
                     means.append(stats["mean"])
-                    sds.append(0.0 if math.isnan(stats["sd"]) else stats["sd"])
+                    _spread(ax, steps * shift, stats, color)
                 pending += [(steps * shift, v) for v in _diverged_eers(group, col)]
             if xs:
-                ax.errorbar(xs, means, yerr=sds, color=color, marker="o", capsize=3,
-                            label=MODEL_LABELS.get(model, model))
+                ax.plot(xs, means, color=color, marker="o", label=MODEL_LABELS.get(model, model))
         ax.set_xscale("log")
         ax.set_xticks(all_steps)
         ax.set_xticklabels([f"{s // 1000}k" if s >= 1000 else str(s) for s in all_steps])
@@ -175,7 +193,7 @@ def plot_steps(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> l
         ax.set_xlabel("max_steps")
         ax.grid(True, alpha=0.3)
         _diverged_marks(ax, pending, div_label)
-    _finish_panels(fig, axes, test, "mean ± sd over seeds; dots: single seeds")
+    _finish_panels(fig, axes, test, f"mean over seeds; dots: single seeds; {SPREAD_NOTE}")
     return _save(fig, out, "steps")
 
 
@@ -201,6 +219,7 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
             color = "tab:gray" if tag == "baseline" else "tab:green"
             if stats["n"]:
                 ax.barh(y, stats["mean"], color=color, alpha=0.45, height=0.7)
+                _spread(ax, y, stats, "black", eer_axis="x")
                 if tag == "baseline":
                     baseline = stats["mean"]
             done = group[group["status"] == "finished"]
@@ -218,8 +237,8 @@ def plot_ablation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -
         _diverged_marks(ax, pending, div_label, eer_axis="x")
         if ax.get_legend_handles_labels()[1]:
             ax.legend(loc="lower right", fontsize=8)
-    fig.text(0.5, -0.02, "bars: mean over seeds; dots: single seeds; dashed: baseline",
-             ha="center", fontsize=8)
+    fig.text(0.5, -0.02, "filled bars: mean over seeds; dots: single seeds; dashed: baseline; "
+             f"black {SPREAD_NOTE}", ha="center", fontsize=8)
     fig.tight_layout()
     return _save(fig, out, "ablation")
 
@@ -234,21 +253,25 @@ def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> 
     fig, axes = _panel_row(len(models), 4.0)
     xs = np.arange(len(MODERN_STEPS))
     for ax, model in zip(axes[0], models, strict=True):
-        for subset in ordered(sub[sub["model"] == model]["subset"], SUBSETS):
+        subsets = ordered(sub[sub["model"] == model]["subset"], SUBSETS)
+        for k, subset in enumerate(subsets):
             stats = modern_stats(frame, model, subset, test)
-            ok = [(x, st) for x, st in zip(xs, stats, strict=True) if st["n"]]
+            shift = 0.06 * (k - (len(subsets) - 1) / 2)  # dodge the subsets' bars
+            ok = [(x + shift, st) for x, st in zip(xs, stats, strict=True) if st["n"]]
             if not ok:
                 continue
-            ax.errorbar([x for x, _ in ok], [st["mean"] for _, st in ok],
-                        yerr=[0.0 if math.isnan(st["sd"]) else st["sd"] for _, st in ok],
-                        color=SUBSET_COLORS.get(subset), marker="o", capsize=3, label=subset)
+            color = SUBSET_COLORS.get(subset)
+            ax.plot([x for x, _ in ok], [st["mean"] for _, st in ok], color=color, marker="o",
+                    label=subset)
+            for x, st in ok:
+                _spread(ax, x, st, color)
         ax.set_xticks(xs)
         ax.set_xticklabels([label for label, _, _ in MODERN_STEPS], rotation=25, ha="right",
                            fontsize=8)
         ax.set_title(MODEL_LABELS.get(model, model))
         ax.grid(True, alpha=0.3)
-    _finish_panels(fig, axes, test, "mean ± sd over seeds; each step adds to the one before",
-                   note_y=-0.24)
+    _finish_panels(fig, axes, test, f"mean over seeds; each step adds to the one before; "
+                   f"{SPREAD_NOTE}", note_y=-0.24)
     return _save(fig, out, "modern")
 
 

@@ -3,8 +3,11 @@
 A row holds the run's grid point (from the folder layout of :mod:`lowres.study.grids.runs`,
 else from hyperparams.yaml), its status, whether it diverged, and per test set the EER
 (in %), minDCF and number of trials of the best checkpoint; beyond the study, the run it
-started from and the EERs of its averaged checkpoints.  The tables and figures read only
-this frame, so a run folder is parsed in one place.
+started from and the EERs of its averaged checkpoints.  Where results.json has the
+speaker-bootstrap intervals of these metrics, ``lo_<column>`` and ``hi_<column>`` hold them
+(:mod:`lowres.study.results.intervals` adds them from the score files of runs evaluated
+before, and the intervals of seed groups).  The tables and figures read only this frame, so
+a run folder is parsed in one place.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from lowres.io.run_folder import (
 )
 from lowres.study.grids.runs import parse_run_path
 
-__all__ = ["HPARAM_KEYS", "METRICS", "as_float", "as_norm_columns", "collect", "diverged_in_log",
-           "find_runs", "flatten_results", "read_hparams", "read_run", "stage_columns"]
+__all__ = ["HPARAM_KEYS", "INTERVAL_PREFIXES", "METRICS", "as_float", "as_norm_columns",
+           "collect", "diverged_in_log", "eer_column", "find_runs", "flatten_results",
+           "interval_columns", "read_hparams", "read_run", "stage_columns"]
 
 SKIP_DIRS = {SAVE, EVAL, "results", "__pycache__"}
 HPARAM_KEYS = (
@@ -36,6 +40,9 @@ HPARAM_KEYS = (
     "enroll_training_data", "post_process_scores", "precision", "subset", "model_name",
 )
 METRICS = ("eer", "min_dcf_0.01", "min_dcf_0.05", "n_trials")
+# lo_<column> / hi_<column>: a run's interval of a metric column; seeds_lo_ / seeds_hi_: its
+# seed group's (lowres.study.results.intervals)
+INTERVAL_PREFIXES = ("lo_", "hi_", "seeds_lo_", "seeds_hi_")
 _SCALAR = re.compile(r"^([A-Za-z_][\w.]*):[ \t]*([^\n#!&*][^\n#]*?)?[ \t]*(?:#.*)?$", re.M)
 _NAN_LOSS = re.compile(r"loss[^:=\n]*[:=]\s*[-+]?(nan|inf)\b", re.I)
 
@@ -132,8 +139,10 @@ def read_run(root: Path, folder: Path) -> dict:
         eer = as_float(metrics.get("eer"))
         nan_eer |= math.isnan(eer)
         row[f"eer_pct_{test_set}"] = 100.0 * eer
+        row.update(interval_columns(eer_column(test_set), metrics, "eer", 100.0))
         for metric in METRICS[1:]:
             row[f"{metric}_{test_set}"] = as_float(metrics.get(metric))
+            row.update(interval_columns(f"{metric}_{test_set}", metrics, metric))
         row.update(as_norm_columns(test_set, metrics))
     verdict = data.get("diverged") if isinstance(data, dict) else None
     if verdict is not None:  # the evaluation's verdict (lowres.scoring.evaluation)
@@ -150,12 +159,31 @@ def read_run(root: Path, folder: Path) -> dict:
     return row
 
 
-def as_norm_columns(test_set: str, metrics: dict, prefix: str = "") -> dict:
-    """``<prefix>as_norm_eer_pct_<test set>``: the EER after AS-norm, when tested with it."""
+def eer_column(test_set: str, checkpoint: str = "best", as_norm: bool = False) -> str:
+    """The column of a test set's EER (%) of the ``best`` or ``averaged`` checkpoint, raw or
+    after AS-norm: ``[averaged_][as_norm_]eer_pct_<test set>``."""
+    return (f"{'averaged_' if checkpoint == 'averaged' else ''}"
+            f"{'as_norm_' if as_norm else ''}eer_pct_{test_set}")
+
+
+def interval_columns(column: str, metrics: dict, metric: str, scale: float = 1.0) -> dict:
+    """``lo_<column>`` and ``hi_<column>``: the interval of ``metric`` in a results.json
+    entry's ``intervals`` (times ``scale``), when it has one."""
+    intervals = metrics.get("intervals")
+    if not isinstance(intervals, dict) or not isinstance(intervals.get(metric), list):
+        return {}
+    low, high = intervals[metric]
+    return {f"lo_{column}": scale * as_float(low), f"hi_{column}": scale * as_float(high)}
+
+
+def as_norm_columns(test_set: str, metrics: dict, checkpoint: str = "best") -> dict:
+    """The EER after AS-norm (:func:`eer_column`) and its interval, when tested with it."""
     as_norm = metrics.get("as_norm")
     if not isinstance(as_norm, dict):
         return {}
-    return {f"{prefix}as_norm_eer_pct_{test_set}": 100.0 * as_float(as_norm.get("eer"))}
+    column = eer_column(test_set, checkpoint, as_norm=True)
+    return {column: 100.0 * as_float(as_norm.get("eer")),
+            **interval_columns(column, as_norm, "eer", 100.0)}
 
 
 def stage_columns(folder: Path, hp: dict) -> dict:
@@ -172,8 +200,10 @@ def stage_columns(folder: Path, hp: dict) -> dict:
     if isinstance(info, dict):
         row["averaged"] = f"{info.get('by')} {info.get('n')}"
         for test_set, metrics in flatten_results(data).items():
-            row[f"averaged_eer_pct_{test_set}"] = 100.0 * as_float(metrics.get("eer"))
-            row.update(as_norm_columns(test_set, metrics, "averaged_"))
+            column = eer_column(test_set, "averaged")
+            row[column] = 100.0 * as_float(metrics.get("eer"))
+            row.update(interval_columns(column, metrics, "eer", 100.0))
+            row.update(as_norm_columns(test_set, metrics, "averaged"))
     return row
 
 
@@ -187,6 +217,7 @@ def collect(root: Path | str) -> pd.DataFrame:
     metric_cols = sorted(c for c in frame.columns if c.startswith(("eer_pct_",) + METRICS[1:]))
     metric_cols += sorted(c for c in frame.columns if c.startswith(
         ("as_norm_eer_pct_", "averaged_eer_pct_", "averaged_as_norm_eer_pct_")))
+    metric_cols += sorted(c for c in frame.columns if c.startswith(INTERVAL_PREFIXES))
     first = ["run", "grid", "model", "subset", "tag", *[k for k in HPARAM_KEYS
              if k not in ("model_name", "subset")], "status", "diverged", "parent_run",
              "averaged"]

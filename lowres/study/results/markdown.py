@@ -18,6 +18,7 @@ from lowres.study.results.tables import (
     demo_label,
     demo_rows,
     demo_table,
+    fmt_interval,
     grid_rows,
     lr_table,
     markdown_table,
@@ -109,8 +110,8 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
     lines += [f"{len(frame)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
               + f"; {int(frame['diverged'].sum())} diverged (non-finite loss or validation "
               "EER; kept and marked "
-              "'div.'). EER in %, best checkpoint; mean ± sd over seeds, (n) = seeds with "
-              "results.", ""]
+              "'div.'). EER in %, best checkpoint; mean ± sd over seeds [speaker-bootstrap "
+              "interval of that mean, docs/intervals.md], (n) = seeds with results.", ""]
     for grid, title in (("naive_lr", "Naive LR grid"), ("detailed_lr", "Detailed LR grid")):
         if rows := grid_rows(frame, (grid,), lr_test, ("original",)):
             test = rows[1]
@@ -142,7 +143,9 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
         lines += ["## Other runs", ""]
         lines += markdown_table(["run", "status", *eer_cols], [
             [r["run"], r["status"] + (" (div.)" if r["diverged"] else "")]
-            + [f"{r[c]:.2f}" if not pd.isna(r[c]) else "" for c in eer_cols]
+            + [f"{r[c]:.2f}" + fmt_interval(as_float(r.get(f"lo_{c}")),
+                                            as_float(r.get(f"hi_{c}")))
+               if not pd.isna(r[c]) else "" for c in eer_cols]
             for _, r in other.iterrows()]) + [""]
     for title, mask in (("Diverged runs (non-finite loss or validation EER)",
                          frame["diverged"]),

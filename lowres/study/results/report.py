@@ -9,9 +9,14 @@ it diverged (``diverged``: the verdict of its results.json, written by the evalu
 when training stopped at a non-finite loss or no validation had a finite EER; for a run
 without one, a NaN/inf loss in train_log.txt), and per test
 set the EER (in %), minDCF (p_target 0.01 and 0.05) and number of trials of the
-best checkpoint (eval/best/results.json).  ``results.md`` holds the grids as
-Markdown tables (mean ± sd over seeds, n = number of seeds) and the lists of
-diverged and unfinished runs; the figures (PNG and PDF):
+best checkpoint (eval/best/results.json), each with its speaker-bootstrap interval
+(``lo_<column>``, ``hi_<column>``: from results.json, or for runs evaluated before it had
+them, from the score files, cached in ``<out>/intervals/``), and the interval of each
+EER's seed group (``seeds_lo_<column>``, ``seeds_hi_<column>``: the runs of a grid point,
+their mean EER under the same speaker draws; lowres.study.results.intervals,
+docs/intervals.md).  ``results.md`` holds the grids as Markdown tables (mean ± sd over
+seeds [interval], n = number of seeds) and the lists of diverged and unfinished runs; the
+figures (PNG and PDF; error bars: thin, the interval, thick, ± sd over seeds):
 
 * ``lr.*``: EER vs learning rate, one panel per subset, one line per model
   (naive and detailed LR grid together; VoxCeleb1-O by default),
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lowres.scoring.bootstrap import DRAWS, LEVEL, SEED
 from lowres.study.results.figures import (
     plot_ablation,
     plot_demo,
@@ -48,6 +54,7 @@ from lowres.study.results.figures import (
     plot_steps,
 )
 from lowres.study.results.frame import collect
+from lowres.study.results.intervals import ScoreDraws, add_intervals
 from lowres.study.results.markdown import write_markdown
 
 __all__ = ["main"]
@@ -64,12 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--det", nargs="*", metavar="RUN",
                         help="also draw det.png/pdf: DET curves of these runs (folders below "
                         "RUNS_ROOT, as in results.csv; none named: every run with score files)")
+    parser.add_argument("--no_intervals", action="store_true",
+                        help="no speaker-bootstrap intervals beyond those of results.json")
+    parser.add_argument("--interval_level", type=float, default=LEVEL,
+                        help=f"of the intervals computed here (default {LEVEL})")
+    parser.add_argument("--interval_draws", type=int, default=DRAWS,
+                        help=f"speaker draws of the intervals computed here (default {DRAWS})")
+    parser.add_argument("--interval_seed", type=int, default=SEED,
+                        help=f"seed of those draws (default {SEED})")
     args = parser.parse_args(argv)
     if not args.runs_root.is_dir():
         parser.error(f"{args.runs_root} is not a folder")
     out = args.out or args.runs_root / "results"
     out.mkdir(parents=True, exist_ok=True)
     frame = collect(args.runs_root)
+    if not args.no_intervals:
+        source = ScoreDraws(args.interval_draws, args.interval_seed, cache=out / "intervals")
+        frame = add_intervals(frame, args.runs_root, source, args.interval_level)
     frame.to_csv(out / "results.csv", index=False)
     write_markdown(frame, out / "results.md", args.lr_test_set, args.test_set)
     written = [out / "results.csv", out / "results.md"]

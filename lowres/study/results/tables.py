@@ -1,5 +1,7 @@
 """The results' tables as Markdown lines, and the summaries behind them that the figures
-share: mean ± sd over seeds per cell, the order of models and subsets, the test set shown.
+share: mean ± sd over seeds per cell with the speaker-bootstrap interval of that mean
+(results.csv's ``seeds_lo_`` / ``seeds_hi_`` columns), the order of models and subsets, the
+test set shown.
 
 Six tables: the naive and the detailed LR grid, steps, the wav2vec2 ablation, the modern
 grid (beyond the study) and the demo.
@@ -25,7 +27,8 @@ from lowres.study.grids.definitions import (
 from lowres.study.results.frame import as_float
 
 __all__ = ["DEMO_COLUMNS", "MODEL_LABELS", "MODERN_STEPS", "ablation_table", "best_lrs",
-           "demo_cells", "demo_label", "demo_rows", "demo_table", "fmt_lr", "grid_rows",
+           "demo_cells", "demo_label", "demo_rows", "demo_table", "fmt_interval", "fmt_lr",
+           "grid_rows",
            "lr_table", "markdown_table", "modern_stats", "modern_table", "ordered",
            "pick_test_set", "seed_stats", "steps_table", "tests_with_results",
            "with_mean_columns"]
@@ -69,17 +72,37 @@ def ordered(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
 
 
 def seed_stats(group: pd.DataFrame, col: str) -> dict:
-    """Mean and sd of `col` over the finished runs of `group` (its seeds), n, and the counts
-    of its runs, diverged and unfinished ones."""
+    """Mean and sd of `col` over the finished runs of `group` (its seeds), n, the counts
+    of its runs, diverged and unfinished ones, and the interval of the mean (low, high: NaN
+    unless those runs share one, :func:`_seed_interval`)."""
     finished = group[group["status"] == "finished"]
     values = finished[col].to_numpy(dtype=float) if col in finished else np.array([])
     ok = values[~np.isnan(values)]
+    low, high = _seed_interval(finished[~np.isnan(values)], col)
     return {
         "mean": float(ok.mean()) if ok.size else math.nan,
         "sd": float(ok.std(ddof=1)) if ok.size > 1 else math.nan,
         "n": int(ok.size), "diverged": int(group["diverged"].sum()),
         "runs": len(group), "unfinished": int((group["status"] != "finished").sum()),
+        "low": low, "high": high,
     }
+
+
+def _seed_interval(runs: pd.DataFrame, col: str) -> tuple[float, float]:
+    """The seed-group interval of `col` that all `runs` have (NaN if any lacks it or they
+    are not one group)."""
+    bounds = [f"seeds_lo_{col}", f"seeds_hi_{col}"]
+    if runs.empty or not all(b in runs for b in bounds):
+        return math.nan, math.nan
+    found = runs[bounds].drop_duplicates()
+    if len(found) != 1 or found.isna().any(axis=None):
+        return math.nan, math.nan
+    return float(found.iloc[0, 0]), float(found.iloc[0, 1])
+
+
+def fmt_interval(low: float, high: float) -> str:
+    """" [low, high]" (EER in %), or "" where there is none."""
+    return "" if math.isnan(low) or math.isnan(high) else f" [{low:.2f}, {high:.2f}]"
 
 
 def _cell(stats: dict, bold: bool = False) -> str:
@@ -91,6 +114,7 @@ def _cell(stats: dict, bold: bool = False) -> str:
             text += f" ± {stats['sd']:.2f}"
         if bold:
             text = f"**{text}**"
+        text += fmt_interval(stats["low"], stats["high"])
         if stats["runs"] > 1:
             text += f" ({stats['n']})"
         if stats["diverged"]:
