@@ -1,6 +1,8 @@
-"""Intervals of run folders from their score files: results.csv, seed groups, tables
-(lowres.study.results.intervals)."""
+"""Intervals of run folders from their score files (results.csv, seed groups, tables) and
+paired comparisons of runs and seed groups (lowres.study.results.intervals / compare)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +11,18 @@ import pytest
 
 from lowres.io.run_folder import eval_folder, hyperparams_path, read_results, write_results
 from lowres.scoring.bootstrap import SpeakerBootstrap, percentile_interval
+from lowres.scoring.paired import holm
 from lowres.scoring.trials import trial_metrics, write_scores
 from lowres.study.grids.definitions import format_value
 from lowres.study.grids.runs import expand
+from lowres.study.results import intervals
+from lowres.study.results.compare import compare, compare_all, seed_group
 from lowres.study.results.frame import collect
 from lowres.study.results.intervals import ScoreDraws, add_intervals
 from lowres.study.results.report import main
 from lowres.study.results.tables import lr_table, steps_table
 
+ROOT = Path(__file__).resolve().parents[1]
 DRAWS = 200
 
 
@@ -161,3 +167,78 @@ def test_cli_writes_the_interval_columns(runs, tmp_path):
     assert not any(c.startswith(("lo_", "seeds_")) for c in bare.columns)
     assert not read_results(steps_runs(runs, 50000)[0]).get("test_sets")["original"].get(
         "intervals")  # the run folders are left as they were
+
+
+def test_a_run_against_itself_cannot_be_separated(runs):
+    run = steps_runs(runs, 50000)[0]
+    c = compare(run, run, draws=DRAWS)
+    assert (c.diff, tuple(c.interval), c.p) == (0.0, (0.0, 0.0), 1.0)
+    assert not c.holds and "cannot be separated" in c.verdict
+
+
+def test_paired_comparison_of_runs_and_seed_groups(runs):
+    worse, better = steps_runs(runs, 25000), steps_runs(runs, 50000)
+    c = compare(better[0], worse[0], metric="eer", draws=DRAWS)
+    assert c.diff == pytest.approx(c.a_value - c.b_value) and c.diff < 0
+    assert c.holds and c.verdict.startswith(f"{better[0]} below {worse[0]} by {-c.diff:.2f} "
+                                            f"[{-c.interval.high:.2f}, {-c.interval.low:.2f}] "
+                                            "points, holds (p ")
+    # seed groups, as a list and as a glob pattern: the mean over their seeds
+    pattern = str(better[0].parent / "lr*_steps50000_seed*")
+    group = compare(pattern, worse, metric="min_dcf_0.05", draws=DRAWS)
+    points = [compare(r, r, metric="min_dcf_0.05", draws=DRAWS).a_value for r in better]
+    assert group.a_value == pytest.approx(np.mean(points))
+    assert group.a == f"{pattern} (3 seeds)"
+    family = compare_all([(better, worse), (better[0], better[1])], ["original"],
+                         ["eer", "min_cllr"], draws=DRAWS)
+    assert len(family) == 4 and all(f.family == 4 for f in family)
+    assert [f.p_holm for f in family] == holm([f.p for f in family])
+    assert "over 4 comparisons" in family[0].verdict
+
+
+def test_mismatched_trial_lists_and_groups_are_refused(runs, capsys):
+    naive = runs / "naive_lr" / "xvector_tiny_few"
+    other = next(p for p in naive.iterdir() if p.is_dir())
+    run = steps_runs(runs, 50000)[0]
+    with pytest.raises(ValueError, match="different original trial lists"):
+        compare(run, other, draws=DRAWS)
+    with pytest.raises(ValueError, match="differ in more than their seed: max_steps"):
+        seed_group(steps_runs(runs, 50000)[:1] + steps_runs(runs, 25000)[:1])
+    assert seed_group(steps_runs(runs, 50000)) == steps_runs(runs, 50000)
+    assert main(["compare", str(run), str(other), "--interval_draws", "50"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "different original trial lists" in err
+    assert main(["compare", str(run)]) == 2
+    assert "in pairs" in capsys.readouterr().err
+
+
+def test_cli_compares_pairs_in_one_family(runs):
+    better, worse = steps_runs(runs, 50000), steps_runs(runs, 25000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lowres.results", "compare", str(better[0]), str(worse[0]),
+         str(better[1]), str(better[2]), "--metric", "eer", "min_dcf_0.05"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("4 comparison(s)") and len(lines) == 5
+    assert lines[1].startswith(f"original eer: {better[0]} ") and "below" in lines[1]
+    assert "after Holm over 4 comparisons" in lines[1]
+    assert f"{better[1]} and {better[2]} cannot be separated" in lines[3]
+
+
+def test_score_file_names_the_calibration_of_its_scores(runs):
+    run = steps_runs(runs, 50000)[0]
+    data = read_results(run)
+    write_results(run, "best", {**data, "calibration": {"scale": 2.0, "offset": -1.0,
+                                                        "as_norm": {"scale": 3.0,
+                                                                    "offset": 0.5}}})
+    try:
+        path, calibration = intervals.score_file(run, "original")
+        assert path.name == "scores_original.txt" and tuple(calibration) == (2.0, -1.0)
+        c = compare(run, run, metric="cllr", draws=DRAWS)
+        assert c.a_value > 0 and c.diff == 0.0
+        assert intervals.score_file(run, "original", as_norm=True) is None  # no such file
+        assert intervals.score_file(run, "hard") is None
+    finally:
+        write_results(run, "best", data)

@@ -1,12 +1,13 @@
 """Speaker-bootstrap intervals of run folders, from their score files: for runs evaluated
-before results.json had intervals, and for seed groups.
+before results.json had intervals, for seed groups, and for paired comparisons
+(:mod:`lowres.study.results.compare`).
 
 Every score file of one trial list is resampled with the same speaker draws (the draws
 depend only on the list's speakers, ``draws`` and ``seed``), so the draws of several runs
-can be combined draw by draw, e.g. the mean over a seed group's runs.  :class:`ScoreDraws`
-keeps each score file's metrics per draw, in memory and, given a folder, on disk
-(``lowres.results`` caches them in ``<out>/intervals/``, never in a run folder), keyed by
-the file's path, size and time and the draws.
+can be combined draw by draw: the mean over a seed group's runs, or the difference of two
+runs.  :class:`ScoreDraws` keeps each score file's metrics per draw, in memory and, given
+a folder, on disk (``lowres.results`` caches them in ``<out>/intervals/``, never in a run
+folder), keyed by the file's path, size and time and the draws.
 
 :func:`add_intervals` completes results.csv (EER columns in %):
 

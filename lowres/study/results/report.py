@@ -1,6 +1,7 @@
 """Collect grid runs into a table and draw the study's figures.
 
     python -m lowres.results RUNS_ROOT [--out DIR]
+    python -m lowres.results compare A B [A2 B2 ...] [--test_sets ...] [--metric eer]
 
 Every run folder below RUNS_ROOT (one with hyperparams.yaml, train_log.txt or
 eval/) becomes one row of ``results.csv``: its grid point (from the folder
@@ -35,6 +36,9 @@ figures (PNG and PDF; error bars: thin, the interval, thick, ± sd over seeds):
 
 Diverged runs are kept: marked "div." in the tables and drawn as red crosses
 (at their EER when they were evaluated, else at the top of the panel).
+
+``compare``: paired comparisons of runs or seed groups on the same trials, Holm-adjusted
+(:mod:`lowres.study.results.compare`; ``python -m lowres.results compare --help``).
 """
 
 
@@ -42,9 +46,11 @@ Diverged runs are kept: marked "div." in the tables and drawn as red crosses
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lowres.scoring.bootstrap import DRAWS, LEVEL, SEED
+from lowres.study.results import compare
 from lowres.study.results.figures import (
     plot_ablation,
     plot_demo,
@@ -60,6 +66,9 @@ from lowres.study.results.markdown import write_markdown
 __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return compare.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m lowres.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs_root", type=Path)
