@@ -1,4 +1,4 @@
-"""Confidence intervals of EER and minDCF by resampling test speakers.
+"""Confidence intervals of EER, minDCF, Cllr and min Cllr by resampling test speakers.
 
 The trials of a VoxCeleb test list share few speakers (40 in VoxCeleb1-O), so they are
 far from independent: one speaker who is hard to verify moves hundreds of trials at
@@ -29,8 +29,9 @@ sum over speakers (``m_s`` times each speaker's cost) and the non-targets' a qua
 products.  min Cllr needs the lower convex hull of each draw's weighted curve at the same
 operating points (the PAV blocks), found for a block of draws at once by
 :func:`~lowres.scoring.calibration.pav_blocks`.  On a VoxCeleb1-E-sized list
-(``benchmarks/bootstrap_intervals.py``, 1,000 draws, 2 shared cores) EER and minDCF take
-about 6 s, min Cllr about 8 s (the same curves, then the hulls) and Cllr 2 s.
+(``benchmarks/bootstrap_intervals.py``, 1,000 draws, 2 cores shared with other jobs) EER
+and minDCF take 6-10 s, min Cllr 7-12 s (the same curves, then the hulls), Cllr 2-3 s, all
+five in one call about 13 s; on VoxCeleb1-O all five take under 1 s.
 
 The interval is the percentile interval of the draws.
 """
