@@ -346,3 +346,14 @@ def test_test_embeddings_autocast_in_the_training_precision_family(monkeypatch, 
     assert seen == ([("cuda", dtype)] if dtype else [])
     expected = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
     assert evaluation.effective_test_precision(hparams, device)[0] == expected
+
+
+def test_a_list_of_one_speaker_has_no_intervals(caplog):
+    """A debug run may score a few trials of one speaker: no speakers to resample, logged."""
+    from lowres.scoring.trials import trial_intervals
+
+    trials = pd.DataFrame({"label": [1, 1], "path1": ["id1/a/1.wav", "id1/a/2.wav"],
+                           "path2": ["id1/b/1.wav", "id1/b/2.wav"]})
+    settings = {"level": 0.95, "draws": 10, "seed": 0}
+    assert trial_intervals(np.array([0.5, 0.7]), trials, None, settings, "original") is None
+    assert "original: no intervals: its trials have 1 speaker(s)" in caplog.text
