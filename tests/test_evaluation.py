@@ -357,3 +357,17 @@ def test_a_list_of_one_speaker_has_no_intervals(caplog):
     settings = {"level": 0.95, "draws": 10, "seed": 0}
     assert trial_intervals(np.array([0.5, 0.7]), trials, None, settings, "original") is None
     assert "original: no intervals: its trials have 1 speaker(s)" in caplog.text
+
+
+def test_a_list_whose_paths_name_no_speaker_has_no_intervals(caplog):
+    """Paths without the speaker's folder (``a_1.wav``) make a target trial look like two
+    speakers: the evaluation keeps its metrics and says why it has no intervals."""
+    from lowres.scoring.trials import trial_intervals
+
+    trials = pd.DataFrame({"label": [1, 0, 1, 0], "path1": ["a_1.wav", "a_1.wav", "b_1.wav",
+                                                            "b_1.wav"],
+                           "path2": ["a_2.wav", "b_2.wav", "b_2.wav", "a_2.wav"]})
+    settings = {"level": 0.95, "draws": 10, "seed": 0}
+    scores = np.array([0.9, 0.1, 0.8, 0.2])
+    assert trial_intervals(scores, trials, None, settings, "original") is None
+    assert "original: no intervals: 2 target trial(s) pair two different speakers" in caplog.text

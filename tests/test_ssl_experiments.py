@@ -82,7 +82,7 @@ def test_experiments_expand_in_the_lr_grids(capsys):
     assert not expand_experiments(["ssl_ecapa_tiny_few"], "naive_lr", models=["xvector"])
     runner.main(["list", "naive_lr", "--experiment", "wavlm_base_plus_tiny_few"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("python recipes/VoxCeleb/train.py hparams/"
+    assert out[0].startswith(f"{sys.executable} recipes/VoxCeleb/train.py hparams/"
                              "wavlm_base_plus_tiny_few.yaml ")
     assert out[-1].startswith(f"# {len(NAIVE_LRS)} runs")
     with pytest.raises(ValueError, match="LR grids.*not in steps"):

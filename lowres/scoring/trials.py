@@ -113,14 +113,21 @@ def trial_intervals(scores, trials: pd.DataFrame, calibration: Calibration | Non
                     settings: Mapping, name: str) -> dict | None:
     """results.json's ``intervals`` of list ``name``: speaker-bootstrap intervals of every
     metric of :func:`trial_metrics` but the actual DCF, with ``settings`` ``{"level",
-    "draws", "seed"}``; None (logged) for a list of fewer than two speakers (a debug run's)."""
+    "draws", "seed"}``; None (logged) for a list of fewer than two speakers (a debug run's)
+    or whose paths do not start with the speaker's folder as VoxCeleb's do (a target trial
+    then seems to pair two speakers): the run's metrics stand without intervals."""
     speakers = {speaker_of(p) for p in np.concatenate([trials.path1, trials.path2])}
     if len(speakers) < 2:
         logger.warning("%s: no intervals: its trials have %d speaker(s)", name, len(speakers))
         return None
     t0 = time.perf_counter()
-    result = speaker_bootstrap(scores, trials.label.to_numpy(), trials.path1.to_numpy(),
-                               trials.path2.to_numpy(), calibration=calibration, **settings)
+    try:
+        result = speaker_bootstrap(scores, trials.label.to_numpy(), trials.path1.to_numpy(),
+                                   trials.path2.to_numpy(), calibration=calibration, **settings)
+    except ValueError as err:  # the speakers cannot be read from the paths
+        logger.warning("%s: no intervals: %s (the speaker is a trial path's first folder)",
+                       name, err)
+        return None
     logger.info("%s: speaker-bootstrap intervals (%d draws of %d speakers) in %.1f s", name,
                 result.draws, result.speakers, time.perf_counter() - t0)
     return result.as_json()
