@@ -10,7 +10,8 @@ on and lists only the values that differ, like the study's Hydra experiment file
 The shared files are joined into one HyperPyYAML document (so every key, the grid keys
 included, is a plain top-level key and ``!ref`` works across them); the file's own
 values, then the command-line overrides, are applied as HyperPyYAML overrides, which
-must name existing keys (a typo is an error, not a silently ignored value).
+must name existing keys (a typo is an error, not a silently ignored value, and the error
+suggests the closest keys: :func:`check_keys`, which lowres.grid applies too).
 A file without ``extends`` (e.g. a run folder's resolved ``hyperparams.yaml``) is loaded
 as plain HyperPyYAML.
 
@@ -24,9 +25,11 @@ that one document; every check refuses a value with :func:`invalid_hparam`'s wor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import io
 import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import ruamel.yaml
@@ -43,6 +46,29 @@ def invalid_hparam(key: str, value: object, why: str) -> HparamsError:
     """The error every check raises for a refused value: one wording, which names the key
     and the value the user gave, so the message says what to change (tests match it)."""
     return HparamsError(f"invalid hparam {key}={value!r}: {why}")
+
+
+def check_keys(keys: Iterable[str], known: Collection[str], source) -> None:
+    """Raise :class:`HparamsError` for the first of ``keys`` that ``known`` (the keys of the
+    hparams file ``source``) lacks, suggesting the closest known keys: a list of every key
+    would bury the one the user meant."""
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3)
+            hint = (f"did you mean {' or '.join(map(repr, close))}?" if close
+                    else "no key has a similar name")
+            raise HparamsError(f"unknown hparam {key!r} (not in {source}): {hint}")
+
+
+def hparams_keys(path) -> set[str]:
+    """The top-level keys of ``path``'s document (its shared parts included): the keys an
+    override may name."""
+    text, merged = compose(path)
+    return set(_top_level_keys(text)) | set(merged)
+
+
+def _top_level_keys(text: str) -> list[str]:
+    return [str(k) for k in (ruamel.yaml.YAML().load(text) or {})]
 
 
 def name_list(value, key: str, choices: tuple[str, ...]) -> list[str]:
@@ -158,7 +184,10 @@ def resolve_hparams(path, overrides=None) -> ResolvedHparams:
 def _resolve(path, text: str, merged: dict) -> str:
     try:
         return resolve_references(io.StringIO(text), merged, overrides_must_match=True).getvalue()
-    except (KeyError, ValueError) as err:  # unknown override key, unset !PLACEHOLDER
+    except KeyError as err:  # an override names no key of the document
+        check_keys(merged, _top_level_keys(text), path)
+        raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err  # nested
+    except ValueError as err:  # unset !PLACEHOLDER
         raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err
 
 
@@ -241,7 +270,8 @@ def _build(path, text: str, merged: dict) -> dict:
     try:
         return load_hyperpyyaml(io.StringIO(text), merged, overrides_must_match=True)
     except KeyError as err:  # an override names no key of the document
-        raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err
+        check_keys(merged, _top_level_keys(text), path)
+        raise HparamsError(f"{path}: {err.args[0] if err.args else err}") from err  # nested
     except ValueError as err:
         if "PLACEHOLDER" in str(err):
             raise HparamsError(f"{path}: {err}") from err
