@@ -136,8 +136,9 @@ def select(args) -> list[Run]:
                       subsets=args.subset, tags=args.tag, extra=extra, best_lr=best_lr,
                       step_scale=args.step_scale, model_extra=model_extra,
                       n_seeds=args.n_seeds)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
+    except ValueError as err:  # a grid, model, subset or override the grids do not know
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _abs(path: Path) -> Path:

@@ -11,11 +11,14 @@ and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed<seed>``
 (tags as in the study's commands); for the modern grid (not the study's)
 ``RUNS_ROOT/modern/<model>_<subset>/<stage>/lr<lr>_seed<seed>``.  :func:`parse_run_path`
 reads them back.  No ``=`` anywhere: SpeechBrain splits ``--key=value`` arguments at every ``=``.
+Every override must name a key of its run's hparams file or a SpeechBrain run option
+(``device``, ...): a typo is refused when the grid is expanded, not by each of its runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lowres.io.hparams import check_keys, hparams_keys
 from lowres.io.run_folder import is_finished
 from lowres.study.grids.definitions import (
     ABLATION_VARIANTS,
@@ -124,6 +128,7 @@ def expand(
     model_extra: Mapping[str, Mapping[str, object]] | None = None,
     stage_extra: Mapping[str, Mapping[str, object]] | None = None,
     n_seeds: int | None = None,
+    experiment: str = "",
 ) -> list[Run]:
     """Expand `grid` into its runs, in a fixed order (the SLURM array index order).
 
@@ -147,6 +152,9 @@ def expand(
     stage with a parent gets ``init_from_run`` = the parent stage's run folder. In the
     demo grid, `stage_extra` holds each wav2vec2 start's (:data:`DEMO_STARTS`).
     `n_seeds` keeps the first N seeds of each cell (grids whose points have a seed).
+    `experiment` names the hparams/<experiment>.yaml that replaces each run's model x subset
+    file (:func:`expand_experiments`, which chooses the model and subset to match it).
+    Every override must name a key of the run's hparams file or a SpeechBrain run option.
     """
     if grid not in ALL_GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(ALL_GRIDS)}")
@@ -159,10 +167,38 @@ def expand(
     if n_seeds is not None and not (isinstance(n_seeds, int) and n_seeds >= 1):
         raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
     points = ALL_GRIDS[grid](best_lr) if best_lr else ALL_GRIDS[grid]()
-    return [_run(grid, Path(runs_root), model, subset, point, overrides, tag, layers)
+    runs = [_run(grid, Path(runs_root), model, subset, point, overrides, tag, layers)
             for model, subset, point, overrides, tag in _first_seeds(points, n_seeds)
             if all(not want or value in want
                    for value, want in zip((model, subset, tag), chosen, strict=True))]
+    if experiment:
+        runs = [dataclasses.replace(run, experiment=experiment) for run in runs]
+    return _checked(runs)
+
+
+def _checked(runs: list[Run]) -> list[Run]:
+    """``runs``, once every override names a key of its run's hparams file or a SpeechBrain
+    run option (HparamsError, a ValueError, suggesting the closest keys)."""
+    for run in runs:
+        known = _hparams_keys(run.hparams_file)
+        unknown = [key for key in run.overrides if key not in known]
+        if unknown:
+            check_keys(unknown, known | _run_options(), run.hparams_file)
+    return runs
+
+
+@functools.cache
+def _hparams_keys(hparams_file: str) -> frozenset[str]:
+    return frozenset(hparams_keys(REPO_ROOT / hparams_file))
+
+
+@functools.cache
+def _run_options() -> frozenset[str]:
+    """SpeechBrain's run options (``--device`` ...), which train.py takes beside the hparams;
+    imported only for an override that is no hparam, as speechbrain imports torch."""
+    from speechbrain.utils.run_opts import RunOptions
+
+    return frozenset(f.name for f in dataclasses.fields(RunOptions))
 
 
 @dataclass(frozen=True)
@@ -303,10 +339,11 @@ def expand_experiments(experiments: Iterable[str], grid: str, runs_root: Path | 
         if want_models and model not in want_models or want_subsets and subset not in \
                 want_subsets:
             continue  # e.g. a SLURM array of one model's runs
-        for run in expand(grid, runs_root, models=[model], subsets=[subset], **kwargs):
+        for run in expand(grid, runs_root, models=[model], subsets=[subset], experiment=name,
+                          **kwargs):
             cell_folder = Path(runs_root) / grid / run.cell
             folder = Path(runs_root) / grid / name / run.output_folder.relative_to(cell_folder)
-            runs.append(dataclasses.replace(run, experiment=name, output_folder=folder))
+            runs.append(dataclasses.replace(run, output_folder=folder))
     return runs
 
 
