@@ -11,8 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from tiny_run import make_run
 
+from lowres.export.__main__ import main as export_main
 from lowres.io.hparams import HparamsError, check_keys, load_hparams
+from lowres.io.outputs import OutputPathError, check_output_file, check_output_folder
+from lowres.scoring.embed_wav_list import main as embed_main
+from lowres.scoring.verify import main as verify_main
 from lowres.study.grids.runner import main as grid_main
 from lowres.study.grids.runs import expand, expand_experiments
 
@@ -48,6 +54,85 @@ def assert_main_error(capsys, code: int, *texts: str) -> None:
     line = error_line(capsys.readouterr().err)
     for text in texts:
         assert text in line, line
+
+
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "afile"
+    path.write_text("not a folder\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run") / "run")
+
+
+# ---- an output path under a file --------------------------------------------------------
+
+@pytest.mark.parametrize("script, hparams, data", [
+    ("train.py", "xvector_tiny_few.yaml", "data_folder"),
+    ("pretrain.py", "pretrain/wav2vec2_tiny.yaml", "train_audio")])
+def test_recipes_refuse_a_file_as_output_folder(script, hparams, data, a_file, tmp_path):
+    proc = recipe(script, HPARAMS / hparams, f"--output_folder={a_file}", "--device=cpu",
+                  f"--{data}={tmp_path}")
+    assert_recipe_error(proc, f"output_folder {a_file}: {a_file} is a file, not a folder")
+
+
+def test_embed_refuses_an_output_under_a_file_before_embedding(run, a_file, tmp_path,
+                                                                capsys):
+    wav_list = tmp_path / "list.txt"
+    wav_list.write_text("missing.wav\n")
+    code = embed_main([str(run), "--wav_list", str(wav_list), "--out", str(a_file / "x.npz"),
+                       "--noprogressbar"])
+    assert_main_error(capsys, code, f"--out {a_file / 'x.npz'}: {a_file} is a file")
+    assert not list(tmp_path.glob("*.failed.txt"))
+
+
+def test_export_refuses_outputs_under_a_file(run, a_file, capsys):
+    code = export_main([str(run), "--onnx", str(a_file / "x.onnx")])
+    assert_main_error(capsys, code, f"--onnx {a_file / 'x.onnx'}: {a_file} is a file")
+    code = export_main([str(run), "--out", str(a_file / "model")])
+    assert_main_error(capsys, code, f"--out {a_file / 'model'}: {a_file} is a file")
+
+
+def test_output_checks(a_file, tmp_path, monkeypatch):
+    check_output_folder(tmp_path / "new" / "deeper", "--out")  # made later: fine
+    check_output_file(tmp_path / "new" / "x.npz", "--out")
+    with pytest.raises(OutputPathError, match="is a folder"):
+        check_output_file(tmp_path, "--out")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(OutputPathError, match=f"--out {tmp_path / 'new'}: {tmp_path} is not "
+                                              "writable"):
+        check_output_folder(tmp_path / "new", "--out")
+
+
+# ---- a GPU that is not there ------------------------------------------------------------
+
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.parametrize("script, hparams", [("train.py", "xvector_tiny_few.yaml"),
+                                             ("pretrain.py", "pretrain/wav2vec2_tiny.yaml"),
+                                             ("eval.py", "xvector_tiny_few.yaml")])
+def test_recipes_refuse_a_cuda_device_without_gpu(script, hparams, tmp_path):
+    proc = recipe(script, HPARAMS / hparams, f"--output_folder={tmp_path / 'out'}",
+                  "--device=cuda", env=NO_GPU)
+    assert_recipe_error(proc, "--device cuda: no CUDA device is visible")
+
+
+def test_embed_and_verify_refuse_a_cuda_device_without_gpu(run, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    wav_list = tmp_path / "list.txt"
+    wav_list.write_text("a.wav\n")
+    code = embed_main([str(run), "--wav_list", str(wav_list), "--out",
+                       str(tmp_path / "x.npz"), "--device", "cuda:0"])
+    assert_main_error(capsys, code, "--device cuda:0: no CUDA device is visible")
+    code = verify_main([str(run), "a.wav", "b.wav", "--device", "cuda"])
+    assert_main_error(capsys, code, "--device cuda: no CUDA device is visible")
+    code = verify_main([str(run), "a.wav", "b.wav", "--device", "gpu"])
+    assert_main_error(capsys, code, "--device gpu: not a device")
 
 
 # ---- a mistyped key ---------------------------------------------------------------------

@@ -7,7 +7,8 @@
              embedding [batch, D] out); see lowres.export.onnx.
 
 Both may be given. Each export is checked against lowres's own embeddings before it is
-kept. Exit status: 0 written, 2 error (nothing written for the failed export).
+kept. Exit status: 0 written, 2 error (nothing written for the failed export; an output
+path that cannot be written is refused before any export).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import sys
 
 from lowres.export.run import ExportError
+from lowres.io.outputs import check_output_file, check_output_folder
 
 
 def main(argv=None) -> int:
@@ -29,6 +31,10 @@ def main(argv=None) -> int:
     if not args.out and not args.onnx:
         ap.error("give --out DIR and/or --onnx FILE")
     try:
+        if args.out:  # OutputPathError (a ValueError) before any export
+            check_output_folder(args.out, "--out")
+        if args.onnx:
+            check_output_file(args.onnx, "--onnx")
         if args.out:
             from lowres.export.speechbrain_folder import export_speechbrain_folder
 

@@ -31,7 +31,8 @@ skipped ones are listed at the end and in ``OUT`` with ``.failed.txt`` for its e
 Every file is written atomically.
 
 Exit status: 0 all embedded; 1 some (or all) could not be read, the rest is written;
-2 bad arguments (run folder, list, output name).
+2 bad arguments (run folder, list, an output that cannot be written, device), found before
+any embedding.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from lowres.io.atomic import atomic_path, write_text
+from lowres.io.hparams import HparamsError
 from lowres.io.lists import ListError
+from lowres.io.outputs import check_output_file
 from lowres.scoring.batch_embedding import extract_embeddings
+from prepare.errors import USER_ERRORS
 
 __all__ = ["OUTPUT_FORMATS", "embed_entries", "failures_path", "main", "read_wav_list",
            "write_embeddings"]
@@ -162,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     from lowres.scoring.speaker_verifier import SpeakerVerifier
 
     try:
+        check_output_file(args.out, "--out")  # before the embeddings, not after
         entries = read_wav_list(args.wav_list)
         verifier = SpeakerVerifier.from_run(args.run, args.checkpoint, args.device)
-    except (ListError, FileNotFoundError, RuntimeError) as err:
+    except (*USER_ERRORS, HparamsError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = {k: getattr(args, k) for k in ("batch_size", "max_batch_seconds")

@@ -36,6 +36,7 @@ from typing import NamedTuple
 import torch
 
 from lowres.io.audio import SAMPLE_RATE, load_audio
+from lowres.io.device import check_device
 from lowres.io.run_folder import read_results
 from lowres.scoring.calibration import Calibration, bayes_threshold
 
@@ -101,6 +102,7 @@ class SpeakerVerifier:
 
     def __init__(self, embedder: torch.nn.Module, threshold: float | None = None,
                  device: str | torch.device = "cpu", calibration: Calibration | None = None):
+        check_device(device)  # DeviceError (a ValueError) for a GPU that is not there
         self.device = torch.device(device)
         self.embedder = embedder.to(self.device).eval()
         self.threshold = threshold

@@ -48,6 +48,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
 
 from lowres.io.atomic import atomic_folder
 from lowres.io.hparams import HparamsError, invalid_hparam
+from lowres.io.outputs import check_output_folder
 from lowres.models.features import valid_samples
 from lowres.models.wav2vec2 import normalise_waveform, prepare_backbone
 from lowres.training.runs import (
@@ -332,7 +333,9 @@ class PretrainBrain(ResumableBrain):
 
 
 def check_hparams(values: dict, world_size: int) -> None:
-    """Raise HparamsError naming the key and value of the first invalid setting."""
+    """Raise HparamsError naming the key and value of the first invalid setting (an
+    OutputPathError for an output_folder that cannot be written)."""
+    check_output_folder(values["output_folder"], "output_folder")
     for key, integer in (("lr", False), ("max_steps", True), ("batch_size", True),
                          ("crop_seconds", False), ("log_interval", True),
                          ("val_interval", True), ("rank_wait_hours", False)):

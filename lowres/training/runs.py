@@ -3,7 +3,8 @@
 - Exact resume: :class:`RngState` (python, numpy, torch, CUDA generators) and
   :class:`CompleteMarker` (saved last), so :func:`remove_incomplete_checkpoints` can drop a
   checkpoint a SIGKILL cut short before SpeechBrain's checkpointer recovers the latest one.
-- A recipe's start: :func:`parse_recipe_args` (SpeechBrain's command line, the DDP group),
+- A recipe's start: :func:`parse_recipe_args` (SpeechBrain's command line, its ``--device``
+  checked, the DDP group),
   the run options of the hparams (:func:`effective_precision`, :func:`with_valid_precision`,
   :func:`precision_run_opts`, :func:`compile_run_opts`) and :func:`start_run` (the run
   folder with its record, :func:`record_run`: resolved ``hyperparams.yaml``,
@@ -39,6 +40,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from tqdm import tqdm
 
+from lowres.io.device import check_device
 from lowres.io.hparams import (
     ResolvedHparams,
     invalid_hparam,
@@ -161,6 +163,7 @@ def parse_recipe_args(argv: list[str]) -> tuple[str, object, dict, int]:
     ``--key value`` overrides (a dict) and the DDP world size, after joining the DDP group
     that torchrun set up (a no-op for one process)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    check_device(run_opts.device)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     sb.utils.distributed.ddp_init_group(run_opts)
     return hparams_file, run_opts, overrides_dict(overrides), world_size

@@ -1,9 +1,9 @@
 """The checks of train.py's hparams, all made before anything is built or trained.
 
 A long run should never fail at its end for a value it could have refused at its start, so
-every value train.py reads is checked here: the training's own, the evaluation's after
-training (lowres.scoring.evaluation.check_values), augmentation, shards and the parent run
-of a fine-tuning stage.
+every value train.py reads is checked here: the training's own, the run folder, the
+evaluation's after training (lowres.scoring.evaluation.check_values), augmentation, shards
+and the parent run of a fine-tuning stage.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import importlib.util
 from lowres.data import augment, shards
 from lowres.data.loading import INPUT_NORMALISATIONS, VAL_SCHEDULES
 from lowres.io.hparams import invalid_hparam
+from lowres.io.outputs import check_output_folder
 from lowres.scoring.eval_settings import check_values
 from lowres.training.parent_run import parent_checkpoint
 from lowres.training.runs import COMPILE_MODES, PRECISIONS, VALID_PRECISIONS
@@ -21,7 +22,8 @@ from lowres.training.tracking import WANDB_MODES
 
 
 def check_hparams(values: dict, world_size: int) -> None:
-    """Raise HparamsError naming the key and value of the first invalid setting."""
+    """Raise HparamsError naming the key and value of the first invalid setting (an
+    OutputPathError for an output_folder that cannot be written)."""
 
     def positive_number(key, integer=False):
         v = values.get(key)
@@ -41,6 +43,7 @@ def check_hparams(values: dict, world_size: int) -> None:
         if values.get(key) and importlib.util.find_spec(key) is None:
             raise invalid_hparam(key, values[key], f"needs the {key} package (requirements.txt)")
 
+    check_output_folder(values["output_folder"], "output_folder")
     positive_number("lr")
     positive_number("max_steps", integer=True)
     positive_number("batch_size", integer=True)

@@ -34,12 +34,14 @@ import sys
 
 import speechbrain as sb
 
+from lowres.io.device import check_device
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
 from lowres.io.lists import TEST_SETS, ListError, test_set_names
 from lowres.io.run_folder import hyperparams_path, save_folder
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.checkpoints import CHECKPOINTS, EvaluationError, load_run_hparams
 from lowres.scoring.evaluation import evaluate_run, summary
+from prepare.errors import USER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def parse(argv):
         print(__doc__)
         sys.exit(0)
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    check_device(run_opts.device)
     test_sets = None if args.test_sets is None else test_set_names(args.test_sets)
     return args.checkpoint, test_sets, hparams_file, run_opts, overrides_dict(overrides)
 
@@ -96,6 +99,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main(sys.argv[1:])
-    except (HparamsError, EvaluationError, ListError, UnsafeFileError) as err:
+    except (HparamsError, EvaluationError, UnsafeFileError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
