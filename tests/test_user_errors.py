@@ -135,6 +135,24 @@ def test_embed_and_verify_refuse_a_cuda_device_without_gpu(run, tmp_path, monkey
     assert_main_error(capsys, code, "--device gpu: not a device")
 
 
+# ---- a wav2vec2_source that cannot be loaded --------------------------------------------
+
+@pytest.mark.parametrize("source, env", [
+    ("{tmp}/no_such_model", {}),
+    ("facebook/wav2vec2-base", {"HF_HUB_OFFLINE": "1"}),  # an empty cache (HF_HOME below)
+])
+def test_unloadable_wav2vec2_source_says_how_to_get_it(source, env, prepared_manifests,
+                                                       tmp_path):
+    source = source.format(tmp=tmp_path)
+    proc = recipe("train.py", HPARAMS / "wav2vec2_tiny_few.yaml",
+                  f"--manifest_folder={prepared_manifests}", f"--output_folder={tmp_path / 'o'}",
+                  f"--wav2vec2_source={source}", "--device=cpu", "--max_steps=24",
+                  env={**env, "HF_HOME": str(tmp_path / "hf")})
+    assert_recipe_error(proc, f"invalid hparam wav2vec2_source={source!r}: cannot be loaded",
+                        "huggingface-cli download", "--local-dir D", "--wav2vec2_source D",
+                        "HF_HUB_OFFLINE=1")
+
+
 # ---- a mistyped key ---------------------------------------------------------------------
 
 def test_a_mistyped_hparam_suggests_the_closest_keys(tmp_path):

@@ -15,7 +15,9 @@ from the checkpoint and every checkpoint tensor must land in the model, except t
 pre-training or ASR fine-tuning (``IGNORED_HEADS``: the hub keeps facebook/wav2vec2-base as
 ``Wav2Vec2ForPreTraining``, quantizer and projections beside the ``wav2vec2.`` backbone),
 which are dropped with a log line; transformers itself only warns and initialises what is
-missing at random. The backbone is the attribute ``wav2vec2`` whatever its family.
+missing at random. The backbone is the attribute ``wav2vec2`` whatever its family. A source
+transformers cannot read (a missing folder, a hub id on a machine without internet) is an
+``HparamsError`` that says how to get the model there (``_unloadable_source``).
 
 Pooling (``pooling``, yaml ``ssl_pooling``): ``last`` (the study) pools the last layer;
 ``weighted_sum`` pools a learned softmax-weighted sum of all hidden states (the CNN
@@ -84,6 +86,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -96,6 +99,7 @@ from transformers import (
     WavLMModel,
 )
 
+from lowres.io.hparams import HparamsError, invalid_hparam
 from lowres.models.features import valid_samples
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 from lowres.models.xvector_ecapa import embedding_dim_of
@@ -179,12 +183,31 @@ def regularisation_config(preset: str, as_published: bool = True) -> dict[str, f
             "apply_spec_augment": True}
 
 
+def _unloadable_source(source: str, err: Exception) -> HparamsError:
+    """The error for a ``wav2vec2_source`` that transformers cannot read: why (a missing
+    folder said plainly, else the first line of transformers' own reason) and the fix for a
+    compute node without internet."""
+    path_like = Path(source).is_absolute() or source.startswith(".")
+    if path_like and not Path(source).exists():
+        reason = "no such folder"
+    else:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    hub_id = "HUB_ID" if path_like else source
+    return invalid_hparam(
+        "wav2vec2_source", source, f"cannot be loaded ({reason}). Download it once where there "
+        f"is internet (huggingface-cli download {hub_id} --local-dir D) and pass "
+        "--wav2vec2_source D, or set HF_HUB_OFFLINE=1 with a Hugging Face cache that holds it")
+
+
 def backbone_config(source: str, model_type: str = "auto", cache_dir: str | None = None
                     ) -> tuple[type[PreTrainedModel], PretrainedConfig]:
     """The backbone class for the checkpoint's own ``model_type`` (``auto``) or for
     ``model_type`` (forcing one; a mismatch then fails in ``load_backbone``), and the
     checkpoint's config read as that class's config."""
-    config = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+    try:
+        config = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+    except (OSError, ValueError) as err:  # no such folder, no config.json, offline hub id
+        raise _unloadable_source(source, err) from err
     model_type = config.model_type if model_type == "auto" else model_type
     if model_type not in SSL_MODEL_CLASSES:
         raise ValueError(f"{source}: model_type {model_type!r} is not a supported SSL "
@@ -213,8 +236,11 @@ def load_backbone(model_class: type[PreTrainedModel], source: str, config: Pretr
     its own config had no masking (so it never saved one) but the preset masks, or unused
     where the preset masks nothing (logged).
     """
-    model, info = model_class.from_pretrained(source, config=config, cache_dir=cache_dir,
-                                              output_loading_info=True)
+    try:
+        model, info = model_class.from_pretrained(source, config=config, cache_dir=cache_dir,
+                                                  output_loading_info=True)
+    except OSError as err:  # config.json without the weights
+        raise _unloadable_source(source, err) from err
     mask = "masked_spec_embed"
     missing = [k for k in info["missing_keys"] if not (k == mask and not _masks(checkpoint_config))]
     unexpected = [k for k in info["unexpected_keys"]
