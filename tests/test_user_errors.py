@@ -179,3 +179,12 @@ def test_grid_overrides_must_name_keys_of_each_runs_file(capsys):
     runs = expand_experiments(["ssl_ecapa_tiny_few"], "naive_lr",
                               extra={"ssl_ecapa_channels": "64"})
     assert runs and {r.hparams_file for r in runs} == {"hparams/ssl_ecapa_tiny_few.yaml"}
+
+
+# ---- no data_folder ---------------------------------------------------------------------
+
+def test_train_without_data_folder_says_it_is_required(tmp_path):
+    proc = recipe("train.py", HPARAMS / "xvector_tiny_few.yaml",
+                  f"--output_folder={tmp_path / 'out'}", "--device=cpu")
+    assert_recipe_error(proc, "data_folder or manifest_folder is required", "--data_folder DIR")
+    assert "None/manifests" not in proc.stderr

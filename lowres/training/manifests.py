@@ -48,11 +48,17 @@ def check_prepare_options(values: dict) -> None:
 
 def prepare_manifests(values: dict) -> None:
     """Make the manifests with prepare.voxceleb (main process only) if they are missing;
-    existing ones must have been made with the yaml's ``prepare_options``."""
+    existing ones must have been made with the yaml's ``prepare_options``. Missing
+    manifests without data_folder or manifest_folder (whose default,
+    ``<data_folder>/manifests``, is then ``None/manifests``): one of them is required."""
     if manifests_ready(values):
         check_prepare_options(values)
         return
     data_folder = values.get("data_folder")
+    if data_folder is None and Path(values["manifest_folder"]).parts[0] == "None":
+        raise invalid_hparam("data_folder", None, "data_folder or manifest_folder is required: "
+                             "give --data_folder DIR (the VoxCeleb folder, to prepare the "
+                             "manifests) or --manifest_folder DIR (manifests prepared before)")
     if not data_folder or not Path(data_folder).is_dir():
         raise invalid_hparam(
             "data_folder", data_folder, "the manifests are missing (manifest_folder="
