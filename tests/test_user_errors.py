@@ -6,12 +6,15 @@ subprocesses; they fail before any training, in seconds. lowres's commands retur
 exit status from ``main``, so they run in process."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_train_resume import checkpoints, ckpt_step, train_args
 from tiny_run import make_run
 
 from lowres.export.__main__ import main as export_main
@@ -188,3 +191,29 @@ def test_train_without_data_folder_says_it_is_required(tmp_path):
                   f"--output_folder={tmp_path / 'out'}", "--device=cpu")
     assert_recipe_error(proc, "data_folder or manifest_folder is required", "--data_folder DIR")
     assert "None/manifests" not in proc.stderr
+
+
+# ---- Ctrl-C -----------------------------------------------------------------------------
+
+def test_ctrl_c_says_where_the_run_resumes(prepared_manifests, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, *train_args(prepared_manifests, out,
+                                                         "--max_steps=1000")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not checkpoints(out):
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    step = max(ckpt_step(c) for c in checkpoints(out))
+    assert stderr.rstrip().splitlines()[-1] == (
+        f"interrupted: run the same command again to resume {out} from its checkpoint at "
+        f"step {step}")

@@ -11,7 +11,8 @@
   ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
   checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU,
-  counts a non-finite loss alike on every DDP process and validates a fresh run at step 0.
+  counts a non-finite loss alike on every DDP process, validates a fresh run at step 0 and
+  turns Ctrl-C into :class:`RunInterrupted`, which says where the run resumes.
 - :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
   :func:`progress_description` (step, loss and lr on the progress bar) and :func:`unwrap`.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
+import yaml
 from speechbrain.utils.checkpoints import (
     CKPT_PREFIX,
     mark_as_loader,
@@ -75,17 +77,42 @@ class CompleteMarker:
         pass
 
 
+def _checkpoint_folders(checkpointer) -> list[Path]:
+    """The checkpoint folders, oldest first, listed directly: SpeechBrain's
+    ``find_checkpoints`` fails on a CKPT.yaml a kill left empty (it is written first)."""
+    folder = Path(checkpointer.checkpoints_dir)
+    return sorted(p for p in folder.glob(f"{CKPT_PREFIX}*") if p.is_dir()) \
+        if folder.is_dir() else []
+
+
+def _complete(path: Path) -> bool:
+    return (path / f"{COMPLETE}.ckpt").is_file()
+
+
 def remove_incomplete_checkpoints(checkpointer) -> None:
     """Delete checkpoints whose saving was interrupted: no ``complete.ckpt``, which is
-    written last. The folders are listed directly, not with SpeechBrain's
-    ``find_checkpoints``, which fails on a CKPT.yaml a kill left empty (it is written first)."""
-    folder = Path(checkpointer.checkpoints_dir)
-    if if_main_process() and folder.is_dir():
-        for path in sorted(folder.glob(f"{CKPT_PREFIX}*")):
-            if path.is_dir() and not (path / f"{COMPLETE}.ckpt").is_file():
+    written last."""
+    if if_main_process():
+        for path in _checkpoint_folders(checkpointer):
+            if not _complete(path):
                 logger.warning("removing the incomplete checkpoint %s", path)
                 shutil.rmtree(path)
     ddp_barrier()
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; the message says where the same command resumes
+    (the recipes print it as their one line and exit 130, the shell's code for SIGINT)."""
+
+
+def _resumes_from(checkpointer) -> str:
+    """Where a run resumes: its latest complete checkpoint's step (SpeechBrain's
+    ``brain.ckpt``, yaml), or step 0."""
+    complete = [p for p in _checkpoint_folders(checkpointer) if _complete(p)]
+    if not complete:
+        return "from step 0 (no checkpoint yet)"
+    step = yaml.safe_load((complete[-1] / "brain.ckpt").read_text())["optimizer_step"]
+    return f"from its checkpoint at step {step}"
 
 
 @functools.partial(register_checkpoint_hooks, save_on_main_only=False)
@@ -278,6 +305,15 @@ class ResumableBrain(sb.core.Brain):
         # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
         self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
         use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
+
+    def fit(self, *args, **kwargs):
+        """SpeechBrain's ``fit``; Ctrl-C becomes :class:`RunInterrupted`."""
+        try:
+            super().fit(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise RunInterrupted(f"interrupted: run the same command again to resume "
+                                 f"{self.hparams.output_folder} "
+                                 f"{_resumes_from(self.checkpointer)}") from None
 
     def _wrap_distributed(self):
         if not wrap_cpu_ddp(self):  # on CPU (gloo): plain DDP, no SyncBatchNorm

@@ -121,3 +121,6 @@ if __name__ == "__main__":
     except (HparamsError, UnsafeFileError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C; during training RunInterrupted says where it resumes
+        print(str(err) or "interrupted", file=sys.stderr)
+        sys.exit(130)
