@@ -36,7 +36,7 @@ import speechbrain as sb
 
 from lowres.io.device import check_device
 from lowres.io.hparams import HparamsError, load_hparams, overrides_dict, plain_values
-from lowres.io.lists import TEST_SETS, ListError, test_set_names
+from lowres.io.lists import TEST_SETS, test_set_names
 from lowres.io.run_folder import hyperparams_path, save_folder
 from lowres.io.tensor_files import UnsafeFileError
 from lowres.scoring.checkpoints import CHECKPOINTS, EvaluationError, load_run_hparams
