@@ -39,7 +39,9 @@ reprints the table):
    on the O/E/H trials after training.
 7. ``results``: ``python -m lowres.results RUNS/demo --out OUT`` (results.csv,
    results.md, figures), then results.md's demo section as it stands in the file: per
-   test set the table (model x subset next to the untrained model) and its checks.
+   test set the table (model x subset next to the untrained model) and its checks, the
+   study's claims as paired comparisons with Holm's correction
+   (lowres.study.results.demo_checks).
 
 Every number printed is read from the run folders (lowres.study.results.frame.collect).
 """
@@ -63,6 +65,7 @@ from lowres.study.grids.definitions import DEMO_RUNS, DEMO_SUBSETS, REPO_ROOT
 from lowres.study.grids.runs import expand
 from lowres.study.results import report
 from lowres.study.results.frame import collect
+from lowres.study.results.intervals import ScoreDraws
 from lowres.study.results.markdown import demo_section
 
 STAGES = ("corpus", "prepare", "wav2vec2", "pretrain", "untrained", "train", "results")
@@ -296,7 +299,9 @@ def results(runs_root: Path, out: Path) -> None:
     does."""
     demo_root = _abs(runs_root) / "demo"
     report.main([str(demo_root), "--out", str(out)])
-    say("\n" + "\n".join(demo_section(collect(demo_root))))
+    # the speaker draws lowres.results has just cached: the checks are not computed again
+    draws = ScoreDraws(cache=out / "intervals")
+    say("\n" + "\n".join(demo_section(collect(demo_root), demo_root, draws)))
     say(f"Results: {out}/results.md (tables), {out}/results.csv (every run), "
         f"{out}/demo.png and demo.pdf (figure); run folders in {demo_root}")
 

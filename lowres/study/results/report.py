@@ -16,7 +16,8 @@ them, from the score files, cached in ``<out>/intervals/``), and the interval of
 EER's seed group (``seeds_lo_<column>``, ``seeds_hi_<column>``: the runs of a grid point,
 their mean EER under the same speaker draws; lowres.study.results.intervals,
 docs/intervals.md).  ``results.md`` holds the grids as Markdown tables (mean ± sd over
-seeds [interval], n = number of seeds) and the lists of diverged and unfinished runs; the
+seeds [interval], n = number of seeds), the demo's checks (paired comparisons,
+lowres.study.results.demo_checks) and the lists of diverged and unfinished runs; the
 figures (PNG and PDF; error bars: thin, the interval, thick, ± sd over seeds):
 
 * ``lr.*``: EER vs learning rate, one panel per subset, one line per model
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also draw det.png/pdf: DET curves of these runs (folders below "
                         "RUNS_ROOT, as in results.csv; none named: every run with score files)")
     parser.add_argument("--no_intervals", action="store_true",
-                        help="no speaker-bootstrap intervals beyond those of results.json")
+                        help="no speaker-bootstrap intervals beyond those of results.json, and "
+                        "no demo checks")
     parser.add_argument("--interval_level", type=float, default=LEVEL,
                         help=f"of the intervals computed here (default {LEVEL})")
     parser.add_argument("--interval_draws", type=int, default=DRAWS,
@@ -94,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.runs_root / "results"
     out.mkdir(parents=True, exist_ok=True)
     frame = collect(args.runs_root)
+    source = None
     if not args.no_intervals:
         source = ScoreDraws(args.interval_draws, args.interval_seed, cache=out / "intervals")
         frame = add_intervals(frame, args.runs_root, source, args.interval_level)
     frame.to_csv(out / "results.csv", index=False)
-    write_markdown(frame, out / "results.md", args.lr_test_set, args.test_set)
+    write_markdown(frame, out / "results.md", args.lr_test_set, args.test_set,
+                   args.runs_root, source, args.interval_level)
     written = [out / "results.csv", out / "results.md"]
     if not frame.empty:
         written += plot_lr(frame, out, args.lr_test_set)
