@@ -62,18 +62,19 @@ def demo_checks(frame: pd.DataFrame, root: str | Path, source: ScoreDraws,
     """One line per check of :data:`DEMO_CHECKS` on ``test_set``: compare's verdict with
     the demo's labels, e.g. "tiny_few: wav2vec2 (pre-trained) below wav2vec2 (random init)
     by 10.74 [5.50, 15.67] points, holds after Holm over 9 comparisons (...)", or
-    "incomplete".  ``frame``'s runs are folders below ``root``; ``source`` gives their
-    speaker draws."""
+    "x-vector: tiny_many_high vs tiny_many_low: incomplete".  ``frame``'s runs are folders
+    below ``root``; ``source`` gives their speaker draws."""
     cells = demo_cells(frame)
     lines: dict[int, str] = {}
     ready = []
     for i, (subject, a, b) in enumerate(DEMO_CHECKS):
-        name = _subject(subject, cells)
+        name, label_a, label_b = (_subject(subject, cells), _side_label(a, b, cells),
+                                  _side_label(b, a, cells))
         runs = [Path(root) / cells[side]["run"] for side in (a, b) if side in cells]
         if len(runs) < 2 or any(score_file(run, test_set) is None for run in runs):
-            lines[i] = f"{name}: incomplete"
+            lines[i] = f"{name}: {label_a} vs {label_b}: incomplete"
         else:
-            ready.append((i, name, _side_label(a, b, cells), _side_label(b, a, cells), runs))
+            ready.append((i, name, label_a, label_b, runs))
     try:
         found = compare_all([tuple(runs) for *_, runs in ready], [test_set], ["eer"],
                             level=level, draws=source.draws, seed=source.seed, source=source)
