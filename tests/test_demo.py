@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 from conftest import TEST_SEED
 from test_results import fabricate
+from test_results_intervals import scores_for, trial_list
 
-from lowres.io.run_folder import read_results, train_log_path, write_results
+from lowres.io.run_folder import eval_folder, read_results, train_log_path, write_results
+from lowres.scoring.trials import write_scores
 from lowres.study import demo
 from lowres.study.grids.definitions import DEMO_STARTS, DEMO_SUBSETS, MODELS
 from lowres.study.grids.runs import expand, parse_run_path
+from lowres.study.results import report
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_DEMO = ROOT / "hparams" / "overrides" / "cpu_demo.yaml"
@@ -122,10 +125,22 @@ def section(markdown: str) -> str:
     return markdown[start:] if end < 0 else markdown[start:end + 1]
 
 
+def fabricate_scored(run, eer: float | None, separation: float, noise_seed: int) -> None:
+    """fabricate()'s run folder with the score files its results.json names, all on one
+    trial list: ``separation`` sets how well the run tells the speakers apart."""
+    fabricate(run, eer)
+    if eer is None:
+        return
+    trials = trial_list()
+    for test in ("original", "extended", "hard"):
+        write_scores(eval_folder(run.output_folder, "best") / f"scores_{test}.txt", trials,
+                     scores_for(trials, separation, noise_seed))
+
+
 def test_demo_prints_results_md_demo_section_and_its_checks(tmp_path, capsys):
     """The table and checks the demo prints are results.md's, read from the run folders:
-    a row per model and wav2vec2 start, the pre-trained vs random-init comparison per
-    subset and the study's tiny_few ordering."""
+    a row per model and wav2vec2 start, and the study's claims as paired comparisons, Holm
+    over the complete ones of each test set; a missing run or score file: "incomplete"."""
     root = tmp_path / "runs"
     eers = {  # VoxCeleb1-O EER %; fabricate() gives E 1.5x and H 2x
         ("xvector", None): {"untrained": 40.0, "tiny_few": 20.0, "tiny_many_low": 25.0,
@@ -141,14 +156,19 @@ def test_demo_prints_results_md_demo_section_and_its_checks(tmp_path, capsys):
     labels = {("xvector", None): "x-vector", ("ecapa", None): "ECAPA-TDNN",
               ("wav2vec2", "random_init"): "wav2vec2 (random init)",
               ("wav2vec2", "pretrained"): "wav2vec2 (pre-trained)"}
-    for run in expand("demo", root):
+    # the score files: the pre-trained wav2vec2 on tiny_few far better than the rest, all
+    # of which are alike (their own noise)
+    for i, run in enumerate(expand("demo", root)):
         key = (run.model, run.tag)
-        fabricate(run, eers[key][run.subset])
+        pre_few = key == ("wav2vec2", "pretrained") and run.subset == "tiny_few"
+        fabricate_scored(run, eers[key][run.subset], 6.0 if pre_few else 2.0, i)
         if run.subset == "tiny_few":
             untrained = dataclasses.replace(
                 run, overrides={**run.overrides, "max_steps": 0},
                 output_folder=demo.untrained_folder(root, run.model, run.tag))
             fabricate(untrained, eers[key]["untrained"])
+    ecapa_few = root / "demo" / "ecapa_tiny_few" / "trained"
+    (eval_folder(ecapa_few, "best") / "scores_hard.txt").unlink()
     demo.results(root, tmp_path / "out")
     out = capsys.readouterr().out
     results_md = (tmp_path / "out" / "results.md").read_text()
@@ -160,24 +180,35 @@ def test_demo_prints_results_md_demo_section_and_its_checks(tmp_path, capsys):
             cells = [eers[key][c] for c in ("untrained", *DEMO_SUBSETS)]
             assert rows[label] == ["—" if e is None else f"{factor * e:.2f} / 0.400"
                                    for e in cells]
-    checks = section(results_md).split("### VoxCeleb1-E")[0]
-    assert ("- x-vector: untrained 40.00, trained 15.00-25.00 (every subset below untrained, "
-            "by 15.00 points at least); tiny_many_high better than tiny_many_low; order: "
-            "tiny_many_high 15.00 < tiny_few 20.00 < tiny_many_low 25.00") in checks
-    assert ("- ECAPA-TDNN: untrained 20.00, trained 12.00-22.00 (NOT every subset below "
-            "untrained, by -2.00 points at least); tiny_many_high NOT better than "
-            "tiny_many_low") in checks
-    assert "- wav2vec2 (pre-trained): incomplete" in checks
-    assert "- pre-trained vs random-init wav2vec2: incomplete" in checks
-    assert ("- tiny_few: pre-trained wav2vec2 14.00 better than x-vector 20.00 / "
-            "ECAPA-TDNN 15.00 (the study: wav2vec2 best)") in checks
-    # once every cell is in: pre-trained wins on two subsets of three -> NOT
-    fabricate(next(r for r in expand("demo", root, tags=["pretrained"])
-                   if r.subset == "tiny_many_high"), 20.0)
-    checks = section(_markdown(root, tmp_path))
-    assert ("- pre-trained wav2vec2 NOT better than random init on every subset: tiny_few "
-            "14.00 vs 30.00, tiny_many_low 41.00 vs 40.00, tiny_many_high 20.00 vs 35.00"
-            ) in checks
+    tests = section(results_md).split("### ")[1:]
+    assert [t.splitlines()[0] for t in tests] == ["VoxCeleb1-O", "VoxCeleb1-E", "VoxCeleb1-H"]
+    for checks, family in zip(tests, (7, 7, 6), strict=True):
+        lines = [line for line in checks.splitlines() if line.startswith("- ")]
+        assert len(lines) == 9
+        assert lines[0].startswith("- tiny_few: wav2vec2 (pre-trained) below wav2vec2 (random "
+                                   "init) by ")
+        assert lines[0].endswith(f"points, holds after Holm over {family} comparisons (p "
+                                 f"0.002, adjusted {0.002 * family:.3g})")
+        assert ("- tiny_many_high: wav2vec2 (pre-trained) vs wav2vec2 (random init): "
+                "incomplete") in lines
+        assert "- wav2vec2 (pre-trained): tiny_many_high vs tiny_many_low: incomplete" in lines
+        assert lines[3].startswith("- x-vector: tiny_many_high and tiny_many_low cannot be "
+                                   "separated: tiny_many_high - tiny_many_low = ")
+        assert f"after Holm over {family} comparisons)" in lines[3]
+    # ECAPA-TDNN's tiny_few run has no VoxCeleb1-H score file
+    assert "- tiny_few: wav2vec2 (pre-trained) vs ECAPA-TDNN: incomplete" in tests[2]
+    assert "- tiny_few: wav2vec2 (pre-trained) below ECAPA-TDNN by " in tests[1]
+    # once every run is in, each test set's family has all 9 checks
+    fabricate_scored(next(r for r in expand("demo", root, tags=["pretrained"])
+                          if r.subset == "tiny_many_high"), 20.0, 2.0, 99)
+    checks = section(_markdown(root, tmp_path)).split("### VoxCeleb1-E")[0]
+    assert "incomplete" not in checks
+    assert "holds after Holm over 9 comparisons (p 0.002, adjusted 0.018)" in checks
+    # no speaker draws, no checks
+    assert report.main([str(root / "demo"), "--out", str(tmp_path / "bare"),
+                        "--no_intervals"]) == 0
+    bare = section((tmp_path / "bare" / "results.md").read_text())
+    assert "Checks: none" in bare and "Holm" not in bare
 
 
 def _markdown(root: Path, tmp: Path) -> str:
