@@ -254,7 +254,8 @@ def training_schedule(val_schedule: str, val_interval, num_items: int, batch_siz
         steps = [*range(every, max_steps, every), max_steps]
         items_per_pass = num_items
     ends = steps if steps and steps[-1] == max_steps else [*steps, max_steps]
-    return Schedule(tuple(ends), tuple(s in set(steps) for s in ends), items_per_pass)
+    validated = set(steps)
+    return Schedule(tuple(ends), tuple(s in validated for s in ends), items_per_pass)
 
 
 class StepBudgetSampler(torch.utils.data.Sampler):
