@@ -121,9 +121,10 @@ def test_each_rank_draws_its_own_model_randomness_and_rank_0_the_one_process_run
 
 # Run as ``torchrun ... driver.py train.py ARGS``: the default process group times out
 # after 10 s (SpeechBrain sets 2 h), and the main process's preparation of the manifests
-# and its evaluation after training each take 20 s longer than they do.
+# and its evaluation after training each take 20 s longer than they do; each process that
+# evaluates appends its rank to $EVALUATED_BY.
 DRIVER = textwrap.dedent("""
-    import datetime, runpy, sys, time
+    import datetime, os, runpy, sys, time
     import torch.distributed as dist
 
     init = dist.init_process_group
@@ -140,7 +141,13 @@ DRIVER = textwrap.dedent("""
             return func(*args, **kwargs)
         return run
     prepare.voxceleb.prepare_voxceleb = slowed(prepare.voxceleb.prepare_voxceleb)
-    evaluation.evaluate_after_training = slowed(evaluation.evaluate_after_training)
+    def recorded(func):
+        def run(*args, **kwargs):
+            with open(os.environ["EVALUATED_BY"], "a") as f:
+                f.write(os.environ["RANK"] + "\\n")
+            return func(*args, **kwargs)
+        return run
+    evaluation.evaluate_after_training = recorded(slowed(evaluation.evaluate_after_training))
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
@@ -150,7 +157,7 @@ DRIVER = textwrap.dedent("""
 def test_main_process_work_may_outlast_the_process_group_timeout(synthetic_corpus, tmp_path):
     """The other ranks wait for the manifests in a barrier of their own (rank_wait_hours)
     and leave the process group before rank 0 tests the run, so neither wait can reach the
-    group's timeout: the run finishes and is tested."""
+    group's timeout: the run finishes and is tested, by rank 0 alone."""
     from conftest import SMALL_PREPARE_ARGS
 
     driver = tmp_path / "driver.py"
@@ -165,9 +172,11 @@ def test_main_process_work_may_outlast_the_process_group_timeout(synthetic_corpu
                       "--evaluate_last=false")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", str(driver), *args], capture_output=True,
-                          text=True, env=ENV, timeout=400)
+                          text=True, env={**ENV, "EVALUATED_BY": str(tmp_path / "evaluated_by")},
+                          timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "epoch: 2, step: 4" in train_log_path(out).read_text()
     assert read_results(out, "best")["test_sets"]["original"]["n_trials"] > 0
     assert (save_folder(out) / LABEL_ENCODER).is_file()
     assert final_state(out)[1]["step"] == 4
+    assert (tmp_path / "evaluated_by").read_text() == "0\n"

@@ -61,16 +61,20 @@ def run_on_main_waiting(func: Callable, args: tuple = (), wait_hours: float = 48
     return result
 
 
-def leave_after_training(wait_hours: float = 48.0) -> None:
-    """Every process leaves the process group once all of them got here (call it on all)."""
+def leave_after_training(wait_hours: float = 48.0) -> bool:
+    """Every process leaves the process group once all of them got here (call it on all);
+    True on the main process, which then works on alone.
+
+    Decide by the returned value, not by SpeechBrain's ``if_main_process``: without a
+    process group that holds on every process."""
     global _wait_group
-    if not _in_group():
-        return
-    _wait_for_all(wait_hours)
-    dist.destroy_process_group()
-    _wait_group = None
-    if not if_main_process():
-        logger.info("rank %d: training is over; the main process tests the run", rank())
+    if _in_group():
+        _wait_for_all(wait_hours)
+        dist.destroy_process_group()
+        _wait_group = None
+        if rank() > 0:
+            logger.info("rank %d: training is over; the main process tests the run", rank())
+    return rank() == 0
 
 
 def reseed_rank(seed: int) -> None:

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process
 
 from lowres.data import loading as lowres_data
 from lowres.data.unlabelled import check_source, run_manifest
@@ -109,8 +108,7 @@ def main(argv: list[str]) -> None:
                 len(train_set), hours, hparams["max_steps"], hparams["batch_size"],
                 hparams["crop_seconds"])
     brain.fit(hparams["epoch_counter"], train_loader, brain.valid_loader)
-    leave_after_training(hparams["rank_wait_hours"])
-    if if_main_process():
+    if leave_after_training(hparams["rank_wait_hours"]):  # the main process saves, alone
         folder = hparams["modules"]["model"].save_pretrained(hparams["pretrained_folder"])
         logger.info("pre-trained model (step %d, hub layout): %s", brain.optimizer_step, folder)
 

@@ -106,8 +106,8 @@ def main(argv: list[str]) -> None:
     if best is not None and if_main_process():
         logger.info("best validation EER %.3f%% at step %d (%s)", 100 * best.meta["val_eer"],
                     best.meta["step"], best.path)
-    leave_after_training(hparams["rank_wait_hours"])  # the main process tests, alone
-    if hparams["evaluate_after_training"] and if_main_process():
+    main_process = leave_after_training(hparams["rank_wait_hours"])  # it tests, alone
+    if hparams["evaluate_after_training"] and main_process:
         debug_files = brain.debug_batches * hparams.get("eval_batch_size", 16) \
             if brain.debug else None
         evaluate_after_training(hparams, brain.device, debug_files, not brain.noprogressbar)
