@@ -1,5 +1,5 @@
 """Speaker embedders: MFCC front-end, x-vector / ECAPA-TDNN (``xvector_ecapa``), wav2vec2,
-freezing.
+freezing, MHFA pooling of an SSL model's layers (``mhfa``).
 
 ``lowres.models.MfccEmbedder`` and ``lowres.models.Wav2vec2Embedder`` are the names the
 hparams files build (``!new:``); they are imported on first use, so importing the
