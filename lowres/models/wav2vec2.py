@@ -23,10 +23,16 @@ Pooling (``pooling``, yaml ``ssl_pooling``): ``last`` (the study) pools the last
 ``weighted_sum`` pools a learned softmax-weighted sum of all hidden states (the CNN
 projection's and each layer's, SUPERB), weights initialised equal and computed outside
 the frozen backbone's ``no_grad``, so they train while the backbone is frozen.
+``mhfa``: multi-head factorized attentive pooling (lowres.models.mhfa, Peng et al., SLT 2022)
+on all hidden states, also outside the ``no_grad``; its ``mhfa_embedding_dim``-d output is
+the embedding, followed by the head dropout. It needs at least one transformer layer (two
+hidden states: keys and values are learned weightings of the layers), which every family
+with a transformer has; a config without one is refused before any weight is loaded.
 ``backend``: a module factory called with ``input_size=hidden`` (e.g. SpeechBrain's
 ``ECAPA_TDNN``, hparams/shared/ssl_ecapa.yaml) that replaces mean pooling and the head
 dropout: the (weighted) hidden states [B, frames, hidden] and their relative lengths go
-in, its embedding comes out.
+in, its embedding comes out. ``mhfa`` and ``backend`` both replace the pooling: together
+they are refused (``check_mhfa``, also called by train.py's checks).
 
 Options of the study. Each behaviour of the original code (w2v2-speaker-few-samples) is the
 default; where that was a bug, the described behaviour is one ``*_as_published: False`` away.
@@ -102,6 +108,7 @@ from transformers import (
 from lowres.io.hparams import HparamsError, invalid_hparam
 from lowres.models.features import valid_samples
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
+from lowres.models.mhfa import MHFA
 from lowres.models.xvector_ecapa import embedding_dim_of
 
 __all__ = [
@@ -113,6 +120,7 @@ __all__ = [
     "Wav2vec2Embedder",
     "apply_freeze_schedule",
     "backbone_frozen_at",
+    "check_mhfa",
     "load_backbone",
     "regularisation_config",
     "reset_module_parameters",
@@ -132,7 +140,9 @@ SSL_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
 #: head (lm_head); dropped at loading, with a log line
 IGNORED_HEADS = ("quantizer.", "project_q.", "project_hid.", "final_proj.",
                  "label_embeddings_concat", "label_embs_concat", "lm_head.")
-POOLINGS = ("last", "weighted_sum")
+POOLINGS = ("last", "weighted_sum", "mhfa")
+#: the yaml keys of MHFA's sizes (hparams/shared/wav2vec2.yaml)
+MHFA_SIZES = ("mhfa_heads", "mhfa_compression_dim", "mhfa_embedding_dim")
 
 _DROPOUT = {"activation_dropout": 0.1, "attention_dropout": 0.1, "feat_proj_dropout": 0.1,
             "hidden_dropout": 0.1, "final_dropout": 0.05}
@@ -216,6 +226,22 @@ def backbone_config(source: str, model_type: str = "auto", cache_dir: str | None
         config = SSL_MODEL_CLASSES[model_type].config_class.from_pretrained(
             source, cache_dir=cache_dir)
     return SSL_MODEL_CLASSES[model_type], config
+
+
+def check_mhfa(pooling: str, has_backend: bool, sizes: dict[str, object]) -> None:
+    """With ``ssl_pooling: mhfa``: no ``ssl_backend`` (each replaces the pooling) and
+    ``sizes`` (``MHFA_SIZES`` -> value) positive integers; else an HparamsError naming the
+    key and value. Nothing to check for the other poolings."""
+    if pooling != "mhfa":
+        return
+    if has_backend:
+        raise invalid_hparam("ssl_pooling", pooling, "cannot be combined with an ssl_backend "
+                             "(both replace the pooling): set ssl_backend: null, or another "
+                             "ssl_pooling")
+    for key in MHFA_SIZES:
+        value = sizes.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise invalid_hparam(key, value, "must be a positive integer (ssl_pooling mhfa)")
 
 
 def _masks(config: PretrainedConfig) -> bool:
@@ -309,8 +335,8 @@ def normalise_waveform(wavs: torch.Tensor, n_valid: torch.Tensor, eps: float = 1
 
 
 class Wav2vec2Embedder(torch.nn.Module):
-    """SSL backbone + mean pooling over valid frames (or ``backend``) + dropout:
-    forward(wavs, lens) -> [B, hidden] (or the backend's [B, D])."""
+    """SSL backbone + mean pooling over valid frames (or MHFA, or ``backend``) + dropout:
+    forward(wavs, lens) -> [B, hidden] (or MHFA's / the backend's [B, D])."""
 
     padding_invariant = False
 
@@ -328,6 +354,9 @@ class Wav2vec2Embedder(torch.nn.Module):
         model_type: str = "auto",
         pooling: str = "last",
         backend: Callable[..., torch.nn.Module] | None = None,
+        mhfa_heads: int = 64,
+        mhfa_compression_dim: int = 128,
+        mhfa_embedding_dim: int = 256,
     ):
         super().__init__()
         preset = _preset(regularisation)
@@ -336,7 +365,15 @@ class Wav2vec2Embedder(torch.nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"ssl_pooling {pooling!r} is unknown; valid: {', '.join(POOLINGS)}")
+        check_mhfa(pooling, backend is not None, {
+            "mhfa_heads": mhfa_heads, "mhfa_compression_dim": mhfa_compression_dim,
+            "mhfa_embedding_dim": mhfa_embedding_dim})
         model_class, config = backbone_config(source, model_type, cache_dir)
+        if pooling == "mhfa" and getattr(config, "num_hidden_layers", 0) < 1:
+            raise invalid_hparam("ssl_pooling", pooling, f"needs a backbone with transformer "
+                                 f"layers (keys and values weight its hidden states); "
+                                 f"{source} has num_hidden_layers="
+                                 f"{getattr(config, 'num_hidden_layers', None)}")
         checkpoint_config = copy.deepcopy(config)
         # WavLM's feature masking reads mask_feature_min_masks, which WavLMConfig lacks
         # (transformers 4.57): wav2vec2's default, 0
@@ -370,6 +407,10 @@ class Wav2vec2Embedder(torch.nn.Module):
         self.backend = None if backend is None else backend(input_size=config.hidden_size)
         self.embedding_dim = config.hidden_size if backend is None else \
             embedding_dim_of(self.backend)
+        if pooling == "mhfa":
+            self.mhfa = MHFA(config.num_hidden_layers + 1, config.hidden_size, mhfa_heads,
+                             mhfa_compression_dim, mhfa_embedding_dim)
+            self.embedding_dim = mhfa_embedding_dim
         self.dropout = torch.nn.Dropout(dropout if backend is None else 0.0)
         self.backbone_frozen = False
         self.frozen_train_mode = False
@@ -412,11 +453,14 @@ class Wav2vec2Embedder(torch.nn.Module):
         weighted = self.pooling == "weighted_sum"
         grad = contextlib.nullcontext() if not self.backbone_frozen else torch.no_grad()
         with grad:
-            out = self.wav2vec2(x, attention_mask=attention_mask, output_hidden_states=weighted)
-        # outside no_grad: the layer weights train while the backbone is frozen
+            out = self.wav2vec2(x, attention_mask=attention_mask,
+                                output_hidden_states=self.pooling != "last")
+        frames = self.frame_lengths(n_valid).clamp(max=out.last_hidden_state.shape[1])
+        # outside no_grad: the layer weights (and MHFA) train while the backbone is frozen
+        if self.pooling == "mhfa":
+            return self.dropout(self.mhfa(out.hidden_states, frames))
         hidden = self.weighted_hidden_states(out.hidden_states) if weighted else \
             out.last_hidden_state
-        frames = self.frame_lengths(n_valid).clamp(max=hidden.shape[1])
         if self.backend is not None:
             emb = self.backend(hidden, frames.to(hidden.dtype) / hidden.shape[1])
             return self.dropout(emb.reshape(emb.shape[0], -1))  # ECAPA: [B, 1, D] -> [B, D]

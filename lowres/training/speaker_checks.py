@@ -56,9 +56,12 @@ def check_hparams(values: dict, world_size: int) -> None:
 
         one_of("regularisation", REGULARISATION_PRESETS)
     if "ssl_pooling" in values:
-        from lowres.models.wav2vec2 import POOLINGS, SSL_MODEL_CLASSES
+        from lowres.models.wav2vec2 import MHFA_SIZES, POOLINGS, SSL_MODEL_CLASSES, check_mhfa
 
         one_of("ssl_pooling", POOLINGS)
+        # ssl_backend is among the plain values only when null (a factory is an object)
+        check_mhfa(values["ssl_pooling"], values.get("ssl_backend", "object") is not None,
+                   {key: values.get(key) for key in MHFA_SIZES})
         if values.get("ssl_model_type") not in ("auto", *SSL_MODEL_CLASSES):
             raise invalid_hparam("ssl_model_type", values.get("ssl_model_type"),
                                  f"must be auto or one of {', '.join(SSL_MODEL_CLASSES)}")
