@@ -92,16 +92,22 @@ def test_experiments_expand_in_the_lr_grids(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,family", [("ssl_ecapa_tiny_few", "wav2vec2"),
-                                         ("wavlm_base_plus_tiny_few", "wavlm")])
+@pytest.mark.parametrize("name,family,extra", [
+    ("ssl_ecapa_tiny_few", "wav2vec2", []),
+    ("wavlm_base_plus_tiny_few", "wavlm", []),
+    # MHFA (tests/test_mhfa.py) with small sizes: trains frozen, then unfrozen
+    ("wav2vec2_tiny_few", "wav2vec2", ["--ssl_pooling", "mhfa", "--mhfa_heads", "4",
+                                       "--mhfa_compression_dim", "16"]),
+], ids=["ssl_ecapa", "wavlm", "wav2vec2_mhfa"])
 def test_trains_two_steps_with_a_tiny_checkpoint_of_its_family(
-        name, family, tiny, synthetic_corpus, prepared_manifests, tmp_path):
+        name, family, extra, tiny, synthetic_corpus, prepared_manifests, tmp_path):
     out = tmp_path / "run"
     args = ["--data_folder", synthetic_corpus, "--manifest_folder", prepared_manifests,
             "--output_folder", out, "--wav2vec2_source", tiny[family], "--device", "cpu",
             "--precision", "fp32", "--num_workers", "0", "--batch_size", "4",
             "--crop_seconds", "1.0", "--max_steps", "2", "--num_frozen_steps", "1",
-            "--val_interval", "2", "--evaluate_after_training", "false", "--noprogressbar"]
+            "--val_interval", "2", "--evaluate_after_training", "false", "--noprogressbar",
+            *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "recipes/VoxCeleb/train.py", f"hparams/{name}.yaml",
                            *map(str, args)], cwd=ROOT, capture_output=True, text=True,
