@@ -60,11 +60,13 @@ def tone(f0, seconds, seed):
     return (0.1 * wav + 0.01 * rng.normal(size=t.size)).astype(np.float32)
 
 
-def make_run(root, family):
-    """A run folder of ``family`` with random weights, trained 'on the synthetic corpus'."""
+def make_run(root, family, overrides=None):
+    """A run folder of ``family`` (its yaml with ``overrides``) with random weights, trained
+    'on the synthetic corpus'."""
     from lowres.io.corpus_notice import NOTICE
 
     cell, extra = FAMILIES[family]
+    extra = {**extra, **(overrides or {})}
     data, out = root / "corpus", root / "run"
     (data / "wav").mkdir(parents=True)
     (data / "README.txt").write_text(NOTICE + "\n")
@@ -253,9 +255,15 @@ def test_model_card_code_decides_at_the_runs_threshold(synthetic_corpus, tmp_pat
 
 
 def test_onnx_embeddings_equal_pytorch_on_several_lengths(exported):
+    _, run, _, onnx, _ = exported
+    assert_onnx_equals_pytorch(run, onnx)
+
+
+def assert_onnx_equals_pytorch(run, onnx):
+    """onnxruntime on ``onnx`` gives the run's lowres embeddings within 1e-3: a short and a
+    long utterance, a batch of equal lengths."""
     import onnxruntime
 
-    family, run, _, onnx, _ = exported
     session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     embedder = SpeakerVerifier.from_run(run).embedder
     gen = torch.Generator().manual_seed(3)
@@ -266,6 +274,21 @@ def test_onnx_embeddings_equal_pytorch_on_several_lengths(exported):
             ours = embedder(wavs, torch.ones(batch))
         assert out.shape == tuple(ours.shape)
         torch.testing.assert_close(torch.from_numpy(out), ours, atol=1e-3, rtol=0)
+
+
+def test_mhfa_run_exports_as_onnx_and_is_refused_as_a_speechbrain_folder(tmp_path, capsys):
+    """MHFA (ssl_pooling mhfa) is no module SpeechBrain or transformers has, and the folder
+    ships no code: refused by name, nothing written. The ONNX graph is the embedder itself."""
+    run = make_run(tmp_path, "wav2vec2", {"ssl_pooling": "mhfa", "mhfa_heads": 4,
+                                          "mhfa_compression_dim": 16})
+    sb, onnx = tmp_path / "sb", tmp_path / "onnx" / "embedding_model.onnx"
+    assert export_main([str(run), "--out", str(sb)]) == 2
+    assert "ssl_pooling='mhfa' cannot be exported as a SpeechBrain folder" in \
+        capsys.readouterr().err
+    assert not sb.exists() and not list(tmp_path.glob(".tmp-*"))
+    assert SpeakerVerifier.from_run(run).embedder.pooling == "mhfa"
+    assert export_main([str(run), "--onnx", str(onnx)]) == 0
+    assert_onnx_equals_pytorch(run, onnx)
 
 
 @pytest.mark.parametrize("exported", ["xvector"], indirect=True)

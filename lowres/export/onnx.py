@@ -14,7 +14,8 @@ What differs from the PyTorch modules, for the exporter's sake:
   zero-padded signal; the filterbank, DCT, normalisation and TDNN are lowres's own modules.
   The TDNN is called without lengths (its statistics then use the vectorised path, the same
   numbers as with all-ones lengths).
-- wav2vec2: the embedder itself, with all-ones lengths.
+- wav2vec2: the embedder itself, with all-ones lengths (any ``ssl_pooling``, MHFA included,
+  and an ``ssl_backend``; the SpeechBrain folder takes only the study's last-layer mean).
 
 The written file is checked with onnxruntime against the PyTorch embedder on utterances of
 several lengths (and a batch): the largest difference must be at most 1e-3, else nothing is

@@ -32,7 +32,10 @@ The yaml names only SpeechBrain, transformers and torch classes (no lowres code 
 - wav2vec2: ``compute_features`` is the identity, ``mean_var_norm`` the per-utterance
   waveform normalisation, ``embedding_model`` a ``LengthsCapableSequential`` of
   ``transformers.Wav2Vec2Model`` (its config written out in the yaml, so nothing is
-  downloaded) and a mean ``StatisticsPooling`` over the valid frames without noise.
+  downloaded) and a mean ``StatisticsPooling`` over the valid frames without noise. That is
+  the study's model (``ssl_pooling: last``, no ``ssl_backend``); a run with another pooling
+  (``weighted_sum``, ``mhfa``) or an ``ssl_backend`` has no such yaml and is refused
+  before anything is written: its ONNX export (lowres.export.onnx) takes any pooling.
 
 Equality with lowres holds for one utterance at a time and for batches of equal length, the
 way lowres itself embeds. SpeechBrain pads a batch of unequal lengths and passes relative
@@ -188,7 +191,19 @@ def _wav2vec2_config(run: RunForExport) -> dict:
     return values
 
 
+def _check_last_layer_mean(embedder: torch.nn.Module) -> None:
+    """Refuse an SSL embedder whose pooling SpeechBrain's and transformers' classes cannot
+    build (the yaml of the folder needs no lowres code)."""
+    if embedder.pooling != "last" or embedder.backend is not None:
+        what = (f"ssl_pooling={embedder.pooling!r}" if embedder.pooling != "last"
+                else "an ssl_backend")
+        raise ExportError(f"a wav2vec2 run with {what} cannot be exported as a SpeechBrain "
+                          "folder (its hyperparams.yaml builds, without lowres code, only "
+                          "mean pooling of the last layer): export it with --onnx")
+
+
 def _wav2vec2_nodes(run: RunForExport) -> dict:
+    _check_last_layer_mean(run.embedder)
     return {
         "compute_features": _tagged("!new:torch.nn.Identity", {}),
         "mean_var_norm": _tagged("!new:speechbrain.processing.features.InputNormalization",
