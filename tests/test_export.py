@@ -213,6 +213,7 @@ def test_model_card_shows_only_what_applies_and_no_local_path(exported):
     card = (sb / "README.md").read_text()
     assert "| lr_schedule | cyclic |" in card and "| base_lr |" in card
     assert "| one_cycle_half_steps |" not in card and "| final_lr |" not in card
+    assert "| mhfa_heads |" not in card  # the sizes of a pooling the run did not use
     assert "| test_precision | fp32 |" in card and "| test_precision | fp16 |" not in card
     for name in ("README.md", "hyperparams.yaml"):
         assert str(run.parent) not in (sb / name).read_text(), name

@@ -57,6 +57,10 @@ def _hyperparameters(run: RunForExport) -> list[str]:
     schedule = values.get("lr_schedule")
     not_used = {k for keys in SCHEDULE_KEYS.values() for k in keys} - set(
         SCHEDULE_KEYS.get(schedule, ()))
+    if values.get("ssl_pooling", "mhfa") != "mhfa":  # MHFA's sizes, unused by other poolings
+        from lowres.models.wav2vec2 import MHFA_SIZES
+
+        not_used |= set(MHFA_SIZES)
     if (run.results or {}).get("test_precision"):
         values["test_precision"] = run.results["test_precision"]  # e.g. fp16 ran as fp32 on CPU
     rows = []
