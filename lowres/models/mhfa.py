@@ -3,13 +3,14 @@ states of an SSL model (Peng, Plchot, Stafylakis, Mošner, Burget, Černocký, "
 attention-based backend allowing efficient fine-tuning of transformer models for speaker
 verification", SLT 2022, arXiv:2210.01273).
 
-Why: the SSL model's layers hold speaker information unevenly, and fine-tuning all of it on
-little data overfits and costs memory. MHFA trains a few weights on a frozen (or later
-fine-tuned) backbone and lets each of its heads pick the frames that matter:
+Why: the SSL model's layers hold speaker information unevenly, and fine-tuning the whole
+model costs memory and time and, on little data, risks overfitting. MHFA trains a few
+weights on a frozen (or later fine-tuned) backbone and lets each of its heads pick the
+frames that matter:
 
     hidden states [L+1, B, T, D]  (the CNN projection's and each transformer layer's)
-    keys   = sum_l softmax(key_layer_weights)_l   h_l -> linear D -> C  (compression)
-    values = sum_l softmax(value_layer_weights)_l h_l -> linear D -> C
+    keys   = sum_l softmax(layer_weights[0])_l h_l -> linear D -> C  (compression)
+    values = sum_l softmax(layer_weights[1])_l h_l -> linear D -> C
     attention = softmax over the valid frames of (linear C -> H)(keys)   [B, T, H]
     head h's summary = sum_t attention[t, h] values_t                   [B, H, C]
     embedding = linear (H * C -> E)(the H summaries concatenated)        [B, E]
