@@ -20,6 +20,9 @@ Its mode while frozen (``frozen_backbone_as_published`` in hparams/shared/wav2ve
   to 12,500. In recipes/VoxCeleb/train.py that is from the second validation interval
   (``epoch_counter.current > 1``) on; its step-0 validation is the sanity check's.
 - otherwise (the described behaviour): eval mode throughout the frozen steps.
+
+With ``ssl_adaptation`` lora or adapter the schedule freezes the whole backbone, the added
+weights included; with frozen it never unfreezes (lowres.models.ssl_adaptation).
 """
 
 from __future__ import annotations
@@ -49,9 +52,13 @@ def apply_freeze_schedule(
 
     ``train_mode``: a frozen backbone follows the embedder's train/eval mode instead of
     staying in eval mode (the published runs after their first validation, see above).
-    Returns whether the backbone is frozen at ``step``.
+    A backbone that never trains (``backbone_trains`` False: ``ssl_adaptation: frozen``)
+    stays frozen in eval mode whatever the schedule. Returns whether the backbone is frozen
+    at ``step``.
     """
-    frozen = backbone_frozen_at(step, initially_frozen, num_frozen_steps)
+    trains = getattr(embedder, "backbone_trains", True)
+    frozen = backbone_frozen_at(step, initially_frozen, num_frozen_steps) or not trains
+    train_mode = bool(train_mode) and trains
     setter = getattr(embedder, "set_backbone_frozen", None)
     state = (getattr(embedder, "backbone_frozen", None),
              getattr(embedder, "frozen_train_mode", None))

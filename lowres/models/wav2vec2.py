@@ -34,6 +34,11 @@ dropout: the (weighted) hidden states [B, frames, hidden] and their relative len
 in, its embedding comes out. ``mhfa`` and ``backend`` both replace the pooling: together
 they are refused (``check_mhfa``, also called by train.py's checks).
 
+Adaptation (``adaptation``, yaml ``ssl_adaptation``; lowres.models.ssl_adaptation): ``full``
+(the study: the backbone fine-tunes), ``frozen`` (it never trains), ``lora`` or ``adapter``
+(its weights stay, LoRA or bottleneck-adapter weights added to it train), set up after
+loading, the presets and the freeze of the CNN.
+
 Options of the study. Each behaviour of the original code (w2v2-speaker-few-samples) is the
 default; where that was a bug, the described behaviour is one ``*_as_published: False`` away.
 
@@ -91,7 +96,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -109,6 +114,7 @@ from lowres.io.hparams import HparamsError, invalid_hparam
 from lowres.models.features import valid_samples
 from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
 from lowres.models.mhfa import MHFA
+from lowres.models.ssl_adaptation import adapt_backbone
 from lowres.models.xvector_ecapa import embedding_dim_of
 
 __all__ = [
@@ -357,6 +363,12 @@ class Wav2vec2Embedder(torch.nn.Module):
         mhfa_heads: int = 64,
         mhfa_compression_dim: int = 128,
         mhfa_embedding_dim: int = 256,
+        adaptation: str = "full",
+        lora_rank: int = 8,
+        lora_alpha: float = 16,
+        lora_dropout: float = 0.0,
+        lora_target_modules: Sequence[str] = ("q_proj", "v_proj"),
+        adapter_bottleneck: int = 64,
     ):
         super().__init__()
         preset = _preset(regularisation)
@@ -398,6 +410,10 @@ class Wav2vec2Embedder(torch.nn.Module):
         self.feature_extractor_frozen = bool(completely_freeze_feature_extractor)
         self.use_attention_mask = prepare_backbone(self.wav2vec2, self.feature_extractor_frozen,
                                                    gradient_checkpointing)
+        adapt_backbone(self.wav2vec2, adaptation, lora_rank, lora_alpha, lora_dropout,
+                       lora_target_modules, adapter_bottleneck)
+        self.adaptation = adaptation
+        self.backbone_trains = adaptation != "frozen"  # the freeze schedule reads it
         self.source = str(source)
         self.regularisation = regularisation
         self.regularisation_as_published = bool(regularisation_as_published)
@@ -414,6 +430,8 @@ class Wav2vec2Embedder(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout if backend is None else 0.0)
         self.backbone_frozen = False
         self.frozen_train_mode = False
+        if not self.backbone_trains:
+            self.set_backbone_frozen(True)
 
     # -- freezing --------------------------------------------------------------------------
     def set_backbone_frozen(self, frozen: bool, train_mode: bool = False) -> None:

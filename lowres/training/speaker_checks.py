@@ -65,6 +65,12 @@ def check_hparams(values: dict, world_size: int) -> None:
         if values.get("ssl_model_type") not in ("auto", *SSL_MODEL_CLASSES):
             raise invalid_hparam("ssl_model_type", values.get("ssl_model_type"),
                                  f"must be auto or one of {', '.join(SSL_MODEL_CLASSES)}")
+    if "ssl_adaptation" in values:  # the target modules are checked with the backbone
+        from lowres.models.ssl_adaptation import check_adaptation
+
+        check_adaptation(values["ssl_adaptation"], values["lora_rank"], values["lora_alpha"],
+                         values["lora_dropout"], values["lora_target_modules"],
+                         values["adapter_bottleneck"])
     one_of("precision", PRECISIONS)
     one_of("valid_precision", VALID_PRECISIONS)
     for key in ("compile_embedder", "fused_optimizer", "evaluate_last"):

@@ -1,0 +1,200 @@
+"""How the SSL backbone adapts (lowres.models.ssl_adaptation, yaml ssl_adaptation): frozen,
+LoRA and bottleneck adapters on every family, their merge for export and their refusals.
+
+Tiny random checkpoints of lowres.models.tiny_wav2vec2: no network."""
+
+
+import pytest
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+
+from lowres.io.hparams import HparamsError, plain_values
+from lowres.models.freeze import apply_freeze_schedule
+from lowres.models.ssl_adaptation import merge_adaptation
+from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
+from lowres.models.wav2vec2 import Wav2vec2Embedder
+from lowres.training.speaker_checks import check_hparams
+
+torch.set_num_threads(1)
+
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec_audio")
+#: LoRA targets that act on each family (WavLM's attention never calls its projections)
+TARGETS = {"wavlm": ["intermediate_dense", "output_dense"]}
+HPARAMS = "hparams/wav2vec2_tiny_few.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssl")
+    return {family: save_tiny_wav2vec2(root / family, family=family, seed=3)
+            for family in FAMILIES}
+
+
+def _wavs(batch=4, samples=16000, seed=0):
+    return 0.3 * torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
+
+
+def _embedder(folder, adaptation, **kwargs):
+    torch.manual_seed(0)
+    return Wav2vec2Embedder(str(folder), regularisation="none", adaptation=adaptation,
+                            **kwargs)
+
+
+def _train(emb, steps, schedule=(False, None), head=None):
+    """``steps`` Adam steps of embedder + a linear head on 4 speakers (every parameter in
+    the optimiser, as SpeechBrain's Brain), under the freeze schedule ``schedule``."""
+    head = head or torch.nn.Linear(emb.embedding_dim, 4)
+    opt = torch.optim.Adam([*emb.parameters(), *head.parameters()], lr=1e-2)
+    emb.train()
+    for step in range(steps):
+        apply_freeze_schedule(emb, step, *schedule)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(emb(_wavs())), torch.arange(4)).backward()
+        opt.step()
+    return head
+
+
+def _split(emb):
+    """(the backbone's weights that cannot train, those that can), by name, as copies."""
+    frozen = {n: p.detach().clone() for n, p in emb.wav2vec2.named_parameters()
+              if not p.requires_grad}
+    added = {n: p.detach().clone() for n, p in emb.wav2vec2.named_parameters()
+             if p.requires_grad}
+    return frozen, added
+
+
+# -- lora / adapter: the backbone's own weights never change, the added ones train ----------
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("adaptation", ["lora", "adapter"])
+def test_only_the_added_weights_train(tiny, family, adaptation):
+    kwargs = {"lora_target_modules": TARGETS[family]} if family in TARGETS else {}
+    emb = _embedder(tiny[family], adaptation, **kwargs)
+    plain = _embedder(tiny[family], "full").wav2vec2
+    frozen, added = _split(emb)
+    # every original weight (all of the plain backbone's) is frozen, under its name or
+    # peft's (q_proj.weight -> q_proj.base_layer.weight)
+    assert sum(p.numel() for p in frozen.values()) == \
+        sum(p.numel() for p in plain.parameters())
+    mark = "lora_" if adaptation == "lora" else "bottleneck_adapter."
+    assert added and all(mark in name for name in added)
+    _train(emb, 3)
+    after = dict(emb.wav2vec2.named_parameters())
+    for name, value in frozen.items():
+        assert torch.equal(after[name], value), name
+    assert all(not torch.equal(after[name], value) for name, value in added.items())
+
+
+def test_the_freeze_schedule_holds_the_added_weights_until_it_unfreezes(tiny):
+    """Frozen steps: the whole backbone, LoRA included, gets no gradient; then LoRA trains
+    (and the backbone runs with autograd, in train mode)."""
+    emb = _embedder(tiny["wav2vec2"], "lora")
+    _, added = _split(emb)
+    _train(emb, 2, schedule=(True, 2))
+    assert all(p.grad is None for p in emb.wav2vec2.parameters())
+    assert all(torch.equal(emb.wav2vec2.get_parameter(n), v) for n, v in added.items())
+    _train(emb, 3, schedule=(True, 0))
+    assert emb.wav2vec2.training and not emb.backbone_frozen
+    assert all(not torch.equal(emb.wav2vec2.get_parameter(n), v) for n, v in added.items())
+
+
+def test_frozen_backbone_never_changes_and_stays_in_eval_mode(tiny):
+    emb = _embedder(tiny["wav2vec2"], "frozen", pooling="weighted_sum")
+    before = {n: p.detach().clone() for n, p in emb.wav2vec2.named_parameters()}
+    layer_weights = emb.layer_weights.detach().clone()
+    assert not any(p.requires_grad for p in emb.wav2vec2.parameters())
+    head = torch.nn.Linear(emb.embedding_dim, 4)
+    head0 = head.weight.detach().clone()
+    _train(emb, 3, schedule=(True, 1), head=head)  # the schedule would unfreeze at step 1
+    assert emb.backbone_frozen and not emb.wav2vec2.training and emb.training
+    assert apply_freeze_schedule(emb, 5, False, None, train_mode=True)  # still frozen
+    assert not emb.wav2vec2.training
+    for name, p in emb.wav2vec2.named_parameters():
+        assert torch.equal(p, before[name]), name
+    assert not torch.equal(emb.layer_weights, layer_weights)  # what follows it trains
+    assert not torch.equal(head.weight, head0)
+
+
+# -- export: LoRA folds into the weights, adapters cannot --------------------------------------
+@pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
+def test_merged_lora_embeds_as_the_adapted_model(tiny, family):
+    kwargs = {"lora_target_modules": TARGETS[family]} if family in TARGETS else {}
+    emb = _embedder(tiny[family], "lora", lora_alpha=8, **kwargs)
+    with torch.no_grad():
+        for name, p in emb.wav2vec2.named_parameters():
+            if "lora_B" in name:  # trained LoRA: a non-zero update
+                p.normal_(0, 0.2)
+    emb.eval()
+    plain = _embedder(tiny[family], "full").eval()
+    with torch.no_grad():
+        adapted = emb(_wavs())
+        assert (adapted - plain(_wavs())).abs().max() > 1e-3  # LoRA does act
+        merged = merge_adaptation(emb)
+        assert type(merged) is type(plain.wav2vec2)
+        assert set(merged.state_dict()) == set(plain.wav2vec2.state_dict())
+        assert not any(hasattr(m, "lora_A") for m in merged.modules())
+        emb.wav2vec2, lora = merged, emb.wav2vec2
+        torch.testing.assert_close(emb(_wavs()), adapted, rtol=0, atol=1e-5)
+    assert any(hasattr(m, "lora_A") for m in lora.modules())  # the embedder's own: untouched
+
+
+def test_adapters_cannot_be_merged(tiny):
+    with pytest.raises(ValueError, match="cannot be folded"):
+        merge_adaptation(_embedder(tiny["wav2vec2"], "adapter"))
+
+
+def test_a_checkpoint_of_a_lora_embedder_restores_it(tiny, tmp_path):
+    emb = _embedder(tiny["hubert"], "lora")
+    _train(emb, 2)
+    emb.eval()
+    with torch.no_grad():
+        ref = emb(_wavs())
+    Checkpointer(tmp_path, recoverables={"embedder": emb}).save_checkpoint()
+    torch.manual_seed(5)  # other LoRA initial weights
+    fresh = Wav2vec2Embedder(str(tiny["hubert"]), regularisation="none", adaptation="lora")
+    Checkpointer(tmp_path, recoverables={"embedder": fresh}).recover_if_possible()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(_wavs()), ref, rtol=0, atol=0)
+
+
+# -- refusals -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"adaptation": "prefix"}, "ssl_adaptation='prefix': must be one of full, frozen, lora, "
+                               "adapter"),
+    ({"adaptation": "lora", "lora_rank": 0}, "lora_rank=0: must be a positive integer"),
+    ({"adaptation": "lora", "lora_rank": -4}, "lora_rank=-4"),
+    ({"adaptation": "lora", "lora_dropout": 1.0}, r"lora_dropout=1.0: must be in \[0, 1\)"),
+    ({"adaptation": "lora", "lora_target_modules": ["q_proj", "query"]},
+     "lora_target_modules=.*query is no linear map of the hubert backbone's transformer "
+     "layers; valid: intermediate_dense, k_proj, out_proj, output_dense, q_proj, v_proj"),
+    ({"adaptation": "adapter", "adapter_bottleneck": 0},
+     "adapter_bottleneck=0: must be a positive integer"),
+])
+def test_bad_values_are_refused_naming_key_and_value(tiny, kwargs, match):
+    with pytest.raises(HparamsError, match=match):
+        Wav2vec2Embedder(str(tiny["hubert"]), **kwargs)
+
+
+def test_lora_on_wavlm_attention_is_refused_naming_family_and_key(tiny):
+    with pytest.raises(HparamsError, match=r"lora_target_modules=\['q_proj', 'v_proj'\]: a "
+                       r"wavlm backbone's attention reads the weights of q_proj, k_proj, "
+                       r"v_proj, out_proj directly.*valid for this backbone: "
+                       r"gru_rel_pos_linear, intermediate_dense, output_dense"):
+        Wav2vec2Embedder(str(tiny["wavlm"]), adaptation="lora")
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"ssl_adaptation": "prefix"}, "ssl_adaptation"),
+    ({"ssl_adaptation": "lora", "lora_rank": 0}, "lora_rank"),
+    ({"ssl_adaptation": "lora", "lora_target_modules": "q_proj"}, "lora_target_modules"),
+    ({"ssl_adaptation": "adapter", "adapter_bottleneck": -1}, "adapter_bottleneck"),
+])
+def test_train_py_refuses_them_before_building(overrides, key):
+    values = plain_values(HPARAMS, {"data_folder": "/x", **overrides})
+    with pytest.raises(HparamsError, match=f"invalid hparam {key}="):
+        check_hparams(values, world_size=1)
+
+
+def test_train_py_accepts_the_yaml_defaults_of_each_mode():
+    for adaptation in ("full", "frozen", "lora", "adapter"):
+        check_hparams(plain_values(HPARAMS, {"data_folder": "/x",
+                                             "ssl_adaptation": adaptation}), world_size=1)
