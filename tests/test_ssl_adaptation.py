@@ -1,8 +1,11 @@
 """How the SSL backbone adapts (lowres.models.ssl_adaptation, yaml ssl_adaptation): frozen,
-LoRA and bottleneck adapters on every family, their merge for export and their refusals.
+LoRA and bottleneck adapters on every family, their merge for export, their refusals and
+the backbone's own learning rate (ssl_adaptation_lr).
 
 Tiny random checkpoints of lowres.models.tiny_wav2vec2: no network."""
 
+
+import functools
 
 import pytest
 import torch
@@ -13,6 +16,8 @@ from lowres.models.freeze import apply_freeze_schedule
 from lowres.models.ssl_adaptation import merge_adaptation
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 from lowres.models.wav2vec2 import Wav2vec2Embedder
+from lowres.training.schedules import SCHEDULES, build_lr_scheduler
+from lowres.training.speaker_brain import SpeakerBrain
 from lowres.training.speaker_checks import check_hparams
 
 torch.set_num_threads(1)
@@ -187,6 +192,8 @@ def test_lora_on_wavlm_attention_is_refused_naming_family_and_key(tiny):
     ({"ssl_adaptation": "lora", "lora_rank": 0}, "lora_rank"),
     ({"ssl_adaptation": "lora", "lora_target_modules": "q_proj"}, "lora_target_modules"),
     ({"ssl_adaptation": "adapter", "adapter_bottleneck": -1}, "adapter_bottleneck"),
+    ({"ssl_adaptation_lr": 0}, "ssl_adaptation_lr"),
+    ({"ssl_adaptation": "frozen", "ssl_adaptation_lr": 1e-4}, "ssl_adaptation_lr"),
 ])
 def test_train_py_refuses_them_before_building(overrides, key):
     values = plain_values(HPARAMS, {"data_folder": "/x", **overrides})
@@ -198,3 +205,81 @@ def test_train_py_accepts_the_yaml_defaults_of_each_mode():
     for adaptation in ("full", "frozen", "lora", "adapter"):
         check_hparams(plain_values(HPARAMS, {"data_folder": "/x",
                                              "ssl_adaptation": adaptation}), world_size=1)
+
+
+# -- two learning rates -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_the_schedule_scales_both_groups_alike(name):
+    lr, ratio = 1e-3, 0.05
+    opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(2))]},
+                            {"params": [torch.nn.Parameter(torch.zeros(2))]}], lr=0.5)
+    sched = build_lr_scheduler(opt, name, lr, 80, one_cycle_half_steps=7, lr_scales=[1, ratio])
+    single = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.5)
+    reference = build_lr_scheduler(single, name, lr, 80, one_cycle_half_steps=7)
+    for _ in range(60):
+        main, backbone = (group["lr"] for group in opt.param_groups)
+        assert main == pytest.approx(single.param_groups[0]["lr"], rel=1e-12)
+        assert backbone == pytest.approx(ratio * main, rel=1e-9)
+        for o, s in ((opt, sched), (single, reference)):
+            o.step()
+            s.step()
+
+
+def test_two_groups_resume_exactly(tmp_path):
+    def build():
+        opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(2))]},
+                                {"params": [torch.nn.Parameter(torch.zeros(2))]}])
+        return opt, build_lr_scheduler(opt, "cyclic", 1e-3, 80, lr_scales=[1, 10])
+
+    def lrs(opt, sched, steps):
+        out = []
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+            out.append([g["lr"] for g in opt.param_groups])
+        return out
+
+    full = lrs(*build(), 40)
+    opt, sched = build()
+    lrs(opt, sched, 17)
+    Checkpointer(tmp_path, recoverables={"opt": opt, "sched": sched}).save_checkpoint()
+    opt, sched = build()
+    Checkpointer(tmp_path, recoverables={"opt": opt, "sched": sched}).recover_if_possible()
+    assert lrs(opt, sched, 23) == full[17:]
+
+
+def _brain(emb, tmp_path, **hparams):
+    """train.py's SpeakerBrain around ``emb`` and a cosine-free linear classifier."""
+    values = {"lr": 1e-3, "lr_schedule": "cyclic", "max_steps": 80, "base_lr": 1e-8,
+              "final_lr": 5e-6, "one_cycle_half_steps": 25000, "output_folder": str(tmp_path),
+              "embedder": emb, "wav2vec_initially_frozen": True, "num_frozen_steps": 10,
+              "ssl_adaptation": emb.adaptation, **hparams}
+    modules = {"embedder": emb, "classifier": torch.nn.Linear(emb.embedding_dim, 4)}
+    return SpeakerBrain(modules=modules, opt_class=functools.partial(torch.optim.Adam, lr=0.5),
+                        hparams=values, run_opts={"device": "cpu"},
+                        checkpointer=Checkpointer(tmp_path / "save"))
+
+
+@pytest.mark.parametrize("adaptation", ["full", "lora"])
+def test_ssl_adaptation_lr_is_the_backbone_groups_lr(tiny, tmp_path, adaptation):
+    emb = _embedder(tiny["wav2vec2"], adaptation)
+    brain = _brain(emb, tmp_path, ssl_adaptation_lr=2e-5)
+    brain.init_optimizers()
+    main, backbone = brain.optimizer.param_groups
+    trainable = {id(p) for p in brain.modules.parameters() if p.requires_grad}
+    in_backbone = {id(p) for p in emb.wav2vec2.parameters() if p.requires_grad}
+    assert {id(p) for p in backbone["params"]} == in_backbone
+    assert {id(p) for p in main["params"]} == trainable - in_backbone
+    assert main["params"]  # the classifier
+    for _ in range(30):
+        assert backbone["lr"] == pytest.approx(main["lr"] * 2e-5 / 1e-3, rel=1e-9)
+        brain.optimizer.step()
+        brain.lr_scheduler.step()
+    assert main["lr"] > 1e-5  # the cyclic schedule's main lr, not the backbone's
+
+
+def test_without_ssl_adaptation_lr_there_is_one_group(tiny, tmp_path):
+    brain = _brain(_embedder(tiny["wav2vec2"], "lora"), tmp_path, ssl_adaptation_lr=None)
+    brain.init_optimizers()
+    assert len(brain.optimizer.param_groups) == 1
+    assert len(brain.optimizer.param_groups[0]["params"]) == len(list(brain.modules.parameters()))

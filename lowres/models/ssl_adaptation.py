@@ -59,6 +59,7 @@ __all__ = [
     "adapt_backbone",
     "check_adaptation",
     "lora_target_names",
+    "lr_groups",
     "merge_adaptation",
 ]
 
@@ -229,3 +230,19 @@ def merge_adaptation(embedder: torch.nn.Module) -> PreTrainedModel:
         setattr(backbone.get_submodule(parent), child, module.get_base_layer())
     backbone.__dict__.pop("peft_config", None)
     return backbone
+
+
+def lr_groups(modules: torch.nn.Module, embedder: torch.nn.Module, lr: float,
+              ssl_adaptation_lr: float | None
+              ) -> list[tuple[list[torch.nn.Parameter], float]] | None:
+    """The optimiser's parameter groups for ``ssl_adaptation_lr``, each with its LR
+    relative to ``lr``: the main group first (everything but the backbone: what logs and
+    progress show), then the backbone's trainable weights (all of them in ``full``, the
+    LoRA / adapter weights otherwise) at ``ssl_adaptation_lr / lr``. None (one group, the
+    Brain's own) without ``ssl_adaptation_lr``. Only weights that can train are listed."""
+    if ssl_adaptation_lr is None:
+        return None
+    backbone = [p for p in embedder.wav2vec2.parameters() if p.requires_grad]
+    ids = {id(p) for p in backbone}
+    rest = [p for p in modules.parameters() if p.requires_grad and id(p) not in ids]
+    return [(rest, 1.0), (backbone, ssl_adaptation_lr / lr)]

@@ -10,7 +10,8 @@
   folder with its record, :func:`record_run`: resolved ``hyperparams.yaml``,
   ``command.txt``).
 - :class:`ResumableBrain`: the ``Brain`` both recipes subclass, which wires those into every
-  checkpoint (with the LR scheduler), reads torch files weights-only, wraps DDP on CPU,
+  checkpoint (with the LR scheduler; optional parameter groups with their own learning rates,
+  :meth:`ResumableBrain.lr_groups`), reads torch files weights-only, wraps DDP on CPU,
   counts a non-finite loss alike on every DDP process, validates a fresh run at step 0 and
   turns Ctrl-C into :class:`RunInterrupted`, which says where the run resumes.
 - :func:`optimizer_class` (``fused_optimizer``), :func:`wrap_cpu_ddp` (DDP on CPU / gloo),
@@ -295,16 +296,31 @@ class ResumableBrain(sb.core.Brain):
     means are logged every ``log_interval`` steps (:meth:`log_train`)."""
 
     def init_optimizers(self):
-        super().init_optimizers()
+        """SpeechBrain's one optimiser over every parameter, or one with the parameter
+        groups of :meth:`lr_groups`, whose learning rates the LR schedule scales alike."""
+        groups = self.lr_groups()
+        if groups is None:
+            super().init_optimizers()
+        else:
+            self.optimizer = self.opt_class([{"params": params} for params, _ in groups])
+            self.optimizers_dict = {"opt_class": self.optimizer}
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
         h = self.hparams
         self.lr_scheduler = build_lr_scheduler(
             self.optimizer, h.lr_schedule, h.lr, h.max_steps, base_lr=h.base_lr,
-            final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps)
+            final_lr=h.final_lr, one_cycle_half_steps=h.one_cycle_half_steps,
+            lr_scales=None if groups is None else [scale for _, scale in groups])
         self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
         self.checkpointer.add_recoverable("rng", RngState())
         # Saved last: a checkpoint without it was cut short (e.g. SIGKILL while saving).
         self.checkpointer.add_recoverable(COMPLETE, CompleteMarker())
         use_safe_recovery(self.checkpointer)  # weights_only=True for every torch file
+
+    def lr_groups(self) -> list[tuple[list[torch.nn.Parameter], float]] | None:
+        """Parameter groups, each with its learning rate relative to ``lr``, the first one
+        at ``lr`` (logs and the progress bar show ``param_groups[0]``); None: one group of
+        every parameter (SpeechBrain's)."""
+        return None
 
     def fit(self, *args, **kwargs):
         """SpeechBrain's ``fit``; Ctrl-C becomes :class:`RunInterrupted`."""

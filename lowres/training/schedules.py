@@ -11,6 +11,9 @@ per optimiser step.
 - ``exp_decay``: ``lr * (final_lr / lr) ** (step / max_steps)``: from ``lr`` at step 0 to
   ``final_lr`` (5e-6) at ``max_steps``, held there afterwards.
 
+With parameter groups (``lr_scales``: the SSL backbone's ``ssl_adaptation_lr``) every group
+follows the same shape, scaled: their learning rates keep one ratio throughout.
+
 Every scheduler returned is a ``torch.optim.lr_scheduler.LRScheduler``; SpeechBrain's
 ``Checkpointer`` saves and restores those with its default hooks (``CyclicLR`` has its own
 registered workaround hooks), so a scheduler can be added to the recoverables as is.
@@ -19,6 +22,7 @@ registered workaround hooks), so a scheduler can be added to the recoverables as
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -67,22 +71,33 @@ def build_lr_scheduler(
     base_lr: float = 1e-8,
     final_lr: float = 5e-6,
     one_cycle_half_steps: int = 25000,
+    lr_scales: Sequence[float] | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Build the schedule ``name`` for ``optimizer``; call ``.step()`` once per optimiser step.
 
     The optimiser's learning rate is overwritten: after construction it holds the
     schedule's value at step 0 (``base_lr`` for the cyclic ones, ``lr`` otherwise).
+    ``lr_scales``: one factor per parameter group (default 1 for each); group ``i`` follows
+    the schedule of ``lr * lr_scales[i]`` (and ``base_lr * lr_scales[i]``), so at every step
+    the groups' learning rates keep the ratios of their factors.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the valid ones), a non-positive
-            ``lr`` / ``max_steps`` / ``base_lr`` / ``final_lr`` / ``one_cycle_half_steps``,
-            ``base_lr >= lr`` for a cyclic schedule, or ``final_lr >= lr`` for ``exp_decay``.
+            ``lr`` / ``max_steps`` / ``base_lr`` / ``final_lr`` / ``one_cycle_half_steps`` /
+            ``lr_scales`` entry, ``lr_scales`` not one per parameter group, ``base_lr >= lr``
+            for a cyclic schedule, or ``final_lr >= lr`` for ``exp_decay``.
     """
     if name not in SCHEDULES:
         raise ValueError(f"lr_schedule {name!r} is unknown; valid: {', '.join(SCHEDULES)}")
     _check_positive("lr", lr)
     _check_positive("max_steps", max_steps)
     lr, max_steps = float(lr), int(max_steps)
+    scales = [1.0] * len(optimizer.param_groups) if lr_scales is None else list(lr_scales)
+    if len(scales) != len(optimizer.param_groups):
+        raise ValueError(f"{len(scales)} lr_scales for {len(optimizer.param_groups)} "
+                         "parameter groups")
+    for scale in scales:
+        _check_positive("lr_scales", scale)
 
     if name in ("cyclic", "one_cycle"):
         _check_positive("base_lr", base_lr)
@@ -95,15 +110,15 @@ def build_lr_scheduler(
             half = int(one_cycle_half_steps)
         return torch.optim.lr_scheduler.CyclicLR(
             optimizer,
-            base_lr=float(base_lr),
-            max_lr=lr,
+            base_lr=[float(base_lr) * scale for scale in scales],
+            max_lr=[lr * scale for scale in scales],
             step_size_up=half,
             mode="triangular2",
             cycle_momentum=False,
         )
 
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    for group, scale in zip(optimizer.param_groups, scales, strict=True):
+        group["lr"] = lr * scale
         group.pop("initial_lr", None)
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, ConstantFactor())

@@ -20,6 +20,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from lowres.io.run_folder import diverged_path, mark_diverged, read_diverged
 from lowres.models.freeze import apply_freeze_schedule
+from lowres.models.ssl_adaptation import lr_groups
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import score_trials
 from lowres.training.parent_run import load_parent
@@ -90,6 +91,12 @@ class SpeakerBrain(ResumableBrain):
             self.log_stats = RunningStats()
         else:
             self.val_embeddings = {}
+
+    def lr_groups(self):
+        """With ``ssl_adaptation_lr``: the backbone's trainable weights in a group of their
+        own at that LR (lowres.models.ssl_adaptation.lr_groups)."""
+        h = self.hparams
+        return lr_groups(self.modules, h.embedder, h.lr, getattr(h, "ssl_adaptation_lr", None))
 
     def on_fit_batch_start(self, batch, should_step):
         if hasattr(self.hparams, "wav2vec_initially_frozen"):

@@ -71,6 +71,12 @@ def check_hparams(values: dict, world_size: int) -> None:
         check_adaptation(values["ssl_adaptation"], values["lora_rank"], values["lora_alpha"],
                          values["lora_dropout"], values["lora_target_modules"],
                          values["adapter_bottleneck"])
+        if values.get("ssl_adaptation_lr") is not None:
+            positive_number("ssl_adaptation_lr")
+            if values["ssl_adaptation"] == "frozen":
+                raise invalid_hparam("ssl_adaptation_lr", values["ssl_adaptation_lr"],
+                                     "ssl_adaptation frozen trains no backbone weight: "
+                                     "leave it null")
     one_of("precision", PRECISIONS)
     one_of("valid_precision", VALID_PRECISIONS)
     for key in ("compile_embedder", "fused_optimizer", "evaluate_last"):
