@@ -1,17 +1,24 @@
 """How the SSL backbone adapts (lowres.models.ssl_adaptation, yaml ssl_adaptation): frozen,
-LoRA and bottleneck adapters on every family, their merge for export, their refusals and
-the backbone's own learning rate (ssl_adaptation_lr).
+LoRA and bottleneck adapters on every family, their merge for export, their refusals, the
+backbone's own learning rate (ssl_adaptation_lr) and the parameter counts of a run
+(parameters.json), through train.py too.
 
 Tiny random checkpoints of lowres.models.tiny_wav2vec2: no network."""
 
-
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
 from lowres.io.hparams import HparamsError, plain_values
+from lowres.io.run_folder import parameters_path, read_parameters, save_folder
 from lowres.models.freeze import apply_freeze_schedule
 from lowres.models.ssl_adaptation import merge_adaptation
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
@@ -25,7 +32,8 @@ torch.set_num_threads(1)
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec_audio")
 #: LoRA targets that act on each family (WavLM's attention never calls its projections)
 TARGETS = {"wavlm": ["intermediate_dense", "output_dense"]}
-HPARAMS = "hparams/wav2vec2_tiny_few.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+HPARAMS = ROOT / "hparams" / "wav2vec2_tiny_few.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +291,84 @@ def test_without_ssl_adaptation_lr_there_is_one_group(tiny, tmp_path):
     brain.init_optimizers()
     assert len(brain.optimizer.param_groups) == 1
     assert len(brain.optimizer.param_groups[0]["params"]) == len(list(brain.modules.parameters()))
+
+
+# -- parameter counts ---------------------------------------------------------------------------
+@pytest.mark.parametrize("adaptation, num_frozen_steps, backbone_counts", [
+    ("full", 10, "transformer"),  # trains once unfrozen: counted
+    ("full", None, "none"),  # never unfrozen: not counted
+    ("full", 200, "none"),  # unfrozen only after max_steps
+    ("frozen", 10, "none"),
+    ("lora", 10, "lora"),
+    ("adapter", 10, "adapter"),
+])
+def test_parameters_json_counts_what_trains(tiny, tmp_path, adaptation, num_frozen_steps,
+                                            backbone_counts):
+    emb = _embedder(tiny["wav2vec2"], adaptation)
+    brain = _brain(emb, tmp_path, num_frozen_steps=num_frozen_steps)
+    brain.record_parameters()
+    counts = read_parameters(tmp_path)
+    assert counts == json.loads(parameters_path(tmp_path).read_text())
+    head = sum(p.numel() for p in brain.modules.classifier.parameters())
+    backbone = emb.wav2vec2
+    expected = {
+        "transformer": sum(p.numel() for n, p in backbone.named_parameters()
+                           if not n.startswith("feature_extractor.")),  # the CNN stays frozen
+        "none": 0,
+        "lora": sum(p.numel() for n, p in backbone.named_parameters() if "lora_" in n),
+        "adapter": sum(p.numel() for n, p in backbone.named_parameters() if "adapter" in n),
+    }[backbone_counts]
+    assert counts == {"trainable": head + expected,
+                      "total": head + sum(p.numel() for p in backbone.parameters()),
+                      "ssl_adaptation": adaptation}
+    assert counts["trainable"] < counts["total"]
+
+
+def test_the_counts_are_logged(tiny, tmp_path, caplog):
+    brain = _brain(_embedder(tiny["wav2vec2"], "lora"), tmp_path)
+    with caplog.at_level("INFO", logger="lowres.training.speaker_brain"):
+        brain.record_parameters()
+    counts = read_parameters(tmp_path)
+    assert (f"model (embedder + classifier): {counts['trainable']:,} of {counts['total']:,} "
+            f"parameters train") in caplog.text
+    assert "ssl_adaptation lora" in caplog.text
+
+
+def test_non_ssl_models_record_their_counts_too(tmp_path):
+    emb = torch.nn.Linear(3, 2)
+    emb.weight.requires_grad_(False)
+    brain = SimpleNamespace(hparams=SimpleNamespace(output_folder=tmp_path, embedder=emb),
+                            modules=torch.nn.ModuleDict({"embedder": emb,
+                                                         "classifier": torch.nn.Linear(2, 2)}))
+    SpeakerBrain.record_parameters(brain)
+    assert read_parameters(tmp_path) == {"trainable": 2 + 6, "total": 6 + 6 + 2,
+                                         "ssl_adaptation": None}
+
+
+@pytest.mark.slow
+def test_a_lora_run_of_train_py_records_its_counts_and_trains_lora_only(
+        tiny, prepared_manifests, tmp_path):
+    out = tmp_path / "run"
+    args = ["--manifest_folder", prepared_manifests, "--output_folder", out,
+            "--wav2vec2_source", tiny["wav2vec2"], "--ssl_adaptation", "lora",
+            "--ssl_adaptation_lr", "1e-2", "--lr_schedule", "constant", "--device", "cpu",
+            "--precision", "fp32", "--num_workers", "0", "--batch_size", "4",
+            "--crop_seconds", "1.0", "--max_steps", "2", "--num_frozen_steps", "0",
+            "--val_interval", "2", "--evaluate_after_training", "false", "--noprogressbar"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "recipes/VoxCeleb/train.py", str(HPARAMS),
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    counts = read_parameters(out)
+    assert counts["ssl_adaptation"] == "lora" and 0 < counts["trainable"] < counts["total"]
+    assert f"{counts['trainable']:,} of {counts['total']:,} parameters train" in \
+        (out / "log.txt").read_text()
+    [ckpt] = [c for c in save_folder(out).glob("CKPT+*") if (c / "complete.ckpt").is_file()]
+    weights = torch.load(ckpt / "embedder.ckpt")
+    initial = _embedder(tiny["wav2vec2"], "full").wav2vec2.state_dict()
+    for name, value in initial.items():  # peft's names for the wrapped weights
+        lora_name = name.replace("q_proj.", "q_proj.base_layer.").replace(
+            "v_proj.", "v_proj.base_layer.")
+        assert torch.equal(weights[f"wav2vec2.{lora_name}"], value), name
+    assert all(weights[k].abs().sum() > 0 for k in weights if "lora_B" in k)  # from zero

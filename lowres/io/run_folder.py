@@ -15,6 +15,11 @@ A run folder (train.py's ``output_folder``) holds::
                             (each checkpoint's rng.ckpt: rank 0's RNG state; rng_rank<R>.ckpt:
                             DDP rank R's)
     diverged.json           {"step", "reason"}: training stopped at a non-finite loss
+    parameters.json         {"trainable", "total", "ssl_adaptation"}: the model's parameters
+                            (embedder + classifier) and those that train (with the wav2vec2
+                            freeze schedule: once the backbone is unfrozen; none of a
+                            backbone frozen throughout); ssl_adaptation null for the
+                            non-SSL models; written when training starts
     eval/<checkpoint>/      per tested checkpoint (best, last, averaged; debug/<checkpoint> for
                             a debug run): score files, cohort.pt (the AS-norm cohort) and, written
                             last, results.json
@@ -84,6 +89,7 @@ TRAIN_LOG = "train_log.txt"
 SAVE = "save"
 LABEL_ENCODER = "label_encoder.txt"
 DIVERGED = "diverged.json"
+PARAMETERS = "parameters.json"
 EVAL = "eval"
 RESULTS = "results.json"
 COHORT = "cohort.pt"
@@ -169,6 +175,23 @@ def read_diverged(run: Folder) -> dict | None:
 
 def diverged_path(run: Folder) -> Path:
     return Path(run) / DIVERGED
+
+
+def parameters_path(run: Folder) -> Path:
+    return Path(run) / PARAMETERS
+
+
+def write_parameters(run: Folder, trainable: int, total: int,
+                     ssl_adaptation: str | None) -> None:
+    """Record how many of the model's parameters train (results tables read it)."""
+    write_json(parameters_path(run), {"trainable": int(trainable), "total": int(total),
+                                      "ssl_adaptation": ssl_adaptation})
+
+
+def read_parameters(run: Folder) -> dict | None:
+    """``{"trainable", "total", "ssl_adaptation"}`` of a run, or None (not written:
+    training never started, or a run of an earlier lowres)."""
+    return read_json(parameters_path(run))
 
 
 def write_record(run: Folder, yaml_text: str, source: str, world_size: int = 1) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "lora_target_names",
     "lr_groups",
     "merge_adaptation",
+    "parameter_counts",
 ]
 
 ADAPTATIONS = ("full", "frozen", "lora", "adapter")
@@ -246,3 +247,18 @@ def lr_groups(modules: torch.nn.Module, embedder: torch.nn.Module, lr: float,
     ids = {id(p) for p in backbone}
     rest = [p for p in modules.parameters() if p.requires_grad and id(p) not in ids]
     return [(rest, 1.0), (backbone, ssl_adaptation_lr / lr)]
+
+
+def parameter_counts(modules: torch.nn.Module, embedder: torch.nn.Module,
+                     backbone_trains: bool = True) -> dict[str, int]:
+    """``{"trainable", "total"}`` parameters of ``modules`` (the whole model: embedder and
+    classifier). Trainable: those with ``requires_grad`` (in ``full`` with the freeze
+    schedule, what trains once the backbone is unfrozen), less the backbone's if it stays
+    frozen for the whole run (``backbone_trains`` False)."""
+    params = list(modules.parameters())
+    trainable = {id(p): p for p in params if p.requires_grad}
+    if not backbone_trains and hasattr(embedder, "wav2vec2"):
+        for p in embedder.wav2vec2.parameters():
+            trainable.pop(id(p), None)
+    return {"trainable": sum(p.numel() for p in trainable.values()),
+            "total": sum(p.numel() for p in params)}

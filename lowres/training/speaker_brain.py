@@ -18,9 +18,9 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from lowres.io.run_folder import diverged_path, mark_diverged, read_diverged
-from lowres.models.freeze import apply_freeze_schedule
-from lowres.models.ssl_adaptation import lr_groups
+from lowres.io.run_folder import diverged_path, mark_diverged, read_diverged, write_parameters
+from lowres.models.freeze import apply_freeze_schedule, backbone_frozen_at
+from lowres.models.ssl_adaptation import lr_groups, parameter_counts
 from lowres.scoring.metrics import eer
 from lowres.scoring.trials import score_trials
 from lowres.training.parent_run import load_parent
@@ -97,6 +97,25 @@ class SpeakerBrain(ResumableBrain):
         own at that LR (lowres.models.ssl_adaptation.lr_groups)."""
         h = self.hparams
         return lr_groups(self.modules, h.embedder, h.lr, getattr(h, "ssl_adaptation_lr", None))
+
+    def on_fit_start(self):
+        self.record_parameters()
+        super().on_fit_start()
+
+    def record_parameters(self) -> None:
+        """Log and write (parameters.json) how many of the model's parameters train: a
+        backbone the freeze schedule keeps frozen for the whole run does not count."""
+        h = self.hparams
+        backbone_trains = not (hasattr(h, "wav2vec_initially_frozen") and backbone_frozen_at(
+            h.max_steps - 1, h.wav2vec_initially_frozen, h.num_frozen_steps))
+        counts = parameter_counts(self.modules, h.embedder, backbone_trains)
+        adaptation = getattr(h, "ssl_adaptation", None)
+        if if_main_process():
+            logger.info("model (embedder + classifier): %s of %s parameters train (%.1f %%%s)",
+                        f"{counts['trainable']:,}", f"{counts['total']:,}",
+                        100 * counts["trainable"] / counts["total"],
+                        f"; ssl_adaptation {adaptation}" if adaptation else "")
+            write_parameters(h.output_folder, counts["trainable"], counts["total"], adaptation)
 
     def on_fit_batch_start(self, batch, should_step):
         if hasattr(self.hparams, "wav2vec_initially_frozen"):
