@@ -148,6 +148,19 @@ def test_ssl_backbone_pooling_and_head(w2v2):
     assert emb.backend is None and emb.embedding_dim == emb.wav2vec2.config.hidden_size
 
 
+def test_the_whole_ssl_backbone_fine_tunes_at_lr(w2v2):
+    """ssl_adaptation full and ssl_adaptation_lr null, as the table says: every transformer
+    weight trains (no LoRA, no adapter), in SpeechBrain's one optimiser group at lr."""
+    assert switch_table()["how the SSL backbone adapts"]["default"].startswith("`full`")
+    emb = w2v2["embedder"]
+    assert emb.adaptation == "full" and w2v2["ssl_adaptation_lr"] is None
+    assert all(p.requires_grad for p in emb.wav2vec2.encoder.parameters())
+    assert not any("lora" in n or "adapter" in n for n, _ in emb.wav2vec2.named_parameters())
+    brain = SimpleNamespace(hparams=SimpleNamespace(**w2v2),
+                            modules=torch.nn.ModuleDict({"embedder": emb}))
+    assert SpeakerBrain.lr_groups(brain) is None
+
+
 # ---------------------------------------------------------------- data and validation
 def speaker_files(folder: Path) -> Path:
     """train.csv of two speakers' 4 s files whose halves differ in level, so a 2 s crop's
