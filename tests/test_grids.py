@@ -176,7 +176,7 @@ def test_folders_unique_and_parse_back(tmp_path):
             else:
                 assert info["lr"] == r.overrides.get("lr")
             assert info["seed"] == (r.overrides.get("seed") if grid in (
-                "steps", "ablation", "modern") else None)
+                "steps", "ablation", "modern", "adaptation") else None)
             if grid != "modern":  # the large-margin stage's steps are not in its folder
                 assert info["max_steps"] == r.overrides.get("max_steps")
 

@@ -81,7 +81,7 @@ def test_common_overrides_leave_the_stage_its_own_values(tmp_path):
     assert [r.overrides["max_steps"] for r in scaled] == [500, 500, 25]
     with pytest.raises(ValueError, match="unknown stage"):
         expand("modern", stage_extra={"large_margn": {"lr": 1}})
-    with pytest.raises(ValueError, match="modern and demo grids"):
+    with pytest.raises(ValueError, match="apply to the modern, demo, adaptation"):
         expand("steps", stage_extra={"large_margin": {"lr": 1}})
     with pytest.raises(ValueError, match="set by the grid"):
         expand("modern", extra={"init_from_run": "x"})

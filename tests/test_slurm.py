@@ -58,6 +58,7 @@ def _dry_run(script: str, index: int, *args: str, env=None) -> subprocess.Comple
     ("naive_lr", "xvector", []),
     ("steps", "wav2vec2", ["--subset", "tiny_few,full"]),
     ("ablation", None, ["--set", "max_steps=20"]),
+    ("adaptation", "wav2vec2", ["--subset", "tiny_many_low"]),
 ])
 def test_array_index_maps_to_the_listed_run(grid, model, args, tmp_path):
     args = [*args, "--runs_root", str(tmp_path)]

@@ -40,15 +40,17 @@ seed (the LR grids) use the recipe's, 42133724, the original's default.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
 __all__ = [
     "MODELS", "SUBSETS", "GRIDS", "STUDY_GRIDS", "LOCAL_GRIDS", "ALL_GRIDS", "GPU_CLASS",
     "ALL_TEST_SETS", "DEMO_SUBSETS", "DEMO_STARTS", "DEMO_RUNS", "MODERN_STAGES", "SECTION_TAGS",
-    "GRID_SECTIONS", "EXPERIMENT_GRIDS", "GRID_FAMILY", "model_sections", "stage_overrides",
+    "GRID_SECTIONS", "EXPERIMENT_GRIDS", "GRID_FAMILY", "ADAPTATION_METHODS", "ADAPTATION_GRIDS",
+    "ADAPTATION_LABELS", "adaptation_methods", "model_sections", "stage_overrides",
     "format_value", "REPO_ROOT",
 ]
 
@@ -304,14 +306,6 @@ def _modern_points(best_lr: Mapping[tuple[str, str], float] | None = None):
                     yield model, subset, point, {"lr": lr, **NO_SCORE_NORM, "seed": seed}, tag
 
 
-GRIDS = {
-    "naive_lr": _naive_points,
-    "detailed_lr": _detailed_points,
-    "steps": _steps_points,
-    "ablation": _ablation_points,
-    "modern": _modern_points,
-}
-STUDY_GRIDS = ("naive_lr", "detailed_lr", "steps", "ablation")  # the study's own
 
 
 # ---------------------------------------------------------------------------
@@ -341,12 +335,101 @@ def _demo_points():
                 yield model, subset, (("", DEMO_RUNS[0]),), {}, tag
 
 
+# ---------------------------------------------------------------------------
+# adaptation (beyond the study): which way to adapt a pre-trained wav2vec2 with few labels,
+# on few speakers or few sessions. Per subset, five methods (tags): the study's recipe
+# (every weight fine-tunes, last layer's mean); the backbone frozen under MHFA; LoRA and
+# bottleneck adapters under MHFA; LoRA under the study's mean (the back-end's effect apart
+# from the adaptation's). Each method's values and learning rates (one grid point each) are
+# hparams/grids/adaptation.yaml, every run at each seed of its subset's steps-grid cell;
+# folder RUNS_ROOT/<grid>/wav2vec2_<subset>/<method>/lr<lr>_seed<seed>. Unlike other grids'
+# values, a method's win over the command's common and per-model overrides (laid over them
+# in lowres.study.grids.runs), so a CPU-sized wav2vec2 lr leaves each method its own.
+# adaptation_demo runs the same methods on the demo's three tiny subsets, from the demo's
+# pre-trained wav2vec2 (the demo's `pretrained` start, whose `pretrained:` section of an
+# overrides file applies to every run, beneath the method's values), at the demo's sizes.
+ADAPTATION_METHODS = ("study", "frozen_mhfa", "lora_mhfa", "adapter_mhfa", "lora_mean")
+# Names used by the results tables / figure
+ADAPTATION_LABELS = {"study": "study recipe", "frozen_mhfa": "frozen + MHFA",
+                     "lora_mhfa": "LoRA + MHFA", "adapter_mhfa": "adapters + MHFA",
+                     "lora_mean": "LoRA + mean"}
+ADAPTATION_FILE = REPO_ROOT / "hparams" / "grids" / "adaptation.yaml"
+
+
+class AdaptationGrid(NamedTuple):
+    subsets: tuple[str, ...]
+    start: str | None  # the demo start (DEMO_STARTS) whose section every run takes
+
+
+ADAPTATION_GRIDS = {"adaptation": AdaptationGrid(SUBSETS, None),
+                    "adaptation_demo": AdaptationGrid(DEMO_SUBSETS, "pretrained")}
+
+
+@cache
+def adaptation_methods() -> dict[str, dict]:
+    """method -> {"values": its train.py values, "lrs": {grid: [lr entry, ...] or None}}
+    from ADAPTATION_FILE; an lr entry maps ``lr`` (and ``ssl_adaptation_lr``) to floats,
+    None: the subset's lr of the steps grid. ValueError naming the file when it lacks a
+    method or a grid, or an entry is no such mapping or repeats an lr (it names the folder)."""
+    data = yaml.safe_load(ADAPTATION_FILE.read_text()) or {}
+    if not isinstance(data, dict) or set(data) != set(ADAPTATION_METHODS):
+        raise ValueError(f"{ADAPTATION_FILE}: expected one section per method, "
+                         f"{', '.join(ADAPTATION_METHODS)}")
+    for method, spec in data.items():
+        where = f"{ADAPTATION_FILE}, {method}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("values"), dict) \
+                or not isinstance(spec.get("lrs"), dict) \
+                or set(spec["lrs"]) != set(ADAPTATION_GRIDS):
+            raise ValueError(f"{where}: expected 'values' (a mapping) and 'lrs' (a list or "
+                             f"null per grid: {', '.join(ADAPTATION_GRIDS)})")
+        for grid, entries in spec["lrs"].items():
+            if entries is not None:
+                spec["lrs"][grid] = _lr_entries(entries, f"{where}, lrs of {grid}")
+    return data
+
+
+def _lr_entries(entries, where: str) -> list[dict[str, float]]:
+    try:
+        out = [{key: float(value) for key, value in entry.items()} for entry in entries]
+    except (AttributeError, TypeError, ValueError):
+        out = []
+    if not out or not all("lr" in e for e in out) or len({e["lr"] for e in out}) != len(out):
+        raise ValueError(f"{where}: expected a list of mappings of lr (and ssl_adaptation_lr) "
+                         "to numbers, each lr once (it names the run folder)")
+    return out
+
+
+def _adaptation_points(grid: str):
+    methods = adaptation_methods()
+    for subset in ADAPTATION_GRIDS[grid].subsets:
+        study_lr, seeds = STEPS_CELLS["wav2vec2"][subset]
+        for method in ADAPTATION_METHODS:
+            values = methods[method]["values"]
+            for entry in methods[method]["lrs"][grid] or [{"lr": study_lr}]:
+                for seed in seeds:
+                    point = (("lr", format_value(entry["lr"])), ("seed", str(seed)))
+                    yield "wav2vec2", subset, point, {**values, **entry, "seed": seed}, method
+
+
+GRIDS = {
+    "naive_lr": _naive_points,
+    "detailed_lr": _detailed_points,
+    "steps": _steps_points,
+    "ablation": _ablation_points,
+    "modern": _modern_points,
+    "adaptation": partial(_adaptation_points, "adaptation"),
+}
+STUDY_GRIDS = ("naive_lr", "detailed_lr", "steps", "ablation")  # the study's own
 # Grids run locally only (no slurm/<grid>.sbatch, not in the study's counts).
-LOCAL_GRIDS = {"demo": _demo_points}
+LOCAL_GRIDS = {"demo": _demo_points,
+               "adaptation_demo": partial(_adaptation_points, "adaptation_demo")}
 ALL_GRIDS = {**GRIDS, **LOCAL_GRIDS}
 # the tags whose `<tag>:` sections of an overrides file apply to a grid's runs of that tag
-GRID_SECTIONS = {"modern": tuple(MODERN_STAGES), "demo": DEMO_STARTS}
-SECTION_TAGS = (*MODERN_STAGES, *DEMO_STARTS)
+# (adaptation_demo: also its start's, to every run)
+GRID_SECTIONS = {"modern": tuple(MODERN_STAGES), "demo": DEMO_STARTS,
+                 **{grid: (*ADAPTATION_METHODS, *([spec.start] if spec.start else []))
+                    for grid, spec in ADAPTATION_GRIDS.items()}}
+SECTION_TAGS = tuple(dict.fromkeys((*MODERN_STAGES, *DEMO_STARTS, *ADAPTATION_METHODS)))
 
 # ---------------------------------------------------------------------------
 # experiments beyond the study's cells: any hparams/<name>.yaml (e.g. wavlm_base_plus_tiny_few)
@@ -362,9 +445,10 @@ def model_sections(overrides: Mapping[str, object]) -> tuple[dict, dict[str, dic
     """Split an overrides mapping into (every run, {model or stage: its runs only}).
 
     A top-level key named after a model (``xvector``, ``ecapa``, ``wav2vec2``), a stage
-    of the modern grid (:data:`MODERN_STAGES`) or a start of the demo's wav2vec2
-    (:data:`DEMO_STARTS`) whose value is a mapping holds that model's
-    or stage's overrides; every other key applies to every run::
+    of the modern grid (:data:`MODERN_STAGES`), a start of the demo's wav2vec2
+    (:data:`DEMO_STARTS`) or a method of the adaptation grids (:data:`ADAPTATION_METHODS`)
+    whose value is a mapping holds that model's or tag's overrides; every other key applies
+    to every run::
 
         batch_size: 32          # every run
         ecapa: {lr: 5.0e-3, ecapa_channels: 128}

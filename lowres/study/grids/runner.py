@@ -6,14 +6,17 @@
     python -m lowres.grid sbatch GRID [--parallel P] [--submit] [...]
 
 GRID is one of naive_lr, detailed_lr, steps, ablation (lowres/study/grids/definitions.py),
-modern (beyond the study: the recipe + augmentation, averaging, large margin, AS-norm) or
-demo (`make demo`: each model on the three tiny subsets, CPU-sized; not a grid of the
-study).  The commands are run from the repository root; a relative --runs_root is taken
-relative to the current directory.  Extra overrides (``--set key=value``,
-``--overrides file.yaml`` with flat ``key: value`` lines) are appended to every
-command and replace a grid value of the same key; run folders keep encoding the
-grid point.  Overrides for one model only: a ``MODEL:`` mapping in the file or
-``--set MODEL.key=value``; for one stage of the modern grid only: a ``STAGE:`` mapping or
+modern (beyond the study: the recipe + augmentation, averaging, large margin, AS-norm),
+adaptation (beyond the study: wav2vec2 fine-tuned whole, frozen, with LoRA or adapters,
+under MHFA or the mean), demo (`make demo`: each model on the three tiny subsets,
+CPU-sized; not a grid of the study) or adaptation_demo (the adaptation grid at the demo's
+sizes, from its pre-trained wav2vec2; local only).  The commands are run from the
+repository root; a relative --runs_root is taken relative to the current directory.  Extra
+overrides (``--set key=value``, ``--overrides file.yaml`` with flat ``key: value`` lines)
+are appended to every command and replace a grid value of the same key (in the adaptation
+grids, the values of a method win); run folders keep encoding the grid point.  Overrides
+for one model only: a ``MODEL:`` mapping in the file or ``--set MODEL.key=value``; for one
+stage of the modern grid (or method of the adaptation grids) only: a ``STAGE:`` mapping or
 ``--set STAGE.key=value``.  A run is finished when OUT/eval/best/results.json exists; a
 run that starts from another (the modern grid's large-margin stage) waits for it locally,
 and under SLURM runs in a second array submitted after the first (``sbatch`` prints both).
@@ -51,7 +54,7 @@ from lowres.study.grids.runs import Run, expand, expand_experiments
 # The study's hydra.launcher.array_parallelism per grid (docs/study.md, 'Launchers');
 # steps ran one at a time.
 DEFAULT_PARALLEL = {"naive_lr": 3, "detailed_lr": 3, "steps": 1, "ablation": 8,
-                    "modern": 3}  # modern: not the study's
+                    "modern": 3, "adaptation": 3}  # modern, adaptation: not the study's
 DEFAULT_PARALLEL_MODEL = {("naive_lr", "wav2vec2"): 6}
 
 
@@ -64,11 +67,12 @@ def _override_text(value) -> str:
 def parse_overrides(sets: list[str] | None, files: list[str] | None
                     ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """Merge ``--overrides FILE`` (in order) and then ``--set key=value`` into
-    (overrides of every run, {model or modern stage: overrides of its runs}).
+    (overrides of every run, {model or tag: overrides of its runs}).
 
     In a file, a top-level ``<model>:`` mapping (xvector, ecapa, wav2vec2) or ``<stage>:``
-    mapping (a stage of the modern grid) holds the overrides of that model's or stage's
-    runs (lowres.study.grids.definitions.model_sections); on the command line
+    mapping (a stage of the modern grid, a start of the demo's wav2vec2, a method of the
+    adaptation grids) holds the overrides of that model's or tag's runs
+    (lowres.study.grids.definitions.model_sections); on the command line
     ``--set <model>.key=value`` / ``--set <stage>.key=value`` does the same.
     """
     extra: dict[str, str] = {}
@@ -385,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "points of its model_name and subset, in RUNS_ROOT/GRID/NAME/ (repeat or "
                        "comma-separate)")
         p.add_argument("--tag", action="append",
-                       help="restrict to ablation variant(s) or modern stage(s)")
+                       help="restrict to ablation variant(s), modern stage(s) or adaptation "
+                       "method(s)")
         p.add_argument("--runs_root", default=os.environ.get("LOWRES_RUNS_ROOT", "runs"),
                        help="root of the run folders (default $LOWRES_RUNS_ROOT or ./runs)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -404,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multiply every step count (max_steps, wav2vec2's num_frozen_steps, "
                        "one_cycle's half-cycle) by F, e.g. 0.001 for a CPU demo")
         p.add_argument("--n_seeds", type=int, metavar="N",
-                       help="keep the first N seeds of each cell (steps, ablation, modern)")
+                       help="keep the first N seeds of each cell (steps, ablation, modern, "
+                       "adaptation grids)")
         p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("list", help="print the train.py command lines and the count")

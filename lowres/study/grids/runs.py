@@ -9,7 +9,8 @@ Run folders encode the grid point like hparams/shared/base.yaml's default folder
 ``RUNS_ROOT/<grid>/<model>_<subset>/lr<lr>[_steps<max_steps>_seed<seed>]``
 and, for the ablation, ``RUNS_ROOT/ablation/wav2vec2_<subset>/<tag>/seed<seed>``
 (tags as in the study's commands); for the modern grid (not the study's)
-``RUNS_ROOT/modern/<model>_<subset>/<stage>/lr<lr>_seed<seed>``.  :func:`parse_run_path`
+``RUNS_ROOT/modern/<model>_<subset>/<stage>/lr<lr>_seed<seed>``, for the adaptation grids
+``RUNS_ROOT/<grid>/wav2vec2_<subset>/<method>/lr<lr>_seed<seed>``.  :func:`parse_run_path`
 reads them back.  No ``=`` anywhere: SpeechBrain splits ``--key=value`` arguments at every ``=``.
 Every override must name a key of its run's hparams file or a SpeechBrain run option
 (``device``, ...): a typo is refused when the grid is expanded, not by each of its runs.
@@ -31,6 +32,7 @@ from lowres.io.hparams import check_keys, hparams_keys
 from lowres.io.run_folder import is_finished
 from lowres.study.grids.definitions import (
     ABLATION_VARIANTS,
+    ADAPTATION_GRIDS,
     ALL_GRIDS,
     COMMON,
     DEFAULT_MAX_STEPS,
@@ -150,7 +152,10 @@ def expand(
     In the modern grid, each stage's values (:func:`stage_overrides`, step counts scaled
     by `step_scale`) come after those, then `stage_extra` (stage tag -> overrides); a
     stage with a parent gets ``init_from_run`` = the parent stage's run folder. In the
-    demo grid, `stage_extra` holds each wav2vec2 start's (:data:`DEMO_STARTS`).
+    demo grid, `stage_extra` holds each wav2vec2 start's (:data:`DEMO_STARTS`). In the
+    adaptation grids (:data:`ADAPTATION_GRIDS`) the grid point's values (its method's, its
+    lr entry, its seed) come after `extra` and `model_extra`, beneath the start's section
+    (adaptation_demo's ``pretrained``) and then the method's in `stage_extra`.
     `n_seeds` keeps the first N seeds of each cell (grids whose points have a seed).
     `experiment` names the hparams/<experiment>.yaml that replaces each run's model x subset
     file (:func:`expand_experiments`, which chooses the model and subset to match it).
@@ -237,7 +242,7 @@ def _override_layers(grid: str, extra: Mapping[str, object] | None,
         raise ValueError(f"per-model overrides for unknown model(s) {sorted(unknown)}")
     if stage_extra and grid not in GRID_SECTIONS:
         raise ValueError(f"per-stage overrides ({sorted(stage_extra)}) apply to the "
-                         f"{' and '.join(GRID_SECTIONS)} grids, not to {grid}")
+                         f"{', '.join(GRID_SECTIONS)} grids, not to {grid}")
     unknown = set(stage_extra) - set(SECTION_TAGS)
     if unknown:
         raise ValueError(f"per-stage overrides for unknown stage(s) {sorted(unknown)}; "
@@ -278,15 +283,20 @@ def _first_seeds(points: Iterable[tuple], n_seeds: int | None) -> Iterator[tuple
 
 def _run(grid: str, runs_root: Path, model: str, subset: str, point, overrides: dict,
          tag: str | None, layers: _OverrideLayers) -> Run:
-    """One grid point's run: its grid values with the override layers laid over them."""
-    merged = {**COMMON, **overrides}
+    """One grid point's run: its grid values with the override layers laid over them (in
+    the adaptation grids, the grid values over the common and per-model layers)."""
+    adaptation = ADAPTATION_GRIDS.get(grid)
+    merged = {**COMMON, **({} if adaptation else overrides)}
     if layers.step_scale:
         merged.update(scaled_steps(model, merged, layers.step_scale))
     merged.update(layers.every)
     merged.update(layers.per_model.get(model, {}))
     if grid == "modern":
         merged.update(_stage_values(tag, model, layers.step_scale))
-    merged.update(layers.per_stage.get(tag, {}))  # a modern stage's, a demo start's
+    if adaptation:
+        merged.update(layers.per_stage.get(adaptation.start, {}))
+        merged.update(overrides)
+    merged.update(layers.per_stage.get(tag, {}))  # a modern stage's, demo start's, method's
     parent_tag = MODERN_STAGES[tag][1] if grid == "modern" else None
     parent = _folder(runs_root, grid, model, subset, point, parent_tag) if parent_tag else None
     if parent:
