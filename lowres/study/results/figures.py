@@ -1,6 +1,7 @@
 """The results' figures, PNG and PDF, one per grid with runs (lr, steps, ablation, modern,
-demo) and, on request, DET curves of runs from their score files.  Diverged runs are drawn
-as red crosses: at their EER when they were evaluated, else at the top of the panel."""
+the adaptation grids, demo) and, on request, DET curves of runs from their score files.
+Diverged runs are drawn as red crosses: at their EER when they were evaluated, else at the
+top of the panel."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ import pandas as pd
 
 from lowres.io.lists import TEST_SET_LABELS
 from lowres.io.run_folder import hyperparams_path, read_results, results_path
-from lowres.study.grids.definitions import ABLATION_LABELS, ABLATION_VARIANTS, MODELS, SUBSETS
+from lowres.study.grids.definitions import (
+    ABLATION_LABELS,
+    ABLATION_VARIANTS,
+    ADAPTATION_GRIDS,
+    ADAPTATION_LABELS,
+    ADAPTATION_METHODS,
+    MODELS,
+    SUBSETS,
+)
 from lowres.study.results.frame import as_float, find_runs, read_hparams
 from lowres.study.results.tables import (
     DEMO_COLUMNS,
     MODEL_LABELS,
     MODERN_STEPS,
+    adaptation_cells,
     demo_cells,
     demo_label,
     demo_rows,
@@ -29,8 +39,8 @@ from lowres.study.results.tables import (
     tests_with_results,
 )
 
-__all__ = ["det_figure", "plot_ablation", "plot_demo", "plot_det", "plot_lr", "plot_modern",
-           "plot_steps"]
+__all__ = ["det_figure", "plot_ablation", "plot_adaptation", "plot_demo", "plot_det", "plot_lr",
+           "plot_modern", "plot_steps"]
 
 MODEL_COLORS = {"xvector": "tab:blue", "ecapa": "tab:orange", "wav2vec2": "tab:green"}
 SUBSET_COLORS = {"full": "black", "tiny_few": "tab:purple", "tiny_many_low": "tab:red",
@@ -273,6 +283,49 @@ def plot_modern(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> 
     _finish_panels(fig, axes, test, f"mean over seeds; each step adds to the one before; "
                    f"{SPREAD_NOTE}", note_y=-0.24)
     return _save(fig, out, "modern")
+
+
+METHOD_STYLES = {"study": ("tab:gray", "o"), "frozen_mhfa": ("tab:blue", "s"),
+                 "lora_mhfa": ("tab:orange", "^"), "adapter_mhfa": ("tab:green", "D"),
+                 "lora_mean": ("tab:red", "v")}
+
+
+def plot_adaptation(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list[Path]:
+    """<grid>.png/pdf per adaptation grid with runs: each method's EER at its chosen lr
+    (:func:`~lowres.study.results.tables.adaptation_cells`) against its trainable parameters
+    (log axis), one panel per subset; a method whose runs wrote no parameters.json is left
+    out."""
+    written = []
+    for grid in ADAPTATION_GRIDS:
+        rows = grid_rows(frame, (grid,), test_set)
+        if rows is None:
+            continue
+        sub, test, col = rows
+        cells = adaptation_cells(frame, grid, test)
+        subsets = ordered(sub["subset"], SUBSETS)
+        fig, axes = _panel_row(len(subsets), 3.6)
+        div_label: list = []
+        for ax, subset in zip(axes[0], subsets, strict=True):
+            pending = []
+            for method in ordered(sub["tag"], ADAPTATION_METHODS):
+                cell = cells.get((method, subset))
+                if cell is None or math.isnan(cell.trainable):
+                    continue
+                color, marker = METHOD_STYLES.get(method, ("black", "o"))
+                if cell.stats["n"]:
+                    ax.plot(cell.trainable, cell.stats["mean"], marker, color=color,
+                            label=ADAPTATION_LABELS.get(method, method))
+                    _spread(ax, cell.trainable, cell.stats, color)
+                pending += [(cell.trainable, v) for v in _diverged_eers(cell.runs, col)]
+            ax.set_xscale("log")
+            ax.set_title(subset)
+            ax.set_xlabel("trainable parameters")
+            ax.grid(True, which="major", alpha=0.3)
+            _diverged_marks(ax, pending, div_label)
+        _finish_panels(fig, axes, test, "each method at its lr of lowest validation EER, mean "
+                       f"over seeds; {SPREAD_NOTE}")
+        written += _save(fig, out, grid)
+    return written
 
 
 def plot_demo(frame: pd.DataFrame, out: Path) -> list[Path]:

@@ -3,11 +3,11 @@
 A row holds the run's grid point (from the folder layout of :mod:`lowres.study.grids.runs`,
 else from hyperparams.yaml), its status, whether it diverged, and per test set the EER
 (in %), minDCF and number of trials of the best checkpoint; beyond the study, the run it
-started from and the EERs of its averaged checkpoints.  Where results.json has the
-speaker-bootstrap intervals of these metrics, ``lo_<column>`` and ``hi_<column>`` hold them
-(:mod:`lowres.study.results.intervals` adds them from the score files of runs evaluated
-before, and the intervals of seed groups).  The tables and figures read only this frame, so
-a run folder is parsed in one place.
+started from, the EERs of its averaged checkpoints and how many of its parameters trained.
+Where results.json has the speaker-bootstrap intervals of these metrics, ``lo_<column>``
+and ``hi_<column>`` hold them (:mod:`lowres.study.results.intervals` adds them from the
+score files of runs evaluated before, and the intervals of seed groups).  The tables and
+figures read only this frame, so a run folder is parsed in one place.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from lowres.io.run_folder import (
     RUN_MARKERS,
     SAVE,
     hyperparams_path,
+    read_parameters,
     read_results,
     results_path,
     train_log_path,
@@ -31,13 +32,15 @@ from lowres.study.grids.runs import parse_run_path
 
 __all__ = ["HPARAM_KEYS", "INTERVAL_PREFIXES", "METRICS", "as_float", "as_norm_columns",
            "collect", "diverged_in_log", "eer_column", "find_runs", "flatten_results",
-           "interval_columns", "read_hparams", "read_run", "stage_columns"]
+           "interval_columns", "parameter_columns", "read_hparams", "read_run",
+           "stage_columns"]
 
 SKIP_DIRS = {SAVE, EVAL, "results", "__pycache__"}
 HPARAM_KEYS = (
     "lr", "max_steps", "seed", "batch_size", "lr_schedule", "regularisation", "reset_weights",
     "completely_freeze_feature_extractor", "wav2vec_initially_frozen", "num_frozen_steps",
-    "enroll_training_data", "post_process_scores", "precision", "subset", "model_name",
+    "enroll_training_data", "post_process_scores", "precision", "ssl_adaptation",
+    "ssl_adaptation_lr", "ssl_pooling", "subset", "model_name",
 )
 METRICS = ("eer", "min_dcf_0.01", "min_dcf_0.05", "n_trials")
 # lo_<column> / hi_<column>: a run's interval of a metric column; seeds_lo_ / seeds_hi_: its
@@ -156,7 +159,18 @@ def read_run(root: Path, folder: Path) -> dict:
     else:
         row["status"] = "unfinished"
     row.update(stage_columns(folder, hp))
+    row.update(parameter_columns(folder))
     return row
+
+
+def parameter_columns(folder: Path) -> dict:
+    """``trainable_parameters`` and ``total_parameters`` of the run's model, from the
+    parameters.json training wrote; none for a run without one."""
+    found = read_parameters(folder)
+    if not isinstance(found, dict):
+        return {}
+    return {"trainable_parameters": as_float(found.get("trainable")),
+            "total_parameters": as_float(found.get("total"))}
 
 
 def eer_column(test_set: str, checkpoint: str = "best", as_norm: bool = False) -> str:
@@ -220,5 +234,5 @@ def collect(root: Path | str) -> pd.DataFrame:
     metric_cols += sorted(c for c in frame.columns if c.startswith(INTERVAL_PREFIXES))
     first = ["run", "grid", "model", "subset", "tag", *[k for k in HPARAM_KEYS
              if k not in ("model_name", "subset")], "status", "diverged", "parent_run",
-             "averaged"]
+             "averaged", "trainable_parameters", "total_parameters"]
     return frame[[c for c in first if c in frame.columns] + metric_cols]

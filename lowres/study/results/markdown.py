@@ -9,11 +9,14 @@ import pandas as pd
 
 from lowres.io.lists import TEST_SET_LABELS
 from lowres.scoring.bootstrap import LEVEL
+from lowres.study.grids.definitions import ADAPTATION_GRIDS
 from lowres.study.results.demo_checks import demo_checks
 from lowres.study.results.frame import as_float
 from lowres.study.results.intervals import ScoreDraws
 from lowres.study.results.tables import (
     ablation_table,
+    adaptation_lr_table,
+    adaptation_table,
     demo_table,
     fmt_interval,
     grid_rows,
@@ -50,6 +53,23 @@ def demo_section(frame: pd.DataFrame, root: str | Path | None = None,
                   *[f"- {line}" for line in demo_checks(demo, root, source, test, level)],
                   ""]
     return lines
+
+
+def _adaptation_section(frame: pd.DataFrame, grid: str, test_set: str | None) -> list[str]:
+    """An adaptation grid's tables: per test set, each method at its chosen lr; then every
+    lr on `test_set` (None: hard, else original)."""
+    rows = grid_rows(frame, (grid,), test_set)
+    if rows is None:
+        return []
+    lines = [f"## Adapting wav2vec2 with few labels ({grid} grid; not the study's)", "",
+             "Per method and subset, the lr of lowest mean validation EER over the seeds "
+             "(validation trials, not the tested ones) as \"lr: EER\".", ""]
+    for test in tests_with_results(rows[0]):
+        lines += [f"### EER %, {TEST_SET_LABELS[test]}", "",
+                  *adaptation_table(frame, grid, test), ""]
+    test = rows[1]
+    return lines + [f"### Every learning rate (EER %, {TEST_SET_LABELS.get(test, test)})", "",
+                    *adaptation_lr_table(frame, grid, test), ""]
 
 
 def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
@@ -92,6 +112,8 @@ def write_markdown(frame: pd.DataFrame, path: Path, lr_test: str | None = None,
             names = ", ".join(TEST_SET_LABELS[t] for t in tests)
             lines += [f"### EER %, mean of {names}", ""]
             lines += modern_table(with_mean_columns(frame, tests), "mean") + [""]
+    for grid in ADAPTATION_GRIDS:
+        lines += _adaptation_section(frame, grid, steps_test)
     lines += demo_section(frame, root, source, level)
     other = frame[frame["grid"] == ""]
     eer_cols = [c for c in frame.columns if c.startswith("eer_pct_")]

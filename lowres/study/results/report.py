@@ -27,6 +27,9 @@ figures (PNG and PDF; error bars: thin, the interval, thick, ± sd over seeds):
 * ``modern.*`` (the modern grid, beyond the study): EER per step of the toolbox (the
   study's recipe, + augmentation, + checkpoint averaging & large-margin stage, + AS-norm),
   one panel per model, one line per subset, mean ± sd over seeds.
+* ``adaptation.*``, ``adaptation_demo.*`` (the adaptation grids, beyond the study): EER of
+  each way to adapt wav2vec2 (at its lr of lowest validation EER) against its trainable
+  parameters (parameters.json; log axis), one panel per subset.
 * ``demo.*`` (``make demo``): EER per model x tiny subset next to the untrained model
   (``max_steps`` 0), one panel per test set; the demo's runs are known by their folders
   (``<model>_<subset>[/<start>]/trained`` or ``untrained``), whatever RUNS_ROOT is called.
@@ -54,6 +57,7 @@ from lowres.scoring.bootstrap import DRAWS, LEVEL, SEED
 from lowres.study.results import compare
 from lowres.study.results.figures import (
     plot_ablation,
+    plot_adaptation,
     plot_demo,
     plot_det,
     plot_lr,
@@ -76,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default RUNS_ROOT/results)")
     parser.add_argument("--lr_test_set", help="test set of the LR tables/figure "
                         "(default original)")
-    parser.add_argument("--test_set", help="test set of the steps, ablation and modern "
-                        "tables/figures (default hard, else original)")
+    parser.add_argument("--test_set", help="test set of the steps, ablation, modern and "
+                        "adaptation tables/figures (default hard, else original)")
     parser.add_argument("--det", nargs="*", metavar="RUN",
                         help="also draw det.png/pdf: DET curves of these runs (folders below "
                         "RUNS_ROOT, as in results.csv; none named: every run with score files)")
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         written += plot_steps(frame, out, args.test_set)
         written += plot_ablation(frame, out, args.test_set)
         written += plot_modern(frame, out, args.test_set)
+        written += plot_adaptation(frame, out, args.test_set)
         written += plot_demo(frame, out)
     if args.det is not None:
         try:

@@ -3,14 +3,15 @@ share: mean ± sd over seeds per cell with the speaker-bootstrap interval of tha
 (results.csv's ``seeds_lo_`` / ``seeds_hi_`` columns), the order of models and subsets, the
 test set shown.
 
-Six tables: the naive and the detailed LR grid, steps, the wav2vec2 ablation, the modern
-grid (beyond the study) and the demo.
+Tables of the naive and the detailed LR grid, steps, the wav2vec2 ablation, and beyond the
+study the modern grid, the adaptation grids and the demo.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,8 @@ from lowres.io.lists import TEST_SET_LABELS
 from lowres.study.grids.definitions import (
     ABLATION_LABELS,
     ABLATION_VARIANTS,
+    ADAPTATION_LABELS,
+    ADAPTATION_METHODS,
     DEMO_STARTS,
     DEMO_SUBSETS,
     MODELS,
@@ -26,7 +29,8 @@ from lowres.study.grids.definitions import (
 )
 from lowres.study.results.frame import as_float
 
-__all__ = ["DEMO_COLUMNS", "MODEL_LABELS", "MODERN_STEPS", "ablation_table", "best_lrs",
+__all__ = ["DEMO_COLUMNS", "MODEL_LABELS", "MODERN_STEPS", "AdaptationCell", "ablation_table",
+           "adaptation_cells", "adaptation_lr_table", "adaptation_table", "best_lrs",
            "demo_cells", "demo_label", "demo_rows", "demo_table", "fmt_interval", "fmt_lr",
            "grid_rows",
            "lr_table", "markdown_table", "modern_stats", "modern_table", "ordered",
@@ -235,6 +239,74 @@ def modern_table(frame: pd.DataFrame, test_set: str) -> list[str]:
             rows.append([MODEL_LABELS.get(model, model), subset] + [
                 _cell(st, bold=st["n"] > 0 and st["mean"] == best) for st in stats])
     return markdown_table(["model", "subset", *[label for label, _, _ in MODERN_STEPS]], rows)
+
+
+class AdaptationCell(NamedTuple):
+    """One method x subset of an adaptation grid, at the method's chosen lr."""
+
+    lr: float
+    runs: pd.DataFrame  # the runs (seeds) at that lr
+    stats: dict  # seed_stats of the EER column
+    trainable: float  # mean trainable parameters of those runs (parameters.json), NaN without
+
+
+def adaptation_cells(frame: pd.DataFrame, grid: str,
+                     test_set: str) -> dict[tuple[str, str], AdaptationCell]:
+    """(method, subset) -> its cell at the method's lr of lowest mean validation EER over the
+    finished seeds (chosen on the validation trials, not the tested ones; by `test_set`'s
+    EER where the cell's runs have no validation EER). A cell without a finished run keeps
+    its lowest lr."""
+    sub = frame[frame["grid"] == grid]
+    col = f"eer_pct_{test_set}"
+    cells = {}
+    for (method, subset), cell in sub.groupby(["tag", "subset"]):
+        pick = "eer_pct_val" if "eer_pct_val" in cell and cell["eer_pct_val"].notna().any() \
+            else col
+        by_lr = dict(list(cell.groupby("lr")))
+        means = {lr: seed_stats(runs, pick)["mean"] for lr, runs in by_lr.items()}
+        scored = {lr: mean for lr, mean in means.items() if not math.isnan(mean)}
+        lr = min(scored, key=scored.get) if scored else min(by_lr)
+        runs = by_lr[lr]
+        trainable = runs["trainable_parameters"].mean() if "trainable_parameters" in runs \
+            else math.nan
+        cells[method, subset] = AdaptationCell(float(lr), runs, seed_stats(runs, col),
+                                               float(trainable))
+    return cells
+
+
+def adaptation_table(frame: pd.DataFrame, grid: str, test_set: str) -> list[str]:
+    """One row per method, one column per subset: the EER at the method's chosen lr
+    (:func:`adaptation_cells`) as "lr: mean ± sd [interval] (n)"; each subset's best in
+    bold."""
+    cells = adaptation_cells(frame, grid, test_set)
+    methods = ordered((m for m, _ in cells), ADAPTATION_METHODS)
+    subsets = ordered((s for _, s in cells), SUBSETS)
+    best = {s: min((c.stats["mean"] for (_, s2), c in cells.items()
+                    if s2 == s and c.stats["n"]), default=None) for s in subsets}
+    rows = []
+    for method in methods:
+        row = [ADAPTATION_LABELS.get(method, method)]
+        for subset in subsets:
+            cell = cells.get((method, subset))
+            bold = cell is not None and cell.stats["n"] > 0 and cell.stats["mean"] == best[subset]
+            row.append("" if cell is None else f"{fmt_lr(cell.lr)}: {_cell(cell.stats, bold)}")
+        rows.append(row)
+    return markdown_table(["method", *subsets], rows)
+
+
+def adaptation_lr_table(frame: pd.DataFrame, grid: str, test_set: str) -> list[str]:
+    """One row per method and lr, one column per subset: every grid point's EER."""
+    sub = frame[frame["grid"] == grid]
+    subsets = ordered(sub["subset"], SUBSETS)
+    rows = []
+    for method in ordered(sub["tag"], ADAPTATION_METHODS):
+        runs = sub[sub["tag"] == method]
+        for lr in sorted(runs["lr"].dropna().unique()):
+            point = runs[runs["lr"] == lr]
+            rows.append([ADAPTATION_LABELS.get(method, method), fmt_lr(lr)] + [
+                _cell(seed_stats(point[point["subset"] == s], f"eer_pct_{test_set}"))
+                if (point["subset"] == s).any() else "" for s in subsets])
+    return markdown_table(["method", "lr", *subsets], rows)
 
 
 DEMO_COLUMNS = ("untrained", *DEMO_SUBSETS)
