@@ -216,7 +216,7 @@ def _markdown(root: Path, tmp: Path) -> str:
     return (tmp / "again" / "results.md").read_text()
 
 
-# The demo's corpus (preset default: 40 test speakers, enough trials to tell trained from
+# The demo's corpus (preset default: 200 test speakers, enough trials to tell trained from
 # untrained; 200 unlabelled speakers) with fewer steps than hparams/overrides/cpu_demo.yaml
 # and half the pre-training. The small preset is too small for the random-init wav2vec2
 # (16 training speakers: at chance after 200 steps).

@@ -22,7 +22,8 @@ from prepare.synthetic import corpus as synthetic
 from prepare.synthetic.channel import CODECS, Channel, apply_channel
 
 TINY = dict(speakers=2, sessions=2, utterances=2, min_files=2,
-            vox1_speakers=4, vox1_test=4, vox1_sessions=2, vox1_utterances=1)
+            vox1_speakers=4, vox1_test=4, vox1_sessions=2, vox1_utterances=1,
+            vox1_min_files=2)
 
 
 def _load_baseline():

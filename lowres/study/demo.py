@@ -9,8 +9,8 @@ Stages (each skips what an earlier run finished, so rerunning continues or only
 reprints the table):
 
 1. ``corpus``: the synthetic VoxCeleb-shaped corpus (``python -m prepare.synthetic``,
-   preset ``default``: 100 VoxCeleb2-style training speakers, 40 VoxCeleb1-style
-   test speakers, and 200 unlabelled speakers disjoint from both, ~80 min of speech, for
+   preset ``default``: 100 VoxCeleb2-style training speakers, 200 VoxCeleb1-style
+   test speakers (40 of them in O), and 200 unlabelled speakers disjoint from both, ~80 min of speech, for
    pre-training) in DATA, with session channels at 0.7 of the corpus default strength.
    At full strength the recording channel of a session says more than the synthetic
    voice: a randomly initialised wav2vec2 then learns to recognise sessions (same-session

@@ -57,14 +57,21 @@ from prepare.synthetic.voices import NATIONALITIES, random_voice, speak_for
 # Sizes. vox2: training speakers (VoxCeleb2 dev); vox1: test speakers (VoxCeleb1),
 # of which vox1_test form the VoxCeleb1-O ("test" set) speakers.
 # sessions = most sessions a speaker has (at least min_sessions),
-# utterances = most files a session has (at least 1).
+# utterances = most files a session has (at least 1), min_files = fewest files a speaker has.
+# default's test part is sized for the speaker bootstrap (docs/intervals.md): an interval
+# narrows with more test speakers and with more trials of each, and embedding costs a file
+# each, so 200 VoxCeleb1-style speakers with 6 files in 2-3 sessions (1,200 files; E and H
+# 4,800 trials), of which 40 form O (as in VoxCeleb1-O; 960 trials).
 PRESETS = {
     "small": dict(speakers=16, sessions=10, utterances=4, min_files=12,
-                  vox1_speakers=10, vox1_test=6, vox1_sessions=4, vox1_utterances=3),
+                  vox1_speakers=10, vox1_test=6, vox1_sessions=4, vox1_utterances=3,
+                  vox1_min_files=8),
     "default": dict(speakers=100, sessions=12, utterances=5, min_files=10,
-                    vox1_speakers=40, vox1_test=16, vox1_sessions=7, vox1_utterances=5),
+                    vox1_speakers=200, vox1_test=40, vox1_sessions=3, vox1_utterances=2,
+                    vox1_min_files=6),
     "large": dict(speakers=1000, sessions=20, utterances=8, min_files=16,
-                  vox1_speakers=200, vox1_test=40, vox1_sessions=10, vox1_utterances=5),
+                  vox1_speakers=200, vox1_test=40, vox1_sessions=10, vox1_utterances=5,
+                  vox1_min_files=8),
 }
 MIN_SESSIONS = 2
 MIN_SECONDS, MAX_SECONDS = 3.0, 10.0
@@ -163,7 +170,7 @@ def make_plan(sizes: dict, seed: int) -> list[Speaker]:
                                         sizes["min_files"])
         else:
             s.sessions = _make_sessions(rng, sizes["vox1_sessions"], sizes["vox1_utterances"],
-                                        min(8, sizes["min_files"]))
+                                        sizes["vox1_min_files"])
             if len(s.sessions) < 2:
                 s.sessions += _make_sessions(rng, 2, 1, 1)[:1]
     return speakers
