@@ -91,20 +91,21 @@ def test_training_bar_counts_logged_steps_and_prints_rarely_into_a_log(tmp_path,
 
 
 def test_eta_scales_the_remaining_stages_by_this_machines_pace():
-    """On a day 1.6x slower than the README's figures the ETA after five stages says ~22 min,
-    not the README's 14 (the demo then took 23 more); stages an earlier run finished (seconds)
-    do not make it promise a fast end, and a fast machine gets a shorter ETA."""
+    """On a day 1.6x slower than the README's figures the ETA after five stages is 1.6x the
+    README's time of the rest; stages an earlier run finished (seconds) do not make it
+    promise a fast end, and a fast machine gets a shorter ETA."""
     reference = demo.STAGE_SECONDS
     done = ["corpus", "prepare", "wav2vec2", "pretrain", "untrained"]
     todo = ["train", "results"]
+    rest = reference["train"] + reference["results"]
     slow = {stage: 1.6 * reference[stage] for stage in done}
-    assert demo.seconds_left(todo, slow) == pytest.approx(1.6 * (838 + 2))
-    assert "about 22 min left" in demo.eta(todo, slow, started=0.0)
-    assert demo.seconds_left(todo, {}) == 840  # nothing timed yet: the README's times
+    assert demo.seconds_left(todo, slow) == pytest.approx(1.6 * rest)
+    assert f"about {1.6 * rest / 60:.0f} min left" in demo.eta(todo, slow, started=0.0)
+    assert demo.seconds_left(todo, {}) == rest  # nothing timed yet: the README's times
     reused = {"corpus": 3.0, "prepare": 2.0, "wav2vec2": 1.0, "pretrain": 0.5}
-    assert demo.seconds_left(["untrained", *todo], reused) == 30 + 840
+    assert demo.seconds_left(["untrained", *todo], reused) == reference["untrained"] + rest
     fast = {stage: 0.5 * reference[stage] for stage in done}
-    assert demo.seconds_left(todo, fast) == pytest.approx(420)
+    assert demo.seconds_left(todo, fast) == pytest.approx(0.5 * rest)
 
 
 def printed_table(out: str, test: str = "VoxCeleb1-O") -> dict[str, list[str]]:

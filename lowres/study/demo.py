@@ -10,13 +10,14 @@ reprints the table):
 
 1. ``corpus``: the synthetic VoxCeleb-shaped corpus (``python -m prepare.synthetic``,
    preset ``default``: 100 VoxCeleb2-style training speakers, 200 VoxCeleb1-style
-   test speakers (40 of them in O), and 200 unlabelled speakers disjoint from both, ~80 min of speech, for
-   pre-training) in DATA, with session channels at 0.7 of the corpus default strength.
-   At full strength the recording channel of a session says more than the synthetic
-   voice: a randomly initialised wav2vec2 then learns to recognise sessions (same-session
-   EER ~10 %) and stays at chance on the cross-session test trials, as the study's
-   random-init ablation does on tiny_many_high; at 0.7 every model learns the voices and
-   tiny_many_high still beats tiny_many_low (benchmarks/session_vs_speaker.py measures it).
+   test speakers (40 of them in O), and 200 unlabelled speakers disjoint from both, ~80
+   min of speech, for pre-training) in DATA, with session channels at 0.7 of the corpus
+   default strength. At full strength the recording channel of a session says more than
+   the synthetic voice: a randomly initialised wav2vec2 then learns to recognise sessions
+   (same-session EER ~10 %) and stays at chance on the cross-session test trials, as the
+   study's random-init ablation does on tiny_many_high; at 0.7 every model learns the
+   voices and tiny_many_high still beats tiny_many_low (benchmarks/session_vs_speaker.py
+   measures it).
 2. ``prepare``: manifests, the three tiny subsets, validation and O/E/H test trials
    (``python -m prepare.voxceleb``) with demo-sized budgets (``--few_speakers_per_gender``,
    ``--val_fraction``) in DATA/manifests_demo.
@@ -75,8 +76,8 @@ PRETRAIN_HPARAMS = "hparams/pretrain/utterance_tiny.yaml"  # CPU-sized: its own 
 # README's figures (2 jobs), for the ETA printed before and after each stage, scaled by how
 # fast this machine ran the stages finished so far; a stage finished by an earlier run takes
 # seconds instead.
-STAGE_SECONDS = {"corpus": 87, "prepare": 7, "wav2vec2": 4, "pretrain": 238,
-                 "untrained": 30, "train": 838, "results": 2}
+STAGE_SECONDS = {"corpus": 133, "prepare": 8, "wav2vec2": 6, "pretrain": 298,
+                 "untrained": 81, "train": 1058, "results": 4}
 # A finished stage times this machine only if it is long enough not to be mostly process
 # start-up (reference seconds) and took at least this fraction of its reference time (less:
 # an earlier run had done its work).
