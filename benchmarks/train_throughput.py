@@ -4,6 +4,8 @@
         [--models xvector ecapa wav2vec2] [--input_normalisation utterance|crop]
         [--compile [--compile_mode MODE]] [--fused] [--no_gradient_checkpointing]
         [--augment loader device]
+    python benchmarks/train_throughput.py --adaptation_methods all|METHOD ... [--base]
+        [--batch, --steps, --device, --precision and the step-time switches as above]
 
 Measures, at batch ``--batch`` x 2 s crops:
 
@@ -39,6 +41,17 @@ work in it, each side's loader/model (the augmented loader's lead) and full loop
 collections are random-noise files and decaying-noise impulse responses of 0.3-1 s (only
 I/O and compute matter), so no MUSAN / RIRS_NOISES nor espeak-ng is needed.
 
+``--adaptation_methods METHOD ...`` (or ``all``) measures instead, on a preloaded batch, the
+wav2vec2 (the tiny one; ``--base``: the base-sized one) trained as each method of the
+adaptation grids (hparams/grids/adaptation.yaml, each method's ``values`` over the
+recipe: study = the whole backbone fine-tuned under the last layer's mean, frozen_mhfa,
+lora_mhfa, adapter_mhfa, lora_mean), the backbone as it trains after the freeze
+schedule's frozen steps. It prints per method the parameters that train (as train.py's
+parameters.json counts them) and the model's, steps/s, utterances/s and the peak memory:
+``torch.cuda.max_memory_allocated`` on a GPU, ``n/a`` on the CPU (the process's peak RSS
+cannot be reset between methods). The loader and the full loop are the same for every
+method and not measured there.
+
 Goals: our loader supplies at least 5x the utterances/s the model consumes (wav2vec2:
 the loader as it trains, i.e. normalising with the file statistics under ``utterance``),
 and our full loop is not slower than the stock one. The audio is random noise written as 16-bit
@@ -48,6 +61,7 @@ wav files of 4-12 s (VoxCeleb2 averages ~8 s), so only I/O and compute are measu
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import sys
 import tempfile
@@ -72,7 +86,10 @@ from lowres.data import loading as lowres_data  # noqa: E402
 from lowres.io.audio import SAMPLE_RATE as SR  # noqa: E402
 from lowres.io.hparams import load_hparams, plain_values  # noqa: E402
 from lowres.io.lists import manifest_items, read_manifest, write_manifest  # noqa: E402
+from lowres.models.freeze import apply_freeze_schedule  # noqa: E402
+from lowres.models.ssl_adaptation import parameter_counts  # noqa: E402
 from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2  # noqa: E402
+from lowres.study.grids.definitions import ADAPTATION_METHODS, adaptation_methods  # noqa: E402
 from prepare.augment_sets import collection_frame  # noqa: E402
 from prepare.wav_stats import add_wav_stats  # noqa: E402
 
@@ -219,8 +236,8 @@ class Trainer:
         self.embedder = hparams["embedder"].to(self.device)
         self.classifier = hparams["classifier"].to(self.device)
         self.loss = hparams["loss"]
-        if hasattr(self.embedder, "set_backbone_frozen"):
-            self.embedder.set_backbone_frozen(False)  # worst case: the backbone trains
+        # worst case: the backbone trains (unless its adaptation never lets it)
+        apply_freeze_schedule(self.embedder, 0, initially_frozen=False, num_frozen_steps=None)
         self.embedder.train()
         params = [*self.embedder.parameters(), *self.classifier.parameters()]
         self.opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4,
@@ -274,6 +291,42 @@ def loop_rate(trainer, loader, steps):
     return n / (time.perf_counter() - t0)
 
 
+def adaptation_rates(args, tmp: Path, csv_path: Path, encoder) -> None:
+    """Print, per method of ``args.adaptation_methods``, the parameters that train and the
+    model's, steps/s, utterances/s and peak memory of the wav2vec2 adapted that way."""
+    values = {name: spec["values"] for name, spec in adaptation_methods().items()}
+    names = ADAPTATION_METHODS if "all" in args.adaptation_methods else \
+        tuple(dict.fromkeys(args.adaptation_methods))
+    size = "base" if args.base else "tiny"
+    source = save_tiny_wav2vec2(tmp / f"w2v2_{size}", size)
+    normalise = args.input_normalisation == "utterance"
+    batch = next(iter(our_loader(csv_path, encoder, args.batch, 0, 1, normalise)))
+    cuda = args.device.startswith("cuda")
+    print(f"adaptation methods (hparams/grids/adaptation.yaml) of wav2vec2-{size}, "
+          f"{args.steps} timed steps each; peak memory: "
+          f"{'torch.cuda.max_memory_allocated' if cuda else 'n/a on the CPU'}")
+    print(f"{'method':14s} {'trainable':>12s} {'total':>12s} {'steps/s':>8s} {'utt/s':>8s} "
+          f"{'peak GiB':>9s}")
+    for name in names:
+        overrides = {"data_folder": str(tmp), "n_speakers": len(encoder),
+                     "wav2vec2_source": str(source),
+                     "gradient_checkpointing": not args.no_gradient_checkpointing,
+                     **values[name]}
+        trainer = Trainer(load_hparams(ROOT / "hparams" / "wav2vec2_tiny_few.yaml", overrides),
+                          args.device, args.precision, normalise,
+                          args.compile_mode if args.compile else None, args.fused)
+        counts = parameter_counts(torch.nn.ModuleList([trainer.embedder, trainer.classifier]),
+                                  trainer.embedder, trainer.embedder.backbone_trains)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        rate = model_rate(trainer, batch, args.steps)
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:9.2f}" if cuda else f"{'n/a':>9s}"
+        print(f"{name:14s} {counts['trainable']:12,d} {counts['total']:12,d} {rate:8.2f} "
+              f"{rate * args.batch:8.1f} {peak}", flush=True)
+        del trainer
+        gc.collect()  # the previous method's model and optimiser off the next one's peak
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=16)
@@ -298,6 +351,9 @@ def main(argv=None):
                    help="wav2vec2 without gradient checkpointing (more memory, less compute)")
     p.add_argument("--augment", nargs="+", default=[], choices=lowres_augment.SIDES,
                    help="also measure the modern grid's augmentation with these augment_side")
+    p.add_argument("--adaptation_methods", nargs="+", choices=[*ADAPTATION_METHODS, "all"],
+                   help="instead, the wav2vec2 (--base: base-sized) trained as these methods "
+                        "of hparams/grids/adaptation.yaml")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -315,6 +371,9 @@ def main(argv=None):
         add_wav_stats(csv_path, jobs=max(1, args.workers))
         stats_s = time.perf_counter() - t0
         encoder = lowres_data.speaker_encoder(csv_path, tmp / "labels.txt")
+        if args.adaptation_methods:
+            adaptation_rates(args, tmp, csv_path, encoder)
+            return
         n_batches = args.loader_batches
         ours = loader_rate(our_loader(csv_path, encoder, args.batch, args.workers, n_batches),
                            n_batches)
