@@ -16,6 +16,9 @@
 #                   the step-time switches"): train_throughput.py before and after each
 #                   switch, the recipe eager vs fast (train losses every 10 steps), and
 #                   last the slowest to compile, --compile_mode max-autotune
+#   adaptation_throughput  train_throughput.py --adaptation_methods all: wav2vec2-base
+#                   trained as each method of hparams/grids/adaptation.yaml, its trainable
+#                   and total parameters, steps/s and peak memory (before switches_max_autotune)
 # Past BUDGET_S seconds the commands left are skipped (SKIP) and at DEADLINE_S a command
 # still running is stopped (FAIL, "timed out"), so that it ends within 8 minutes.
 # One line per check, "PASS|FAIL|SKIP <check>: <detail>"; indented lines under a check
@@ -40,6 +43,9 @@ PRETRAIN_STEPS=6
 PRETRAIN_BATCH=8
 # train_throughput.py as RESULTS.md gives it, fewer steps / files / loader batches
 THROUGHPUT="--device cuda --precision fp16 --batch 100 --steps 20 --base --workers 8 --files 200 --loader_batches 4 --skip_loops --models xvector ecapa"
+# train_throughput.py --adaptation_methods all on wav2vec2-base: 20 steps, ~2 s a method
+# at its ~10 steps/s (RESULTS.md); with the start-up and five model builds <= ~60 s
+ADAPT_THROUGHPUT="--device cuda --precision fp16 --batch 100 --steps 20 --base --workers 8 --files 200 --adaptation_methods all"
 SWITCH_STEPS=40          # recipe eager vs fast (RESULTS.md: 200), train loss every 10
 SWITCH_MODEL=ecapa       # the recipe eager vs fast: this model, then wav2vec2 if SWITCH_W2V2
 SWITCH_BATCH=100         # (RESULTS.md: the recipes' own batch)
@@ -81,6 +87,7 @@ parse_args() {
         STEPS=4; VAL_INTERVAL=2; BATCH=8; WORKERS=0; W2V2_SIZE=tiny; W2V2_FROZEN=2
         PRETRAIN_YAML=hparams/pretrain/wav2vec2_tiny.yaml; PRETRAIN_STEPS=3; PRETRAIN_BATCH=4
         THROUGHPUT="--device cpu --precision fp32 --batch 4 --steps 2 --workers 0 --files 8 --loader_batches 1 --skip_loops --models xvector"
+        ADAPT_THROUGHPUT="--device cpu --precision fp32 --batch 4 --steps 2 --workers 0 --files 8 --adaptation_methods all"
         SWITCH_STEPS=4; SWITCH_MODEL=xvector; SWITCH_BATCH=8; SWITCH_W2V2=0
         BUDGET_S=1200; DEADLINE_S=1500
         PRECISION=fp32; DEVICE=cpu; DDP_DEVICE=cpu; BACKEND=gloo
@@ -294,6 +301,21 @@ check_switches_throughput() {  # 5a. check_switches_throughput CHECK FLAGS...: t
     printf '%s' "$rows"
 }
 
+check_adaptation_throughput() {  # 5c. train_throughput.py --adaptation_methods all:
+    # per method, trainable / total parameters, steps/s, utt/s and peak GiB
+    local check=adaptation_throughput log=$WORK/logs/adaptation_throughput.log
+    if over_budget; then skip "$check" "past the ${BUDGET_S} s budget"; return; fi
+    # shellcheck disable=SC2086  # the option list splits into words
+    if ! run "$log" "$PYTHON" benchmarks/train_throughput.py $ADAPT_THROUGHPUT; then
+        fail "$check" "train_throughput.py --adaptation_methods all failed" "$log"
+        return
+    fi
+    pass "$check" "$(grep -m 1 '^adaptation methods' "$log"):"
+    # the table: its header, then one row per method (warnings in the log left out)
+    awk '/^method /{on=1; print; next} on && /^[a-z_]+ +[0-9][0-9,]* +[0-9][0-9,]* /' \
+        "$log" | sed 's/^/    /'
+}
+
 check_switches_recipe() {  # 5b. the recipe eager vs fast, train loss every 10 steps
     local check=switches_recipe log=$WORK/logs/switches_recipe.log name rows="" ok=1
     local common="--manifest_folder $WORK/manifests --device $DEVICE --batch_size $SWITCH_BATCH --max_steps $SWITCH_STEPS --log_interval 10 --val_schedule steps --val_interval $((SWITCH_STEPS / 2)) --evaluate_after_training false --ckpt_interval_minutes 0 --noprogressbar --num_workers $WORKERS"
@@ -360,6 +382,7 @@ main() {
         check_switches_throughput switches_throughput "" "--fused" \
             "--fused --no_gradient_checkpointing" "--fused --no_gradient_checkpointing --compile"
         check_switches_recipe
+        check_adaptation_throughput
         # the slowest to compile last, so that the budget leaves out only it
         check_switches_throughput switches_max_autotune \
             "--fused --no_gradient_checkpointing --compile --compile_mode max-autotune"
