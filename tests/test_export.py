@@ -99,6 +99,10 @@ def make_run(root, family, overrides=None):
             buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
         elif name.endswith("running_var"):
             buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+    with torch.no_grad():  # trained-looking LoRA and adapters (both start as the identity)
+        for name, param in hparams["embedder"].named_parameters():
+            if ".lora_B." in name or ".bottleneck_adapter.up." in name:
+                param.copy_(0.2 * torch.randn(param.shape, generator=gen))
     Checkpointer(save_folder(out), {"embedder": hparams["embedder"],
                                 "classifier": hparams["classifier"]}
                  ).save_checkpoint(meta={"val_eer": 0.125, "step": 40})
@@ -119,6 +123,15 @@ def make_run(root, family, overrides=None):
     return out
 
 
+def recordings(root):
+    """Two test recordings of different lengths."""
+    wavs = []
+    for name, f0, seconds in (("a", 150, 1.6), ("b", 230, 2.3)):
+        sf.write(root / f"{name}.wav", tone(f0, seconds, 7), 16000)
+        wavs.append(root / f"{name}.wav")
+    return wavs
+
+
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def exported(request, tmp_path_factory):
     """(family, run folder, exported SpeechBrain folder, ONNX file, two test recordings)."""
@@ -126,11 +139,7 @@ def exported(request, tmp_path_factory):
     run = make_run(root, request.param)
     sb, onnx = root / "sb", root / "onnx" / "embedding_model.onnx"
     assert export_main([str(run), "--out", str(sb), "--onnx", str(onnx)]) == 0
-    wavs = []
-    for name, f0, seconds in (("a", 150, 1.6), ("b", 230, 2.3)):
-        sf.write(root / f"{name}.wav", tone(f0, seconds, 7), 16000)
-        wavs.append(root / f"{name}.wav")
-    return request.param, run, sb, onnx, wavs
+    return request.param, run, sb, onnx, recordings(root)
 
 
 SPEECHBRAIN_ONLY = textwrap.dedent("""
@@ -153,15 +162,21 @@ SPEECHBRAIN_ONLY = textwrap.dedent("""
 """)
 
 
-def test_speechbrain_loads_the_folder_without_lowres(exported, tmp_path, capsys):
-    family, run, sb, _, (a, b) = exported
-    proc = subprocess.run([sys.executable, "-c", SPEECHBRAIN_ONLY, str(sb), str(tmp_path),
-                           str(a), str(b)], cwd=tmp_path, capture_output=True, text=True,
+def speechbrain_outputs(sb, cache, a, b) -> dict:
+    """SPEECHBRAIN_ONLY on the folder ``sb`` and recordings ``a``, ``b``, in a fresh Python
+    process that must not import lowres."""
+    proc = subprocess.run([sys.executable, "-c", SPEECHBRAIN_ONLY, str(sb), str(cache),
+                           str(a), str(b)], cwd=cache, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["lowres_imported"] is False
+    return got
 
+
+def test_speechbrain_loads_the_folder_without_lowres(exported, tmp_path, capsys):
+    family, run, sb, _, (a, b) = exported
+    got = speechbrain_outputs(sb, tmp_path, a, b)
     verifier = SpeakerVerifier.from_run(run)
     ea, eb = verifier.embed(a), verifier.embed(b)
     torch.testing.assert_close(torch.tensor(got["a"]), ea, atol=1e-4, rtol=0)
@@ -290,6 +305,38 @@ def test_mhfa_run_exports_as_onnx_and_is_refused_as_a_speechbrain_folder(tmp_pat
     assert SpeakerVerifier.from_run(run).embedder.pooling == "mhfa"
     assert export_main([str(run), "--onnx", str(onnx)]) == 0
     assert_onnx_equals_pytorch(run, onnx)
+
+
+ADAPTED = {"lora": {"ssl_adaptation": "lora", "lora_rank": 4, "lora_alpha": 8},
+           "adapter": {"ssl_adaptation": "adapter", "adapter_bottleneck": 8}}
+
+
+@pytest.mark.parametrize("adaptation", list(ADAPTED))
+def test_lora_and_adapter_runs_export_to_speechbrain_and_onnx(adaptation, tmp_path):
+    """A LoRA run's folder holds a plain Wav2Vec2Model (LoRA folded into its weights), an
+    adapter run's SpeechBrain's own adapter classes: plain SpeechBrain gives the run's
+    embeddings within 1e-4, onnxruntime within 1e-3. The run's LoRA / adapter weights are
+    far from the identity, so an export without them would differ by much more."""
+    run = make_run(tmp_path, "wav2vec2", ADAPTED[adaptation])
+    sb, onnx = tmp_path / "sb", tmp_path / "onnx" / "embedding_model.onnx"
+    assert export_main([str(run), "--out", str(sb), "--onnx", str(onnx)]) == 0
+    a, b = recordings(tmp_path)
+    got = speechbrain_outputs(sb, tmp_path, a, b)
+    verifier = SpeakerVerifier.from_run(run)
+    ea, eb = verifier.embed(a), verifier.embed(b)
+    torch.testing.assert_close(torch.tensor(got["a"]), ea, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(got["b"]), eb, atol=1e-4, rtol=0)
+    assert_onnx_equals_pytorch(run, onnx)
+
+    state = torch.load(sb / "embedding_model.ckpt", weights_only=True)
+    assert not any("lora" in key for key in state)
+    assert any(key.endswith("adapter_up_proj.weight") for key in state) == (
+        adaptation == "adapter")
+    with torch.no_grad():  # the run without its adaptation: far from its embeddings
+        for name, param in verifier.embedder.named_parameters():
+            if ".lora_B." in name or ".bottleneck_adapter.up." in name:
+                param.zero_()
+    assert (verifier.embed(a) - ea).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("exported", ["xvector"], indirect=True)

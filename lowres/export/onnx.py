@@ -15,7 +15,10 @@ What differs from the PyTorch modules, for the exporter's sake:
   The TDNN is called without lengths (its statistics then use the vectorised path, the same
   numbers as with all-ones lengths).
 - wav2vec2: the embedder itself, with all-ones lengths (any ``ssl_pooling``, MHFA included,
-  and an ``ssl_backend``; the SpeechBrain folder takes only the study's last-layer mean).
+  and an ``ssl_backend``; the SpeechBrain folder takes only the study's last-layer mean), and
+  any ``ssl_adaptation``: LoRA folded into the weights it adapts
+  (:func:`lowres.models.ssl_adaptation.merge_adaptation`), bottleneck adapters as they run
+  (their forward hooks are traced).
 
 The written file is checked with onnxruntime against the PyTorch embedder on utterances of
 several lengths (and a batch): the largest difference must be at most 1e-3, else nothing is
@@ -24,6 +27,7 @@ kept. Exported with the TorchScript-based exporter (``dynamo=False``) at opset 1
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import warnings
@@ -89,10 +93,17 @@ class OnnxMfccEmbedder(torch.nn.Module):
 
 
 class OnnxWav2vec2Embedder(torch.nn.Module):
-    """lowres's Wav2vec2Embedder (eval) on whole utterances."""
+    """lowres's Wav2vec2Embedder (eval) on whole utterances; a LoRA run's with LoRA folded
+    into the backbone's weights (a copy), so its graph is a plain backbone's."""
 
     def __init__(self, embedder: torch.nn.Module):
         super().__init__()
+        if embedder.adaptation == "lora":
+            from lowres.models.ssl_adaptation import merge_adaptation
+
+            backbone = merge_adaptation(embedder)
+            embedder = copy.deepcopy(embedder)
+            embedder.wav2vec2 = backbone
         self.embedder = embedder
 
     def forward(self, wavs: torch.Tensor) -> torch.Tensor:

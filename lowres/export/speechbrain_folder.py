@@ -36,6 +36,12 @@ The yaml names only SpeechBrain, transformers and torch classes (no lowres code 
   the study's model (``ssl_pooling: last``, no ``ssl_backend``); a run with another pooling
   (``weighted_sum``, ``mhfa``) or an ``ssl_backend`` has no such yaml and is refused
   before anything is written: its ONNX export (lowres.export.onnx) takes any pooling.
+  Every ``ssl_adaptation`` exports: a ``lora`` run's LoRA is folded into the weights it
+  adapts (``merge_adaptation``), so the folder holds a plain ``Wav2Vec2Model``; an
+  ``adapter`` run's backbone is SpeechBrain's ``AdaptedModel`` with a
+  ``HoulsbyAdapterLinear`` (GELU, the run's bottleneck) around ``out_proj`` and
+  ``output_dense`` of every layer, in eval the very adapters lowres applies after the
+  attention and feed-forward blocks (lowres.models.ssl_adaptation).
 
 Equality with lowres holds for one utterance at a time and for batches of equal length, the
 way lowres itself embeds. SpeechBrain pads a batch of unequal lengths and passes relative
@@ -202,8 +208,35 @@ def _check_last_layer_mean(embedder: torch.nn.Module) -> None:
                           "mean pooling of the last layer): export it with --onnx")
 
 
+#: each block of a transformer layer that lowres adapts -> the linear map whose output the
+#: block returns; SpeechBrain's HoulsbyAdapterLinear wrapped around that map adds the same
+#: adapter at the same place (the feed-forward block's output dropout, which eval skips,
+#: follows the adapter there and precedes it in lowres)
+_ADAPTED_LINEARS = {"attention": "out_proj", "feed_forward": "output_dense"}
+
+
+def _adapted_backbone_node(run: RunForExport, backbone):
+    """``backbone`` in SpeechBrain's ``AdaptedModel`` with a ``HoulsbyAdapterLinear`` (GELU,
+    the run's bottleneck) around the linear map that ends each adapted block."""
+    from lowres.models.ssl_adaptation import ADAPTER
+
+    first = getattr(run.embedder.wav2vec2.encoder.layers[0].attention, ADAPTER)
+    return _tagged("!new:speechbrain.nnet.adapters.AdaptedModel", {
+        "model_to_adapt": backbone,
+        "adapter_class": _tagged("!name:speechbrain.nnet.adapters.HoulsbyAdapterLinear", {}),
+        "target_layers": [f"encoder.layers.*.{block}.{linear}"
+                          for block, linear in _ADAPTED_LINEARS.items()],
+        "adapter_kwargs": CommentedMap([
+            ("projection_size", first.down.out_features),
+            ("activation", _tagged("!name:torch.nn.GELU", {}))]),
+    })
+
+
 def _wav2vec2_nodes(run: RunForExport) -> dict:
     _check_last_layer_mean(run.embedder)
+    backbone = _tagged("!new:transformers.Wav2Vec2Model", [_ref("wav2vec2_config")])
+    if run.embedder.adaptation == "adapter":
+        backbone = _adapted_backbone_node(run, backbone)
     return {
         "compute_features": _tagged("!new:torch.nn.Identity", {}),
         "mean_var_norm": _tagged("!new:speechbrain.processing.features.InputNormalization",
@@ -211,7 +244,7 @@ def _wav2vec2_nodes(run: RunForExport) -> dict:
                                   "avoid_padding_norm": True}),
         "wav2vec2_config": _tagged("!new:transformers.Wav2Vec2Config", _wav2vec2_config(run)),
         "embedding_model": _tagged("!new:speechbrain.nnet.containers.LengthsCapableSequential", {
-            "wav2vec2": _tagged("!new:transformers.Wav2Vec2Model", [_ref("wav2vec2_config")]),
+            "wav2vec2": backbone,
             "pooling": _tagged("!new:speechbrain.nnet.pooling.StatisticsPooling",
                                {"return_std": False}),
         }),
@@ -300,11 +333,35 @@ def _tensors(state: dict) -> dict:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
+def _adapter_key(key: str) -> str:
+    """A key of lowres's adapted backbone as SpeechBrain's ``AdaptedModel`` names it: an
+    adapter's weights and those of the linear map it follows inside that map's
+    ``HoulsbyAdapterLinear``."""
+    from lowres.models.ssl_adaptation import ADAPTER
+
+    for block, linear in _ADAPTED_LINEARS.items():
+        for ours, theirs in ((f".{block}.{ADAPTER}.down.", f".{block}.{linear}.adapter_down_proj."),
+                             (f".{block}.{ADAPTER}.up.", f".{block}.{linear}.adapter_up_proj."),
+                             (f".{block}.{linear}.", f".{block}.{linear}.pretrained_linear.")):
+            if ours in key:
+                return "adapted_model." + key.replace(ours, theirs)
+    return "adapted_model." + key
+
+
+def _backbone_state(embedder: torch.nn.Module) -> dict:
+    """The wav2vec2 weights as the folder's yaml builds the backbone: LoRA folded into them
+    (a plain backbone), adapters in ``AdaptedModel``'s layout."""
+    if embedder.adaptation == "adapter":
+        return {_adapter_key(k): v for k, v in embedder.wav2vec2.state_dict().items()}
+    from lowres.models.ssl_adaptation import merge_adaptation
+
+    return merge_adaptation(embedder).state_dict()
+
+
 def embedding_state(run: RunForExport) -> dict:
     """State dict of ``embedding_model``: the TDNN backbone, or wav2vec2 (prefix kept)."""
     if run.family == "wav2vec2":
-        return _tensors({k: v for k, v in run.embedder.state_dict().items()
-                         if k.startswith("wav2vec2.")})
+        return _tensors({f"wav2vec2.{k}": v for k, v in _backbone_state(run.embedder).items()})
     return _tensors(run.embedder.backbone.state_dict())
 
 

@@ -39,7 +39,10 @@ Why peft for LoRA, and adapters of our own: SpeechBrain 1.1.2's ``speechbrain.nn
 ``LoRA`` has no dropout and no merge into the weights (export needs one); its
 ``HoulsbyAdapterLinear`` wraps a ``Linear`` (so it cannot follow WavLM's attention, whose
 ``out_proj`` is never called) and starts with a random up-projection (the adapted model is
-not the pre-trained one at step 0). Speed is the same (benchmarks/ssl_adaptation.py).
+not the pre-trained one at step 0). Speed is the same (benchmarks/ssl_adaptation.py). In
+eval, an adapter of ours equals a ``HoulsbyAdapterLinear`` with GELU around the linear map
+that ends its block (``out_proj``, ``output_dense``): an exported SpeechBrain folder of an
+``adapter`` run is built that way, so it loads without lowres.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from lowres.io.hparams import invalid_hparam
 
 __all__ = [
     "ADAPTATIONS",
+    "ADAPTER",
     "LORA_UNREACHABLE",
     "BottleneckAdapter",
     "adapt_backbone",
@@ -214,10 +218,9 @@ def merge_adaptation(embedder: torch.nn.Module) -> PreTrainedModel:
     non-finite results), so its state_dict has the keys of an unadapted model and a plain
     SpeechBrain ``EncoderClassifier`` can load it. ``full`` and ``frozen`` copy it as is.
 
-    Adapters are non-linear in the hidden states and cannot be folded into any weight: the
-    export of an ``adapter`` run must ship the backbone with its ``bottleneck_adapter``
-    weights and code that adds them (:func:`add_adapters`, then the checkpoint's
-    state_dict), e.g. ``Wav2vec2Embedder`` itself. Raises ValueError for such an embedder.
+    Adapters are non-linear in the hidden states and cannot be folded into any weight:
+    ValueError for such an embedder (the SpeechBrain folder of an ``adapter`` run rebuilds
+    them with SpeechBrain's own adapter classes, lowres.export.speechbrain_folder).
     """
     backbone = copy.deepcopy(embedder.wav2vec2)
     if any(name.endswith(ADAPTER) for name, _ in backbone.named_modules()):
