@@ -229,6 +229,11 @@ def test_model_card_shows_only_what_applies_and_no_local_path(exported):
     assert "| lr_schedule | cyclic |" in card and "| base_lr |" in card
     assert "| one_cycle_half_steps |" not in card and "| final_lr |" not in card
     assert "| mhfa_heads |" not in card  # the sizes of a pooling the run did not use
+    # the keys of an adaptation the run did not use
+    assert "| lora_rank |" not in card and "| adapter_bottleneck |" not in card
+    assert "- Trained:" not in card  # the run has no parameters.json
+    if family == "wav2vec2":
+        assert "- Backbone (`ssl_adaptation: full`): fine-tuned whole" in card
     assert "| test_precision | fp32 |" in card and "| test_precision | fp16 |" not in card
     for name in ("README.md", "hyperparams.yaml"):
         assert str(run.parent) not in (sb / name).read_text(), name
@@ -317,7 +322,13 @@ def test_lora_and_adapter_runs_export_to_speechbrain_and_onnx(adaptation, tmp_pa
     adapter run's SpeechBrain's own adapter classes: plain SpeechBrain gives the run's
     embeddings within 1e-4, onnxruntime within 1e-3. The run's LoRA / adapter weights are
     far from the identity, so an export without them would differ by much more."""
+    from lowres.io.run_folder import write_parameters
+    from lowres.models.ssl_adaptation import parameter_counts
+
     run = make_run(tmp_path, "wav2vec2", ADAPTED[adaptation])
+    hparams = load_hparams(hyperparams_path(run))
+    counts = parameter_counts(torch.nn.ModuleDict(hparams["modules"]), hparams["embedder"])
+    write_parameters(run, counts["trainable"], counts["total"], adaptation)
     sb, onnx = tmp_path / "sb", tmp_path / "onnx" / "embedding_model.onnx"
     assert export_main([str(run), "--out", str(sb), "--onnx", str(onnx)]) == 0
     a, b = recordings(tmp_path)
@@ -337,6 +348,14 @@ def test_lora_and_adapter_runs_export_to_speechbrain_and_onnx(adaptation, tmp_pa
             if ".lora_B." in name or ".bottleneck_adapter.up." in name:
                 param.zero_()
     assert (verifier.embed(a) - ea).abs().max() > 1e-2
+
+    card = (sb / "README.md").read_text()
+    assert f"- Backbone (`ssl_adaptation: {adaptation}`): " in card
+    assert ("| lora_rank | 4 |" in card) == (adaptation == "lora")
+    assert ("| adapter_bottleneck | 8 |" in card) == (adaptation == "adapter")
+    assert "| lora_target_modules | q_proj, v_proj |" in card or adaptation != "lora"
+    assert f"- Trained: {counts['trainable']:,} of the model's {counts['total']:,} parameters" \
+        in card
 
 
 @pytest.mark.parametrize("exported", ["xvector"], indirect=True)

@@ -1,13 +1,16 @@
 """The README.md (HuggingFace model card) of an exported folder, written from the run.
 
-Everything in it comes from the run folder: the architecture from the built embedder, the
-training subset's ``stats.json``, the hyperparameters from ``hyperparams.yaml`` (only those
-that applied: the parameters of the LR schedule the run used, and the precision the test
-really ran in, results.json's ``test_precision``), the checkpoint's step and validation EER,
-and the test results, calibration and decision threshold of ``eval/<checkpoint>/results.json``.
-A run that trained on the synthetic corpus (its ``README.txt`` marker, see
-:func:`lowres.export.run.is_synthetic`) says so at the top. The card is meant to be
-published: it names runs and local folders by their folder names only, never by a path.
+Everything in it comes from the run folder: the architecture from the built embedder (with
+how an SSL backbone adapted, ``ssl_adaptation``), how many parameters trained from
+``parameters.json`` (when the run has one), the training subset's ``stats.json``, the
+hyperparameters from ``hyperparams.yaml`` (only those that applied: the parameters of the LR
+schedule the run used, MHFA's sizes, LoRA's and the adapters' keys only for runs that used
+them, and the precision the test really ran in, results.json's ``test_precision``), the
+checkpoint's step and validation EER, and the test results, calibration and decision
+threshold of ``eval/<checkpoint>/results.json``. A run that trained on the synthetic corpus
+(its ``README.txt`` marker, see :func:`lowres.export.run.is_synthetic`) says so at the top.
+The card is meant to be published: it names runs and local folders by their folder names
+only, never by a path.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def _hyperparameters(run: RunForExport) -> list[str]:
         from lowres.models.wav2vec2 import MHFA_SIZES
 
         not_used |= set(MHFA_SIZES)
+    if "ssl_adaptation" in values:  # LoRA's and the adapters' keys, unused by other modes
+        from lowres.models.ssl_adaptation import ADAPTATION_KEYS
+
+        not_used |= {k for mode, keys in ADAPTATION_KEYS.items()
+                     if mode != values["ssl_adaptation"] for k in keys}
     if (run.results or {}).get("test_precision"):
         values["test_precision"] = run.results["test_precision"]  # e.g. fp16 ran as fp32 on CPU
     rows = []
@@ -74,8 +82,39 @@ def _hyperparameters(run: RunForExport) -> list[str]:
     return rows
 
 
+def _adaptation(run: RunForExport) -> str:
+    """How the run's backbone adapted (``ssl_adaptation``), and how this folder holds it."""
+    h = run.hparams
+    return {
+        "full": "fine-tuned whole"
+                + (", its CNN frozen" if h.get("completely_freeze_feature_extractor") else ""),
+        "frozen": "frozen: its pre-trained weights, unchanged",
+        "lora": f"LoRA of rank {h.get('lora_rank')} (alpha {h.get('lora_alpha')}) on "
+                f"{', '.join(map(str, h.get('lora_target_modules') or ()))} of every "
+                "transformer layer, folded into those weights here (a plain `Wav2Vec2Model`)",
+        "adapter": f"bottleneck adapters of width {h.get('adapter_bottleneck')} (GELU) after "
+                   "the attention and the feed-forward block of every transformer layer, here "
+                   "SpeechBrain's `HoulsbyAdapterLinear` around their `out_proj` and "
+                   "`output_dense` in an `AdaptedModel`",
+    }[run.embedder.adaptation]
+
+
+def _trained(run: RunForExport) -> list[str]:
+    """How many parameters trained, from the run's parameters.json (none before lowres
+    wrote it)."""
+    from lowres.io.run_folder import read_parameters
+
+    counts = read_parameters(run.folder)
+    if not counts:
+        return []
+    return [f"- Trained: {counts['trainable']:,} of the model's {counts['total']:,} parameters "
+            f"({100 * counts['trainable'] / counts['total']:.1f} %; embedder and classifier, "
+            "as trained)."]
+
+
 def _architecture(run: RunForExport) -> list[str]:
-    params = sum(p.numel() for p in run.embedder.parameters())
+    # LoRA's factors are folded into the weights they adapt: no parameters of the folder
+    params = sum(p.numel() for name, p in run.embedder.named_parameters() if ".lora_" not in name)
     dim = run.classifier.weight.shape[1]
     lines = [f"- {_ARCHITECTURE[run.family]}; {dim}-dimensional embeddings, "
              f"{params / 1e6:.2f} M parameters in the embedder."]
@@ -85,6 +124,8 @@ def _architecture(run: RunForExport) -> list[str]:
                      f"{len(c.conv_dim)}-layer CNN ({c.feat_extract_norm} norm); started from "
                      f"{_source(run.hparams.get('wav2vec2_source'))}"
                      + (" with random weights" if run.hparams.get("reset_weights") else "") + ".")
+        lines.append(f"- Backbone (`ssl_adaptation: {run.embedder.adaptation}`): "
+                     f"{_adaptation(run)}.")
     else:
         f = run.embedder.frontend
         lines.append(f"- Front-end: {f.n_mfcc} MFCCs from {f.filterbank.n_mels} mel bands, "
@@ -96,7 +137,7 @@ def _architecture(run: RunForExport) -> list[str]:
                if hasattr(aam, "margin") and hasattr(aam, "scale") else "")
     lines.append(f"- Classifier: cosine similarity to {run.classifier.weight.shape[0]} training "
                  f"speakers{trained}.")
-    return lines
+    return lines + _trained(run)
 
 
 def _source(source) -> str:

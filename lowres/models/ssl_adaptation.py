@@ -57,6 +57,7 @@ from lowres.io.hparams import invalid_hparam
 
 __all__ = [
     "ADAPTATIONS",
+    "ADAPTATION_KEYS",
     "ADAPTER",
     "LORA_UNREACHABLE",
     "BottleneckAdapter",
@@ -74,6 +75,9 @@ ADAPTATIONS = ("full", "frozen", "lora", "adapter")
 LORA_UNREACHABLE = {"wavlm": ("q_proj", "k_proj", "v_proj", "out_proj")}
 #: the submodule name of an adapter, inside the block whose output it adapts
 ADAPTER = "bottleneck_adapter"
+#: mode -> the yaml keys only it reads (hparams/shared/wav2vec2.yaml)
+ADAPTATION_KEYS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"),
+                   "adapter": ("adapter_bottleneck",)}
 
 
 def _positive_int(key: str, value) -> None:
