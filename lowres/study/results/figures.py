@@ -90,6 +90,16 @@ def _diverged_marks(ax, pending: list[tuple[float, float]], label_done: list,
     label_done.append(True)
 
 
+def _log_x_panel(ax, title: str, xlabel: str, pending: list[tuple[float, float]],
+                 label_done: list) -> None:
+    """A subset's panel over a log x axis: title, label, major grid, diverged runs."""
+    ax.set_xscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which="major", alpha=0.3)
+    _diverged_marks(ax, pending, label_done)
+
+
 def _finish_panels(fig, axes, test: str, note: str, note_y: float = -0.1) -> None:
     """Y label, one legend above a row of panels (each label once), a note below."""
     axes[0][0].set_ylabel(f"EER (%) on {TEST_SET_LABELS.get(test, test)}")
@@ -151,11 +161,7 @@ def plot_lr(frame: pd.DataFrame, out: Path, test_set: str | None = None) -> list
                 ax.plot(lr, eer, "o" if kind == "naive_lr" else "s", color=color,
                         markersize=5 if kind == "naive_lr" else 4,
                         markerfacecolor=color if kind == "naive_lr" else "white")
-        ax.set_xscale("log")
-        ax.set_title(subset)
-        ax.set_xlabel("learning rate")
-        ax.grid(True, which="major", alpha=0.3)
-        _diverged_marks(ax, pending, div_label)
+        _log_x_panel(ax, subset, "learning rate", pending, div_label)
     _finish_panels(fig, axes, test, "circles: naive grid, open squares: detailed grid; "
                    + SPREAD_NOTE)
     return _save(fig, out, "lr")
@@ -317,11 +323,7 @@ def plot_adaptation(frame: pd.DataFrame, out: Path, test_set: str | None = None)
                             label=ADAPTATION_LABELS.get(method, method))
                     _spread(ax, cell.trainable, cell.stats, color)
                 pending += [(cell.trainable, v) for v in _diverged_eers(cell.runs, col)]
-            ax.set_xscale("log")
-            ax.set_title(subset)
-            ax.set_xlabel("trainable parameters")
-            ax.grid(True, which="major", alpha=0.3)
-            _diverged_marks(ax, pending, div_label)
+            _log_x_panel(ax, subset, "trainable parameters", pending, div_label)
         _finish_panels(fig, axes, test, "each method at its lr of lowest validation EER, mean "
                        f"over seeds; {SPREAD_NOTE}")
         written += _save(fig, out, grid)
