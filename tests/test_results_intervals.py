@@ -1,6 +1,7 @@
 """Intervals of run folders from their score files (results.csv, seed groups, tables) and
 paired comparisons of runs and seed groups (lowres.study.results.intervals / compare)."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,27 @@ def test_mismatched_trial_lists_and_groups_are_refused(runs, capsys):
     assert "different original trial lists" in err
     assert main(["compare", str(run)]) == 2
     assert "in pairs" in capsys.readouterr().err
+
+
+def test_a_seed_pattern_leaves_out_its_unfinished_runs(runs, tmp_path, capsys):
+    """A grid still running: a seed pattern compares the finished seeds (and says which it
+    left out) instead of failing on the unfinished run's folder."""
+    finished = steps_runs(runs, 50000)
+    group = tmp_path / "group"
+    for run in finished:
+        shutil.copytree(run, group / run.name)
+    running = group / finished[0].name.replace("_seed", "_seed9")
+    shutil.copytree(finished[0], running)
+    shutil.rmtree(running / "eval")
+    (running / "hyperparams.yaml").write_text("output_folder: elsewhere\n")
+    pattern = str(group / "lr*_steps50000_seed*")
+    c = compare(pattern, finished[0], draws=DRAWS)
+    assert c.a == f"{pattern} ({len(finished)} seeds)"
+    assert f"left out 1 unfinished run(s): {running}" in capsys.readouterr().err
+    for run in finished:
+        shutil.rmtree(group / run.name / "eval")
+    with pytest.raises(ValueError, match="none of its 4 run"):
+        compare(pattern, finished[0], draws=DRAWS)
 
 
 def test_cli_compares_pairs_in_one_family(runs):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lowres.io.lists import test_set_names
-from lowres.io.run_folder import hyperparams_path, is_run_folder
+from lowres.io.run_folder import hyperparams_path, is_finished, is_run_folder
 from lowres.scoring.bootstrap import DRAWS, LEVEL, METRICS, SEED, Interval
 from lowres.scoring.paired import holm, paired_difference
 from lowres.study.results.frame import read_hparams
@@ -120,10 +120,17 @@ def _side(side: Side) -> tuple[str, list[Path]]:
     if isinstance(side, (str, os.PathLike)):
         text = os.fspath(side)
         if re.search(r"[*?[]", text):  # a glob pattern
-            found = [p for p in glob.glob(text) if Path(p).is_dir()]
+            found = sorted(p for p in glob.glob(text) if Path(p).is_dir())
             if not found:
                 raise ValueError(f"{text}: no run folder matches")
-            runs = seed_group(found)
+            # a grid still running: its seeds that have no results yet cannot be compared
+            unfinished = [p for p in found if is_run_folder(p) and not is_finished(p)]
+            if len(unfinished) == len(found):
+                raise ValueError(f"{text}: none of its {len(found)} run(s) is finished")
+            if unfinished:
+                print(f"{text}: left out {len(unfinished)} unfinished run(s): "
+                      f"{', '.join(unfinished)}", file=sys.stderr)
+            runs = seed_group([p for p in found if p not in unfinished])
             return f"{text} ({len(runs)} seeds)", runs
         return text, seed_group([text])
     runs = seed_group(side)
