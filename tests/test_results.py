@@ -12,7 +12,13 @@ import pytest
 from lowres.io.run_folder import hyperparams_path, read_results, train_log_path, write_results
 from lowres.study.grids.definitions import ABLATION_VARIANTS, format_value
 from lowres.study.grids.runs import Run, expand
-from lowres.study.results.frame import as_float, collect, diverged_in_log, flatten_results
+from lowres.study.results.frame import (
+    as_float,
+    collect,
+    diverged_in_log,
+    flatten_results,
+    read_hparams,
+)
 from lowres.study.results.markdown import write_markdown
 from lowres.study.results.report import main
 from lowres.study.results.tables import best_lrs, seed_stats
@@ -254,3 +260,17 @@ def test_diverged_is_the_verdict_of_results_json(tmp_path):
                if line.startswith("| x-vector | tiny_few"))
     assert [c.strip() for c in row.strip("|").split("|")][2:5] == ["div.", "**12.00**",
                                                                    "20.00 [1 div.]"]
+
+
+def test_hparams_values_folded_onto_the_next_line_are_read(tmp_path):
+    """The yaml writer folds a long value onto the indented line below its key (a run folder
+    with a longer seed): it must read as the same value, or the seeds of one cell differ in
+    more than their seed and cannot be grouped."""
+    path = tmp_path / "hyperparams.yaml"
+    path.write_text("seed: 62204  # the seed\nsave_folder: \n  runs/a/lr5.0e-03_seed62204/save\n"
+                    "lr: 5.0e-3\nembedder: !new:torch.nn.Identity\n    x: 1\n"
+                    "test_sets:\n  - original\nmodule: \n  inner: 2\nend: true\n")
+    values = read_hparams(path)
+    assert values["save_folder"] == "runs/a/lr5.0e-03_seed62204/save"
+    assert values["seed"] == 62204 and values["lr"] == 5.0e-3 and values["end"] is True
+    assert not {"test_sets", "module"} & set(values)

@@ -47,6 +47,7 @@ METRICS = ("eer", "min_dcf_0.01", "min_dcf_0.05", "n_trials")
 # seed group's (lowres.study.results.intervals)
 INTERVAL_PREFIXES = ("lo_", "hi_", "seeds_lo_", "seeds_hi_")
 _SCALAR = re.compile(r"^([A-Za-z_][\w.]*):[ \t]*([^\n#!&*][^\n#]*?)?[ \t]*(?:#.*)?$", re.M)
+_INDENTED = re.compile(r"(?:[ \t]+[^\n]*(?:\n|$))+")
 _NAN_LOSS = re.compile(r"loss[^:=\n]*[:=]\s*[-+]?(nan|inf)\b", re.I)
 
 
@@ -74,13 +75,24 @@ def read_hparams(path: Path) -> dict:
     values: dict = {}
     if not path.is_file():
         return values
-    for key, raw in _SCALAR.findall(path.read_text(errors="replace")):
-        if not raw:
+    text = path.read_text(errors="replace")
+    for match in _SCALAR.finditer(text):
+        key, raw = match.groups()
+        if raw:
+            try:
+                values[key] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                values[key] = raw
             continue
-        try:
-            values[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            values[key] = raw
+        # a long value the writer folded onto the indented lines below its key
+        block = _INDENTED.match(text, match.end() + 1)
+        if block and block.group(0).strip():
+            try:
+                value = yaml.safe_load(f"{key}:\n{block.group(0)}")[key]
+            except yaml.YAMLError:  # tags (!new:, !ref) of objects: not a scalar
+                continue
+            if not isinstance(value, (dict, list)):
+                values[key] = value
     return values
 
 
