@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from lowres.scoring.embed_wav_list import main as embed_main
 from lowres.scoring.verify import main as verify_main
 from lowres.study.grids.runner import main as grid_main
 from lowres.study.grids.runs import expand, expand_experiments
+from lowres.training.runs import ResumableBrain, _remember_ctrl_c
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "VoxCeleb"
@@ -194,6 +196,24 @@ def test_train_without_data_folder_says_it_is_required(tmp_path):
 
 
 # ---- Ctrl-C -----------------------------------------------------------------------------
+
+def test_a_ctrl_c_lost_in_a_finaliser_stops_the_run_at_the_next_batch():
+    """Python drops a KeyboardInterrupt raised inside ``__del__`` (a Ctrl-C that lands
+    while a finaliser runs): training must still stop at the end of the next batch."""
+    brain = types.SimpleNamespace(ctrl_c=False)
+    before = signal.getsignal(signal.SIGINT)
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with _remember_ctrl_c(brain):
+        Finaliser()  # collected at once: the KeyboardInterrupt of its __del__ is dropped
+    assert brain.ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        ResumableBrain.on_fit_batch_end(brain, None, None, None, True)
+    assert signal.getsignal(signal.SIGINT) is before
+
 
 def test_ctrl_c_says_where_the_run_resumes(prepared_manifests, tmp_path):
     out = tmp_path / "run"

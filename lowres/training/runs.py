@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -28,6 +29,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -286,6 +289,25 @@ def wrap_cpu_ddp(brain) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _remember_ctrl_c(brain):
+    """While training on the main thread, SIGINT sets ``brain.ctrl_c`` before it raises
+    KeyboardInterrupt as Python's own handler does; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        brain.ctrl_c = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class ResumableBrain(sb.core.Brain):
     """A ``Brain`` whose runs resume exactly after a kill: the hparams' LR schedule
     (``lr_schedule``, ``lr``, ``max_steps``, ...), :class:`RngState` and, saved last,
@@ -323,9 +345,15 @@ class ResumableBrain(sb.core.Brain):
         return None
 
     def fit(self, *args, **kwargs):
-        """SpeechBrain's ``fit``; Ctrl-C becomes :class:`RunInterrupted`."""
+        """SpeechBrain's ``fit``; Ctrl-C becomes :class:`RunInterrupted`.
+
+        Python drops a KeyboardInterrupt raised while a finaliser (``__del__``, a weakref
+        callback) runs, so Ctrl-C is also remembered (:func:`_remember_ctrl_c`) and raised
+        again at the end of the next batch: a run never goes on after it."""
+        self.ctrl_c = False
         try:
-            super().fit(*args, **kwargs)
+            with _remember_ctrl_c(self):
+                super().fit(*args, **kwargs)
         except KeyboardInterrupt:
             raise RunInterrupted(f"interrupted: run the same command again to resume "
                                  f"{self.hparams.output_folder} "
@@ -348,7 +376,10 @@ class ResumableBrain(sb.core.Brain):
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """After an optimiser step: the LR schedule's step, step, loss and lr on the progress
         bar and, every ``log_interval`` steps, the means of ``self.log_stats`` (any object
-        with ``batches`` and ``summary()``) since the last such log, which then restarts."""
+        with ``batches`` and ``summary()``) since the last such log, which then restarts.
+        A Ctrl-C whose KeyboardInterrupt was lost is raised here."""
+        if getattr(self, "ctrl_c", False):
+            raise KeyboardInterrupt
         if not should_step:
             return
         self.lr_scheduler.step()
