@@ -196,28 +196,28 @@ def test_ddp_kill_and_resume_matches_uninterrupted_ddp_run(prepared_manifests, t
 @pytest.mark.slow
 def test_lora_mhfa_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path):
     """A tiny wav2vec2 with LoRA and MHFA, its LoRA weights in an optimiser group of their
-    own (ssl_adaptation_lr), training from step 0: SIGKILLed past the step-6 validation, it
-    resumes to the weights (LoRA factors, MHFA) and best checkpoint of an uninterrupted run,
+    own (ssl_adaptation_lr), training from step 0: SIGKILLed past the step-6 validation and
+    well before the end (a tiny model trains a step in tens of milliseconds), it resumes to the weights (LoRA factors, MHFA) and best checkpoint of an uninterrupted run,
     so the LoRA weights and both groups' Adam state and learning rates are restored."""
     from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 
     tiny = save_tiny_wav2vec2(tmp_path / "w2v2", size="tiny", seed=0)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     extra = (f"--wav2vec2_source={tiny}", "--precision=fp32", "--batch_size=4",
-             "--max_steps=12", "--val_interval=6", "--ssl_adaptation=lora", "--lora_rank=2",
+             "--max_steps=30", "--val_interval=6", "--ssl_adaptation=lora", "--lora_rank=2",
              "--ssl_pooling=mhfa", "--mhfa_heads=2", "--mhfa_compression_dim=8",
              "--mhfa_embedding_dim=16", "--wav2vec_initially_frozen=false",
              "--ssl_adaptation_lr=0.02")
     run_train(train_args(prepared_manifests, ref, *extra, recipe="wav2vec2_tiny_few.yaml"))
     args = train_args(prepared_manifests, killed, *extra, recipe="wav2vec2_tiny_few.yaml")
-    kill_once_past(args, killed, 7, 12)
+    kill_once_past(args, killed, 7, 25)
     resumed_from = max(ckpt_step(c) for c in checkpoints(killed))
-    assert 6 < resumed_from < 12
+    assert 6 < resumed_from < 30
     run_train(args)
     assert f"resumed_at_step: {resumed_from}" in train_log_path(killed).read_text()
     ref_weights, ref_meta = final_state(ref)
     weights, meta = final_state(killed)
-    assert meta["step"] == ref_meta["step"] == 12
+    assert meta["step"] == ref_meta["step"] == 30
     assert best_meta(killed) == {**best_meta(ref), "unixtime": best_meta(killed)["unixtime"]}
     lora_b = [key for key in ref_weights if ".lora_B." in key]
     assert lora_b and all(ref_weights[key].abs().sum() > 0 for key in lora_b)  # LoRA trained
