@@ -197,8 +197,9 @@ def test_ddp_kill_and_resume_matches_uninterrupted_ddp_run(prepared_manifests, t
 def test_lora_mhfa_kill_and_resume_matches_uninterrupted_run(prepared_manifests, tmp_path):
     """A tiny wav2vec2 with LoRA and MHFA, its LoRA weights in an optimiser group of their
     own (ssl_adaptation_lr), training from step 0: SIGKILLed past the step-6 validation and
-    well before the end (a tiny model trains a step in tens of milliseconds), it resumes to the weights (LoRA factors, MHFA) and best checkpoint of an uninterrupted run,
-    so the LoRA weights and both groups' Adam state and learning rates are restored."""
+    well before the end (a tiny model trains a step in tens of milliseconds), it resumes to
+    the weights (LoRA factors, MHFA) and best checkpoint of an uninterrupted run, so the LoRA
+    weights and both groups' Adam state and learning rates are restored."""
     from lowres.models.tiny_wav2vec2 import save_tiny_wav2vec2
 
     tiny = save_tiny_wav2vec2(tmp_path / "w2v2", size="tiny", seed=0)
