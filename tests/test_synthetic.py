@@ -23,7 +23,7 @@ from prepare.synthetic.channel import CODECS, Channel, apply_channel
 
 TINY = dict(speakers=2, sessions=2, utterances=2, min_files=2,
             vox1_speakers=4, vox1_test=4, vox1_sessions=2, vox1_utterances=1,
-            vox1_min_files=2)
+            vox1_min_files=2, vox1_seconds=[3.0, 10.0])
 
 
 def _load_baseline():
@@ -208,6 +208,22 @@ def test_channel_keeps_length_and_level(tmp_path, codec):
     assert out.shape == speech.shape and np.isfinite(out).all()
     assert np.max(np.abs(out)) == pytest.approx(10 ** (-6 / 20), rel=1e-3)
     assert np.std(out) > 0.01
+
+
+def test_test_part_file_lengths_leave_the_training_part_unchanged():
+    """The default preset's VoxCeleb1-style files are 2-5 s (each evaluation embeds them
+    all), the VoxCeleb2-style ones 3-10 s; the test part's lengths draw after the training
+    part's, so changing them leaves every training speaker, session and length as it was."""
+    sizes = synthetic.PRESETS["default"]
+    plan = synthetic.make_plan(sizes, seed=0)
+    lengths = {part: [d for s in plan if s.corpus == part for x in s.sessions
+                      for d in x.durations] for part in ("vox1", "vox2")}
+    assert 2.0 <= min(lengths["vox1"]) and max(lengths["vox1"]) <= 5.0
+    assert 3.0 <= min(lengths["vox2"]) and max(lengths["vox2"]) <= 10.0
+    assert max(lengths["vox2"]) > 5.0
+    other = synthetic.make_plan({**sizes, "vox1_seconds": [3.0, 10.0]}, seed=0)
+    assert [s for s in other if s.corpus == "vox2"] == [s for s in plan if s.corpus == "vox2"]
+    assert ([s for s in other if s.corpus == "vox1"] != [s for s in plan if s.corpus == "vox1"])
 
 
 def test_cli_large_preset_reduced(tmp_path):

@@ -18,8 +18,9 @@ writes
         self-supervised pre-training (the stand-in for LibriSpeech; no labels are written)
 
 Speakers are random espeak-ng voices (prepare/synth_voices.py), sessions random
-recording channels (prepare/synth_channel.py), utterances 3-10 s cuts of a
-session's continuous speech of random sentences (prepare/synth_text.py).
+recording channels (prepare/synth_channel.py), utterances cuts of 3-10 s (VoxCeleb1-style
+files of the default preset: 2-5 s, PRESETS) of a session's continuous speech of random
+sentences (prepare/synth_text.py).
 Sessions per speaker and files per session are uneven (skewed towards few,
 with a long tail), like the real data. The output is deterministic for a
 seed on a given machine, whatever --jobs; every file is written atomically
@@ -37,6 +38,7 @@ import os
 import shutil
 import string
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,24 +59,26 @@ from prepare.synthetic.voices import NATIONALITIES, random_voice, speak_for
 # Sizes. vox2: training speakers (VoxCeleb2 dev); vox1: test speakers (VoxCeleb1),
 # of which vox1_test form the VoxCeleb1-O ("test" set) speakers.
 # sessions = most sessions a speaker has (at least min_sessions),
-# utterances = most files a session has (at least 1), min_files = fewest files a speaker has.
+# utterances = most files a session has (at least 1), min_files = fewest files a speaker has,
+# vox1_seconds = the shortest and longest VoxCeleb1-style file (VoxCeleb2-style: SECONDS).
 # default's test part is sized for the speaker bootstrap (docs/intervals.md): an interval
-# narrows with more test speakers and with more trials of each, and embedding costs a file
-# each, so 200 VoxCeleb1-style speakers with 6 files in 2-3 sessions (1,200 files; E and H
-# 4,800 trials), of which 40 form O (as in VoxCeleb1-O; 960 trials).
+# narrows with more test speakers and with more trials of each, and embedding costs a file's
+# length each time a model is evaluated, so 200 VoxCeleb1-style speakers with 6 short files
+# (2-5 s) in 2-3 sessions (1,200 files; E and H 4,800 trials), of which 40 form O (as in
+# VoxCeleb1-O; 960 trials).
 PRESETS = {
     "small": dict(speakers=16, sessions=10, utterances=4, min_files=12,
                   vox1_speakers=10, vox1_test=6, vox1_sessions=4, vox1_utterances=3,
-                  vox1_min_files=8),
+                  vox1_min_files=8, vox1_seconds=[3.0, 10.0]),
     "default": dict(speakers=100, sessions=12, utterances=5, min_files=10,
                     vox1_speakers=200, vox1_test=40, vox1_sessions=3, vox1_utterances=2,
-                    vox1_min_files=6),
+                    vox1_min_files=6, vox1_seconds=[2.0, 5.0]),
     "large": dict(speakers=1000, sessions=20, utterances=8, min_files=16,
                   vox1_speakers=200, vox1_test=40, vox1_sessions=10, vox1_utterances=5,
-                  vox1_min_files=8),
+                  vox1_min_files=8, vox1_seconds=[3.0, 10.0]),
 }
 MIN_SESSIONS = 2
-MIN_SECONDS, MAX_SECONDS = 3.0, 10.0
+SECONDS = (3.0, 10.0)  # shortest and longest file of the VoxCeleb2-style and unlabelled parts
 TRIALS_PER_FILE = 8
 # per unlabelled speaker: <= 3 sessions of <= 3 files, >= 4 files (~25 s of speech)
 UNLABELLED_SIZES = dict(max_sessions=3, max_utts=3, min_files=4)
@@ -121,7 +125,8 @@ def _fake_name(rng: np.random.Generator) -> str:
     return f"{first}_{last}"
 
 
-def _make_sessions(rng, max_sessions: int, max_utts: int, min_files: int) -> list[Session]:
+def _make_sessions(rng, max_sessions: int, max_utts: int, min_files: int,
+                   seconds: Sequence[float] = SECONDS) -> list[Session]:
     n_sessions = _uneven(rng, MIN_SESSIONS, max(MIN_SESSIONS, max_sessions))
     counts = [_uneven(rng, 1, max_utts) for _ in range(n_sessions)]
     while sum(counts) < min_files:  # top up the smallest speakers, still within max_utts
@@ -132,8 +137,8 @@ def _make_sessions(rng, max_sessions: int, max_utts: int, min_files: int) -> lis
         counts[open_[int(rng.integers(len(open_)))]] += 1
     names = _session_ids(rng, len(counts))
     return [
-        Session(name, [round(float(MIN_SECONDS + (MAX_SECONDS - MIN_SECONDS)
-                                   * rng.beta(1.2, 2.2)), 3) for _ in range(c)])
+        Session(name, [round(float(seconds[0] + (seconds[1] - seconds[0]) * rng.beta(1.2, 2.2)),
+                             3) for _ in range(c)])
         for name, c in zip(names, counts, strict=True)
     ]
 
@@ -170,9 +175,9 @@ def make_plan(sizes: dict, seed: int) -> list[Speaker]:
                                         sizes["min_files"])
         else:
             s.sessions = _make_sessions(rng, sizes["vox1_sessions"], sizes["vox1_utterances"],
-                                        sizes["vox1_min_files"])
+                                        sizes["vox1_min_files"], sizes["vox1_seconds"])
             if len(s.sessions) < 2:
-                s.sessions += _make_sessions(rng, 2, 1, 1)[:1]
+                s.sessions += _make_sessions(rng, 2, 1, 1, sizes["vox1_seconds"])[:1]
     return speakers
 
 
@@ -408,13 +413,15 @@ def main(argv=None) -> None:
     presets = "\n".join(
         f"  {name:8s} {v['speakers']:5d} vox2 speakers (<= {v['sessions']} sessions, <= "
         f"{v['utterances']} files per session, >= {v['min_files']} files per speaker), "
-        f"{v['vox1_speakers']} vox1 speakers ({v['vox1_test']} in the test set)"
+        f"{v['vox1_speakers']} vox1 speakers ({v['vox1_test']} in the test set; files of "
+        f"{v['vox1_seconds'][0]:g}-{v['vox1_seconds'][1]:g} s)"
         for name, v in PRESETS.items())
     parser = argparse.ArgumentParser(
         prog="python -m prepare.synthetic",
         description="Generate a SYNTHETIC VoxCeleb-shaped corpus (espeak-ng voices through "
         "simulated recording channels), laid out like the official archives.",
-        epilog=f"presets:\n{presets}\nFiles are 3-10 s. --speakers/--sessions/--utterances/"
+        epilog=f"presets:\n{presets}\nVoxCeleb2-style files are {SECONDS[0]:g}-{SECONDS[1]:g} s. "
+        "--speakers/--sessions/--utterances/"
         "--vox1_speakers override the preset's values; a speaker with too few files gets "
         "extra files (still at most --utterances per session) or extra one-file sessions.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
