@@ -20,7 +20,7 @@ from test_results_intervals import scores_for, trial_list
 from lowres.io.run_folder import eval_folder, read_results, train_log_path, write_results
 from lowres.scoring.trials import write_scores
 from lowres.study import demo
-from lowres.study.grids.definitions import DEMO_STARTS, DEMO_SUBSETS, MODELS
+from lowres.study.grids.definitions import DEMO_MODEL_ORDER, DEMO_STARTS, DEMO_SUBSETS, MODELS
 from lowres.study.grids.runs import expand, parse_run_path
 from lowres.study.results import report
 
@@ -42,8 +42,10 @@ def test_demo_grid_takes_per_model_overrides_that_resolve(tmp_path):
     assert set(per_model) == {*MODELS, *DEMO_STARTS} and "lr" in per_model["ecapa"]
     assert per_model["random_init"]["wav2vec2_source"] == "/w2v" and extra["seed"] == "5"
     runs = expand("demo", tmp_path, extra=extra, model_extra=per_model)
+    # every model once; the longest runs (wav2vec2's 600 steps) start first
+    assert sorted(DEMO_MODEL_ORDER) == sorted(MODELS) and DEMO_MODEL_ORDER[0] == "wav2vec2"
     assert [(r.model, r.subset, r.tag) for r in runs] == [
-        (m, s, t) for m in MODELS for s in DEMO_SUBSETS
+        (m, s, t) for m in DEMO_MODEL_ORDER for s in DEMO_SUBSETS
         for t in (DEMO_STARTS if m == "wav2vec2" else (None,))]
     for run in runs:
         cell = tmp_path / "demo" / f"{run.model}_{run.subset}"
