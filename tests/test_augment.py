@@ -88,6 +88,22 @@ def test_off_by_default():
         assert augment.from_hparams(values) is None
 
 
+def test_unused_keys_are_those_of_the_kinds_that_are_off():
+    """What a model card leaves out: with noise on, noise's SNRs and the shared keys count
+    and music's, babble's and the speeds do not; with nothing on, only the switches do."""
+    values = plain_values(ROOT / "hparams" / "xvector_tiny_few.yaml", {"data_folder": "/data"})
+    off = augment.unused_keys(values)
+    assert {"augment_prob", "noise_snr_low", "babble_speakers_high", "speeds",
+            "augment_side", "speed_new_speakers"} <= off
+    assert not off & (set(OFF) - {"speed_new_speakers"})  # the switches stay
+    noise = augment.unused_keys({**values, "augment_noise": True})
+    assert {"noise_snr_low", "noise_csv", "augment_prob", "augment_side"}.isdisjoint(noise)
+    assert {"music_snr_low", "babble_speakers_low", "rir_csv", "speeds"} <= noise
+    speed = augment.unused_keys({**values, "speed_perturb": True})
+    assert {"speeds", "speed_new_speakers", "augment_side"}.isdisjoint(speed)
+    assert "augment_prob" in speed
+
+
 @pytest.mark.parametrize("args, message", [
     (["--augment_reverb=true", "--augment_folder=/nonexistent"], "rir_csv='/nonexistent/"),
     (["--speed_new_speakers=true"], "speed_new_speakers=True"),

@@ -280,6 +280,24 @@ def test_test_precision_selection_and_fallback():
             check_values({"test_sets": "original", key: bad})
 
 
+def test_unused_evaluation_keys():
+    """What a model card leaves out: AS-norm's settings without post_process_scores, the
+    top k unless the two-sided variant takes it, the intervals' settings without them."""
+    from lowres.scoring.eval_settings import unused_keys
+
+    base = {"post_process_scores": False, "as_norm_variant": "two_sided_top_k",
+            "as_norm_top_k": 300, "cohort_max_files_per_speaker": None, "intervals": True}
+    assert unused_keys(base) == {"as_norm_top_k", "as_norm_variant",
+                                 "cohort_max_files_per_speaker"}
+    assert unused_keys({**base, "post_process_scores": True}) == set()
+    assert unused_keys({**base, "post_process_scores": True,
+                        "as_norm_variant": "one_sided_whole_cohort"}) == {"as_norm_top_k"}
+    assert "cohort_max_files_per_speaker" not in unused_keys(
+        {**base, "enroll_training_data": True})
+    assert {"interval_draws", "interval_seed", "interval_level"} <= unused_keys(
+        {**base, "intervals": False})
+
+
 def test_fp16_on_cpu_is_tested_in_fp32(fake_run):
     hparams, _, _, _ = fake_run
     res = evaluate_run(dict(hparams, test_precision="fp16"), "best", test_sets=["original"],

@@ -231,6 +231,10 @@ def test_model_card_shows_only_what_applies_and_no_local_path(exported):
     assert "| mhfa_heads |" not in card  # the sizes of a pooling the run did not use
     # the keys of an adaptation the run did not use
     assert "| lora_rank |" not in card and "| adapter_bottleneck |" not in card
+    # augmentation and AS-norm were off: their switches say so, their settings are left out
+    assert "| augment_noise | False |" in card and "| post_process_scores | False |" in card
+    for key in ("augment_prob", "noise_snr_low", "speeds", "as_norm_top_k", "as_norm_variant"):
+        assert f"| {key} |" not in card, key
     assert "- Trained:" not in card  # the run has no parameters.json
     if family == "wav2vec2":
         assert "- Backbone (`ssl_adaptation: full`): fine-tuned whole" in card

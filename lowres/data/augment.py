@@ -191,6 +191,23 @@ def augment_config(values: dict) -> AugmentConfig | None:
                          tuple(speeds), new_speakers, side)
 
 
+def unused_keys(values: dict) -> set[str]:
+    """The augmentation keys of ``values`` that change nothing: those of every kind that is
+    off (all but the switches when none is on), and the speeds without speed_perturb."""
+    enabled = {a for a in AUGMENTATIONS if values.get(f"augment_{a}") is True}
+    unused = {key for a in AUGMENTATIONS if a not in enabled
+              for key in (CSV_KEYS[a], f"{a}_snr_low", f"{a}_snr_high")}
+    if "babble" not in enabled:
+        unused |= {"babble_speakers_low", "babble_speakers_high"}
+    if not enabled:
+        unused |= {"augment_prob", "augment_min", "augment_max", "augment_folder"}
+    if values.get("speed_perturb") is not True:
+        unused |= {"speeds", "speed_new_speakers"}
+    if not enabled and values.get("speed_perturb") is not True:
+        unused.add("augment_side")
+    return unused
+
+
 @contextmanager
 def _seeded(seed: int):
     """The CPU torch generator and python's ``random`` seeded with ``seed`` for the block,

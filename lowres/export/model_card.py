@@ -4,13 +4,13 @@ Everything in it comes from the run folder: the architecture from the built embe
 how an SSL backbone adapted, ``ssl_adaptation``), how many parameters trained from
 ``parameters.json`` (when the run has one), the training subset's ``stats.json``, the
 hyperparameters from ``hyperparams.yaml`` (only those that applied: the parameters of the LR
-schedule the run used, MHFA's sizes, LoRA's and the adapters' keys only for runs that used
-them, and the precision the test really ran in, results.json's ``test_precision``), the
-checkpoint's step and validation EER, and the test results, calibration and decision
-threshold of ``eval/<checkpoint>/results.json``. A run that trained on the synthetic corpus
-(its ``README.txt`` marker, see :func:`lowres.export.run.is_synthetic`) says so at the top.
-The card is meant to be published: it names runs and local folders by their folder names
-only, never by a path.
+schedule the run used, MHFA's sizes, LoRA's and the adapters' keys, augmentation's and
+AS-norm's settings only for runs that used them, and the precision the test really ran in,
+results.json's ``test_precision``), the checkpoint's step and validation EER, and the test
+results, calibration and decision threshold of ``eval/<checkpoint>/results.json``. A run
+that trained on the synthetic corpus (its ``README.txt`` marker, see
+:func:`lowres.export.run.is_synthetic`) says so at the top. The card is meant to be
+published: it names runs and local folders by their folder names only, never by a path.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def _hyperparameters(run: RunForExport) -> list[str]:
 
         not_used |= {k for mode, keys in ADAPTATION_KEYS.items()
                      if mode != values["ssl_adaptation"] for k in keys}
+    from lowres.data import augment
+    from lowres.scoring import eval_settings
+
+    not_used |= augment.unused_keys(values) | eval_settings.unused_keys(values)
     if (run.results or {}).get("test_precision"):
         values["test_precision"] = run.results["test_precision"]  # e.g. fp16 ran as fp32 on CPU
     rows = []

@@ -19,7 +19,8 @@ from lowres.scoring.checkpoints import AVERAGE_BY
 from lowres.scoring.score_norm import AS_NORM_VARIANTS
 
 __all__ = ["OLD_AS_NORM_VARIANT", "TEST_PRECISIONS", "check_values",
-           "effective_test_precision", "interval_settings", "precision_on", "test_autocast"]
+           "effective_test_precision", "interval_settings", "precision_on", "test_autocast",
+           "unused_keys"]
 
 OLD_AS_NORM_VARIANT = "two_sided_top_k"  # the only one before as_norm_variant existed
 TEST_PRECISIONS = ("fp16", "fp32")
@@ -60,6 +61,23 @@ def check_values(values: Mapping) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
         raise invalid_hparam("interval_level", v, "must be a number between 0 and 1, "
                              "e.g. 0.95")
+
+
+def unused_keys(values: Mapping) -> set[str]:
+    """The evaluation keys of ``values`` that changed no result: AS-norm's without
+    post_process_scores (its top k unless the variant takes it), the cohort's cap without a
+    cohort, the intervals' without intervals."""
+    unused = set()
+    post = values.get("post_process_scores") is True
+    if not post or values.get("as_norm_variant", OLD_AS_NORM_VARIANT) != "two_sided_top_k":
+        unused.add("as_norm_top_k")
+    if not post:
+        unused.add("as_norm_variant")
+    if not post and values.get("enroll_training_data") is not True:
+        unused.add("cohort_max_files_per_speaker")
+    if values.get("intervals", True) is not True:
+        unused |= {"interval_level", "interval_draws", "interval_seed"}
+    return unused
 
 
 def interval_settings(values: Mapping) -> dict | None:
