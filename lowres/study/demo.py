@@ -76,8 +76,8 @@ PRETRAIN_HPARAMS = "hparams/pretrain/utterance_tiny.yaml"  # CPU-sized: its own 
 # README's figures (2 jobs), for the ETA printed before and after each stage, scaled by how
 # fast this machine ran the stages finished so far; a stage finished by an earlier run takes
 # seconds instead.
-STAGE_SECONDS = {"corpus": 133, "prepare": 8, "wav2vec2": 6, "pretrain": 298,
-                 "untrained": 81, "train": 1058, "results": 4}
+STAGE_SECONDS = {"corpus": 119, "prepare": 8, "wav2vec2": 5, "pretrain": 270,
+                 "untrained": 52, "train": 903, "results": 3}
 # A finished stage times this machine only if it is long enough not to be mostly process
 # start-up (reference seconds) and took at least this fraction of its reference time (less:
 # an earlier run had done its work).
