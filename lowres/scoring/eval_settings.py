@@ -18,11 +18,12 @@ from lowres.scoring import bootstrap
 from lowres.scoring.checkpoints import AVERAGE_BY
 from lowres.scoring.score_norm import AS_NORM_VARIANTS
 
-__all__ = ["OLD_AS_NORM_VARIANT", "TEST_PRECISIONS", "check_values",
+__all__ = ["OLD_AS_NORM_VARIANT", "TEST_PRECISIONS", "as_norm_top_k", "check_values",
            "effective_test_precision", "interval_settings", "precision_on", "test_autocast",
            "unused_keys"]
 
 OLD_AS_NORM_VARIANT = "two_sided_top_k"  # the only one before as_norm_variant existed
+DEFAULT_TOP_K = 300
 TEST_PRECISIONS = ("fp16", "fp32")
 
 
@@ -63,13 +64,21 @@ def check_values(values: Mapping) -> None:
                              "e.g. 0.95")
 
 
+def as_norm_top_k(values: Mapping) -> int | None:
+    """The number of closest cohort scores AS-norm takes, None when its variant takes the
+    whole cohort (one_sided_whole_cohort)."""
+    if values.get("as_norm_variant", OLD_AS_NORM_VARIANT) != "two_sided_top_k":
+        return None
+    return int(values.get("as_norm_top_k", DEFAULT_TOP_K))
+
+
 def unused_keys(values: Mapping) -> set[str]:
     """The evaluation keys of ``values`` that changed no result: AS-norm's without
     post_process_scores (its top k unless the variant takes it), the cohort's cap without a
     cohort, the intervals' without intervals."""
     unused = set()
     post = values.get("post_process_scores") is True
-    if not post or values.get("as_norm_variant", OLD_AS_NORM_VARIANT) != "two_sided_top_k":
+    if not post or as_norm_top_k(values) is None:
         unused.add("as_norm_top_k")
     if not post:
         unused.add("as_norm_variant")

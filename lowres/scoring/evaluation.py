@@ -91,6 +91,7 @@ from lowres.scoring.checkpoints import (
 )
 from lowres.scoring.eval_settings import (
     OLD_AS_NORM_VARIANT,
+    as_norm_top_k,
     check_values,
     effective_test_precision,
     interval_settings,
@@ -115,8 +116,6 @@ from lowres.scoring.trials import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_after_training", "evaluate_run", "summary", "training_cohort"]
-
-DEFAULT_TOP_K = 300
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -394,9 +393,8 @@ def _load_weights(hparams: dict,
 
 def _as_norm_asked(hparams: dict) -> dict:
     """The AS-norm settings of the run's hparams, as :func:`as_norm_settings` reads them back."""
-    variant = hparams.get("as_norm_variant", OLD_AS_NORM_VARIANT)
-    return {"variant": variant, "top_k": int(hparams.get("as_norm_top_k", DEFAULT_TOP_K))
-            if variant == "two_sided_top_k" else None,  # one-sided: the whole cohort
+    return {"variant": hparams.get("as_norm_variant", OLD_AS_NORM_VARIANT),
+            "top_k": as_norm_top_k(hparams),
             "cohort_max_files_per_speaker": hparams.get("cohort_max_files_per_speaker")}
 
 
